@@ -1,0 +1,435 @@
+#!/usr/bin/env bash
+# pixelgate benchmark: pixelgate vs. nginx `empty_gif`, one after the other,
+# on the same machine, over loopback.
+#
+#   bench/run.sh                      # 10 s measured run per server
+#   DURATION=5 CONNECTIONS=128 bench/run.sh
+#   SKIP_BUILD=1 bench/run.sh         # use the existing target/release/pixelgate
+#
+# Layout: each server is pinned to CPU 0 and the load generator (wrk, one
+# thread) to CPU 1, so the numbers are "what one core of server buys you".
+# Each server gets a 2 s warm-up run, then the measured run; only the
+# measured run's throughput/latency is reported, but every request answered
+# in either run must show up as exactly one record (pixelgate: NDJSON lines,
+# nginx: access-log lines).
+#
+# Knobs (environment):
+#   DURATION     measured run length in seconds          (default 10)
+#   CONNECTIONS  wrk connections                         (default 64)
+#   WARMUP       warm-up run length in seconds           (default 2)
+#   SKIP_BUILD   1 = don't run `cargo build --release`   (default 0)
+#   KEEP_TMP     1 = keep the scratch directory (logs, data, wrk output)
+#   SERVERS      which servers to run, in order      (default "pixelgate nginx")
+#
+# Output: progress on stderr, the Markdown result table on stdout.
+# Exit status: 0 if every check passed, 1 if a server answered requests with
+# non-2xx statuses, lost/duplicated records or exited uncleanly (the table is
+# still printed), other non-zero on setup failure.
+set -euo pipefail
+
+# --------------------------------------------------------------------------
+# Settings
+# --------------------------------------------------------------------------
+BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$BENCH_DIR/.." && pwd)"
+
+DURATION="${DURATION:-10}"
+CONNECTIONS="${CONNECTIONS:-64}"
+WARMUP="${WARMUP:-2}"
+SKIP_BUILD="${SKIP_BUILD:-0}"
+KEEP_TMP="${KEEP_TMP:-0}"
+SERVERS="${SERVERS:-pixelgate nginx}"
+
+SERVER_CPU=0
+CLIENT_CPU=1
+
+# A realistic pixel hit: Meta-style Purchase event with custom data and
+# (percent-encoded) user data.
+PIXEL_PATH='/p.gif?pixel_id=1234567890&event=Purchase&event_id=e1&evat_value=19.99&evat_currency=USD&usat_em=jane.doe%40example.com&usat_ph=%2B1%20650%20555%201212&url=https%3A%2F%2Fshop.example.com%2Fcheckout%3Ffbclid%3DAbC123'
+USER_AGENT='Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/141.0.0.0 Safari/537.36'
+
+PIXELGATE_BIN="$REPO_ROOT/target/release/pixelgate"
+
+for server in $SERVERS; do
+    [[ "$server" =~ ^(pixelgate|nginx)$ ]] || { echo "error: unknown server in SERVERS: $server" >&2; exit 2; }
+done
+for knob in DURATION CONNECTIONS WARMUP; do
+    [[ "${!knob}" =~ ^[1-9][0-9]*$ ]] || { echo "error: $knob must be a positive integer" >&2; exit 2; }
+done
+
+# --------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() { printf '[bench] error: %s\n' "$*" >&2; exit 2; }
+
+WORK_DIR="$(mktemp -d "${TMPDIR:-/tmp}/pixelgate-bench.XXXXXX")"
+CHILD_PIDS=()     # servers we started; killed by cleanup()
+FAILED=0          # set to 1 by any failed check
+
+# Kill whatever is still running and remove the scratch directory.  Runs on
+# every exit path, including errors and Ctrl-C.
+cleanup() {
+    local rc=$? pid
+    trap - EXIT INT TERM
+    for pid in "${CHILD_PIDS[@]}"; do
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid" 2>/dev/null || true
+            for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+            kill -KILL "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+        fi
+    done
+    if [[ "$KEEP_TMP" == 1 ]]; then
+        log "scratch directory kept: $WORK_DIR"
+    else
+        rm -rf "$WORK_DIR"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Is something listening on 127.0.0.1:$1?
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Print a free loopback port (random, 20000-59999), never the same twice.
+USED_PORTS=" "
+free_port() {
+    local port
+    for _ in $(seq 100); do
+        port=$((20000 + RANDOM % 40000))
+        [[ "$USED_PORTS" == *" $port "* ]] && continue
+        port_in_use "$port" && continue
+        USED_PORTS+="$port "
+        echo "$port"
+        return 0
+    done
+    die "no free port found"
+}
+
+# http_status PORT PATH -> prints the HTTP status code (empty on failure).
+# Pure bash, so it works without curl.
+http_status() {
+    local port=$1 path=$2 line=""
+    {
+        exec 3<>"/dev/tcp/127.0.0.1/$port" &&
+            printf 'GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' "$path" >&3 &&
+            read -r -t 2 line <&3
+        exec 3<&- 3>&-
+    } 2>/dev/null || true
+    line=${line%$'\r'}
+    [[ "$line" =~ ^HTTP/[0-9.]+\ ([0-9]{3}) ]] && echo "${BASH_REMATCH[1]}" || true
+}
+
+# wait_http PID PORT PATH TIMEOUT_S -> waits until PATH answers 200.
+wait_http() {
+    local pid=$1 port=$2 path=$3 timeout=$4 status
+    for _ in $(seq $((timeout * 10))); do
+        kill -0 "$pid" 2>/dev/null || { log "server (pid $pid) died during startup"; return 1; }
+        status=$(http_status "$port" "$path")
+        [[ "$status" == 200 ]] && return 0
+        sleep 0.1
+    done
+    log "GET $path on port $port did not answer 200 within ${timeout}s (last status: ${status:-none})"
+    return 1
+}
+
+# stop_pid PID SIGNAL TIMEOUT_S -> signals PID, waits for it and sets
+# STOP_RC to its exit status (or "timeout" after SIGKILLing it).  Must run in
+# the main shell (not inside $(...)): only the parent can `wait` for the PID.
+stop_pid() {
+    local pid=$1 sig=$2 timeout=$3
+    STOP_RC=0
+    kill "-$sig" "$pid"
+    for _ in $(seq $((timeout * 10))); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        STOP_RC=timeout
+        return 0
+    fi
+    wait "$pid" || STOP_RC=$?
+}
+
+# Peak resident set size (VmHWM) of PID in MiB, one decimal.
+peak_rss_mib() {
+    awk '/^VmHWM:/ { printf "%.1f", $2 / 1024; found = 1 } END { if (!found) print "n/a" }' "/proc/$1/status"
+}
+
+# Direct children of PID (uses /proc only; no procps needed).
+child_pids() {
+    local parent=$1 f stat rest
+    for f in /proc/[0-9]*/stat; do
+        { read -r stat <"$f"; } 2>/dev/null || continue
+        rest=${stat##*) }           # fields after "(comm) "
+        read -r _ ppid _ <<<"$rest"
+        if [[ "$ppid" == "$parent" ]]; then f=${f#/proc/}; echo "${f%/stat}"; fi
+    done
+}
+
+# run_wrk PORT OUTFILE SECONDS -> runs wrk pinned to CLIENT_CPU and keeps its
+# full output in OUTFILE.
+run_wrk() {
+    local port=$1 out=$2 secs=$3
+    taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNECTIONS" -d"${secs}s" --latency \
+        -H "User-Agent: $USER_AGENT" \
+        "http://127.0.0.1:${port}${PIXEL_PATH}" >"$out" 2>&1 ||
+        { cat "$out" >&2; die "wrk failed"; }
+}
+
+# wrk_field FILE FIELD -> one number from wrk --latency output.
+#   rps       Requests/sec
+#   requests  "N requests in"
+#   p50, p99  latency percentiles, converted to ms
+#   non2xx    "Non-2xx or 3xx responses" (wrk counts status >= 400; 0 if absent)
+#   sockerr   sum of the "Socket errors" counters (0 if absent)
+wrk_field() {
+    awk -v want="$2" '
+        function ms(v) {
+            if (v ~ /us$/) return v / 1000
+            if (v ~ /ms$/) return v + 0
+            if (v ~ /m$/)  return v * 60000
+            if (v ~ /s$/)  return v * 1000
+            return v + 0
+        }
+        /^Requests\/sec:/                 { r["rps"] = $2 }
+        / requests in /                   { r["requests"] = $1 }
+        /^ *50(\.0+)?% /                  { r["p50"] = sprintf("%.3f", ms($2)) }
+        /^ *99(\.0+)?% /                  { r["p99"] = sprintf("%.3f", ms($2)) }
+        /Non-2xx or 3xx responses:/       { r["non2xx"] = $NF }
+        /Socket errors:/ {
+            s = 0; line = $0; sub(/.*Socket errors:/, "", line)
+            n = split(line, parts, ",")
+            for (i = 1; i <= n; i++) { split(parts[i], kv, " "); s += kv[2] }
+            r["sockerr"] = s
+        }
+        END {
+            if (want in r) print r[want]
+            else if (want == "non2xx" || want == "sockerr") print 0
+            else print "n/a"
+        }' "$1"
+}
+
+# --------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------
+ROWS=()                 # Markdown table rows, in run order
+NOTES=()                # free-form lines printed under the table
+declare -A RPS=()       # server name -> measured req/s (for the ratio)
+
+# add_row NAME RPS P50 P99 RSS -> one table row; the records column comes
+# from the last compare_records call.
+add_row() {
+    ROWS+=("| $1 | $(printf '%.0f' "$2") | $3 ms | $4 ms | $5 | $RECORDS_CELL |")
+    RPS[$1]=$2
+}
+
+# load_and_check NAME PORT -> warm-up + measured wrk runs against PORT.
+# Sets ANSWERED (requests completed in both runs) and W_MEASURED (path of
+# the measured run's wrk output); records failed checks.
+load_and_check() {
+    local name=$1 port=$2 warm="$WORK_DIR/$1.wrk-warmup.txt" meas="$WORK_DIR/$1.wrk.txt" f
+    log "$name: warm-up ${WARMUP}s"
+    run_wrk "$port" "$warm" "$WARMUP"
+    log "$name: measured run ${DURATION}s, $CONNECTIONS connections"
+    run_wrk "$port" "$meas" "$DURATION"
+    sed 's/^/    /' "$meas" >&2
+    ANSWERED=$(( $(wrk_field "$warm" requests) + $(wrk_field "$meas" requests) ))
+    W_MEASURED=$meas
+    local non2xx=0 sockerr=0
+    for f in "$warm" "$meas"; do
+        non2xx=$((non2xx + $(wrk_field "$f" non2xx)))
+        sockerr=$((sockerr + $(wrk_field "$f" sockerr)))
+        [[ "$(wrk_field "$f" sockerr)" == 0 ]] || log "$name: $(basename "$f"): $(grep 'Socket errors' "$f" | xargs)"
+    done
+    NOTES+=("$name: wrk saw $non2xx responses with status >= 400 and $sockerr socket errors (warm-up + measured)")
+    ((non2xx == 0)) || FAILED=1
+}
+
+# compare_records NAME RECORDS ANSWERED -> checks that every answered
+# request left exactly one record; sets RECORDS_CELL and adds a note.
+#
+# "Answered" is what wrk counted as completed.  When wrk's timer fires it
+# stops reading, so the requests still in flight at that moment (at most one
+# per connection per run, i.e. 2 x CONNECTIONS in total) were answered and
+# logged by the server without being counted by wrk.  nginx shows exactly
+# that: records = answered + 2 x CONNECTIONS.  So the check is
+#   0 <= records - answered <= 2 x CONNECTIONS
+# and anything else (fewer records than answered requests, or more than the
+# in-flight slack) is a failure.
+compare_records() {
+    local name=$1 records=$2 answered=$3 diff slack=$((2 * CONNECTIONS))
+    diff=$((records - answered))
+    if ((diff == 0)); then
+        RECORDS_CELL="$records/$answered"
+        NOTES+=("$name: records $records = answered $answered: match")
+    elif ((diff > 0 && diff <= slack)); then
+        RECORDS_CELL="$records/$answered (+$diff in flight)"
+        NOTES+=("$name: records $records vs answered $answered: match; the $diff extra records are requests in flight when wrk stopped (allowed: up to $slack)")
+    else
+        RECORDS_CELL="$records/$answered **MISMATCH**"
+        NOTES+=("$name: records $records vs answered $answered: MISMATCH (difference $diff; allowed 0..$slack for requests in flight when wrk stopped)")
+        FAILED=1
+    fi
+}
+
+# --------------------------------------------------------------------------
+# Servers.  Each bench_* function starts its server pinned to SERVER_CPU,
+# loads it, stops it, checks its records and calls add_row exactly once.
+# --------------------------------------------------------------------------
+
+# pixelgate with the local NDJSON sink.
+bench_pixelgate() {
+    local name=pixelgate dir="$WORK_DIR/pixelgate" port mport pid rss records
+    mkdir -p "$dir/data"
+    port=$(free_port); mport=$(free_port)
+    log "$name: starting on 127.0.0.1:$port (metrics :$mport)"
+    taskset -c "$SERVER_CPU" "$PIXELGATE_BIN" serve \
+        --listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$mport" \
+        --data-dir "$dir/data" 2>"$dir/stderr.log" &
+    pid=$!
+    CHILD_PIDS+=("$pid")
+    wait_http "$pid" "$port" /healthz 20 || { tail -n 20 "$dir/stderr.log" >&2; die "$name did not become healthy"; }
+
+    load_and_check "$name" "$port"
+    rss=$(peak_rss_mib "$pid")
+
+    log "$name: SIGTERM, waiting for it to flush and exit"
+    stop_pid "$pid" TERM 30
+    if [[ "$STOP_RC" != 0 ]]; then
+        NOTES+=("$name: exit status after SIGTERM: $STOP_RC (expected 0); last stderr lines printed above")
+        tail -n 20 "$dir/stderr.log" | sed 's/^/    /' >&2
+        FAILED=1
+    fi
+
+    # One record per NDJSON line (awk also counts a final unterminated line).
+    records=$(find "$dir/data/raw" -type f -name '*.ndjson' -exec awk 'END { print NR }' {} + 2>/dev/null |
+        awk '{ s += $1 } END { print s + 0 }')
+    log "$name: data files: $(find "$dir/data" -type f | wc -l), NDJSON records: $records"
+    compare_records "$name" "$records" "$ANSWERED"
+
+    add_row "$name" "$(wrk_field "$W_MEASURED" rps)" "$(wrk_field "$W_MEASURED" p50)" \
+        "$(wrk_field "$W_MEASURED" p99)" "$rss"
+}
+
+# nginx serving the same path with empty_gif and a buffered access log: the
+# "how fast can a 1x1 GIF plus one log line per hit go" baseline.
+bench_nginx() {
+    local name=nginx dir="$WORK_DIR/nginx" port pid worker rss master_rss records user_line=""
+    mkdir -p "$dir/tmp"
+    port=$(free_port)
+    # `user` only makes sense (and root is only allowed explicitly) as root.
+    [[ $EUID -eq 0 ]] && user_line="user root;"
+    cat >"$dir/nginx.conf" <<EOF
+# generated by bench/run.sh
+$user_line
+worker_processes 1;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log $dir/access.log combined buffer=64k flush=1s;
+    # Keep every wrk connection open for the whole run (nginx's default
+    # closes after 1000 requests), as pixelgate does.
+    keepalive_requests 100000000;
+    keepalive_timeout 75s;
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path       $dir/tmp/proxy;
+    fastcgi_temp_path     $dir/tmp/fastcgi;
+    uwsgi_temp_path       $dir/tmp/uwsgi;
+    scgi_temp_path        $dir/tmp/scgi;
+    server {
+        listen 127.0.0.1:$port;
+        location = /p.gif { empty_gif; }
+        location = /healthz { access_log off; return 200 "ok\n"; }
+        location / { return 404; }
+    }
+}
+EOF
+    log "$name: starting on 127.0.0.1:$port"
+    # -e: log startup errors to the scratch dir, not /var/log/nginx.
+    taskset -c "$SERVER_CPU" nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" &
+    pid=$!
+    CHILD_PIDS+=("$pid")
+    wait_http "$pid" "$port" /healthz 20 || { cat "$dir/error.log" >&2; die "$name did not start"; }
+    worker=$(child_pids "$pid")
+    [[ "$worker" =~ ^[0-9]+$ ]] || die "$name: expected one worker process, found: ${worker:-none}"
+
+    load_and_check "$name" "$port"
+    rss=$(peak_rss_mib "$worker")
+    master_rss=$(peak_rss_mib "$pid")
+    NOTES+=("$name: peak RSS is the worker's; master peak RSS $master_rss MiB")
+
+    # SIGQUIT = graceful shutdown; flushes the buffered access log.
+    log "$name: SIGQUIT, waiting for it to flush and exit"
+    stop_pid "$pid" QUIT 30
+    [[ "$STOP_RC" == 0 ]] || { NOTES+=("$name: exit status after SIGQUIT: $STOP_RC"); FAILED=1; }
+
+    records=$(awk 'END { print NR }' "$dir/access.log")
+    log "$name: access-log lines: $records"
+    compare_records "$name" "$records" "$ANSWERED"
+
+    add_row "$name" "$(wrk_field "$W_MEASURED" rps)" "$(wrk_field "$W_MEASURED" p50)" \
+        "$(wrk_field "$W_MEASURED" p99)" "$rss"
+}
+
+# Later: bench_pixelgate_firehose (pixelgate with the Firehose sink pointed at
+# a local emulator) goes here, following the same pattern, and gets called
+# from the main section below.
+
+# --------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------
+
+# 1. Tools.
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+command -v nginx >/dev/null || missing+=(nginx-light)
+if ((${#missing[@]})); then
+    log "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    SUDO=""; [[ $EUID -eq 0 ]] || SUDO=sudo
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+command -v taskset >/dev/null || die "taskset (util-linux) not found"
+(($(nproc) >= 2)) || die "need at least 2 CPUs (server on CPU $SERVER_CPU, wrk on CPU $CLIENT_CPU)"
+
+# 2. Build.
+if [[ " $SERVERS " == *" pixelgate "* ]]; then
+    if [[ "$SKIP_BUILD" != 1 ]]; then
+        log "cargo build --release"
+        (cd "$REPO_ROOT" && cargo build --release)
+    fi
+    [[ -x "$PIXELGATE_BIN" ]] || die "$PIXELGATE_BIN not found (build it or unset SKIP_BUILD)"
+fi
+
+# 3. Run the servers one after the other.
+for server in $SERVERS; do
+    "bench_$server"
+done
+
+# 4. Report.
+echo
+echo "## pixelgate benchmark"
+echo
+echo "$(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)); server on CPU $SERVER_CPU, wrk on CPU $CLIENT_CPU;" \
+    "wrk -t1 -c$CONNECTIONS, ${WARMUP}s warm-up + ${DURATION}s measured; $(nginx -v 2>&1 | sed 's/^nginx version: //')."
+echo
+echo "| server | req/s | p50 | p99 | peak RSS MiB | records/answered |"
+echo "|---|---:|---:|---:|---:|---:|"
+printf '%s\n' "${ROWS[@]}"
+if [[ -n "${RPS[pixelgate]:-}" && -n "${RPS[nginx]:-}" ]]; then
+    echo
+    awk -v a="${RPS[pixelgate]}" -v b="${RPS[nginx]}" \
+        'BEGIN { printf "pixelgate req/s / nginx req/s = %.3f\n", (b > 0 ? a / b : 0) }'
+fi
+echo
+printf -- '- %s\n' "${NOTES[@]}"
+((FAILED == 0)) || { echo; echo "**Some checks FAILED** (see notes above)."; exit 1; }

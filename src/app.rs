@@ -1,0 +1,147 @@
+//! Builds the whole server from its settings and runs it until a shutdown signal.
+//!
+//! [`App::build`] binds the listeners, installs the metrics recorder, starts the sink and wires
+//! the edge service; [`App::run_until_stopped`] serves until the given future resolves, then
+//! drains in order: stop accepting → finish in-flight requests → flush every outlet → exit.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::{TcpListener, TcpSocket};
+
+use crate::config::{GlobalArgs, ServeArgs};
+use crate::dispatch::{Dispatcher, OutletQueue};
+use crate::edge::body::BodyLimits;
+use crate::edge::{Edge, EdgeService};
+use crate::params::{Limits, ParseSettings};
+use crate::pii::PiiRules;
+use crate::runtime::server::{self, ServerOptions};
+use crate::sink::Health;
+use crate::sink::file::{FileSink, FileSinkConfig};
+
+/// A built, not yet running, pixelgate server.
+pub struct App {
+    /// Pixel, health and admin traffic.
+    listener: TcpListener,
+    /// Prometheus scrapes only.
+    metrics_listener: TcpListener,
+    /// The edge service's shared state.
+    edge: Arc<Edge>,
+    /// Kept to drain the outlets at shutdown.
+    dispatcher: Dispatcher,
+    /// The file sink's writer thread, joined at shutdown.
+    file_sink: FileSink,
+    /// Renders `/metrics`.
+    metrics: PrometheusHandle,
+    /// Transport limits for the pixel listener.
+    server: ServerOptions,
+}
+
+impl App {
+    /// Binds, starts the sink and wires the service. Fails with a message naming the setting
+    /// that is wrong.
+    pub async fn build(global: &GlobalArgs, serve: &ServeArgs) -> anyhow::Result<App> {
+        global.validate()?;
+        let metrics = crate::metrics::install();
+        raise_fd_limit(serve.max_connections as u64);
+        let listener = bind(global.listen).with_context(|| format!("cannot listen on {} (--listen [PIXELGATE_LISTEN])", global.listen))?;
+        let metrics_listener = bind(global.metrics_listen)
+            .with_context(|| format!("cannot listen on {} (--metrics-listen [PIXELGATE_METRICS_LISTEN])", global.metrics_listen))?;
+
+        let (queue, rx) = OutletQueue::new("file", serve.queue_capacity as usize);
+        let sink_health = Arc::new(Health::default());
+        let raw = global.data_dir.join("raw");
+        let file_sink = FileSink::start(
+            FileSinkConfig { dir: raw.clone(), rotate_after: serve.file_rotate, max_file_bytes: serve.file_max_bytes },
+            rx,
+            sink_health.clone(),
+        )
+        .with_context(|| format!("cannot write records under {} (--data-dir [PIXELGATE_DATA_DIR])", raw.display()))?;
+        let dispatcher = Dispatcher::new(vec![queue]);
+        spawn_ticker(dispatcher.clone());
+
+        let parse = ParseSettings { limits: Limits::default(), pii: PiiRules { default_phone_country: serve.default_phone_country } };
+        let body_limits = BodyLimits { max_bytes: serve.max_body_bytes, timeout: serve.header_read_timeout };
+        let edge = Arc::new(Edge::new(parse, global.trusted_proxies, body_limits, dispatcher.clone(), sink_health));
+        let server = ServerOptions {
+            max_connections: serve.max_connections as usize,
+            header_read_timeout: serve.header_read_timeout,
+            shutdown_grace: serve.shutdown_timeout,
+            ..ServerOptions::default()
+        };
+        Ok(App { listener, metrics_listener, edge, dispatcher, file_sink, metrics, server })
+    }
+
+    /// The bound pixel address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The bound metrics address.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// A handle to the outlets, e.g. to [`Dispatcher::flush`] in tests.
+    pub fn dispatcher(&self) -> Dispatcher {
+        self.dispatcher.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then drains: stops accepting, answers in-flight requests,
+    /// writes every queued record and closes the files.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+        let metrics_opts = ServerOptions { max_connections: 64, shutdown_grace: Duration::from_secs(1), ..ServerOptions::default() };
+        let metrics_server = tokio::spawn(server::serve(self.metrics_listener, crate::metrics::MetricsService::new(self.metrics), metrics_opts, async {
+            let _ = metrics_stopped.await;
+        }));
+
+        tracing::info!(listen = %self.listener.local_addr()?, "serving");
+        server::serve(self.listener, EdgeService::new(self.edge), self.server, shutdown).await;
+        tracing::info!("stopped accepting; flushing queued records");
+        self.dispatcher.shutdown().await;
+        let sink = self.file_sink;
+        tokio::task::spawn_blocking(move || sink.join()).await?;
+        let _ = stop_metrics.send(());
+        let _ = metrics_server.await;
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}
+
+/// A listener with a deep accept backlog, for bursts of new connections.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
+/// Lets the process hold `connections` sockets plus its files.
+fn raise_fd_limit(connections: u64) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < connections + 64 => {
+            tracing::warn!(limit, connections, "the open-file limit is below --max-connections; raise it (ulimit -n)")
+        }
+        Ok(_) => {}
+        Err(err) => tracing::warn!(error = %err, "cannot raise the open-file limit"),
+    }
+}
+
+/// Wakes idle outlet consumers once a second for time-based work (file rotation).
+fn spawn_ticker(dispatcher: Dispatcher) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            if !dispatcher.tick() {
+                return;
+            }
+        }
+    });
+}

@@ -1,0 +1,120 @@
+//! Which address is the client's: the peer the front door saw, or a trusted `X-Forwarded-For` hop.
+//!
+//! Each front door puts the peer it knows into the request as a [`PeerIp`] extension (the socket
+//! peer for the hyper server, `requestContext.http.sourceIp` under Lambda); the trusted-proxy policy
+//! is applied here, once, for both.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::HeaderMap;
+use http::header::HeaderName;
+
+use crate::hit::{Flag, Flags};
+
+/// The address of whoever connected to the front door. Set by the front door.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerIp(pub IpAddr);
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// The client address under a policy of `trusted` proxies in front of the peer.
+///
+/// With `trusted == 0` the peer is the client and `X-Forwarded-For` is ignored, so a spoofed
+/// header changes nothing. With `trusted == N` the peer is the N-th proxy and the client is the
+/// N-th `X-Forwarded-For` entry from the right. A chain shorter than promised yields its leftmost
+/// entry; an entry that is not an address yields the peer; both raise [`Flag::BadForwardedFor`].
+pub fn resolve(peer: Option<IpAddr>, headers: &HeaderMap, trusted: usize, flags: &mut Flags) -> Option<IpAddr> {
+    let peer = peer.map(canonical);
+    if trusted == 0 {
+        return peer;
+    }
+    let hops: Vec<&str> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .collect();
+    if hops.len() < trusted {
+        flags.set(Flag::BadForwardedFor);
+    }
+    let Some(hop) = hops.len().checked_sub(trusted).map(|i| hops[i]).or(hops.first().copied()) else {
+        return peer;
+    };
+    match parse_hop(hop) {
+        Some(ip) => Some(canonical(ip)),
+        None => {
+            flags.set(Flag::BadForwardedFor);
+            peer
+        }
+    }
+}
+
+/// Parses `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1`, `[2001:db8::1]:80` and quoted forms.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim_matches('"');
+    hop.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        .or_else(|| hop.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
+}
+
+/// IPv4-mapped IPv6 addresses (from dual-stack sockets) become plain IPv4.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Parses an address that may carry a CIDR suffix, as `sam local` writes `sourceIp`.
+pub fn parse_lenient(s: &str) -> Option<IpAddr> {
+    let s = s.split('/').next().unwrap_or(s).trim();
+    parse_hop(s).map(canonical)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn xff(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-for", v.parse().unwrap());
+        }
+        h
+    }
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    #[test]
+    fn untrusted_header_is_ignored() {
+        let mut f = Flags::default();
+        assert_eq!(resolve(ip("10.0.0.1"), &xff(&["6.6.6.6"]), 0, &mut f), ip("10.0.0.1"));
+        assert_eq!(f, Flags::default());
+    }
+
+    #[test]
+    fn nth_hop_from_the_right_across_headers() {
+        let h = xff(&["6.6.6.6, 1.1.1.1", "2.2.2.2"]);
+        let mut f = Flags::default();
+        assert_eq!(resolve(ip("10.0.0.1"), &h, 1, &mut f), ip("2.2.2.2"));
+        assert_eq!(resolve(ip("10.0.0.1"), &h, 2, &mut f), ip("1.1.1.1"));
+        assert_eq!(f, Flags::default());
+        assert_eq!(resolve(ip("10.0.0.1"), &h, 5, &mut f), ip("6.6.6.6"));
+        assert!(f.contains(Flag::BadForwardedFor));
+    }
+
+    #[test]
+    fn ipv6_ports_and_garbage() {
+        let mut f = Flags::default();
+        assert_eq!(resolve(ip("::1"), &xff(&["[2001:db8::7]:443"]), 1, &mut f), ip("2001:db8::7"));
+        assert_eq!(resolve(ip("::ffff:10.1.2.3"), &HeaderMap::new(), 0, &mut f), ip("10.1.2.3"));
+        assert_eq!(resolve(ip("10.0.0.1"), &xff(&["not-an-ip"]), 1, &mut f), ip("10.0.0.1"));
+        assert!(f.contains(Flag::BadForwardedFor));
+        assert_eq!(parse_lenient("192.168.0.1/32"), ip("192.168.0.1"));
+    }
+}

@@ -1,0 +1,309 @@
+//! Command line and environment (SPEC §2): every flag has an env var `PIXELGATE_<FLAG>`; a flag
+//! beats its env var, which beats the default. A bad or contradictory setting stops start-up with
+//! one line that names the flag and its env var.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+
+/// pixelgate: a first-party tracking-pixel endpoint. Answers `/p.gif`, `/tr` and `/tr/` with a
+/// transparent GIF and writes one raw record per hit.
+#[derive(Debug, Parser)]
+#[command(name = "pixelgate", version, propagate_version = true)]
+pub struct Cli {
+    /// Settings every command shares.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to run; the server when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server (the default command).
+    Serve(ServeArgs),
+}
+
+/// Flags every command shares.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Pixel and admin HTTP address.
+    #[arg(long, env = "PIXELGATE_LISTEN", default_value = "127.0.0.1:8080", value_name = "ADDR", global = true)]
+    pub listen: SocketAddr,
+    /// Prometheus /metrics address, separate so it is never public by accident.
+    #[arg(long, env = "PIXELGATE_METRICS_LISTEN", default_value = "127.0.0.1:9464", value_name = "ADDR", global = true)]
+    pub metrics_listen: SocketAddr,
+    /// Where the embedded stores live (raw records under <DIR>/raw).
+    #[arg(long, env = "PIXELGATE_DATA_DIR", default_value = "./data", value_name = "DIR", global = true)]
+    pub data_dir: PathBuf,
+    /// Raw-record sink: NDJSON files under <data-dir>/raw, or Kinesis Data Firehose.
+    #[arg(long, env = "PIXELGATE_SINK", value_enum, default_value_t = SinkKind::File, global = true)]
+    pub sink: SinkKind,
+    /// Firehose delivery stream name (required with --sink firehose).
+    #[arg(long, env = "PIXELGATE_FIREHOSE_STREAM", value_name = "NAME", global = true)]
+    pub firehose_stream: Option<String>,
+    /// Access-token store: embedded under <data-dir>, or DynamoDB.
+    #[arg(long, env = "PIXELGATE_TOKENS", value_enum, default_value_t = TokensKind::Local, global = true)]
+    pub tokens: TokensKind,
+    /// DynamoDB table (required with --tokens dynamodb).
+    #[arg(long, env = "PIXELGATE_DYNAMODB_TABLE", value_name = "TABLE", global = true)]
+    pub dynamodb_table: Option<String>,
+    /// Conversions API base URL.
+    #[arg(long, env = "PIXELGATE_GRAPH_URL", default_value = "https://graph.facebook.com", value_name = "URL", value_parser = parse_http_url, global = true)]
+    pub graph_url: String,
+    /// Graph API version.
+    #[arg(long, env = "PIXELGATE_GRAPH_VERSION", default_value = "v26.0", value_name = "VERSION", value_parser = parse_graph_version, global = true)]
+    pub graph_version: String,
+    /// How many X-Forwarded-For hops to trust; 0 = the socket peer is the client.
+    #[arg(long, env = "PIXELGATE_TRUSTED_PROXIES", default_value_t = 0, value_name = "N", global = true)]
+    pub trusted_proxies: usize,
+    /// Host administrator key for the admin API; unset = the admin API answers 404.
+    #[arg(long, env = "PIXELGATE_ADMIN_KEY", hide_env_values = true, value_name = "KEY", global = true)]
+    pub admin_key: Option<Secret>,
+    /// Log format.
+    #[arg(long, env = "PIXELGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax): `info`, `debug`, `pixelgate=debug,hyper=info`, …
+    /// Nothing is logged per request below `debug`.
+    #[arg(long, env = "PIXELGATE_LOG_LEVEL", default_value = "info", value_name = "FILTER", global = true)]
+    pub log_level: String,
+}
+
+/// Flags of `pixelgate serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Client connections served at once; more wait in the listen backlog.
+    #[arg(long, env = "PIXELGATE_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub max_connections: u32,
+    /// Time a connection gets to send a complete request head (also the keep-alive idle limit).
+    #[arg(long, env = "PIXELGATE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub header_read_timeout: Duration,
+    /// Largest POST body read, in bytes; larger bodies are ignored and flagged `oversize`.
+    #[arg(long, env = "PIXELGATE_MAX_BODY_BYTES", default_value_t = 64 * 1024, value_name = "BYTES")]
+    pub max_body_bytes: usize,
+    /// Hits that may wait for the sink; beyond this, hits are dropped and counted.
+    #[arg(long, env = "PIXELGATE_QUEUE_CAPACITY", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub queue_capacity: u32,
+    /// Country calling code for phone numbers sent without one (e.g. 1 for the US, 44 for the UK);
+    /// unset = such numbers are dropped and flagged `invalid_ph`.
+    #[arg(long, env = "PIXELGATE_DEFAULT_PHONE_COUNTRY", value_parser = clap::value_parser!(u16).range(1..=999), value_name = "CODE")]
+    pub default_phone_country: Option<u16>,
+    /// The file sink closes a file after this long, so readers see data within it.
+    #[arg(long, env = "PIXELGATE_FILE_ROTATE", default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    pub file_rotate: Duration,
+    /// The file sink closes a file once it is this large, in bytes.
+    #[arg(long, env = "PIXELGATE_FILE_MAX_BYTES", default_value_t = 128 * 1024 * 1024, value_name = "BYTES")]
+    pub file_max_bytes: u64,
+    /// How long shutdown waits for in-flight requests.
+    #[arg(long, env = "PIXELGATE_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServeArgs {
+    fn default() -> Self {
+        let cli = Cli::try_parse_from(["pixelgate", "serve"]).expect("defaults parse");
+        match cli.command {
+            Some(Command::Serve(args)) => args,
+            None => unreachable!("serve was given"),
+        }
+    }
+}
+
+/// Raw-record sinks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SinkKind {
+    /// NDJSON files under <data-dir>/raw.
+    File,
+    /// Amazon Kinesis Data Firehose.
+    Firehose,
+}
+
+/// Access-token stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TokensKind {
+    /// Embedded store under <data-dir>.
+    Local,
+    /// Amazon DynamoDB.
+    Dynamodb,
+}
+
+/// Log output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A secret setting: never printed by `Debug` or `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for comparison; never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.trim().len() < 16 {
+            return Err("must be at least 16 characters".into());
+        }
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 10s, 500ms, 5m)"))
+}
+
+fn parse_http_url(s: &str) -> Result<String, String> {
+    if !(s.starts_with("http://") || s.starts_with("https://")) || s.len() < 10 {
+        return Err("must be an http:// or https:// URL".into());
+    }
+    Ok(s.trim_end_matches('/').to_owned())
+}
+
+fn parse_graph_version(s: &str) -> Result<String, String> {
+    let ok = s.strip_prefix('v').and_then(|v| v.split_once('.')).is_some_and(|(a, b)| {
+        !a.is_empty() && !b.is_empty() && a.bytes().all(|c| c.is_ascii_digit()) && b.bytes().all(|c| c.is_ascii_digit())
+    });
+    if ok { Ok(s.to_owned()) } else { Err("must look like v26.0".into()) }
+}
+
+/// A setting that stops start-up, as one line naming the flag and its env var.
+#[derive(Debug, thiserror::Error)]
+#[error("pixelgate: {0}")]
+pub struct ConfigError(pub String);
+
+impl Cli {
+    /// Parses the command line, exiting after `--help`/`--version`, and with one line and status 2
+    /// on a bad setting.
+    pub fn parse_or_exit() -> Cli {
+        match Cli::try_parse() {
+            Ok(cli) => cli,
+            Err(err) => exit_with(err),
+        }
+    }
+
+    /// Parses `args` (for tests and embedding).
+    pub fn try_parse_args<I, T>(args: I) -> Result<Cli, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Cli::try_parse_from(args).map_err(|e| ConfigError(one_line(&e)))
+    }
+
+    /// The `serve` flags, defaulted when no command was given.
+    pub fn serve_args(&self) -> ServeArgs {
+        match &self.command {
+            Some(Command::Serve(args)) => args.clone(),
+            None => ServeArgs::default(),
+        }
+    }
+}
+
+impl GlobalArgs {
+    /// Checks combinations the parser cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.listen == self.metrics_listen {
+            return Err(ConfigError(format!(
+                "--listen [PIXELGATE_LISTEN] and --metrics-listen [PIXELGATE_METRICS_LISTEN] are both {}; give /metrics its own address",
+                self.listen
+            )));
+        }
+        if self.sink == SinkKind::Firehose {
+            if self.firehose_stream.is_none() {
+                return Err(ConfigError("--sink firehose needs --firehose-stream [PIXELGATE_FIREHOSE_STREAM]".into()));
+            }
+            return Err(ConfigError("--sink firehose [PIXELGATE_SINK] is not available in this build yet; use --sink file".into()));
+        }
+        if self.tokens == TokensKind::Dynamodb {
+            if self.dynamodb_table.is_none() {
+                return Err(ConfigError("--tokens dynamodb needs --dynamodb-table [PIXELGATE_DYNAMODB_TABLE]".into()));
+            }
+            return Err(ConfigError("--tokens dynamodb [PIXELGATE_TOKENS] is not available in this build yet; use --tokens local".into()));
+        }
+        Ok(())
+    }
+}
+
+fn exit_with(err: clap::Error) -> ! {
+    match err.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => err.exit(),
+        _ => {
+            eprintln!("{}", ConfigError(one_line(&err)));
+            std::process::exit(2)
+        }
+    }
+}
+
+/// clap's first error line followed by the env var of the
+/// flag it is about.
+fn one_line(err: &clap::Error) -> String {
+    let rendered = err.to_string();
+    let first = rendered.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+    let env = match err.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) => env_of(arg),
+        _ => None,
+    };
+    match env {
+        Some(env) => format!("{first} [{env}]"),
+        None => format!("{first} (see pixelgate --help)"),
+    }
+}
+
+/// The env var of a flag named like `--listen <ADDR>`.
+fn env_of(arg: &str) -> Option<String> {
+    let long = arg.trim_start_matches("--").split([' ', '=']).next()?;
+    let cmd = Cli::command();
+    let mut args = cmd.get_arguments().chain(cmd.get_subcommands().flat_map(|s| s.get_arguments()));
+    args.find(|a| a.get_long() == Some(long)).and_then(|a| a.get_env()).map(|e| e.to_string_lossy().into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_values_name_flag_and_env_in_one_line() {
+        let err = Cli::try_parse_args(["pixelgate", "--listen", "nope"]).unwrap_err().to_string();
+        assert!(err.starts_with("pixelgate: invalid value 'nope' for '--listen <ADDR>'"), "{err}");
+        assert!(err.ends_with("[PIXELGATE_LISTEN]"), "{err}");
+        assert!(!err.contains('\n'));
+        let err = Cli::try_parse_args(["pixelgate", "serve", "--header-read-timeout", "soon"]).unwrap_err().to_string();
+        assert!(err.ends_with("[PIXELGATE_HEADER_READ_TIMEOUT]"), "{err}");
+    }
+
+    #[test]
+    fn contradictions_are_reported() {
+        let cli = Cli::try_parse_args(["pixelgate", "--sink", "firehose"]).unwrap();
+        assert!(cli.global.validate().unwrap_err().to_string().contains("--firehose-stream [PIXELGATE_FIREHOSE_STREAM]"));
+        let cli = Cli::try_parse_args(["pixelgate", "--metrics-listen", "127.0.0.1:8080"]).unwrap();
+        assert!(cli.global.validate().is_err());
+    }
+
+    #[test]
+    fn the_admin_key_never_prints() {
+        let cli = Cli::try_parse_args(["pixelgate", "--admin-key", "supersecretadminkey"]).unwrap();
+        assert!(!format!("{cli:?}").contains("supersecret"));
+    }
+}

@@ -1,0 +1,209 @@
+//! The edge service: one tower `Service` behind both front doors (hyper server, Lambda).
+//!
+//! It routes, answers the pixel at once, builds the [`crate::hit::Hit`] and hands it to the
+//! [`Dispatcher`]; the answer never waits on an outlet. It serves the health endpoints too. The
+//! front door supplies what differs between doors as request extensions ([`PeerIp`]).
+
+pub mod body;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::Full;
+use metrics::Counter;
+
+use crate::client_ip::{self, PeerIp};
+use crate::dispatch::Dispatcher;
+use crate::hit::Timestamp;
+use crate::metrics as m;
+use crate::params::{HitBuilder, ParseSettings, RequestMeta};
+use crate::sink::Health;
+use body::BodyLimits;
+
+/// The transparent 1×1 GIF89a every pixel request gets (43 bytes).
+pub const GIF: &[u8] = &[
+    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01,
+    0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
+];
+
+/// Response body type of the edge service.
+pub type EdgeBody = Full<Bytes>;
+
+/// Everything the edge service shares across requests.
+pub struct Edge {
+    /// Parameter limits and personal-data rules.
+    pub parse: ParseSettings,
+    /// How many `X-Forwarded-For` hops to trust.
+    pub trusted_proxies: usize,
+    /// Bounds on POST bodies.
+    pub body_limits: BodyLimits,
+    /// Where hits go.
+    pub dispatcher: Dispatcher,
+    /// The raw-record sink's state, for `/readyz`.
+    pub sink_health: Arc<Health>,
+    /// Hit counters by method, resolved once so the hot path skips the registry lookup.
+    hits: [Counter; 3],
+}
+
+impl Edge {
+    /// Shared state for the edge service.
+    pub fn new(parse: ParseSettings, trusted_proxies: usize, body_limits: BodyLimits, dispatcher: Dispatcher, sink_health: Arc<Health>) -> Self {
+        let hits = ["GET", "HEAD", "POST"].map(|method| metrics::counter!(m::HITS, "method" => method));
+        Edge { parse, trusted_proxies, body_limits, dispatcher, sink_health, hits }
+    }
+}
+
+/// The tower `Service` both front doors call.
+#[derive(Clone)]
+pub struct EdgeService {
+    edge: Arc<Edge>,
+}
+
+impl EdgeService {
+    /// A service over `edge`.
+    pub fn new(edge: Arc<Edge>) -> Self {
+        EdgeService { edge }
+    }
+}
+
+impl<B> tower_service::Service<Request<B>> for EdgeService
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = Response<EdgeBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<EdgeBody>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let edge = self.edge.clone();
+        Box::pin(async move { Ok(route(&edge, req).await) })
+    }
+}
+
+async fn route<B>(edge: &Edge, req: Request<B>) -> Response<EdgeBody>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match req.uri().path() {
+        "/p.gif" | "/tr" | "/tr/" => pixel(edge, req).await,
+        "/healthz" if is_read(req.method()) => text(StatusCode::OK, "ok\n"),
+        "/readyz" if is_read(req.method()) => ready(edge),
+        "/healthz" | "/readyz" => method_not_allowed("GET, HEAD"),
+        _ => json_error(StatusCode::NOT_FOUND, "no such endpoint; the pixel is at /p.gif, /tr or /tr/"),
+    }
+}
+
+fn is_read(m: &Method) -> bool {
+    m == Method::GET || m == Method::HEAD
+}
+
+/// Answers a pixel request and dispatches its hit.
+async fn pixel<B>(edge: &Edge, req: Request<B>) -> Response<EdgeBody>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let received_at = Timestamp::now();
+    let (parts, body) = req.into_parts();
+    let (method, counter) = match parts.method {
+        Method::GET => ("GET", &edge.hits[0]),
+        Method::HEAD => ("HEAD", &edge.hits[1]),
+        Method::POST => ("POST", &edge.hits[2]),
+        _ => return method_not_allowed("GET, HEAD, POST"),
+    };
+    let mut hit = HitBuilder::new(&edge.parse, received_at);
+    if let Some(q) = parts.uri.query() {
+        hit.add_encoded(q);
+    }
+    if method == "POST" {
+        body::add_body_params(&parts.headers, body, edge.body_limits, &mut hit).await;
+    }
+    let peer = parts.extensions.get::<PeerIp>().map(|p| p.0);
+    let ip = client_ip::resolve(peer, &parts.headers, edge.trusted_proxies, hit.flags_mut());
+    let headers = &parts.headers;
+    let hit = hit.finish(RequestMeta {
+        ip,
+        user_agent: header_str(headers, &header::USER_AGENT),
+        referer: header_str(headers, &header::REFERER),
+        cookies: headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).collect(),
+    });
+    counter.increment(1);
+    for flag in hit.flags.iter() {
+        metrics::counter!(m::HIT_FLAGS, "flag" => flag.as_str()).increment(1);
+    }
+    tracing::debug!(method, path = parts.uri.path(), pixel_id = hit.pixel_id.as_deref(), event = hit.event.as_deref(), event_id = %hit.event_id, flags = ?hit.flags, "hit");
+    edge.dispatcher.submit(hit);
+    match method {
+        "POST" => no_store(Response::builder().status(StatusCode::NO_CONTENT)).body(Full::default()).expect("static response"),
+        "HEAD" => gif_headers().body(Full::default()).expect("static response"),
+        _ => gif_headers().body(Full::new(Bytes::from_static(GIF))).expect("static response"),
+    }
+}
+
+fn header_str<'h>(headers: &'h HeaderMap, name: &header::HeaderName) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn no_store(b: http::response::Builder) -> http::response::Builder {
+    b.header(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store, must-revalidate, max-age=0"))
+        .header(header::PRAGMA, HeaderValue::from_static("no-cache"))
+        .header(header::EXPIRES, HeaderValue::from_static("0"))
+}
+
+fn gif_headers() -> http::response::Builder {
+    no_store(Response::builder())
+        .header(header::CONTENT_TYPE, HeaderValue::from_static("image/gif"))
+        .header(header::CONTENT_LENGTH, HeaderValue::from_static("43"))
+        .header("cross-origin-resource-policy", HeaderValue::from_static("cross-origin"))
+        .header(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"))
+}
+
+/// `/readyz`: 200 while the sink delivers, else 503 with the reasons.
+fn ready(edge: &Edge) -> Response<EdgeBody> {
+    match edge.sink_health.problem() {
+        None => json(StatusCode::OK, serde_json::json!({ "status": "ready" })),
+        Some(reason) => json(StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({ "status": "unavailable", "reasons": { "sink": reason } })),
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<EdgeBody> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .expect("static response")
+}
+
+/// A JSON answer.
+pub fn json(status: StatusCode, value: serde_json::Value) -> Response<EdgeBody> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Full::new(Bytes::from(value.to_string())))
+        .expect("static response")
+}
+
+/// A JSON error `{"error": "…"}`.
+pub fn json_error(status: StatusCode, message: &str) -> Response<EdgeBody> {
+    json(status, serde_json::json!({ "error": message }))
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<EdgeBody> {
+    let mut r = json_error(StatusCode::METHOD_NOT_ALLOWED, &format!("method not allowed here; use {allow}"));
+    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}

@@ -1,0 +1,201 @@
+//! The raw record of one pixel hit (SPEC §5) and the flags that say what was wrong with it.
+//!
+//! A [`Hit`] is built once on the request path by [`crate::params`] and then shared, read-only,
+//! by every outlet (the raw-record sink today, the Conversions API forwarder later). Its serde
+//! form *is* the NDJSON line: field order and names are the public schema.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Serialize, Serializer};
+
+/// Value of the `schema` field of every record.
+pub const SCHEMA: &str = "pixelgate.hit/1";
+
+/// One pixel hit, exactly as it is written to the sink.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hit {
+    /// Always [`SCHEMA`], so downstream readers can tell record versions apart.
+    pub schema: &'static str,
+    /// When the edge received the request (RFC 3339 UTC, milliseconds).
+    pub received_at: Timestamp,
+    /// Meta pixel id (`pixel_id` / `id` / `pid`).
+    pub pixel_id: Option<String>,
+    /// Event name (`event` / `ev`), as sent.
+    pub event: Option<String>,
+    /// Deduplication key: the request's `event_id` / `eid`, else a generated UUID.
+    pub event_id: String,
+    /// Client address after the trusted-proxy policy.
+    pub ip: Option<IpAddr>,
+    /// The `User-Agent` header.
+    pub user_agent: Option<String>,
+    /// Page URL: `url` / `dl`, else the `Referer` header.
+    pub url: Option<String>,
+    /// The page's own referrer: `ref` / `rl`.
+    pub referrer: Option<String>,
+    /// Client event time in Unix milliseconds (`ts`), when it parsed as an integer.
+    pub client_ts: Option<i64>,
+    /// Event attributes (`evat_k` / `cd[k]` / `x-fb-cd-k`), values as received.
+    pub attrs: BTreeMap<String, String>,
+    /// User attributes (`usat_k` / `ud[k]` / `x-fb-ud-k`): personal data SHA-256 hashed,
+    /// `fbp` / `fbc` unhashed.
+    pub user: BTreeMap<String, String>,
+    /// Meta Events Manager test code, routed to "Test events" downstream.
+    pub test_event_code: Option<String>,
+    /// What was wrong or notable, each flag once, in the order first seen.
+    pub flags: Flags,
+    /// Every other parameter, cache-busters excepted.
+    pub extra: BTreeMap<String, String>,
+}
+
+/// Wall-clock instant serialised as RFC 3339 UTC with milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timestamp(pub SystemTime);
+
+impl Timestamp {
+    /// The current time.
+    pub fn now() -> Self {
+        Timestamp(SystemTime::now())
+    }
+
+    /// Milliseconds since the Unix epoch (0 for times before it).
+    pub fn unix_millis(self) -> i64 {
+        self.since_epoch().as_millis() as i64
+    }
+
+    /// Whole hours since the Unix epoch: the file sink's partition key.
+    pub fn unix_hour(self) -> u64 {
+        self.since_epoch().as_secs() / 3600
+    }
+
+    fn since_epoch(self) -> Duration {
+        self.0.duration_since(UNIX_EPOCH).unwrap_or_default()
+    }
+
+    /// `YYYY/MM/DD/HH` of this instant in UTC, the prefix layout Firehose gives S3.
+    pub fn hour_prefix(self) -> String {
+        let s = humantime::format_rfc3339_seconds(self.0).to_string();
+        // "2026-11-22T20:02:34Z"
+        format!("{}/{}/{}/{}", &s[0..4], &s[5..7], &s[8..10], &s[11..13])
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_rfc3339_millis(self.0))
+    }
+}
+
+/// Something wrong or notable about a hit. The label set is closed so that flags can be metric
+/// labels without ever carrying request data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Flag {
+    /// A value, the parameter list or the body was over its limit and was cut or ignored.
+    Oversize,
+    /// Invalid percent-encoding or UTF-8, decoded lossily.
+    BadEncoding,
+    /// More parameters than the limit; the rest were ignored.
+    TooManyParams,
+    /// The same concept was given twice with different values; the first canonical one won.
+    DuplicateParam,
+    /// The user agent looks like a crawler or a script.
+    Bot,
+    /// No pixel id in any convention.
+    MissingPixelId,
+    /// The pixel id is not 1–32 digits.
+    BadPixelId,
+    /// No event name.
+    MissingEvent,
+    /// `ts` is not an integer; kept under `extra`.
+    BadTs,
+    /// A trusted `X-Forwarded-For` hop was missing or not an IP address.
+    BadForwardedFor,
+    /// The POST body could not be read or parsed (timeout, malformed multipart, …).
+    BadBody,
+    /// The POST body has a content type the pixel does not read.
+    UnsupportedBody,
+    /// A personal-data value failed validation and was dropped; the field is in the label.
+    InvalidPii(crate::pii::PiiField),
+}
+
+impl Flag {
+    /// The flag as written in records and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Flag::Oversize => "oversize",
+            Flag::BadEncoding => "bad_encoding",
+            Flag::TooManyParams => "too_many_params",
+            Flag::DuplicateParam => "duplicate_param",
+            Flag::Bot => "bot",
+            Flag::MissingPixelId => "missing_pixel_id",
+            Flag::BadPixelId => "bad_pixel_id",
+            Flag::MissingEvent => "missing_event",
+            Flag::BadTs => "bad_ts",
+            Flag::BadForwardedFor => "bad_forwarded_for",
+            Flag::BadBody => "bad_body",
+            Flag::UnsupportedBody => "unsupported_body",
+            Flag::InvalidPii(field) => field.invalid_flag(),
+        }
+    }
+}
+
+/// An ordered set of flags (a hit rarely has more than two, so a `Vec` beats a hash set).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Flags(Vec<Flag>);
+
+impl Flags {
+    /// Adds `flag` unless it is already set.
+    pub fn set(&mut self, flag: Flag) {
+        if !self.0.contains(&flag) {
+            self.0.push(flag);
+        }
+    }
+
+    /// Whether `flag` is set.
+    pub fn contains(&self, flag: Flag) -> bool {
+        self.0.contains(&flag)
+    }
+
+    /// The flags in the order they were first set.
+    pub fn iter(&self) -> impl Iterator<Item = Flag> + '_ {
+        self.0.iter().copied()
+    }
+}
+
+impl Serialize for Flags {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|f| f.as_str()))
+    }
+}
+
+impl Hit {
+    /// The record as one NDJSON line, newline included, appended to `out`.
+    pub fn write_line(&self, out: &mut Vec<u8>) {
+        // Serialising plain strings, maps and numbers into a Vec cannot fail.
+        serde_json::to_writer(&mut *out, self).expect("a Hit always serialises");
+        out.push(b'\n');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamp_formats_with_millis_and_hour_prefix() {
+        let t = Timestamp(UNIX_EPOCH + Duration::from_millis(1_795_723_354_123));
+        assert_eq!(serde_json::to_string(&t).unwrap(), "\"2026-11-26T20:02:34.123Z\"");
+        assert_eq!(t.hour_prefix(), "2026/11/26/20");
+        assert_eq!(t.unix_hour(), 1_795_723_354 / 3600);
+    }
+
+    #[test]
+    fn flags_are_a_set_in_first_seen_order() {
+        let mut f = Flags::default();
+        f.set(Flag::Bot);
+        f.set(Flag::Oversize);
+        f.set(Flag::Bot);
+        assert_eq!(serde_json::to_string(&f).unwrap(), r#"["bot","oversize"]"#);
+    }
+}

@@ -1,0 +1,37 @@
+//! pixelgate: a first-party tracking-pixel edge endpoint.
+//!
+//! A page, an e-mail or a Google Tag Manager "Custom Image" tag loads `/p.gif?…`; pixelgate
+//! answers at once with a 43-byte transparent GIF and, off the response path, writes one raw
+//! record per hit to a sink.
+//!
+//! # Layout
+//!
+//! One request, followed through the house:
+//!
+//! * [`runtime::server`] — the front door: hyper accept loop, connection cap, header timeouts,
+//!   graceful shutdown. It tags each request with the peer address ([`client_ip::PeerIp`]).
+//! * [`edge`] — the one tower `Service` every front door calls: routes, answers the GIF, reads
+//!   POST bodies ([`edge::body`]), and hands the finished hit to dispatch.
+//! * [`params`] — every parameter convention (pixelgate, Meta pixel, Meta sGTM) into one [`hit::Hit`];
+//!   [`pii`] normalises and SHA-256-hashes personal data at the edge; [`client_ip`] applies the
+//!   trusted-proxy policy.
+//! * [`hit`] — the raw record (SPEC §5) and its flags.
+//! * [`dispatch`] — bounded per-outlet queues; `submit` never waits, `flush` waits for delivery.
+//! * [`sink`] — raw-record sinks; [`sink::file`] writes hourly NDJSON files on its own thread.
+//! * [`app`] — builds all of the above from [`config`] and runs it until a signal.
+//! * [`metrics`], [`telemetry`] — Prometheus `/metrics` on its own listener; `tracing` logs.
+
+pub mod app;
+pub mod client_ip;
+pub mod config;
+pub mod dispatch;
+pub mod edge;
+pub mod hit;
+pub mod metrics;
+pub mod params;
+pub mod pii;
+pub mod runtime;
+pub mod sink;
+pub mod telemetry;
+
+pub use app::App;

@@ -1,0 +1,47 @@
+//! The `pixelgate` binary: parse the settings, build the app, run it until SIGTERM/SIGINT.
+
+use std::process::ExitCode;
+
+use pixelgate::App;
+use pixelgate::config::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse_or_exit();
+    if let Err(err) = pixelgate::telemetry::init(cli.global.log_format, &cli.global.log_level) {
+        eprintln!("{err}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("pixelgate: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match &cli.command {
+            None | Some(Command::Serve(_)) => {
+                let app = App::build(&cli.global, &cli.serve_args()).await?;
+                app.run_until_stopped(shutdown_signal()).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let config_error = err.downcast_ref::<pixelgate::config::ConfigError>().is_some();
+            eprintln!("{}", if config_error { format!("{err}") } else { format!("pixelgate: {err:#}") });
+            ExitCode::from(if config_error { 2 } else { 1 })
+        }
+    }
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}

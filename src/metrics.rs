@@ -1,0 +1,100 @@
+//! Metric names, their descriptions, and the process-wide Prometheus recorder.
+//!
+//! Labels only ever take values from closed sets (flag names, outlet names, reasons, methods),
+//! so no request data, personal data or token can reach a metric.
+
+use std::sync::OnceLock;
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Pixel requests answered, by method.
+pub const HITS: &str = "pixelgate_hits_total";
+/// Flags raised on hits, by flag.
+pub const HIT_FLAGS: &str = "pixelgate_hit_flags_total";
+/// Records appended to a sink.
+pub const RECORDS_WRITTEN: &str = "pixelgate_records_written_total";
+/// Records given up, by outlet and reason.
+pub const RECORDS_DROPPED: &str = "pixelgate_records_dropped_total";
+/// Failed write attempts (the records are retried).
+pub const SINK_WRITE_ERRORS: &str = "pixelgate_sink_write_errors_total";
+/// Records per sink write.
+pub const SINK_BATCH_RECORDS: &str = "pixelgate_sink_batch_records";
+/// Jobs waiting in an outlet queue.
+pub const QUEUE_DEPTH: &str = "pixelgate_queue_depth";
+/// Open client connections.
+pub const CONNECTIONS_OPEN: &str = "pixelgate_connections_open";
+/// Connections accepted.
+pub const CONNECTIONS_ACCEPTED: &str = "pixelgate_connections_accepted_total";
+/// Connections closed for sending no request in time.
+pub const CONNECTIONS_TIMED_OUT: &str = "pixelgate_connections_timed_out_total";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder once per process and returns its handle. Later calls (tests
+/// that build several apps in one process) share the first recorder.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 4096.0])
+                .expect("bucket list is non-empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder was installed first, e.g. by an embedding program;
+            // metrics then go there and /metrics shows what this handle sees.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!(HITS, Unit::Count, "Pixel requests answered, by method.");
+    describe_counter!(HIT_FLAGS, Unit::Count, "Flags raised on hits (what was wrong or notable), by flag.");
+    describe_counter!(RECORDS_WRITTEN, Unit::Count, "Raw records written to the sink.");
+    describe_counter!(RECORDS_DROPPED, Unit::Count, "Records given up, by outlet and reason.");
+    describe_counter!(SINK_WRITE_ERRORS, Unit::Count, "Failed sink write attempts; the records are retried.");
+    describe_histogram!(SINK_BATCH_RECORDS, Unit::Count, "Records per sink write.");
+    describe_gauge!(QUEUE_DEPTH, Unit::Count, "Jobs waiting in an outlet queue.");
+    describe_gauge!(CONNECTIONS_OPEN, Unit::Count, "Open client connections.");
+    describe_counter!(CONNECTIONS_ACCEPTED, Unit::Count, "Client connections accepted.");
+    describe_counter!(CONNECTIONS_TIMED_OUT, Unit::Count, "Connections closed for sending no complete request head in time.");
+}
+
+/// The `/metrics` endpoint, served on `--metrics-listen` only.
+#[derive(Clone)]
+pub struct MetricsService {
+    handle: PrometheusHandle,
+}
+
+impl MetricsService {
+    /// A service rendering `handle`.
+    pub fn new(handle: PrometheusHandle) -> Self {
+        MetricsService { handle }
+    }
+}
+
+impl<B: Send + 'static> tower_service::Service<http::Request<B>> for MetricsService {
+    type Response = http::Response<crate::edge::EdgeBody>;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let response = if req.uri().path() == "/metrics" {
+            self.handle.run_upkeep();
+            http::Response::builder()
+                .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
+                .body(http_body_util::Full::new(bytes::Bytes::from(self.handle.render())))
+                .expect("static response")
+        } else {
+            crate::edge::json_error(http::StatusCode::NOT_FOUND, "only /metrics is served here")
+        };
+        std::future::ready(Ok(response))
+    }
+}

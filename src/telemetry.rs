@@ -1,0 +1,19 @@
+//! Logging through `tracing`: human-readable lines by default, JSON with `--log-format json`,
+//! always to standard error. Nothing is logged per request below `debug`.
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{ConfigError, LogFormat};
+
+/// Installs the global subscriber. Fails on a filter that does not parse.
+pub fn init(format: LogFormat, filter: &str) -> Result<(), ConfigError> {
+    let filter = EnvFilter::try_new(filter).map_err(|e| ConfigError(format!("invalid value '{filter}' for '--log-level <FILTER>': {e} [PIXELGATE_LOG_LEVEL]")))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    // Already installed (a test harness or an embedding program): keep theirs.
+    let _ = result;
+    Ok(())
+}
