@@ -224,7 +224,7 @@ impl Cli {
 impl GlobalArgs {
     /// Checks combinations the parser cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.listen == self.metrics_listen {
+        if self.listen == self.metrics_listen && self.listen.port() != 0 {
             return Err(ConfigError(format!(
                 "--listen [PIXELGATE_LISTEN] and --metrics-listen [PIXELGATE_METRICS_LISTEN] are both {}; give /metrics its own address",
                 self.listen

@@ -124,8 +124,9 @@ async fn connection<S>(
     let _ = stream.set_nodelay(true);
     // hyper's header timer starts with the first byte; a connection that never sends one would
     // otherwise hold its slot forever.
+    let mut first = [0u8; 1];
     tokio::select! {
-        ready = tokio::time::timeout(first_byte_timeout, stream.readable()) => {
+        ready = tokio::time::timeout(first_byte_timeout, stream.peek(&mut first)) => {
             if ready.is_err() {
                 metrics::counter!(m::CONNECTIONS_TIMED_OUT).increment(1);
                 return;

@@ -1,0 +1,11 @@
+//! Black-box tests over real sockets: the in-process app on port 0, or the real binary.
+
+mod client_ip;
+mod config;
+mod conventions;
+mod helpers;
+mod hostile;
+mod operations;
+mod personal_data;
+mod pixel;
+mod shutdown;
