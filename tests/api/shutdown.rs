@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::helpers::{BROWSER_UA, read_records, spawn_binary};
+use crate::helpers::{BROWSER_UA, read_records, spawn_app, spawn_binary};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_keeps_every_answered_hit() {
@@ -73,4 +73,15 @@ fn walk_open(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+#[tokio::test]
+async fn an_in_process_stop_closes_every_file() {
+    let app = spawn_app(&[]).await;
+    for i in 0..10 {
+        app.hit(&format!("/p.gif?pixel_id=1&event=Lead&event_id=s{i}")).await;
+    }
+    let data = app.stop().await;
+    assert!(walk_open(data.path()).is_empty());
+    assert_eq!(read_records(data.path(), false).len(), 10);
 }
