@@ -169,13 +169,81 @@ impl Serialize for Flags {
     }
 }
 
+/// Largest record line, newline included: Firehose's per-record limit (1,000 KiB), applied to
+/// every sink so that all of them write the same bytes for the same hit.
+pub const MAX_RECORD_BYTES: usize = 1_024_000;
+
+/// What an over-long record lost to fit [`MAX_RECORD_BYTES`].
+#[derive(Debug, Clone, Serialize)]
+pub struct Truncation {
+    /// Length of the full line, newline included.
+    pub original_bytes: usize,
+    /// The parameters left out, as `attrs.k`, `extra.k` or `user.k`, largest first.
+    pub dropped: Vec<String>,
+}
+
 impl Hit {
-    /// The record as one NDJSON line, newline included, appended to `out`.
+    /// The record as one NDJSON line, newline included, appended to `out`. A line over
+    /// [`MAX_RECORD_BYTES`] becomes the same record without its largest parameters, flagged
+    /// `oversize` and carrying a [`Truncation`] that says what was dropped and how big it was.
     pub fn write_line(&self, out: &mut Vec<u8>) {
-        // Serialising plain strings, maps and numbers into a Vec cannot fail.
-        serde_json::to_writer(&mut *out, self).expect("a Hit always serialises");
-        out.push(b'\n');
+        let start = out.len();
+        push_json(out, self);
+        let len = out.len() - start;
+        if len > MAX_RECORD_BYTES {
+            out.truncate(start);
+            let cut = self.truncated(len);
+            push_json(out, &cut);
+        }
     }
+
+    fn truncated(&self, original_bytes: usize) -> TruncatedHit {
+        let mut hit = self.clone();
+        hit.flags.set(Flag::Oversize);
+        let mut entries: Vec<(usize, &'static str, String)> = Vec::new();
+        for (map, name) in [(&self.attrs, "attrs"), (&self.extra, "extra"), (&self.user, "user")] {
+            entries.extend(map.iter().map(|(k, v)| (k.len() + v.len(), name, k.clone())));
+        }
+        entries.sort_by(|a, b| b.0.cmp(&a.0));
+        let mut dropped = Vec::new();
+        let mut excess = original_bytes.saturating_sub(MAX_RECORD_BYTES) as isize + 4096;
+        for (size, map, key) in entries {
+            if excess <= 0 {
+                break;
+            }
+            match map {
+                "attrs" => hit.attrs.remove(&key),
+                "extra" => hit.extra.remove(&key),
+                _ => hit.user.remove(&key),
+            };
+            excess -= size as isize;
+            dropped.push(format!("{map}.{key}"));
+        }
+        for long in [&mut hit.url, &mut hit.referrer, &mut hit.user_agent] {
+            if let Some(v) = long.as_mut().filter(|v| v.len() > 8192) {
+                let mut end = 8192;
+                while !v.is_char_boundary(end) {
+                    end -= 1;
+                }
+                v.truncate(end);
+            }
+        }
+        TruncatedHit { hit, oversize: Truncation { original_bytes, dropped } }
+    }
+}
+
+/// A hit cut to fit, serialised as the hit's fields plus `oversize`.
+#[derive(Serialize)]
+struct TruncatedHit {
+    #[serde(flatten)]
+    hit: Hit,
+    oversize: Truncation,
+}
+
+fn push_json<T: Serialize>(out: &mut Vec<u8>, value: &T) {
+    // Strings, maps and numbers into a Vec: serialising cannot fail.
+    serde_json::to_writer(&mut *out, value).expect("a record always serialises");
+    out.push(b'\n');
 }
 
 #[cfg(test)]
@@ -188,6 +256,29 @@ mod tests {
         assert_eq!(serde_json::to_string(&t).unwrap(), "\"2026-11-26T20:02:34.123Z\"");
         assert_eq!(t.hour_prefix(), "2026/11/26/20");
         assert_eq!(t.unix_hour(), 1_795_723_354 / 3600);
+    }
+
+    #[test]
+    fn an_oversize_record_drops_its_largest_parameters_to_fit() {
+        let settings = crate::params::ParseSettings::default();
+        let mut b = crate::params::HitBuilder::new(&settings, Timestamp::now());
+        b.add("event", "Lead");
+        for i in 0..200 {
+            b.add(&format!("evat_k{i:03}"), &"x".repeat(8000));
+        }
+        b.add("evat_small", "1");
+        let hit = b.finish(Default::default());
+        let mut line = Vec::new();
+        hit.write_line(&mut line);
+        assert!(line.len() <= MAX_RECORD_BYTES && line.ends_with(b"\n"));
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["schema"], SCHEMA);
+        assert_eq!(v["event"], "Lead");
+        assert_eq!(v["attrs"]["small"], "1");
+        assert!(v["flags"].as_array().unwrap().iter().any(|f| f == "oversize"));
+        assert!(v["oversize"]["original_bytes"].as_u64().unwrap() > MAX_RECORD_BYTES as u64);
+        let dropped = v["oversize"]["dropped"].as_array().unwrap().len();
+        assert!(dropped > 0 && dropped + v["attrs"].as_object().unwrap().len() == 201);
     }
 
     #[test]

@@ -168,11 +168,11 @@ fn gif_headers() -> http::response::Builder {
         .header(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"))
 }
 
-/// `/readyz`: 200 while the sink delivers, else 503 with the reasons.
+/// `/readyz`: 200 while the sink delivers, else 503 `degraded` with the reasons.
 fn ready(edge: &Edge) -> Response<EdgeBody> {
     match edge.sink_health.problem() {
         None => json(StatusCode::OK, serde_json::json!({ "status": "ready" })),
-        Some(reason) => json(StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({ "status": "unavailable", "reasons": { "sink": reason } })),
+        Some(reason) => json(StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({ "status": "degraded", "reasons": { "sink": reason } })),
     }
 }
 
