@@ -11,7 +11,7 @@ fn main() -> ExitCode {
         eprintln!("{err}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match runtime_for(std::thread::available_parallelism().map_or(1, |n| n.get())).enable_all().build() {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("pixelgate: cannot start the async runtime: {err}");
@@ -34,6 +34,13 @@ fn main() -> ExitCode {
             ExitCode::from(if config_error { 2 } else { 1 })
         }
     }
+}
+
+/// One core (a pinned process, a small container, a 1-vCPU Lambda) gets the single-threaded
+/// scheduler, which skips the work-stealing machinery a lone worker cannot use; more cores get
+/// a worker per core.
+fn runtime_for(cores: usize) -> tokio::runtime::Builder {
+    if cores <= 1 { tokio::runtime::Builder::new_current_thread() } else { tokio::runtime::Builder::new_multi_thread() }
 }
 
 /// Resolves on the first SIGTERM or SIGINT.

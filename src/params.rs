@@ -105,15 +105,6 @@ pub fn classify(key: &str) -> Concept<'_> {
     Concept::Extra
 }
 
-/// Splits and percent-decodes an `application/x-www-form-urlencoded` string (a query string or a
-/// form body), flagging invalid percent-escapes and invalid UTF-8, which are decoded lossily.
-pub fn decode_pairs<'a>(input: &'a str, flags: &mut Flags) -> impl Iterator<Item = (Cow<'a, str>, Cow<'a, str>)> {
-    if has_bad_escape(input.as_bytes()) {
-        flags.set(Flag::BadEncoding);
-    }
-    form_urlencoded::parse(input.as_bytes())
-}
-
 fn has_bad_escape(b: &[u8]) -> bool {
     b.iter().enumerate().any(|(i, &c)| {
         c == b'%' && !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit) && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
@@ -184,16 +175,21 @@ impl<'s> HitBuilder<'s> {
         &mut self.flags
     }
 
-    /// Adds the pairs of a query string or form body.
+    /// Adds the pairs of a query string or form body (`application/x-www-form-urlencoded`),
+    /// flagging invalid percent-escapes and invalid UTF-8, which are decoded lossily.
     pub fn add_encoded(&mut self, input: &str) {
-        let mut flags = Flags::default();
-        for (k, v) in decode_pairs(input, &mut flags) {
+        if has_bad_escape(input.as_bytes()) {
+            self.flags.set(Flag::BadEncoding);
+        }
+        // Lossy decoding is the only source of U+FFFD here, and it always yields an owned value.
+        let lossy = |s: &Cow<'_, str>| matches!(s, Cow::Owned(o) if o.contains('\u{FFFD}'));
+        for (k, v) in form_urlencoded::parse(input.as_bytes()) {
+            if lossy(&k) || lossy(&v) {
+                self.flags.set(Flag::BadEncoding);
+            }
             if !self.add(&k, &v) {
                 break;
             }
-        }
-        for f in flags.iter() {
-            self.flags.set(f);
         }
     }
 
@@ -205,9 +201,6 @@ impl<'s> HitBuilder<'s> {
             return false;
         }
         self.seen += 1;
-        if key.contains('\u{FFFD}') || value.contains('\u{FFFD}') {
-            self.flags.set(Flag::BadEncoding);
-        }
         if key.len() > limits.max_key_bytes {
             self.flags.set(Flag::Oversize);
             return true;
@@ -245,7 +238,7 @@ impl<'s> HitBuilder<'s> {
     }
 
     fn add_user(&mut self, key: &str, value: &str) {
-        let key = key.to_ascii_lowercase();
+        let key = if key.bytes().any(|b| b.is_ascii_uppercase()) { Cow::Owned(key.to_ascii_lowercase()) } else { Cow::Borrowed(key) };
         match PiiField::from_key(&key) {
             Some(field) => match pii::hash_field(field, value, &self.settings.pii) {
                 Ok(hash) => insert_first(&mut self.user, &key, hash, &mut self.flags),

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::Full;
@@ -144,9 +144,9 @@ where
     tracing::debug!(method, path = parts.uri.path(), pixel_id = hit.pixel_id.as_deref(), event = hit.event.as_deref(), event_id = %hit.event_id, flags = ?hit.flags, "hit");
     edge.dispatcher.submit(hit);
     match method {
-        "POST" => no_store(Response::builder().status(StatusCode::NO_CONTENT)).body(Full::default()).expect("static response"),
-        "HEAD" => gif_headers().body(Full::default()).expect("static response"),
-        _ => gif_headers().body(Full::new(Bytes::from_static(GIF))).expect("static response"),
+        "POST" => pixel_response(StatusCode::NO_CONTENT, None, false),
+        "HEAD" => pixel_response(StatusCode::OK, None, true),
+        _ => pixel_response(StatusCode::OK, Some(GIF), true),
     }
 }
 
@@ -154,18 +154,32 @@ fn header_str<'h>(headers: &'h HeaderMap, name: &header::HeaderName) -> Option<&
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn no_store(b: http::response::Builder) -> http::response::Builder {
-    b.header(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store, must-revalidate, max-age=0"))
-        .header(header::PRAGMA, HeaderValue::from_static("no-cache"))
-        .header(header::EXPIRES, HeaderValue::from_static("0"))
-}
+/// Headers of every pixel answer that forbid caching it.
+const NO_STORE: [(HeaderName, HeaderValue); 3] = [
+    (header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store, must-revalidate, max-age=0")),
+    (header::PRAGMA, HeaderValue::from_static("no-cache")),
+    (header::EXPIRES, HeaderValue::from_static("0")),
+];
 
-fn gif_headers() -> http::response::Builder {
-    no_store(Response::builder())
-        .header(header::CONTENT_TYPE, HeaderValue::from_static("image/gif"))
-        .header(header::CONTENT_LENGTH, HeaderValue::from_static("43"))
-        .header("cross-origin-resource-policy", HeaderValue::from_static("cross-origin"))
-        .header(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"))
+/// The rest of the GIF answer's headers (SPEC §3.1).
+const GIF_HEADERS: [(HeaderName, HeaderValue); 4] = [
+    (header::CONTENT_TYPE, HeaderValue::from_static("image/gif")),
+    (header::CONTENT_LENGTH, HeaderValue::from_static("43")),
+    (HeaderName::from_static("cross-origin-resource-policy"), HeaderValue::from_static("cross-origin")),
+    (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+];
+
+/// A pixel answer: the GIF (or, for HEAD, its headers alone) or a bodiless 204.
+fn pixel_response(status: StatusCode, body: Option<&'static [u8]>, gif_headers: bool) -> Response<EdgeBody> {
+    let mut r = Response::new(body.map_or_else(Full::default, |b| Full::new(Bytes::from_static(b))));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.reserve(NO_STORE.len() + GIF_HEADERS.len());
+    let extra: &[_] = if gif_headers { &GIF_HEADERS } else { &[] };
+    for (name, value) in NO_STORE.iter().chain(extra) {
+        h.insert(name.clone(), value.clone());
+    }
+    r
 }
 
 /// `/readyz`: 200 while the sink delivers, else 503 `degraded` with the reasons.
