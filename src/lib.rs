@@ -18,10 +18,12 @@
 //! * [`hit`] — the raw record (SPEC §5) and its flags.
 //! * [`dispatch`] — bounded per-outlet queues; `submit` never waits, `flush` waits for delivery.
 //! * [`sink`] — raw-record sinks; [`sink::file`] writes hourly NDJSON files on its own thread.
+//! * [`batch`] — the one batcher (count, bytes, age) for every outlet that batches.
 //! * [`app`] — builds all of the above from [`config`] and runs it until a signal.
 //! * [`metrics`], [`telemetry`] — Prometheus `/metrics` on its own listener; `tracing` logs.
 
 pub mod app;
+pub mod batch;
 pub mod client_ip;
 pub mod config;
 pub mod dispatch;
