@@ -13,15 +13,18 @@ use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::{TcpListener, TcpSocket};
 
-use crate::config::{GlobalArgs, ServeArgs};
+use crate::batch::BatchLimits;
+use crate::config::{GlobalArgs, ServeArgs, SinkKind};
 use crate::dispatch::{Dispatcher, OutletQueue};
 use crate::edge::body::BodyLimits;
 use crate::edge::{Edge, EdgeService};
 use crate::params::{Limits, ParseSettings};
 use crate::pii::PiiRules;
 use crate::runtime::server::{self, ServerOptions};
-use crate::sink::Health;
 use crate::sink::file::{FileSink, FileSinkConfig};
+use crate::sink::firehose::retry::RetryPolicy;
+use crate::sink::firehose::{FirehoseConfig, FirehoseSink};
+use crate::sink::{Health, RunningSink};
 
 /// A built, not yet running, pixelgate server.
 pub struct App {
@@ -33,8 +36,8 @@ pub struct App {
     edge: Arc<Edge>,
     /// Kept to drain the outlets at shutdown.
     dispatcher: Dispatcher,
-    /// The file sink's writer thread, joined at shutdown.
-    file_sink: FileSink,
+    /// The raw-record sink, joined at shutdown.
+    sink: RunningSink,
     /// Renders `/metrics`.
     metrics: PrometheusHandle,
     /// Transport limits for the pixel listener.
@@ -52,15 +55,8 @@ impl App {
         let metrics_listener = bind(global.metrics_listen)
             .with_context(|| format!("cannot listen on {} (--metrics-listen [PIXELGATE_METRICS_LISTEN])", global.metrics_listen))?;
 
-        let (queue, rx) = OutletQueue::new("file", serve.queue_capacity as usize);
         let sink_health = Arc::new(Health::default());
-        let raw = global.data_dir.join("raw");
-        let file_sink = FileSink::start(
-            FileSinkConfig { dir: raw.clone(), rotate_after: serve.file_rotate, max_file_bytes: serve.file_max_bytes },
-            rx,
-            sink_health.clone(),
-        )
-        .with_context(|| format!("cannot write records under {} (--data-dir [PIXELGATE_DATA_DIR])", raw.display()))?;
+        let (queue, sink) = start_sink(global, serve, sink_health.clone()).await?;
         let dispatcher = Dispatcher::new(vec![queue]);
         spawn_ticker(dispatcher.clone());
 
@@ -73,7 +69,7 @@ impl App {
             shutdown_grace: serve.shutdown_timeout,
             ..ServerOptions::default()
         };
-        Ok(App { listener, metrics_listener, edge, dispatcher, file_sink, metrics, server })
+        Ok(App { listener, metrics_listener, edge, dispatcher, sink, metrics, server })
     }
 
     /// The bound pixel address (useful with port 0).
@@ -104,12 +100,48 @@ impl App {
         server::serve(self.listener, EdgeService::new(self.edge), self.server, shutdown).await;
         tracing::info!("stopped accepting; flushing queued records");
         self.dispatcher.shutdown().await;
-        let sink = self.file_sink;
-        tokio::task::spawn_blocking(move || sink.join()).await?;
+        self.sink.join().await;
         let _ = stop_metrics.send(());
         let _ = metrics_server.await;
         tracing::info!("shutdown complete");
         Ok(())
+    }
+}
+
+/// Starts the raw-record sink `--sink` names on a fresh outlet queue.
+async fn start_sink(global: &GlobalArgs, serve: &ServeArgs, health: Arc<Health>) -> anyhow::Result<(OutletQueue, RunningSink)> {
+    let capacity = serve.queue_capacity as usize;
+    match global.sink {
+        SinkKind::File => {
+            let (queue, rx) = OutletQueue::new("file", capacity);
+            let raw = global.data_dir.join("raw");
+            let config = FileSinkConfig { dir: raw.clone(), rotate_after: serve.file_rotate, max_file_bytes: serve.file_max_bytes };
+            let sink = FileSink::start(config, rx, health)
+                .with_context(|| format!("cannot write records under {} (--data-dir [PIXELGATE_DATA_DIR])", raw.display()))?;
+            Ok((queue, RunningSink::File(sink)))
+        }
+        SinkKind::Firehose => {
+            let (queue, rx) = OutletQueue::new("firehose", capacity);
+            let config = FirehoseConfig {
+                stream: global.firehose_stream.clone().unwrap_or_default(),
+                batch: BatchLimits {
+                    max_items: serve.firehose_batch_records as usize,
+                    max_bytes: serve.firehose_batch_bytes as usize,
+                    max_age: serve.firehose_flush_interval,
+                },
+                max_in_flight: serve.firehose_max_in_flight as usize,
+                retry: RetryPolicy {
+                    attempt_timeout: serve.firehose_timeout,
+                    backoff_initial: serve.firehose_backoff,
+                    backoff_max: serve.firehose_backoff_max,
+                    budget: serve.firehose_retry_budget,
+                },
+                spool_dir: global.data_dir.join("spool"),
+                spool_max_bytes: serve.spool_max_bytes,
+                shutdown_timeout: serve.firehose_shutdown_timeout,
+            };
+            Ok((queue, RunningSink::Firehose(FirehoseSink::start(config, rx, health).await?)))
+        }
     }
 }
 
@@ -132,7 +164,8 @@ fn raise_fd_limit(connections: u64) {
     }
 }
 
-/// Wakes idle outlet consumers once a second for time-based work (file rotation).
+/// Wakes idle outlet consumers once a second for time-based work (file rotation, batch ageing,
+/// restarting a spool replay).
 fn spawn_ticker(dispatcher: Dispatcher) {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(1));

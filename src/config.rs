@@ -11,6 +11,8 @@ use std::time::Duration;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
+use crate::sink::firehose::{MAX_RECORD_BYTES, MAX_RECORDS_PER_REQUEST, MAX_REQUEST_BYTES, encoded_len};
+
 /// pixelgate: a first-party tracking-pixel endpoint. Answers `/p.gif`, `/tr` and `/tr/` with a
 /// transparent GIF and writes one raw record per hit.
 #[derive(Debug, Parser)]
@@ -104,6 +106,39 @@ pub struct ServeArgs {
     /// How long shutdown waits for in-flight requests.
     #[arg(long, env = "PIXELGATE_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub shutdown_timeout: Duration,
+    /// Firehose: most records per PutRecordBatch request (the service allows 500).
+    #[arg(long, env = "PIXELGATE_FIREHOSE_BATCH_RECORDS", default_value_t = MAX_RECORDS_PER_REQUEST as u32,
+          value_parser = clap::value_parser!(u32).range(1..=MAX_RECORDS_PER_REQUEST as i64), value_name = "N")]
+    pub firehose_batch_records: u32,
+    /// Firehose: most bytes per request, records counted base64-encoded (the service allows 4 MiB).
+    #[arg(long, env = "PIXELGATE_FIREHOSE_BATCH_BYTES", default_value_t = MAX_REQUEST_BYTES as u64,
+          value_parser = clap::value_parser!(u64).range(encoded_len(MAX_RECORD_BYTES) as u64..=MAX_REQUEST_BYTES as u64), value_name = "BYTES")]
+    pub firehose_batch_bytes: u64,
+    /// Firehose: longest time a record waits for its batch to fill.
+    #[arg(long, env = "PIXELGATE_FIREHOSE_FLUSH_INTERVAL", default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
+    pub firehose_flush_interval: Duration,
+    /// Firehose: PutRecordBatch requests under way at once.
+    #[arg(long, env = "PIXELGATE_FIREHOSE_MAX_IN_FLIGHT", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64), value_name = "N")]
+    pub firehose_max_in_flight: u32,
+    /// Firehose: longest wait for one PutRecordBatch answer.
+    #[arg(long, env = "PIXELGATE_FIREHOSE_TIMEOUT", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    pub firehose_timeout: Duration,
+    /// Firehose: wait before the first retry; it doubles (with jitter) up to --firehose-backoff-max.
+    #[arg(long, env = "PIXELGATE_FIREHOSE_BACKOFF", default_value = "100ms", value_parser = parse_duration, value_name = "DURATION")]
+    pub firehose_backoff: Duration,
+    /// Firehose: longest wait between two attempts (also the replay's probe interval in an outage).
+    #[arg(long, env = "PIXELGATE_FIREHOSE_BACKOFF_MAX", default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
+    pub firehose_backoff_max: Duration,
+    /// Firehose: how long a batch is retried before it goes to the disk spool.
+    #[arg(long, env = "PIXELGATE_FIREHOSE_RETRY_BUDGET", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub firehose_retry_budget: Duration,
+    /// Firehose: how long shutdown lets requests finish before it spools what is left.
+    #[arg(long, env = "PIXELGATE_FIREHOSE_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    pub firehose_shutdown_timeout: Duration,
+    /// Most bytes the disk spool under <data-dir>/spool may hold while Firehose is unreachable;
+    /// beyond it, records are given up and counted.
+    #[arg(long, env = "PIXELGATE_SPOOL_MAX_BYTES", default_value_t = 1024 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(MAX_RECORD_BYTES as u64..), value_name = "BYTES")]
+    pub spool_max_bytes: u64,
 }
 
 impl Default for ServeArgs {
@@ -230,11 +265,8 @@ impl GlobalArgs {
                 self.listen
             )));
         }
-        if self.sink == SinkKind::Firehose {
-            if self.firehose_stream.is_none() {
-                return Err(ConfigError("--sink firehose needs --firehose-stream [PIXELGATE_FIREHOSE_STREAM]".into()));
-            }
-            return Err(ConfigError("--sink firehose [PIXELGATE_SINK] is not available in this build yet; use --sink file".into()));
+        if self.sink == SinkKind::Firehose && self.firehose_stream.as_deref().is_none_or(str::is_empty) {
+            return Err(ConfigError("--sink firehose needs --firehose-stream [PIXELGATE_FIREHOSE_STREAM]".into()));
         }
         if self.tokens == TokensKind::Dynamodb {
             if self.dynamodb_table.is_none() {

@@ -2,7 +2,7 @@
 //!
 //! A page, an e-mail or a Google Tag Manager "Custom Image" tag loads `/p.gif?…`; pixelgate
 //! answers at once with a 43-byte transparent GIF and, off the response path, writes one raw
-//! record per hit to a sink.
+//! record per hit to a sink: NDJSON files, or Amazon Kinesis Data Firehose.
 //!
 //! # Layout
 //!
@@ -17,7 +17,9 @@
 //!   trusted-proxy policy.
 //! * [`hit`] — the raw record (SPEC §5) and its flags.
 //! * [`dispatch`] — bounded per-outlet queues; `submit` never waits, `flush` waits for delivery.
-//! * [`sink`] — raw-record sinks; [`sink::file`] writes hourly NDJSON files on its own thread.
+//! * [`sink`] — raw-record sinks; [`sink::file`] writes hourly NDJSON files on its own thread;
+//!   [`sink::firehose`] sends the same lines to Kinesis Data Firehose with `PutRecordBatch`,
+//!   retries failed records one by one, and spools to disk while Firehose cannot take them.
 //! * [`batch`] — the one batcher (count, bytes, age) for every outlet that batches.
 //! * [`app`] — builds all of the above from [`config`] and runs it until a signal.
 //! * [`metrics`], [`telemetry`] — Prometheus `/metrics` on its own listener; `tracing` logs.

@@ -12,14 +12,24 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 pub const HITS: &str = "pixelgate_hits_total";
 /// Flags raised on hits, by flag.
 pub const HIT_FLAGS: &str = "pixelgate_hit_flags_total";
-/// Records appended to a sink.
+/// Records appended to a sink (acknowledged by Firehose, for the Firehose sink).
 pub const RECORDS_WRITTEN: &str = "pixelgate_records_written_total";
 /// Records given up, by outlet and reason.
 pub const RECORDS_DROPPED: &str = "pixelgate_records_dropped_total";
 /// Failed write attempts (the records are retried).
 pub const SINK_WRITE_ERRORS: &str = "pixelgate_sink_write_errors_total";
-/// Records per sink write.
+/// Records per sink write (per `PutRecordBatch` request for Firehose).
 pub const SINK_BATCH_RECORDS: &str = "pixelgate_sink_batch_records";
+/// `PutRecordBatch` requests, by outcome.
+pub const FIREHOSE_REQUESTS: &str = "pixelgate_firehose_requests_total";
+/// Records sent again after a failure, by reason.
+pub const FIREHOSE_RETRIES: &str = "pixelgate_firehose_retries_total";
+/// Records written to the disk spool while Firehose could not take them.
+pub const RECORDS_SPOOLED: &str = "pixelgate_records_spooled_total";
+/// Spooled records delivered by the replay.
+pub const RECORDS_REPLAYED: &str = "pixelgate_records_replayed_total";
+/// Bytes in the disk spool.
+pub const SPOOL_BYTES: &str = "pixelgate_spool_bytes";
 /// Jobs waiting in an outlet queue.
 pub const QUEUE_DEPTH: &str = "pixelgate_queue_depth";
 /// Open client connections.
@@ -53,10 +63,15 @@ pub fn install() -> PrometheusHandle {
 fn describe() {
     describe_counter!(HITS, Unit::Count, "Pixel requests answered, by method.");
     describe_counter!(HIT_FLAGS, Unit::Count, "Flags raised on hits (what was wrong or notable), by flag.");
-    describe_counter!(RECORDS_WRITTEN, Unit::Count, "Raw records written to the sink.");
+    describe_counter!(RECORDS_WRITTEN, Unit::Count, "Raw records written to the sink (acknowledged by Firehose, for the Firehose sink), by sink.");
     describe_counter!(RECORDS_DROPPED, Unit::Count, "Records given up, by outlet and reason.");
     describe_counter!(SINK_WRITE_ERRORS, Unit::Count, "Failed sink write attempts; the records are retried.");
-    describe_histogram!(SINK_BATCH_RECORDS, Unit::Count, "Records per sink write.");
+    describe_histogram!(SINK_BATCH_RECORDS, Unit::Count, "Records per sink write (per PutRecordBatch request for Firehose).");
+    describe_counter!(FIREHOSE_REQUESTS, Unit::Count, "Firehose PutRecordBatch requests, by outcome (ok, partial, throttled, unavailable, timeout, unreachable, not_found, rejected, other).");
+    describe_counter!(FIREHOSE_RETRIES, Unit::Count, "Records sent to Firehose again after a failure, by reason.");
+    describe_counter!(RECORDS_SPOOLED, Unit::Count, "Records written to the disk spool while Firehose could not take them.");
+    describe_counter!(RECORDS_REPLAYED, Unit::Count, "Spooled records delivered to Firehose by the replay.");
+    describe_gauge!(SPOOL_BYTES, Unit::Bytes, "Bytes in the disk spool.");
     describe_gauge!(QUEUE_DEPTH, Unit::Count, "Jobs waiting in an outlet queue.");
     describe_gauge!(CONNECTIONS_OPEN, Unit::Count, "Open client connections.");
     describe_counter!(CONNECTIONS_ACCEPTED, Unit::Count, "Client connections accepted.");

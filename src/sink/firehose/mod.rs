@@ -1,0 +1,150 @@
+//! The Amazon Kinesis Data Firehose sink: every hit's record line, byte-identical to the file
+//! sink's, as one Firehose record, sent with `PutRecordBatch`.
+//!
+//! * [`client`] — the seam: one `PutRecordBatch` call, answered in our own types
+//!   ([`client::PutRecords`]); [`client::SdkFirehose`] is the real thing.
+//! * [`retry`] — the one place that classifies answers (done / resend the failed records /
+//!   resend the request / give up) and computes backoff with jitter.
+//! * `deliver` — one batch's journey: send, resend only what failed, until acknowledged or the
+//!   retry budget is spent.
+//! * [`spool`] — bounded, crash-safe segment files under `<data-dir>/spool` for what Firehose
+//!   cannot take, replayed oldest first.
+//! * `consumer` — the outlet's queue consumer: batches by count, bytes and age
+//!   ([`crate::batch`]), keeps a bounded number of deliveries in flight, spools, replays, and
+//!   honours the [`crate::dispatch::Job`] protocol.
+
+pub mod client;
+mod consumer;
+mod deliver;
+pub mod retry;
+pub mod spool;
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use self::client::{PutRecords, SdkFirehose, StreamCheck};
+use self::retry::RetryPolicy;
+use super::Health;
+use crate::batch::BatchLimits;
+use crate::config::ConfigError;
+use crate::dispatch::Job;
+
+/// Most records in one `PutRecordBatch` request. "Each PutRecordBatch request supports up to 500
+/// records" — <https://docs.aws.amazon.com/firehose/latest/APIReference/API_PutRecordBatch.html>.
+pub const MAX_RECORDS_PER_REQUEST: usize = 500;
+
+/// Most bytes in one request: "up to a limit of 4 MB for the entire request" (same page; the
+/// quota page says 4 MiB). We count each record as it travels, base64 plus its JSON framing
+/// ([`encoded_len`]), so a full batch is within the limit however it is read.
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// Largest record: "Each record in the request can be as large as 1,000 KB (before base64
+/// encoding)" (same page). The shared encoder already caps every line at this size, cutting an
+/// over-long hit to a typed `oversize` record.
+pub const MAX_RECORD_BYTES: usize = crate::hit::MAX_RECORD_BYTES;
+
+/// The size a record of `len` bytes adds to a request: base64 of the data plus the
+/// `{"Data":""},` around it.
+pub const fn encoded_len(len: usize) -> usize {
+    len.div_ceil(3) * 4 + 12
+}
+
+/// Settings of the Firehose sink.
+#[derive(Debug, Clone)]
+pub struct FirehoseConfig {
+    /// Delivery stream name.
+    pub stream: String,
+    /// When a batch is sent: records (≤ [`MAX_RECORDS_PER_REQUEST`]), encoded bytes
+    /// (≤ [`MAX_REQUEST_BYTES`]) and age (the flush interval).
+    pub batch: BatchLimits,
+    /// Requests under way at once; bounds memory while Firehose is slow.
+    pub max_in_flight: usize,
+    /// Attempt timeout, backoff and retry budget.
+    pub retry: RetryPolicy,
+    /// `<data-dir>/spool`.
+    pub spool_dir: PathBuf,
+    /// Most bytes the spool may hold; beyond it, records are given up and counted.
+    pub spool_max_bytes: u64,
+    /// How long shutdown lets deliveries run before it spools what is left.
+    pub shutdown_timeout: Duration,
+}
+
+impl FirehoseConfig {
+    /// Clamps the settings to the service's limits.
+    pub fn validate(mut self) -> Self {
+        self.batch.max_items = self.batch.max_items.clamp(1, MAX_RECORDS_PER_REQUEST);
+        self.batch.max_bytes = self.batch.max_bytes.clamp(encoded_len(MAX_RECORD_BYTES), MAX_REQUEST_BYTES);
+        self.max_in_flight = self.max_in_flight.max(1);
+        self
+    }
+}
+
+/// The sink's side of `/readyz`: one wording for "degraded", whichever part noticed.
+#[derive(Debug)]
+pub(crate) struct Status {
+    health: Arc<Health>,
+    stream: String,
+}
+
+impl Status {
+    /// Firehose is not taking records, for `reason`; they wait in the spool.
+    fn degraded(&self, reason: &str) {
+        self.health.fail(format!("Firehose stream '{}' is not taking records ({reason}); records wait in the disk spool", self.stream));
+    }
+
+    /// Firehose took records.
+    fn ok(&self) {
+        self.health.ok();
+    }
+}
+
+/// The running sink.
+pub struct FirehoseSink {
+    task: JoinHandle<()>,
+}
+
+impl FirehoseSink {
+    /// Connects to Firehose from the standard AWS environment, checks the stream, opens the
+    /// spool and starts consuming `rx`. A missing stream is a [`ConfigError`]; a stream that
+    /// cannot be checked (unreachable, no `firehose:DescribeDeliveryStream` permission) starts
+    /// the sink degraded: records spool until Firehose takes them.
+    pub async fn start(config: FirehoseConfig, rx: mpsc::Receiver<Job>, health: Arc<Health>) -> anyhow::Result<FirehoseSink> {
+        let connect_timeout = config.retry.attempt_timeout.min(Duration::from_secs(3));
+        let client = SdkFirehose::from_env(&config.stream, connect_timeout).await.map_err(ConfigError)?;
+        let check = tokio::time::timeout(config.retry.attempt_timeout, client.check_stream())
+            .await
+            .unwrap_or_else(|_| StreamCheck::Unknown(format!("no answer from Firehose within {:?}", config.retry.attempt_timeout)));
+        match check {
+            StreamCheck::Active => tracing::info!(stream = %config.stream, region = client.region(), "Firehose delivery stream is active"),
+            StreamCheck::Missing(what) => return Err(ConfigError(format!("{what} (--firehose-stream [PIXELGATE_FIREHOSE_STREAM])")).into()),
+            StreamCheck::Unknown(why) => {
+                tracing::warn!(stream = %config.stream, reason = %why, "cannot confirm the Firehose delivery stream; starting anyway, records spool until it takes them");
+                health.fail(why);
+            }
+        }
+        Ok(FirehoseSink::start_with(client, config, rx, health)?)
+    }
+
+    /// Starts the sink over any [`PutRecords`] (the SDK client, or a fake in tests).
+    pub fn start_with<C: PutRecords>(client: C, config: FirehoseConfig, rx: mpsc::Receiver<Job>, health: Arc<Health>) -> std::io::Result<FirehoseSink> {
+        let config = config.validate();
+        let spool = spool::Spool::open(&config.spool_dir, config.spool_max_bytes).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot open the spool in {} (--data-dir [PIXELGATE_DATA_DIR]): {e}", config.spool_dir.display()))
+        })?;
+        let consumer = consumer::Consumer::new(client, config, health, spool);
+        Ok(FirehoseSink { task: tokio::spawn(consumer.run(rx)) })
+    }
+
+    /// Waits for the consumer to finish (after a [`Job::Shutdown`]).
+    pub async fn join(self) {
+        if let Err(err) = self.task.await {
+            tracing::error!(error = %err, "the Firehose sink task failed");
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! The one place that decides what a `PutRecordBatch` answer means for the records in it, and
+//! how long to wait before trying again.
+
+use std::time::Duration;
+
+use super::client::{PutError, PutOutcome};
+
+/// What to do after one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryAction {
+    /// Every record was accepted.
+    Done,
+    /// `FailedPutCount > 0`: resend only the records at these positions of the request; the
+    /// others were accepted and must never be sent again.
+    RetryPartial {
+        /// Positions in the request, ascending.
+        failed: Vec<usize>,
+        /// Metric label of the first failure code.
+        reason: &'static str,
+    },
+    /// The whole request failed in a way that may pass later (throttling, 5xx, timeout, an
+    /// unreachable endpoint, a missing stream or credentials an operator can fix): resend it.
+    Retry(PutError),
+    /// The service will never accept this request as it is: give the records up, counted.
+    DontRetry(PutError),
+}
+
+/// Classifies the result of one attempt.
+pub fn classify(result: Result<&PutOutcome, &PutError>) -> RetryAction {
+    match result {
+        Ok(outcome) => {
+            let failed: Vec<usize> = outcome.failures.iter().enumerate().filter(|(_, f)| f.is_some()).map(|(i, _)| i).collect();
+            match failed.first() {
+                None => RetryAction::Done,
+                Some(&first) => {
+                    let reason = match outcome.failures[first].as_ref().map(|f| f.code.as_str()) {
+                        Some("ServiceUnavailableException") => "record_unavailable",
+                        Some("InternalFailure") => "record_internal",
+                        _ => "record_other",
+                    };
+                    RetryAction::RetryPartial { failed, reason }
+                }
+            }
+        }
+        Err(err @ PutError::Rejected(_)) => RetryAction::DontRetry(err.clone()),
+        Err(err) => RetryAction::Retry(err.clone()),
+    }
+}
+
+/// How an undelivered batch is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Longest wait for one `PutRecordBatch` answer.
+    pub attempt_timeout: Duration,
+    /// Wait before the first retry; it doubles with each further one.
+    pub backoff_initial: Duration,
+    /// Longest wait between two attempts.
+    pub backoff_max: Duration,
+    /// How long a batch is retried before it is given to the spool.
+    pub budget: Duration,
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `retry` (0 for the first): exponential, capped, with "equal
+    /// jitter" (half fixed, half random) so that many batches failing together do not retry in
+    /// lockstep, yet never retry at once.
+    pub fn backoff(&self, retry: u32) -> Duration {
+        let ceiling = self.backoff_initial.saturating_mul(1u32 << retry.min(20)).min(self.backoff_max);
+        let half = ceiling / 2;
+        half + half.mul_f64(rand::random::<f64>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::firehose::client::RecordFailure;
+
+    fn failure(code: &str) -> Option<RecordFailure> {
+        Some(RecordFailure { code: code.into(), message: "slow down".into() })
+    }
+
+    #[test]
+    fn partial_failures_are_matched_by_position() {
+        let outcome = PutOutcome { failures: vec![None, failure("ServiceUnavailableException"), None, failure("InternalFailure")] };
+        assert_eq!(classify(Ok(&outcome)), RetryAction::RetryPartial { failed: vec![1, 3], reason: "record_unavailable" });
+        assert_eq!(classify(Ok(&PutOutcome::all_accepted(3))), RetryAction::Done);
+    }
+
+    #[test]
+    fn only_an_invalid_request_is_given_up() {
+        for err in [
+            PutError::Throttled("t".into()),
+            PutError::Unavailable("u".into()),
+            PutError::Timeout(Duration::from_secs(1)),
+            PutError::Unreachable("refused".into()),
+            PutError::NotFound("gone".into()),
+            PutError::Other("AccessDeniedException".into()),
+        ] {
+            assert!(matches!(classify(Err(&err)), RetryAction::Retry(_)), "{err}");
+        }
+        assert!(matches!(classify(Err(&PutError::Rejected("bad".into()))), RetryAction::DontRetry(_)));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_with_jitter() {
+        let p = RetryPolicy {
+            attempt_timeout: Duration::from_secs(1),
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(1),
+            budget: Duration::from_secs(10),
+        };
+        for (retry, ceiling) in [(0, 100), (1, 200), (2, 400), (3, 800), (4, 1000), (30, 1000)] {
+            for _ in 0..50 {
+                let d = p.backoff(retry).as_millis() as u64;
+                assert!(d >= ceiling / 2 && d <= ceiling, "retry {retry}: {d} ms");
+            }
+        }
+        let spread: std::collections::HashSet<_> = (0..20).map(|_| p.backoff(3)).collect();
+        assert!(spread.len() > 1, "jitter varies the wait");
+    }
+}
