@@ -1,0 +1,420 @@
+//! The real parts for the Firehose tests: moto in server mode (one per test binary, each test
+//! with its own bucket and delivery stream), a TCP proxy in front of it that a test can cut to
+//! stage an outage, the real `pixelgate` binary pointed at it through the standard AWS
+//! environment, and the S3 objects moto's delivery stream wrote, read back with `aws-sdk-s3`.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_config::BehaviorVersion;
+use aws_sdk_firehose::types::{CompressionFormat, ExtendedS3DestinationConfiguration};
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::AbortHandle;
+
+/// A browser user agent, so hits are not flagged `bot`.
+pub const BROWSER_UA: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/142.0.0.0 Safari/537.36";
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The moto server shared by every test in this binary.
+pub struct Moto {
+    pub endpoint: String,
+    /// Closing this pipe (when the test process ends, however it ends) makes the wrapper shell
+    /// kill moto, so no server outlives the tests.
+    _lifeline: Mutex<ChildStdin>,
+    _child: Mutex<Child>,
+}
+
+/// Where `scripts/test` installed moto.
+fn moto_server_path() -> PathBuf {
+    let from_env = std::env::var_os("PIXELGATE_MOTO_SERVER").map(PathBuf::from);
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server");
+    match from_env.or_else(|| venv.exists().then_some(venv)) {
+        Some(p) if p.exists() => p,
+        other => panic!(
+            "moto_server not found ({}): these tests need moto in server mode; run scripts/test, which installs the pinned moto[server] into .venv",
+            other.map_or("PIXELGATE_MOTO_SERVER unset and no .venv/bin/moto_server".into(), |p| format!("{} does not exist", p.display()))
+        ),
+    }
+}
+
+static MOTO: LazyLock<Moto> = LazyLock::new(|| {
+    let port = free_port();
+    let log = std::env::temp_dir().join(format!("pixelgate-moto-{port}.log"));
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(r#""$@" & moto=$!; read -r _; kill "$moto""#)
+        .arg("sh")
+        .arg(moto_server_path())
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("moto_server starts");
+    let lifeline = child.stdin.take().unwrap();
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("moto_server exited ({status}): {}", std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "moto_server did not listen within 30 s: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Moto { endpoint: format!("http://127.0.0.1:{port}"), _lifeline: Mutex::new(lifeline), _child: Mutex::new(child) }
+});
+
+/// The shared moto server, started on first use.
+pub fn moto() -> &'static Moto {
+    &MOTO
+}
+
+/// AWS settings for anything that talks to moto: fixed test credentials, so no credential
+/// provider ever looks beyond the environment.
+pub fn aws_env(endpoint: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", endpoint.to_owned()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+    ]
+}
+
+async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "tests"))
+        .load()
+        .await
+}
+
+/// A delivery stream of this test's own, writing to a bucket of its own.
+pub struct Stream {
+    pub name: String,
+    pub bucket: String,
+    s3: aws_sdk_s3::Client,
+}
+
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// Creates a bucket and a delivery stream into it, named after `test`.
+pub async fn create_stream(test: &str) -> Stream {
+    let sdk = sdk_config(&moto().endpoint).await;
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let name = format!("{test}-{}-{n}", std::process::id()).replace('_', "-");
+    let bucket = format!("b-{name}");
+    s3.create_bucket().bucket(&bucket).send().await.expect("bucket created");
+    let destination = ExtendedS3DestinationConfiguration::builder()
+        .bucket_arn(format!("arn:aws:s3:::{bucket}"))
+        .role_arn("arn:aws:iam::123456789012:role/firehose")
+        .prefix("raw/")
+        .compression_format(CompressionFormat::Uncompressed)
+        .build()
+        .unwrap();
+    aws_sdk_firehose::Client::new(&sdk)
+        .create_delivery_stream()
+        .delivery_stream_name(&name)
+        .extended_s3_destination_configuration(destination)
+        .send()
+        .await
+        .expect("delivery stream created");
+    Stream { name, bucket, s3 }
+}
+
+impl Stream {
+    /// Every object the stream wrote (one per `PutRecordBatch`), as bytes, in key order.
+    pub async fn objects(&self) -> Vec<Vec<u8>> {
+        let mut keys = Vec::new();
+        let mut pages = self.s3.list_objects_v2().bucket(&self.bucket).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            keys.extend(page.expect("listing").contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+        }
+        keys.sort();
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            assert!(key.starts_with("raw/"), "{key}");
+            let body = self.s3.get_object().bucket(&self.bucket).key(&key).send().await.expect("object").body.collect().await.unwrap();
+            out.push(body.into_bytes().to_vec());
+        }
+        out
+    }
+
+    /// The records delivered so far, each checked to be one newline-terminated JSON line.
+    pub async fn records(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        for object in self.objects().await {
+            assert!(object.ends_with(b"\n"), "an object does not end with a newline");
+            for line in object.split_inclusive(|&b| b == b'\n') {
+                out.push(serde_json::from_slice(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {}", String::from_utf8_lossy(line))));
+            }
+        }
+        out
+    }
+
+    /// How often each event id was delivered.
+    pub async fn delivered_ids(&self) -> HashMap<String, usize> {
+        let mut ids = HashMap::new();
+        for r in self.records().await {
+            *ids.entry(r["event_id"].as_str().unwrap().to_owned()).or_default() += 1;
+        }
+        ids
+    }
+
+    /// Waits until at least `n` records have arrived, or `within` has passed.
+    pub async fn wait_for(&self, n: usize, within: Duration) -> HashMap<String, usize> {
+        let started = Instant::now();
+        loop {
+            let ids = self.delivered_ids().await;
+            if ids.values().sum::<usize>() >= n || started.elapsed() > within {
+                return ids;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// How the proxy treats traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Link {
+    /// Forwards to moto.
+    Up = 0,
+    /// Closes every connection at once: "connection refused/reset".
+    Refuse = 1,
+    /// Accepts and never answers: requests time out.
+    Blackhole = 2,
+}
+
+/// A TCP proxy in front of moto that a test can cut and restore.
+pub struct Proxy {
+    pub endpoint: String,
+    link: Arc<AtomicU8>,
+    live: Arc<Mutex<Vec<AbortHandle>>>,
+    accept: AbortHandle,
+}
+
+impl Proxy {
+    /// A proxy to `upstream` on a free loopback port.
+    pub async fn start(upstream: &str) -> Proxy {
+        let upstream: SocketAddr = upstream.trim_start_matches("http://").parse().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let link = Arc::new(AtomicU8::new(Link::Up as u8));
+        let live: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
+        let (l, conns) = (link.clone(), live.clone());
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else { continue };
+                let task = match l.load(Ordering::SeqCst) {
+                    0 => tokio::spawn(async move {
+                        if let Ok(mut server) = TcpStream::connect(upstream).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    }),
+                    1 => continue,
+                    _ => tokio::spawn(async move {
+                        let _hold = client;
+                        std::future::pending::<()>().await;
+                    }),
+                };
+                let mut conns = conns.lock().unwrap();
+                conns.retain(|c| !c.is_finished());
+                conns.push(task.abort_handle());
+            }
+        })
+        .abort_handle();
+        Proxy { endpoint, link, live, accept }
+    }
+
+    /// Switches the link; cutting it also drops every connection open through it.
+    pub fn set(&self, link: Link) {
+        self.link.store(link as u8, Ordering::SeqCst);
+        if link != Link::Up {
+            self.live.lock().unwrap().drain(..).for_each(|c| c.abort());
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.live.lock().unwrap().drain(..).for_each(|c| c.abort());
+    }
+}
+
+/// The real binary, running with the Firehose sink.
+pub struct Pixelgate {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub log: PathBuf,
+}
+
+/// Flags that make retries, flushes and shutdown quick enough for tests.
+pub const FAST: &[&str] = &[
+    "--firehose-flush-interval",
+    "200ms",
+    "--firehose-timeout",
+    "500ms",
+    "--firehose-backoff",
+    "20ms",
+    "--firehose-backoff-max",
+    "200ms",
+    "--firehose-retry-budget",
+    "1s",
+    "--firehose-shutdown-timeout",
+    "1s",
+];
+
+/// Starts `pixelgate --sink firehose --firehose-stream STREAM` with `data` as its data dir and
+/// AWS pointed at `endpoint`; waits until it answers `/healthz`.
+pub fn spawn_pixelgate(endpoint: &str, stream: &str, data: &Path, extra: &[&str]) -> Pixelgate {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let log = data.with_extension(format!("{}.log", addr.port()));
+    let child = Command::new(env!("CARGO_BIN_EXE_pixelgate"))
+        .args(["serve", "--sink", "firehose", "--firehose-stream", stream, "--listen", &addr.to_string(), "--metrics-listen", &metrics_addr.to_string()])
+        .arg("--data-dir")
+        .arg(data)
+        .args(extra)
+        .envs(aws_env(endpoint))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("binary starts");
+    let mut pg = Pixelgate { child, addr, metrics_addr, log };
+    let started = Instant::now();
+    while http_get(pg.addr, "/healthz").is_none_or(|(status, _)| status != 200) {
+        if let Some(status) = pg.child.try_wait().unwrap() {
+            panic!("pixelgate exited ({status}): {}", pg.logs());
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "pixelgate did not answer /healthz: {}", pg.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    pg
+}
+
+impl Pixelgate {
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "did not exit after SIGTERM: {}", self.logs());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// What the binary logged.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The sum of a metric's series whose labels contain every `label="value"` given.
+    pub fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        let (_, text) = http_get(self.metrics_addr, "/metrics").expect("/metrics answers");
+        text.lines()
+            .filter(|l| l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b'{' | b' ')))
+            .filter(|l| labels.iter().all(|want| l.contains(want)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// `GET /readyz`: status and body.
+    pub fn readyz(&self) -> (u16, String) {
+        http_get(self.addr, "/readyz").expect("/readyz answers")
+    }
+}
+
+impl Drop for Pixelgate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A blocking HTTP/1.0 GET: status and body, `None` if the server cannot be reached.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut reader = BufReader::new(s);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).ok()?;
+    let status = status_line.split_whitespace().nth(1)?.parse().ok()?;
+    let mut rest = String::new();
+    reader.read_to_string(&mut rest).ok()?;
+    let body = rest.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_owned());
+    Some((status, body))
+}
+
+/// Sends pixel hits from `clients` concurrent keep-alive clients, each at most one per `pace`,
+/// until `stop` turns true (or `max_each` per client); returns the event ids answered with the
+/// GIF and each request's latency.
+pub async fn load(base: String, tag: &str, clients: usize, max_each: usize, pace: Duration, stop: Arc<std::sync::atomic::AtomicBool>) -> (Vec<String>, Vec<Duration>) {
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (base, stop, tag) = (base.clone(), stop.clone(), tag.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::builder().user_agent(BROWSER_UA).timeout(Duration::from_secs(5)).build().unwrap();
+            let (mut answered, mut latencies) = (Vec::new(), Vec::new());
+            let mut every = tokio::time::interval(pace.max(Duration::from_micros(1)));
+            for i in 0..max_each {
+                every.tick().await;
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let id = format!("{tag}-{c}-{i}");
+                let started = Instant::now();
+                let r = http.get(format!("{base}/p.gif?pixel_id=1&event=PageView&event_id={id}&evat_n={i}")).send().await;
+                let ok = match r {
+                    Ok(r) => r.status() == 200 && r.bytes().await.is_ok_and(|b| b.len() == 43),
+                    Err(_) => false,
+                };
+                latencies.push(started.elapsed());
+                if ok {
+                    answered.push(id);
+                }
+            }
+            (answered, latencies)
+        }));
+    }
+    let (mut answered, mut latencies) = (Vec::new(), Vec::new());
+    for t in tasks {
+        let (a, l) = t.await.unwrap();
+        answered.extend(a);
+        latencies.extend(l);
+    }
+    (answered, latencies)
+}
+
+/// The `q`-quantile (0..=1) of `samples`.
+pub fn quantile(samples: &mut [Duration], q: f64) -> Duration {
+    samples.sort();
+    samples[((samples.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Panics unless every id in `answered` was delivered exactly once.
+pub fn assert_exactly_once(answered: &[String], delivered: &HashMap<String, usize>) {
+    let missing: Vec<_> = answered.iter().filter(|id| !delivered.contains_key(*id)).take(5).collect();
+    let twice: Vec<_> = delivered.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(missing.is_empty() && twice.is_empty(), "{} answered, {} delivered; missing e.g. {missing:?}; more than once e.g. {twice:?}", answered.len(), delivered.len());
+}
