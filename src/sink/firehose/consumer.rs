@@ -7,7 +7,8 @@
 //! batches are appended behind them and a single replay task sends them oldest first.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -24,26 +25,34 @@ use crate::metrics as m;
 use crate::sink::Health;
 
 /// The spool, shared by the consumer (appends) and the replay task (reads, acks). Every call
-/// does its disk work on the blocking pool, never on a runtime worker.
+/// does its disk work on the blocking pool, never on a runtime worker, and whether the spool is
+/// empty is mirrored in an atomic so that asking never waits for the lock.
 #[derive(Debug, Clone)]
-pub(super) struct SharedSpool(Arc<Mutex<Spool>>);
+pub(super) struct SharedSpool {
+    spool: Arc<Mutex<Spool>>,
+    empty: Arc<AtomicBool>,
+}
 
 impl SharedSpool {
     pub(super) fn new(spool: Spool) -> Self {
-        SharedSpool(Arc::new(Mutex::new(spool)))
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Spool> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        let empty = Arc::new(AtomicBool::new(spool.is_empty()));
+        SharedSpool { spool: Arc::new(Mutex::new(spool)), empty }
     }
 
     async fn run<T: Send + 'static>(&self, f: impl FnOnce(&mut Spool) -> T + Send + 'static) -> T {
-        let spool = self.clone();
-        tokio::task::spawn_blocking(move || f(&mut spool.lock())).await.expect("spool work does not panic")
+        let shared = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut spool = shared.spool.lock().unwrap_or_else(|e| e.into_inner());
+            let out = f(&mut spool);
+            shared.empty.store(spool.is_empty(), Ordering::Release);
+            out
+        })
+        .await
+        .expect("spool work does not panic")
     }
 
     fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.empty.load(Ordering::Acquire)
     }
 }
 
@@ -56,8 +65,9 @@ pub(super) struct Consumer<C> {
     batcher: Batcher<Bytes>,
     /// Deliveries under way, at most `config.max_in_flight`; each yields what it could not send.
     in_flight: JoinSet<Result<(), Undelivered>>,
-    /// Records per delivery task, so that a task that dies is still accounted for.
-    in_flight_records: HashMap<tokio::task::Id, usize>,
+    /// Records and start time per delivery task: a task that dies is still accounted for, and
+    /// slots held for longer than an attempt may take mean Firehose is failing, not just busy.
+    in_flight_records: HashMap<tokio::task::Id, (usize, Instant)>,
     spool: SharedSpool,
     /// The replay task while it runs.
     replay: Option<JoinHandle<()>>,
@@ -154,19 +164,25 @@ impl<C: PutRecords> Consumer<C> {
     async fn send(&mut self, batch: Batch<Bytes>) {
         let mut records = batch.items;
         loop {
-            records = match self.spool.run(move |s| if s.is_empty() { Err(records) } else { Ok(s.append(&records).map_err(|e| (e, records))) }).await {
-                Ok(appended) => {
-                    self.spooled(appended);
-                    return self.ensure_replay();
-                }
-                Err(records) => records,
-            };
+            match self.spool_records(records, true).await {
+                Some(back) => records = back,
+                None => return,
+            }
             if self.in_flight.len() < self.config.max_in_flight {
                 let (client, policy, budget) = (self.client.clone(), self.config.retry, Some(self.config.retry.budget));
                 let mut stop = self.stop_deliveries.subscribe();
                 let n = records.len();
                 let task = self.in_flight.spawn(async move { deliver(&*client, records, &policy, budget, &mut stop, None).await });
-                self.in_flight_records.insert(task.id(), n);
+                self.in_flight_records.insert(task.id(), (n, Instant::now()));
+                return;
+            }
+            let oldest = self.in_flight_records.values().map(|(_, started)| *started).min();
+            if oldest.is_some_and(|t| t.elapsed() > self.config.retry.attempt_timeout) {
+                // Every slot is held by a delivery that is retrying: rather than stop draining the
+                // queue until the retry budget is spent, put the batch on disk; later batches
+                // queue behind it there.
+                self.status.degraded(&format!("requests outstanding for more than {:?}", self.config.retry.attempt_timeout));
+                self.spool_records(records, false).await;
                 return;
             }
             let done = self.in_flight.join_next_with_id().await.expect("deliveries are in flight");
@@ -186,20 +202,33 @@ impl<C: PutRecords> Consumer<C> {
                 let Undelivered { records, reason } = undelivered;
                 self.status.degraded(&reason);
                 tracing::warn!(records = records.len(), %reason, "Firehose did not take a batch within the retry budget; spooling it");
-                let appended = self.spool.run(move |s| s.append(&records).map_err(|e| (e, records))).await;
-                self.spooled(appended);
-                self.ensure_replay();
+                self.spool_records(records, false).await;
             }
             Err(err) => {
-                let lost = self.in_flight_records.remove(&err.id()).unwrap_or(0) as u64;
+                let lost = self.in_flight_records.remove(&err.id()).map_or(0, |(n, _)| n) as u64;
                 metrics::counter!(m::RECORDS_DROPPED, "outlet" => "firehose", "reason" => "internal").increment(lost);
                 tracing::error!(records = lost, error = %err, "a Firehose delivery task failed; its records are lost");
             }
         }
     }
 
-    /// Counts an append; what did not fit or could not be written is given up, counted, logged.
-    fn spooled(&mut self, appended: Result<Appended, (std::io::Error, Vec<Bytes>)>) {
+    /// Appends `records` to the spool and makes sure the replay runs; with `behind_backlog`, only
+    /// if the spool already holds records (so that none overtakes them), else handing them back.
+    /// What does not fit or cannot be written is given up, counted and logged.
+    async fn spool_records(&mut self, records: Vec<Bytes>, behind_backlog: bool) -> Option<Vec<Bytes>> {
+        let appended = self
+            .spool
+            .run(move |s| if behind_backlog && s.is_empty() { Err(records) } else { Ok(s.append(&records).map_err(|e| (e, records))) })
+            .await;
+        match appended {
+            Err(records) => return Some(records),
+            Ok(appended) => self.count_spooled(appended),
+        }
+        self.ensure_replay();
+        None
+    }
+
+    fn count_spooled(&self, appended: Result<Appended, (std::io::Error, Vec<Bytes>)>) {
         match appended {
             Ok(Appended { spooled, refused }) => {
                 metrics::counter!(m::RECORDS_SPOOLED).increment(spooled as u64);
@@ -256,9 +285,9 @@ impl<C: PutRecords> Consumer<C> {
         if let Some(replay) = self.replay.take() {
             let _ = replay.await;
         }
-        let spool = self.spool.lock();
-        if !spool.is_empty() {
-            tracing::info!(bytes = spool.bytes(), dir = %spool.dir().display(), "records left in the spool; the next start replays them");
+        let (bytes, dir) = self.spool.run(|s| (s.bytes(), s.dir().to_owned())).await;
+        if bytes > 0 {
+            tracing::info!(bytes, dir = %dir.display(), "records left in the spool; the next start replays them");
         }
     }
 }

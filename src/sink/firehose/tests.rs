@@ -211,6 +211,8 @@ async fn partial_failures_throttling_and_timeouts_lose_nothing_and_send_nothing_
     let h = start(&fake, config(spool.path()));
     let expected = submit(&h, 0..5000);
     h.dispatcher.flush().await;
+    // Slots held past the attempt timeout send later batches through the spool; wait for it.
+    eventually("everything arrives", Duration::from_secs(10), || fake.accepted().len() >= expected.len()).await;
     assert_exactly_once(&fake.accepted(), &expected);
     {
         let seen = fake.0.seen.lock().unwrap();
@@ -291,6 +293,26 @@ async fn an_outage_spools_then_replays_everything_in_order() {
     assert_eq!(fake.accepted(), expected, "replayed oldest first; later hits queue behind the spool");
     eventually("ready again", Duration::from_secs(2), || h.health.problem().is_none()).await;
     eventually("acknowledged segments are deleted", Duration::from_secs(2), || spool_files(spool.path()) == 0).await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_slot_is_stuck_retrying_new_batches_go_to_disk_at_once() {
+    let spool = tempfile::tempdir().unwrap();
+    let fake = FakeFirehose::new(Script::default());
+    fake.set_down(true);
+    let mut cfg = config(spool.path());
+    cfg.max_in_flight = 1;
+    cfg.retry.budget = Duration::from_secs(60);
+    let h = start(&fake, cfg);
+    let mut expected = submit(&h, 0..500);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    expected.extend(submit(&h, 500..3000));
+    eventually("the queue drains to the spool long before the retry budget", Duration::from_secs(3), || spool_files(spool.path()) > 0).await;
+    assert!(h.health.problem().is_some());
+    fake.set_down(false);
+    eventually("everything arrives", Duration::from_secs(10), || fake.accepted().len() >= 3000).await;
+    assert_exactly_once(&fake.accepted(), &expected);
     h.stop().await;
 }
 
