@@ -35,7 +35,7 @@ pub struct Moto {
     _child: Mutex<Child>,
 }
 
-/// Where `scripts/test` installed moto.
+/// Where `scripts/test` installed moto (pinned in `tests/firehose/requirements.txt`).
 fn moto_server_path() -> PathBuf {
     let from_env = std::env::var_os("PIXELGATE_MOTO_SERVER").map(PathBuf::from);
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server");
