@@ -57,7 +57,7 @@ impl App {
 
         let sink_health = Arc::new(Health::default());
         let (queue, sink) = start_sink(global, serve, sink_health.clone()).await?;
-        let dispatcher = Dispatcher::new(vec![queue]);
+        let dispatcher = Dispatcher::new(vec![queue]).with_max_bytes(serve.queue_max_bytes as usize);
         spawn_ticker(dispatcher.clone());
 
         let parse = ParseSettings { limits: Limits::default(), pii: PiiRules { default_phone_country: serve.default_phone_country } };
@@ -90,13 +90,14 @@ impl App {
     /// Serves until `shutdown` resolves, then drains: stops accepting, answers in-flight requests,
     /// writes every queued record and closes the files.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let metrics_addr = self.metrics_listener.local_addr()?;
         let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
-        let metrics_opts = ServerOptions { max_connections: 64, shutdown_grace: Duration::from_secs(1), ..ServerOptions::default() };
+        let metrics_opts = ServerOptions { name: "metrics", max_connections: 64, shutdown_grace: Duration::from_secs(1), ..ServerOptions::default() };
         let metrics_server = tokio::spawn(server::serve(self.metrics_listener, crate::metrics::MetricsService::new(self.metrics), metrics_opts, async {
             let _ = metrics_stopped.await;
         }));
 
-        tracing::info!(listen = %self.listener.local_addr()?, "serving");
+        tracing::info!(listen = %self.listener.local_addr()?, metrics = %metrics_addr, "serving");
         server::serve(self.listener, EdgeService::new(self.edge), self.server, shutdown).await;
         tracing::info!("stopped accepting; flushing queued records");
         self.dispatcher.shutdown().await;
@@ -116,7 +117,7 @@ async fn start_sink(global: &GlobalArgs, serve: &ServeArgs, health: Arc<Health>)
             let (queue, rx) = OutletQueue::new("file", capacity);
             let raw = global.data_dir.join("raw");
             let config = FileSinkConfig { dir: raw.clone(), rotate_after: serve.file_rotate, max_file_bytes: serve.file_max_bytes };
-            let sink = FileSink::start(config, rx, health)
+            let sink = FileSink::start(config, rx, health, queue.closing())
                 .with_context(|| format!("cannot write records under {} (--data-dir [PIXELGATE_DATA_DIR])", raw.display()))?;
             Ok((queue, RunningSink::File(sink)))
         }

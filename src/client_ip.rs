@@ -28,12 +28,13 @@ pub fn resolve(peer: Option<IpAddr>, headers: &HeaderMap, trusted: usize, flags:
     if trusted == 0 {
         return peer;
     }
-    let hops: Vec<&str> = headers
+    // Split the raw bytes: a client's own junk in the leftmost hop must not hide the hops that
+    // trusted proxies appended to the same header line.
+    let hops: Vec<&[u8]> = headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
         .filter(|h| !h.is_empty())
         .collect();
     if hops.len() < trusted {
@@ -42,7 +43,7 @@ pub fn resolve(peer: Option<IpAddr>, headers: &HeaderMap, trusted: usize, flags:
     let Some(hop) = hops.len().checked_sub(trusted).map(|i| hops[i]).or(hops.first().copied()) else {
         return peer;
     };
-    match parse_hop(hop) {
+    match std::str::from_utf8(hop).ok().and_then(parse_hop) {
         Some(ip) => Some(canonical(ip)),
         None => {
             flags.set(Flag::BadForwardedFor);
@@ -106,6 +107,15 @@ mod tests {
         assert_eq!(f, Flags::default());
         assert_eq!(resolve(ip("10.0.0.1"), &h, 5, &mut f), ip("6.6.6.6"));
         assert!(f.contains(Flag::BadForwardedFor));
+    }
+
+    #[test]
+    fn a_non_utf8_client_hop_does_not_hide_the_proxy_appended_hop() {
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", http::HeaderValue::from_bytes(b"\xff, 203.0.113.7").unwrap());
+        let mut f = Flags::default();
+        assert_eq!(resolve(ip("10.0.0.1"), &h, 1, &mut f), ip("203.0.113.7"));
+        assert_eq!(f, Flags::default());
     }
 
     #[test]

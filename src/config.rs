@@ -21,6 +21,10 @@ pub struct Cli {
     /// Settings every command shares.
     #[command(flatten)]
     pub global: GlobalArgs,
+    /// Settings of the server; accepted after `serve` or, since the server is the default
+    /// command, on their own.
+    #[command(flatten)]
+    pub serve: ServeArgs,
     /// What to run; the server when omitted.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -30,7 +34,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP server (the default command).
-    Serve(ServeArgs),
+    Serve,
 }
 
 /// Flags every command shares.
@@ -78,77 +82,71 @@ pub struct GlobalArgs {
     pub log_level: String,
 }
 
-/// Flags of `pixelgate serve`.
+/// Flags of the server (`pixelgate` or `pixelgate serve`).
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Client connections served at once; more wait in the listen backlog.
-    #[arg(long, env = "PIXELGATE_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    #[arg(long, global = true, env = "PIXELGATE_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
     pub max_connections: u32,
     /// Time a connection gets to send a complete request head (also the keep-alive idle limit).
-    #[arg(long, env = "PIXELGATE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, global = true, env = "PIXELGATE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub header_read_timeout: Duration,
     /// Largest POST body read, in bytes; larger bodies are ignored and flagged `oversize`.
-    #[arg(long, env = "PIXELGATE_MAX_BODY_BYTES", default_value_t = 64 * 1024, value_name = "BYTES")]
+    #[arg(long, global = true, env = "PIXELGATE_MAX_BODY_BYTES", default_value_t = 64 * 1024, value_name = "BYTES")]
     pub max_body_bytes: usize,
     /// Hits that may wait for the sink; beyond this, hits are dropped and counted.
-    #[arg(long, env = "PIXELGATE_QUEUE_CAPACITY", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    #[arg(long, global = true, env = "PIXELGATE_QUEUE_CAPACITY", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
     pub queue_capacity: u32,
+    /// Bytes of hits that may wait for the sink, whatever their count; beyond this, hits are
+    /// dropped and counted.
+    #[arg(long, global = true, env = "PIXELGATE_QUEUE_MAX_BYTES", default_value_t = crate::dispatch::DEFAULT_MAX_QUEUED_BYTES as u64, value_parser = clap::value_parser!(u64).range(1024 * 1024..), value_name = "BYTES")]
+    pub queue_max_bytes: u64,
     /// Country calling code for phone numbers sent without one (e.g. 1 for the US, 44 for the UK);
     /// unset = such numbers are dropped and flagged `invalid_ph`.
-    #[arg(long, env = "PIXELGATE_DEFAULT_PHONE_COUNTRY", value_parser = clap::value_parser!(u16).range(1..=999), value_name = "CODE")]
+    #[arg(long, global = true, env = "PIXELGATE_DEFAULT_PHONE_COUNTRY", value_parser = clap::value_parser!(u16).range(1..=999), value_name = "CODE")]
     pub default_phone_country: Option<u16>,
     /// The file sink closes a file after this long, so readers see data within it.
-    #[arg(long, env = "PIXELGATE_FILE_ROTATE", default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, global = true, env = "PIXELGATE_FILE_ROTATE", default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
     pub file_rotate: Duration,
     /// The file sink closes a file once it is this large, in bytes.
-    #[arg(long, env = "PIXELGATE_FILE_MAX_BYTES", default_value_t = 128 * 1024 * 1024, value_name = "BYTES")]
+    #[arg(long, global = true, env = "PIXELGATE_FILE_MAX_BYTES", default_value_t = 128 * 1024 * 1024, value_name = "BYTES")]
     pub file_max_bytes: u64,
     /// How long shutdown waits for in-flight requests.
-    #[arg(long, env = "PIXELGATE_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, global = true, env = "PIXELGATE_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub shutdown_timeout: Duration,
     /// Firehose: most records per PutRecordBatch request (the service allows 500).
-    #[arg(long, env = "PIXELGATE_FIREHOSE_BATCH_RECORDS", default_value_t = MAX_RECORDS_PER_REQUEST as u32,
+    #[arg(long, global = true, env = "PIXELGATE_FIREHOSE_BATCH_RECORDS", default_value_t = MAX_RECORDS_PER_REQUEST as u32,
           value_parser = clap::value_parser!(u32).range(1..=MAX_RECORDS_PER_REQUEST as i64), value_name = "N")]
     pub firehose_batch_records: u32,
     /// Firehose: most bytes per request, records counted base64-encoded (the service allows 4 MiB).
-    #[arg(long, env = "PIXELGATE_FIREHOSE_BATCH_BYTES", default_value_t = MAX_REQUEST_BYTES as u64,
+    #[arg(long, global = true, env = "PIXELGATE_FIREHOSE_BATCH_BYTES", default_value_t = MAX_REQUEST_BYTES as u64,
           value_parser = clap::value_parser!(u64).range(encoded_len(MAX_RECORD_BYTES) as u64..=MAX_REQUEST_BYTES as u64), value_name = "BYTES")]
     pub firehose_batch_bytes: u64,
     /// Firehose: longest time a record waits for its batch to fill.
-    #[arg(long, env = "PIXELGATE_FIREHOSE_FLUSH_INTERVAL", default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, global = true, env = "PIXELGATE_FIREHOSE_FLUSH_INTERVAL", default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
     pub firehose_flush_interval: Duration,
     /// Firehose: PutRecordBatch requests under way at once.
-    #[arg(long, env = "PIXELGATE_FIREHOSE_MAX_IN_FLIGHT", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64), value_name = "N")]
+    #[arg(long, global = true, env = "PIXELGATE_FIREHOSE_MAX_IN_FLIGHT", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64), value_name = "N")]
     pub firehose_max_in_flight: u32,
     /// Firehose: longest wait for one PutRecordBatch answer.
-    #[arg(long, env = "PIXELGATE_FIREHOSE_TIMEOUT", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, global = true, env = "PIXELGATE_FIREHOSE_TIMEOUT", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     pub firehose_timeout: Duration,
     /// Firehose: wait before the first retry; it doubles (with jitter) up to --firehose-backoff-max.
-    #[arg(long, env = "PIXELGATE_FIREHOSE_BACKOFF", default_value = "100ms", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, global = true, env = "PIXELGATE_FIREHOSE_BACKOFF", default_value = "100ms", value_parser = parse_duration, value_name = "DURATION")]
     pub firehose_backoff: Duration,
     /// Firehose: longest wait between two attempts (also the replay's probe interval in an outage).
-    #[arg(long, env = "PIXELGATE_FIREHOSE_BACKOFF_MAX", default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, global = true, env = "PIXELGATE_FIREHOSE_BACKOFF_MAX", default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
     pub firehose_backoff_max: Duration,
     /// Firehose: how long a batch is retried before it goes to the disk spool.
-    #[arg(long, env = "PIXELGATE_FIREHOSE_RETRY_BUDGET", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, global = true, env = "PIXELGATE_FIREHOSE_RETRY_BUDGET", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub firehose_retry_budget: Duration,
     /// Firehose: how long shutdown lets requests finish before it spools what is left.
-    #[arg(long, env = "PIXELGATE_FIREHOSE_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, global = true, env = "PIXELGATE_FIREHOSE_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     pub firehose_shutdown_timeout: Duration,
     /// Most bytes the disk spool under <data-dir>/spool may hold while Firehose is unreachable;
     /// beyond it, records are given up and counted.
-    #[arg(long, env = "PIXELGATE_SPOOL_MAX_BYTES", default_value_t = 1024 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(MAX_RECORD_BYTES as u64..), value_name = "BYTES")]
+    #[arg(long, global = true, env = "PIXELGATE_SPOOL_MAX_BYTES", default_value_t = 1024 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(MAX_RECORD_BYTES as u64..), value_name = "BYTES")]
     pub spool_max_bytes: u64,
-}
-
-impl Default for ServeArgs {
-    fn default() -> Self {
-        let cli = Cli::try_parse_from(["pixelgate", "serve"]).expect("defaults parse");
-        match cli.command {
-            Some(Command::Serve(args)) => args,
-            None => unreachable!("serve was given"),
-        }
-    }
 }
 
 /// Raw-record sinks.
@@ -247,12 +245,9 @@ impl Cli {
         Cli::try_parse_from(args).map_err(|e| ConfigError(one_line(&e)))
     }
 
-    /// The `serve` flags, defaulted when no command was given.
+    /// The server's flags.
     pub fn serve_args(&self) -> ServeArgs {
-        match &self.command {
-            Some(Command::Serve(args)) => args.clone(),
-            None => ServeArgs::default(),
-        }
+        self.serve.clone()
     }
 }
 

@@ -2,13 +2,16 @@
 //!
 //! An outlet (the raw-record sink today, the Conversions API forwarder later) owns a bounded FIFO
 //! queue of [`Job`]s and a consumer that drains it. [`Dispatcher::submit`] offers the hit to every
-//! outlet with a non-blocking `try_send`; a full queue is counted and logged, never silent.
+//! outlet with a non-blocking `try_send`; a full queue is counted and logged, never silent. Queued
+//! hits are bounded twice: by count per queue and by their bytes across all queues, so a stalled
+//! outlet cannot take more memory than `--queue-max-bytes` whatever the hits carry.
 //! [`Dispatcher::flush`] puts a [`Job::Barrier`] behind everything submitted so far and resolves when
 //! every consumer has reached it, i.e. when everything before it has been delivered or accounted
 //! for. Graceful shutdown uses it; so does the Lambda drain, per invocation.
 
+use std::ops::Deref;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
@@ -16,11 +19,14 @@ use tokio::sync::{mpsc, oneshot};
 use crate::hit::Hit;
 use crate::metrics as m;
 
+/// Default cap on the bytes of hits waiting in the queues (`--queue-max-bytes`).
+pub const DEFAULT_MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
+
 /// A unit of work for an outlet's consumer.
 #[derive(Debug)]
 pub enum Job {
-    /// A hit to deliver.
-    Hit(Arc<Hit>),
+    /// A hit to deliver (shared by every outlet; derefs to [`Hit`]).
+    Hit(Arc<QueuedHit>),
     /// Answer once everything queued before this job has been delivered or accounted for.
     Barrier(oneshot::Sender<()>),
     /// Nothing to deliver: a chance for time-based work (rotation, batch ageing) while idle.
@@ -30,6 +36,28 @@ pub enum Job {
     Shutdown(oneshot::Sender<()>),
 }
 
+/// A hit while it waits in the queues. Its bytes count against the dispatcher's budget until the
+/// last outlet lets go of it.
+#[derive(Debug)]
+pub struct QueuedHit {
+    hit: Hit,
+    bytes: usize,
+    budget: Arc<AtomicUsize>,
+}
+
+impl Deref for QueuedHit {
+    type Target = Hit;
+    fn deref(&self) -> &Hit {
+        &self.hit
+    }
+}
+
+impl Drop for QueuedHit {
+    fn drop(&mut self) {
+        self.budget.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
 /// The sending half of one outlet's queue.
 #[derive(Debug, Clone)]
 pub struct OutletQueue {
@@ -37,13 +65,21 @@ pub struct OutletQueue {
     name: &'static str,
     /// Bounded so that memory stays bounded whatever the outlet's state.
     tx: mpsc::Sender<Job>,
+    /// Set when shutdown begins, before the [`Job::Shutdown`] is queued, so a consumer stuck
+    /// retrying (and so not reading its queue) switches to its bounded give-up path.
+    closing: Arc<AtomicBool>,
 }
 
 impl OutletQueue {
     /// A queue of `capacity` jobs for the outlet `name`, and its receiving half for the consumer.
     pub fn new(name: &'static str, capacity: usize) -> (OutletQueue, mpsc::Receiver<Job>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        (OutletQueue { name, tx }, rx)
+        (OutletQueue { name, tx, closing: Arc::new(AtomicBool::new(false)) }, rx)
+    }
+
+    /// The flag raised when shutdown begins; for the consumer to watch while it retries.
+    pub fn closing(&self) -> Arc<AtomicBool> {
+        self.closing.clone()
     }
 
     /// Jobs waiting in the queue.
@@ -56,20 +92,46 @@ impl OutletQueue {
 #[derive(Debug, Clone)]
 pub struct Dispatcher {
     outlets: Arc<[OutletQueue]>,
+    /// Bytes of hits waiting in any queue.
+    queued_bytes: Arc<AtomicUsize>,
+    /// Most bytes of hits that may wait.
+    max_bytes: usize,
     /// Unix second of the last "queue full" warning, so a flood logs once per interval.
     last_full_warning: Arc<AtomicU64>,
 }
 
 impl Dispatcher {
-    /// A dispatcher over the given outlet queues.
+    /// A dispatcher over the given outlet queues, holding at most [`DEFAULT_MAX_QUEUED_BYTES`]
+    /// of waiting hits.
     pub fn new(outlets: Vec<OutletQueue>) -> Self {
-        Dispatcher { outlets: outlets.into(), last_full_warning: Arc::new(AtomicU64::new(0)) }
+        Dispatcher {
+            outlets: outlets.into(),
+            queued_bytes: Arc::new(AtomicUsize::new(0)),
+            max_bytes: DEFAULT_MAX_QUEUED_BYTES,
+            last_full_warning: Arc::new(AtomicU64::new(0)),
+        }
     }
 
-    /// Offers the hit to every outlet. Never waits: a full or closed queue drops the hit for that
-    /// outlet, counts it under `pixelgate_records_dropped_total` and logs a warning.
+    /// Caps the bytes of waiting hits.
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Offers the hit to every outlet. Never waits: a full or closed queue, or a full byte
+    /// budget, drops the hit for that outlet, counts it under `pixelgate_records_dropped_total`
+    /// and logs a warning.
     pub fn submit(&self, hit: Hit) {
-        let hit = Arc::new(hit);
+        let bytes = hit.approx_bytes();
+        if self.queued_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes > self.max_bytes {
+            self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            for outlet in self.outlets.iter() {
+                metrics::counter!(m::RECORDS_DROPPED, "outlet" => outlet.name, "reason" => "queue_bytes_full").increment(1);
+                self.warn_dropped(outlet.name, "queue_bytes_full");
+            }
+            return;
+        }
+        let hit = Arc::new(QueuedHit { hit, bytes, budget: self.queued_bytes.clone() });
         for outlet in self.outlets.iter() {
             if let Err(err) = outlet.tx.try_send(Job::Hit(hit.clone())) {
                 let reason = match err {
@@ -108,6 +170,9 @@ impl Dispatcher {
     /// Delivers what every outlet holds, then stops the consumers. Later submissions are counted
     /// as dropped (`outlet_closed`).
     pub async fn shutdown(&self) {
+        for outlet in self.outlets.iter() {
+            outlet.closing.store(true, Ordering::Relaxed);
+        }
         let mut waits = Vec::with_capacity(self.outlets.len());
         for outlet in self.outlets.iter() {
             let (tx, rx) = oneshot::channel();

@@ -183,6 +183,18 @@ pub struct Truncation {
 }
 
 impl Hit {
+    /// Roughly the heap bytes this hit holds, for memory budgets.
+    pub fn approx_bytes(&self) -> usize {
+        let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        let map = |m: &BTreeMap<String, String>| m.iter().map(|(k, v)| k.len() + v.len() + 48).sum::<usize>();
+        std::mem::size_of::<Hit>()
+            + self.event_id.len()
+            + [&self.pixel_id, &self.event, &self.user_agent, &self.url, &self.referrer, &self.test_event_code].into_iter().map(opt).sum::<usize>()
+            + map(&self.attrs)
+            + map(&self.user)
+            + map(&self.extra)
+    }
+
     /// The record as one NDJSON line, newline included, appended to `out`. A line over
     /// [`MAX_RECORD_BYTES`] becomes the same record without its largest parameters, flagged
     /// `oversize` and carrying a [`Truncation`] that says what was dropped and how big it was.

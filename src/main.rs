@@ -25,7 +25,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match &cli.command {
-            None | Some(Command::Serve(_)) => {
+            None | Some(Command::Serve) => {
                 let app = App::build(&cli.global, &cli.serve_args()).await?;
                 app.run_until_stopped(shutdown_signal()).await
             }

@@ -73,9 +73,9 @@ fn describe() {
     describe_counter!(RECORDS_REPLAYED, Unit::Count, "Spooled records delivered to Firehose by the replay.");
     describe_gauge!(SPOOL_BYTES, Unit::Bytes, "Bytes in the disk spool.");
     describe_gauge!(QUEUE_DEPTH, Unit::Count, "Jobs waiting in an outlet queue.");
-    describe_gauge!(CONNECTIONS_OPEN, Unit::Count, "Open client connections.");
-    describe_counter!(CONNECTIONS_ACCEPTED, Unit::Count, "Client connections accepted.");
-    describe_counter!(CONNECTIONS_TIMED_OUT, Unit::Count, "Connections closed for sending no complete request head in time.");
+    describe_gauge!(CONNECTIONS_OPEN, Unit::Count, "Open client connections, by listener.");
+    describe_counter!(CONNECTIONS_ACCEPTED, Unit::Count, "Client connections accepted, by listener.");
+    describe_counter!(CONNECTIONS_TIMED_OUT, Unit::Count, "Connections closed by a timeout: no complete request head in time, or an answer the client would not read.");
 }
 
 /// The `/metrics` endpoint, served on `--metrics-listen` only.

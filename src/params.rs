@@ -66,43 +66,92 @@ pub enum Concept<'a> {
     Extra,
 }
 
-/// Maps a parameter name to its concept.
+/// Maps a parameter name to its concept. Names and prefixes match in any ASCII case; what
+/// follows a prefix keeps its case.
 pub fn classify(key: &str) -> Concept<'_> {
-    match key {
-        "pixel_id" => return Concept::PixelId(0),
-        "id" | "pid" => return Concept::PixelId(1),
-        "event" => return Concept::Event(0),
-        "ev" => return Concept::Event(1),
-        "event_id" => return Concept::EventId(0),
-        "eid" => return Concept::EventId(1),
-        "url" => return Concept::Url(0),
-        "dl" => return Concept::Url(1),
-        "ref" => return Concept::Referrer(0),
-        "rl" => return Concept::Referrer(1),
-        "ts" => return Concept::Ts,
-        "test_event_code" => return Concept::TestEventCode,
-        "fbp" => return Concept::Fbp,
-        "fbc" => return Concept::Fbc,
-        k if CACHE_BUSTERS.contains(&k) => return Concept::CacheBuster,
-        _ => {}
+    if let Some(c) = fixed(key) {
+        return c;
+    }
+    if key.bytes().any(|b| b.is_ascii_uppercase()) {
+        if let Some(c) = fixed(&key.to_ascii_lowercase()) {
+            return c;
+        }
     }
     fn named(k: &str) -> Option<&str> {
         (!k.is_empty()).then_some(k)
     }
-    fn bracketed<'k>(key: &'k str, prefix: &str) -> Option<&'k str> {
-        key.strip_prefix(prefix)?.strip_suffix(']')
+    fn prefixed<'k>(key: &'k str, prefix: &str) -> Option<&'k str> {
+        key.get(..prefix.len()).filter(|p| p.eq_ignore_ascii_case(prefix)).map(|_| &key[prefix.len()..])
     }
-    if let Some(k) = key.strip_prefix("evat_").or_else(|| bracketed(key, "cd[")).or_else(|| key.strip_prefix("x-fb-cd-")).and_then(named) {
+    fn bracketed<'k>(key: &'k str, prefix: &str) -> Option<&'k str> {
+        prefixed(key, prefix)?.strip_suffix(']')
+    }
+    if let Some(k) = prefixed(key, "evat_").or_else(|| bracketed(key, "cd[")).or_else(|| prefixed(key, "x-fb-cd-")).and_then(named) {
         return Concept::Attr(k);
     }
-    if let Some(k) = key.strip_prefix("usat_").or_else(|| bracketed(key, "ud[")).or_else(|| key.strip_prefix("x-fb-ud-")).and_then(named) {
-        return match k {
-            "fbp" => Concept::Fbp,
-            "fbc" => Concept::Fbc,
-            _ => Concept::User(k),
+    if let Some(k) = prefixed(key, "usat_").or_else(|| bracketed(key, "ud[")).or_else(|| prefixed(key, "x-fb-ud-")).and_then(named) {
+        return if k.eq_ignore_ascii_case("fbp") {
+            Concept::Fbp
+        } else if k.eq_ignore_ascii_case("fbc") {
+            Concept::Fbc
+        } else {
+            Concept::User(k)
         };
     }
-    Concept::Extra
+    bare_contact(key).map_or(Concept::Extra, Concept::User)
+}
+
+/// The fixed names, lowercase.
+fn fixed(key: &str) -> Option<Concept<'static>> {
+    Some(match key {
+        "pixel_id" => Concept::PixelId(0),
+        "id" | "pid" => Concept::PixelId(1),
+        "event" => Concept::Event(0),
+        "ev" => Concept::Event(1),
+        "event_id" => Concept::EventId(0),
+        "eid" => Concept::EventId(1),
+        "url" => Concept::Url(0),
+        "dl" => Concept::Url(1),
+        "ref" => Concept::Referrer(0),
+        "rl" => Concept::Referrer(1),
+        "ts" => Concept::Ts,
+        "test_event_code" => Concept::TestEventCode,
+        "fbp" => Concept::Fbp,
+        "fbc" => Concept::Fbc,
+        k if CACHE_BUSTERS.contains(&k) => Concept::CacheBuster,
+        _ => return None,
+    })
+}
+
+/// A parameter outside every convention whose name says it carries an e-mail address or a phone
+/// number (`email=`, `customer_phone=`, …): treated as that user attribute, so it is hashed rather
+/// than kept in plaintext under `extra`.
+fn bare_contact(key: &str) -> Option<&'static str> {
+    let is = |names: &[&str]| names.iter().any(|n| key.eq_ignore_ascii_case(n));
+    let ends = |suffix: &str| key.len() > suffix.len() && key.get(key.len() - suffix.len()..).is_some_and(|t| t.eq_ignore_ascii_case(suffix));
+    if is(&["em", "email", "e-mail", "mail"]) || ends("_email") || ends("-email") {
+        Some("em")
+    } else if is(&["ph", "phone", "tel", "telephone", "mobile"]) || ends("_phone") || ends("-phone") {
+        Some("ph")
+    } else {
+        None
+    }
+}
+
+/// Common names of Meta's user-data keys, mapped to them (`email` → `em`, `zip` → `zp`, …).
+fn user_key(key: &str) -> &str {
+    match key {
+        "email" | "e-mail" => "em",
+        "phone" | "tel" | "telephone" | "mobile" => "ph",
+        "first_name" | "firstname" | "given_name" => "fn",
+        "last_name" | "lastname" | "surname" | "family_name" => "ln",
+        "city" => "ct",
+        "state" | "region" | "province" => "st",
+        "zip" | "zipcode" | "zip_code" | "postal_code" | "postcode" => "zp",
+        "gender" | "sex" => "ge",
+        "dob" | "birthday" | "birthdate" | "date_of_birth" => "db",
+        k => k,
+    }
 }
 
 fn has_bad_escape(b: &[u8]) -> bool {
@@ -238,17 +287,26 @@ impl<'s> HitBuilder<'s> {
     }
 
     fn add_user(&mut self, key: &str, value: &str) {
-        let key = if key.bytes().any(|b| b.is_ascii_uppercase()) { Cow::Owned(key.to_ascii_lowercase()) } else { Cow::Borrowed(key) };
-        match PiiField::from_key(&key) {
+        if value.is_empty() {
+            return;
+        }
+        let lower = if key.bytes().any(|b| b.is_ascii_uppercase()) { Cow::Owned(key.to_ascii_lowercase()) } else { Cow::Borrowed(key) };
+        let key = user_key(&lower);
+        match PiiField::from_key(key) {
             Some(field) => match pii::hash_field(field, value, &self.settings.pii) {
-                Ok(hash) => insert_first(&mut self.user, &key, hash, &mut self.flags),
+                Ok(hash) => insert_first(&mut self.user, key, hash, &mut self.flags),
                 Err(_) => self.flags.set(Flag::InvalidPii(field)),
             },
-            None => insert_first(&mut self.user, &key, value.to_owned(), &mut self.flags),
+            None => insert_first(&mut self.user, key, value.to_owned(), &mut self.flags),
         }
     }
 
+    /// Fills a single-valued concept. An empty value counts as absent, so `pixel_id=&id=123`
+    /// (an undefined tag variable beside a filled alias) keeps the alias.
     fn fill(&mut self, field: Field, value: Cow<'_, str>, rank: u8) {
+        if value.is_empty() {
+            return;
+        }
         let slot = match field {
             Field::PixelId => &mut self.pixel_id,
             Field::Event => &mut self.event,
@@ -413,6 +471,34 @@ mod tests {
         assert_eq!(classify("cd[]"), Concept::Extra);
         assert_eq!(classify("cd[x"), Concept::Extra);
         assert_eq!(classify("gtmcb"), Concept::CacheBuster);
+    }
+
+    #[test]
+    fn names_and_prefixes_match_in_any_case() {
+        assert_eq!(classify("PIXEL_ID"), Concept::PixelId(0));
+        assert_eq!(classify("USAT_em"), Concept::User("em"));
+        assert_eq!(classify("X-FB-UD-EM"), Concept::User("EM"));
+        assert_eq!(classify("Cd[Value]"), Concept::Attr("Value"));
+        assert_eq!(classify("UD[FBP]"), Concept::Fbp);
+    }
+
+    #[test]
+    fn contact_details_outside_the_conventions_are_hashed_not_kept() {
+        let h = hit("pixel_id=1&event=Lead&email=Jane%40Example.com&customer_phone=%2B16505551212&ud%5Bemail%5D=bob%40x.io&usat_zip=94025-1234");
+        assert!(h.extra.is_empty(), "{:?}", h.extra);
+        assert_eq!(h.user["em"].len(), 64);
+        assert_eq!(h.user["ph"].len(), 64);
+        assert_eq!(h.user["zp"].len(), 64);
+        assert!(h.flags.contains(Flag::DuplicateParam), "two different e-mails");
+    }
+
+    #[test]
+    fn an_empty_value_is_absent_and_never_beats_a_filled_alias() {
+        let h = hit("pixel_id=&id=123&event_id=&eid=abc&event=Lead&usat_em=");
+        assert_eq!(h.pixel_id.as_deref(), Some("123"));
+        assert_eq!(h.event_id, "abc");
+        assert!(h.user.is_empty());
+        assert_eq!(h.flags, Flags::default());
     }
 
     #[test]

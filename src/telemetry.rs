@@ -8,7 +8,8 @@ use crate::config::{ConfigError, LogFormat};
 /// Installs the global subscriber. Fails on a filter that does not parse.
 pub fn init(format: LogFormat, filter: &str) -> Result<(), ConfigError> {
     let filter = EnvFilter::try_new(filter).map_err(|e| ConfigError(format!("invalid value '{filter}' for '--log-level <FILTER>': {e} [PIXELGATE_LOG_LEVEL]")))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
     let result = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

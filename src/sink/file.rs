@@ -11,6 +11,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -25,8 +26,10 @@ use crate::metrics as m;
 const OPEN_SUFFIX: &str = ".ndjson.open";
 /// Most jobs taken from the queue per write.
 const MAX_BATCH: usize = 4096;
+/// Encoded bytes that trigger a write before the batch is done, bounding the buffer.
+const MAX_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 /// Write attempts for one batch while shutting down, one second apart, before it is given up.
-const SHUTDOWN_WRITE_ATTEMPTS: u32 = 10;
+const SHUTDOWN_WRITE_ATTEMPTS: u32 = 5;
 /// After a partial batch the writer rests this long before draining again. While it rests it is
 /// not parked on the queue, so submitting a hit costs no wake-up (a futex call and a context
 /// switch, several microseconds on the request path); records reach the file this much later.
@@ -50,15 +53,16 @@ pub struct FileSink {
 
 impl FileSink {
     /// Takes the directory lock, recovers files a previous run left open, and starts the writer
-    /// thread on `rx`.
-    pub fn start(config: FileSinkConfig, rx: mpsc::Receiver<Job>, health: Arc<Health>) -> io::Result<FileSink> {
+    /// thread on `rx`. `closing` is the queue's shutdown flag ([`crate::dispatch::OutletQueue::closing`]):
+    /// once it is up, a failing disk is retried a bounded number of times, then given up and counted.
+    pub fn start(config: FileSinkConfig, rx: mpsc::Receiver<Job>, health: Arc<Health>, closing: Arc<AtomicBool>) -> io::Result<FileSink> {
         fs::create_dir_all(&config.dir)?;
         let lock = File::create(config.dir.join(".lock"))?;
         lock.try_lock().map_err(|_| {
             io::Error::new(io::ErrorKind::WouldBlock, format!("another pixelgate process is writing to {}", config.dir.display()))
         })?;
         recover(&config.dir)?;
-        let writer = Writer { config, health, file: None, buf: Vec::with_capacity(256 * 1024), buf_time: None, buffered: 0, _lock: lock };
+        let writer = Writer { config, health, closing, gave_up: false, file: None, buf: Vec::with_capacity(256 * 1024), buf_time: None, buffered: 0, _lock: lock };
         let thread = std::thread::Builder::new().name("pixelgate-file-sink".into()).spawn(move || writer.run(rx))?;
         Ok(FileSink { thread })
     }
@@ -83,6 +87,11 @@ struct OpenFile {
 struct Writer {
     config: FileSinkConfig,
     health: Arc<Health>,
+    /// The queue's shutdown flag.
+    closing: Arc<AtomicBool>,
+    /// A batch was already given up during shutdown: the disk is known bad, so later batches get
+    /// one attempt each rather than the full shutdown budget.
+    gave_up: bool,
     file: Option<OpenFile>,
     /// Encoded lines not yet written; all of the same partition hour, `buf_time`'s.
     buf: Vec<u8>,
@@ -120,6 +129,9 @@ impl Writer {
                         hit.write_line(&mut self.buf);
                         self.buffered += 1;
                         hits += 1;
+                        if self.buf.len() >= MAX_BUFFER_BYTES {
+                            self.write_out(closing);
+                        }
                     }
                     Job::Barrier(ack) => {
                         self.write_out(closing);
@@ -161,6 +173,7 @@ impl Writer {
         let mut attempts = 0;
         loop {
             attempts += 1;
+            let closing = closing || self.closing.load(Ordering::Relaxed);
             match self.append(time) {
                 Ok(()) => {
                     metrics::counter!(m::RECORDS_WRITTEN, "sink" => "file").increment(self.buffered);
@@ -174,7 +187,8 @@ impl Writer {
                     }
                     self.health.fail(reason);
                     metrics::counter!(m::SINK_WRITE_ERRORS, "sink" => "file").increment(1);
-                    if closing && attempts >= SHUTDOWN_WRITE_ATTEMPTS {
+                    if closing && (self.gave_up || attempts >= SHUTDOWN_WRITE_ATTEMPTS) {
+                        self.gave_up = true;
                         tracing::error!(records = self.buffered, error = %err, "file sink gave up records at shutdown");
                         metrics::counter!(m::RECORDS_DROPPED, "outlet" => "file", "reason" => "write_failed").increment(self.buffered);
                         break;
@@ -188,8 +202,10 @@ impl Writer {
         self.buf_time = None;
     }
 
-    /// One attempt: a failed write is cut back to the file's previous length, so a retry never
-    /// leaves a torn or doubled line.
+    /// One attempt. A failed write is cut back to the file's previous length, so a retry never
+    /// leaves a torn or doubled line. If even the cut fails, the file is left `.open` for start-up
+    /// recovery (which sets its torn tail aside), the whole lines it got are counted as written,
+    /// and only the rest is retried, in a new file.
     fn append(&mut self, time: Timestamp) -> io::Result<()> {
         if self.file.as_ref().is_some_and(|f| f.hour != time.unix_hour()) {
             self.close_file();
@@ -198,18 +214,29 @@ impl Writer {
             self.file = Some(self.open(time)?);
         }
         let f = self.file.as_mut().expect("opened above");
-        match f.file.write_all(&self.buf) {
-            Ok(()) => {
-                f.len += self.buf.len() as u64;
-                Ok(())
+        let mut written = 0;
+        let err = loop {
+            if written == self.buf.len() {
+                f.len += written as u64;
+                return Ok(());
             }
-            Err(err) => {
-                if f.file.set_len(f.len).is_err() {
-                    self.close_file();
-                }
-                Err(err)
+            match f.file.write(&self.buf[written..]) {
+                Ok(0) => break io::Error::from(io::ErrorKind::WriteZero),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break e,
             }
+        };
+        if written > 0 && f.file.set_len(f.len).is_err() {
+            let whole = self.buf[..written].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let lines = self.buf[..whole].iter().filter(|&&b| b == b'\n').count() as u64;
+            metrics::counter!(m::RECORDS_WRITTEN, "sink" => "file").increment(lines);
+            self.buf.drain(..whole);
+            self.buffered -= lines;
+            let abandoned = self.file.take().expect("open");
+            tracing::error!(path = %abandoned.path.display(), "a record file could not be cut back after a failed write; left for start-up recovery");
         }
+        Err(err)
     }
 
     fn open(&self, time: Timestamp) -> io::Result<OpenFile> {

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::helpers::free_port;
+use crate::helpers::{free_port, wait_for_serving};
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_pixelgate")).args(args).envs(env.iter().copied()).output().unwrap();
@@ -38,8 +38,7 @@ fn an_address_in_use_is_reported_with_its_flag() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let (code, _, err) = run(&["--listen", &addr, "--metrics-listen", &metrics, "--data-dir", dir.path().to_str().unwrap()], &[]);
+    let (code, _, err) = run(&["--listen", &addr, "--metrics-listen", "127.0.0.1:0", "--data-dir", dir.path().to_str().unwrap()], &[]);
     assert_eq!(code, 1, "{err}");
     let last = err.trim_end().lines().last().unwrap();
     assert!(last.contains(&addr) && last.contains("--listen") && last.contains("PIXELGATE_LISTEN"), "{err}");
@@ -74,38 +73,38 @@ fn help_lists_every_flag_with_its_env_var_and_default() {
     assert!(out.contains("PIXELGATE_HEADER_READ_TIMEOUT") && out.contains("PIXELGATE_LISTEN"), "{out}");
 }
 
-/// Starts the binary, waits until `addr` answers /healthz, then stops it.
-fn serves_on(args: &[&str], env: &[(&str, &str)], addr: &str) -> bool {
+/// Starts the binary and returns the address it serves on (from its log), or None if it exits.
+fn serving_address(args: &[&str], env: &[(&str, &str)]) -> std::net::SocketAddr {
     let dir = tempfile::tempdir().unwrap();
-    let metrics = format!("127.0.0.1:{}", free_port());
+    let log = dir.path().join("log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_pixelgate"))
         .args(args)
-        .args(["--metrics-listen", &metrics, "--data-dir", dir.path().to_str().unwrap()])
+        .args(["--metrics-listen", "127.0.0.1:0", "--data-dir", dir.path().join("data").to_str().unwrap()])
         .envs(env.iter().copied())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let mut up = false;
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(addr).is_ok() {
-            up = true;
-            break;
-        }
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let (addr, _) = wait_for_serving(&log);
     let _ = child.kill();
     let _ = child.wait();
-    up
+    addr
 }
 
 #[test]
 fn a_flag_beats_its_env_var_which_beats_the_default() {
-    let from_env = format!("127.0.0.1:{}", free_port());
-    assert!(serves_on(&[], &[("PIXELGATE_LISTEN", &from_env)], &from_env), "env var ignored");
+    // The default port is 8080; an env var asking for any free port must be obeyed.
+    let from_env = serving_address(&[], &[("PIXELGATE_LISTEN", "127.0.0.1:0")]);
+    assert_ne!(from_env.port(), 8080);
+    // The env var names a taken port; the flag must win or start-up would fail.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let from_flag = format!("127.0.0.1:{}", free_port());
-    assert!(serves_on(&["--listen", &from_flag], &[("PIXELGATE_LISTEN", &taken.local_addr().unwrap().to_string())], &from_flag), "flag did not win");
+    let from_flag = serving_address(&["--listen", "127.0.0.1:0"], &[("PIXELGATE_LISTEN", &taken.local_addr().unwrap().to_string())]);
+    assert_ne!(from_flag, taken.local_addr().unwrap());
+}
+
+#[test]
+fn the_bare_command_is_the_server_and_takes_its_flags() {
+    assert_one_line_error(&[], &[("PIXELGATE_MAX_CONNECTIONS", "0")], &["--max-connections", "PIXELGATE_MAX_CONNECTIONS"]);
+    assert_one_line_error(&["--header-read-timeout", "soon"], &[], &["--header-read-timeout", "PIXELGATE_HEADER_READ_TIMEOUT"]);
+    let addr = serving_address(&["--listen", "127.0.0.1:0", "--max-connections", "5"], &[]);
+    assert_ne!(addr.port(), 0);
 }

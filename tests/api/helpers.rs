@@ -120,26 +120,26 @@ pub fn read_records(data: &Path, include_open: bool) -> Vec<Value> {
 pub struct Binary {
     pub child: Child,
     pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
     pub data: PathBuf,
     pub stderr: PathBuf,
     _dir: tempfile::TempDir,
 }
 
-/// A free loopback port (bound then released).
+/// A free loopback port (bound then released), for tests that must name an address up front.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// Starts `target/.../pixelgate` with `args` plus its own listen addresses and data dir, logs to
-/// a file, and waits for `/healthz`.
+/// Starts `target/.../pixelgate` with `args` on ports it picks itself (read back from its
+/// "serving" log line), its own data dir and a log file, and waits for `/healthz` to answer.
 pub fn spawn_binary(args: &[&str], env: &[(&str, &str)]) -> Binary {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let stderr = dir.path().join("stderr.log");
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_pixelgate"))
         .args(args)
-        .args(["--listen", &addr.to_string(), "--metrics-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(&data)
         .envs(env.iter().copied())
@@ -147,12 +147,49 @@ pub fn spawn_binary(args: &[&str], env: &[(&str, &str)]) -> Binary {
         .stderr(std::fs::File::create(&stderr).unwrap())
         .spawn()
         .expect("binary starts");
+    let (addr, metrics_addr) = wait_for_serving(&stderr);
     let started = Instant::now();
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(10), "binary did not listen: {}", std::fs::read_to_string(&stderr).unwrap_or_default());
+    while !healthy(addr) {
+        assert!(started.elapsed() < Duration::from_secs(10), "no /healthz: {}", std::fs::read_to_string(&stderr).unwrap_or_default());
         std::thread::sleep(Duration::from_millis(20));
     }
-    Binary { child, addr, data, stderr, _dir: dir }
+    Binary { child, addr, metrics_addr, data, stderr, _dir: dir }
+}
+
+/// The addresses of the first "serving" line in a log file.
+pub fn wait_for_serving(log: &Path) -> (SocketAddr, SocketAddr) {
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains("serving")) {
+            if line.starts_with('{') {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                let field = |name: &str| v[name].as_str().unwrap_or_else(|| panic!("{name} in {line}")).parse().unwrap();
+                return (field("listen"), field("metrics"));
+            }
+            let field = |name: &str| -> SocketAddr {
+                let rest = &line[line.find(&format!("{name}=")).unwrap_or_else(|| panic!("{name} in {line}")) + name.len() + 1..];
+                rest.split_whitespace().next().unwrap().trim_matches('"').parse().unwrap()
+            };
+            return (field("listen"), field("metrics"));
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "binary did not start serving: {text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn healthy(addr: SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return false };
+    let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.starts_with("HTTP/1.1 200")
+}
+
+/// The value of one Prometheus sample (`name{labels}`), 0 when absent.
+pub fn metric(text: &str, sample: &str) -> f64 {
+    text.lines().find_map(|l| l.strip_prefix(sample).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
 }
 
 impl Binary {
@@ -173,6 +210,11 @@ impl Binary {
     /// What the binary logged.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap()
+    }
+
+    /// Its Prometheus text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.metrics_addr)).await.unwrap().text().await.unwrap()
     }
 }
 

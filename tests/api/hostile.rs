@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::helpers::{raw_exchange, spawn_app};
+use crate::helpers::{metric, raw_exchange, spawn_app, spawn_binary};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -113,8 +113,47 @@ async fn silent_slowloris_and_idle_connections_are_closed_after_the_header_timeo
     let cut = tokio::time::timeout(Duration::from_secs(6), trickle).await.expect("slowloris cut").unwrap();
     assert!(cut.duration_since(started) < Duration::from_secs(4));
     assert_eq!(app.client.get(app.url("/healthz")).send().await.unwrap().status(), 200);
-    let m = app.metrics().await;
-    assert!(m.contains("pixelgate_connections_timed_out_total"), "{m}");
+}
+
+#[tokio::test]
+async fn timeouts_are_counted_by_reason() {
+    let bin = spawn_binary(&["--header-read-timeout", "1s"], &[]);
+    let _silent = TcpStream::connect(bin.addr).await.unwrap();
+    let sample = "pixelgate_connections_timed_out_total{listener=\"pixel\",reason=\"header_timeout\"}";
+    let started = Instant::now();
+    while metric(&bin.metrics().await, sample) < 1.0 {
+        assert!(started.elapsed() < Duration::from_secs(5), "{}", bin.metrics().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn clients_that_stop_reading_answers_lose_their_slot() {
+    let app = spawn_app(&["--max-connections", "4", "--header-read-timeout", "1s"]).await;
+    let request = b"GET /p.gif?pixel_id=1&event=PageView HTTP/1.1\r\nHost: x\r\n\r\n".repeat(2000);
+    let mut hogs = Vec::new();
+    for _ in 0..4 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut s = socket.connect(app.addr).await.unwrap();
+        // Pipeline requests and never read a byte of the answers.
+        let req = request.clone();
+        hogs.push(tokio::spawn(async move {
+            for _ in 0..20 {
+                if s.write_all(&req).await.is_err() {
+                    break;
+                }
+            }
+            s
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(6), app.client.get(app.url("/healthz")).send()).await;
+    assert!(r.is_ok_and(|r| r.is_ok_and(|r| r.status() == 200)), "a browser was locked out for {:?}", started.elapsed());
+    for h in hogs {
+        h.abort();
+    }
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::helpers::{BROWSER_UA, spawn_app};
+use crate::helpers::{BROWSER_UA, metric, spawn_app, spawn_binary};
 
 #[tokio::test]
 async fn healthz_and_readyz() {
@@ -15,23 +15,34 @@ async fn healthz_and_readyz() {
 }
 
 #[tokio::test]
-async fn metrics_live_on_their_own_listener() {
-    let app = spawn_app(&[]).await;
-    app.hit("/p.gif?pixel_id=1&event=Lead").await;
-    reqwest::Client::new().get(app.url("/p.gif?pixel_id=1&event=Lead")).header("user-agent", "curl/8.5.0").send().await.unwrap();
-    app.records().await;
-    let text = app.metrics().await;
-    for needle in [
-        "pixelgate_hits_total{method=\"GET\"}",
-        "pixelgate_hit_flags_total{flag=\"bot\"}",
-        "pixelgate_records_written_total{sink=\"file\"}",
-        "pixelgate_queue_depth{outlet=\"file\"}",
-        "pixelgate_sink_batch_records_bucket",
-        "pixelgate_connections_open",
-    ] {
-        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+async fn metrics_live_on_their_own_listener_and_count_this_process() {
+    let bin = spawn_binary(&[], &[]);
+    let url = |q: &str| format!("http://{}/p.gif?pixel_id=1&event=Lead{q}", bin.addr);
+    let browser = reqwest::Client::builder().user_agent(BROWSER_UA).build().unwrap();
+    browser.get(url("")).send().await.unwrap();
+    browser.get(url("&usat_ph=abc")).send().await.unwrap();
+    reqwest::Client::new().get(url("")).header("user-agent", "curl/8.5.0").send().await.unwrap();
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = bin.metrics().await;
+        if metric(&text, "pixelgate_records_written_total{sink=\"file\"}") == 3.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(app.client.get(app.url("/metrics")).send().await.unwrap().status(), 404);
+    for (sample, value) in [
+        ("pixelgate_hits_total{method=\"GET\"}", 3.0),
+        ("pixelgate_hit_flags_total{flag=\"bot\"}", 1.0),
+        ("pixelgate_hit_flags_total{flag=\"invalid_ph\"}", 1.0),
+        ("pixelgate_records_written_total{sink=\"file\"}", 3.0),
+        ("pixelgate_queue_depth{outlet=\"file\"}", 0.0),
+        ("pixelgate_connections_accepted_total{listener=\"pixel\"}", 3.0),
+    ] {
+        assert_eq!(metric(&text, sample), value, "{sample} in:\n{text}");
+    }
+    assert!(text.contains("pixelgate_sink_batch_records_bucket"), "{text}");
+    let r = reqwest::get(format!("http://{}/metrics", bin.addr)).await.unwrap();
+    assert_eq!(r.status(), 404, "/metrics must not be served on the pixel port");
 }
 
 #[tokio::test]
@@ -66,5 +77,29 @@ async fn a_disk_outage_makes_readyz_fail_while_the_pixel_answers_and_loses_nothi
     ids.dedup();
     assert_eq!((ids.len(), recs.len()), (40, 40));
     assert_eq!(app.client.get(app.url("/readyz")).send().await.unwrap().status(), 200);
-    assert!(app.metrics().await.contains("pixelgate_sink_write_errors_total"));
+    assert!(app.metrics().await.contains("pixelgate_sink_write_errors_total"), "at least this test's errors");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_the_disk_fails_gives_up_within_bounds_and_says_so() {
+    let mut bin = spawn_binary(&[], &[]);
+    let year = pixelgate::hit::Timestamp::now().hour_prefix()[..4].to_owned();
+    std::fs::create_dir_all(bin.data.join("raw")).unwrap();
+    std::fs::write(bin.data.join("raw").join(year), b"not a directory").unwrap();
+    let browser = reqwest::Client::builder().user_agent(BROWSER_UA).build().unwrap();
+    for _ in 0..3 {
+        assert_eq!(browser.get(format!("http://{}/p.gif?pixel_id=1&event=Lead", bin.addr)).send().await.unwrap().status(), 200);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let (status, bin) = tokio::task::spawn_blocking(move || (bin.terminate(), bin)).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+    assert!(status.success());
+    let logs = bin.logs();
+    let given_up: u32 = logs
+        .lines()
+        .filter(|l| l.contains("gave up records at shutdown"))
+        .filter_map(|l| l.split("records=").nth(1)?.split_whitespace().next()?.parse::<u32>().ok())
+        .sum();
+    assert_eq!(given_up, 3, "every queued record is accounted for: {logs}");
 }

@@ -97,10 +97,11 @@ async fn no_plaintext_personal_data_in_records_logs_or_metrics() {
 
 #[tokio::test]
 async fn metrics_carry_no_personal_data() {
-    let app = spawn_app(&[]).await;
-    app.hit(&format!("/p.gif?pixel_id=1&event=Lead&usat_em={}&usat_ph=abc", enc("Metrics.Canary@Example.org"))).await;
-    let text = app.metrics().await.to_lowercase();
-    assert!(text.contains("invalid_ph"));
+    let bin = spawn_binary(&[], &[]);
+    let c = reqwest::Client::builder().user_agent(BROWSER_UA).build().unwrap();
+    c.get(format!("http://{}/p.gif?pixel_id=1&event=Lead&usat_em={}&usat_ph=abc", bin.addr, enc("Metrics.Canary@Example.org"))).send().await.unwrap();
+    let text = bin.metrics().await.to_lowercase();
+    assert_eq!(crate::helpers::metric(&text, "pixelgate_hit_flags_total{flag=\"invalid_ph\"}"), 1.0, "{text}");
     assert!(!text.contains("metrics.canary") && !text.contains("abc\""));
 }
 

@@ -85,3 +85,21 @@ async fn an_in_process_stop_closes_every_file() {
     assert!(walk_open(data.path()).is_empty());
     assert_eq!(read_records(data.path(), false).len(), 10);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_still_unfinished_after_the_grace_period_is_cut_without_an_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let bin = spawn_binary(&["--shutdown-timeout", "1s", "--header-read-timeout", "30s"], &[]);
+    let mut slow = tokio::net::TcpStream::connect(bin.addr).await.unwrap();
+    slow.write_all(b"POST /tr/?id=1&ev=Lead&eid=late HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\nev=Purcha").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    let mut bin = bin;
+    let (status, bin) = tokio::task::spawn_blocking(move || (bin.terminate(), bin)).await.unwrap();
+    assert!(status.success());
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), slow.read_to_end(&mut answer)).await;
+    assert!(!String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 204"), "a cut request must not be answered as accepted");
+    assert!(read_records(&bin.data, false).is_empty());
+}
