@@ -135,6 +135,16 @@ pub async fn create_stream(test: &str) -> Stream {
 }
 
 impl Stream {
+    /// Deletes the (empty) destination bucket: moto then answers `PutRecordBatch` with HTTP 500.
+    pub async fn remove_bucket(&self) {
+        self.s3.delete_bucket().bucket(&self.bucket).send().await.expect("bucket deleted");
+    }
+
+    /// Creates the destination bucket again.
+    pub async fn restore_bucket(&self) {
+        self.s3.create_bucket().bucket(&self.bucket).send().await.expect("bucket created");
+    }
+
     /// Every object the stream wrote (one per `PutRecordBatch`), as bytes, in key order.
     pub async fn objects(&self) -> Vec<Vec<u8>> {
         let mut keys = Vec::new();

@@ -82,3 +82,22 @@ async fn a_full_spool_gives_records_up_counted_and_logged() {
         .sum();
     assert_eq!(logged as usize, given_up, "every record given up is in the log with its reason");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_are_retried_then_spooled_and_delivered_once_the_service_heals() {
+    let stream = create_stream("server-errors").await;
+    stream.remove_bucket().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut pg = spawn_pixelgate(&moto().endpoint, &stream.name, &dir.path().join("data"), FAST);
+    let (answered, _) = load(format!("http://{}", pg.addr), "s", 4, 100, Duration::ZERO, Arc::new(AtomicBool::new(false))).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(pg.metric("pixelgate_firehose_requests_total", &[r#"outcome="unavailable""#]) > 1.0, "moto's HTTP 500 is a retried server error: {}", pg.logs());
+    assert!(pg.metric("pixelgate_records_spooled_total", &[]) > 0.0);
+    let (status, body) = pg.readyz();
+    assert!(status == 503 && body.contains("HTTP 500"), "{status} {body}");
+
+    stream.restore_bucket().await;
+    let delivered = stream.wait_for(answered.len(), Duration::from_secs(20)).await;
+    assert_exactly_once(&answered, &delivered);
+    assert!(pg.terminate().success(), "{}", pg.logs());
+}

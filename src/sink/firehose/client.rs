@@ -171,7 +171,14 @@ fn from_sdk<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>
     let text = brief(&err);
     match &err {
         SdkError::TimeoutError(_) => PutError::Unreachable(format!("timed out: {text}")),
-        SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => PutError::Unreachable(text),
+        SdkError::DispatchFailure(_) => PutError::Unreachable(text),
+        // An answer the SDK could not read (an HTML error page from a proxy or load balancer):
+        // its status still says what kind of failure it is.
+        SdkError::ResponseError(_) => match err.raw_response().map(|r| r.status().as_u16()) {
+            Some(429) => PutError::Throttled(format!("HTTP 429: {text}")),
+            Some(status) if status >= 500 => PutError::Unavailable(format!("HTTP {status}: {text}")),
+            _ => PutError::Unreachable(text),
+        },
         SdkError::ConstructionFailure(_) => PutError::Other(text),
         SdkError::ServiceError(ctx) => {
             let status = ctx.raw().status().as_u16();

@@ -28,13 +28,14 @@ use crate::sink::Health;
 /// does its disk work on the blocking pool, never on a runtime worker, and whether the spool is
 /// empty is mirrored in an atomic so that asking never waits for the lock.
 #[derive(Debug, Clone)]
-pub(super) struct SharedSpool {
+struct SharedSpool {
     spool: Arc<Mutex<Spool>>,
+    /// `spool.is_empty()` as of the last call: decides between Firehose and the spool.
     empty: Arc<AtomicBool>,
 }
 
 impl SharedSpool {
-    pub(super) fn new(spool: Spool) -> Self {
+    fn new(spool: Spool) -> Self {
         let empty = Arc::new(AtomicBool::new(spool.is_empty()));
         SharedSpool { spool: Arc::new(Mutex::new(spool)), empty }
     }
@@ -58,16 +59,20 @@ impl SharedSpool {
 
 /// The consumer task's state.
 pub(super) struct Consumer<C> {
+    /// Shared with every delivery task and the replay.
     client: Arc<C>,
+    /// Shared with the replay: batch limits double as replay chunk limits.
     config: Arc<FirehoseConfig>,
     /// What `/readyz` says about the sink.
     status: Arc<Status>,
+    /// The open batch of encoded records.
     batcher: Batcher<Bytes>,
     /// Deliveries under way, at most `config.max_in_flight`; each yields what it could not send.
     in_flight: JoinSet<Result<(), Undelivered>>,
     /// Records and start time per delivery task: a task that dies is still accounted for, and
-    /// slots held for longer than an attempt may take mean Firehose is failing, not just busy.
+    /// all slots held for longer than an attempt may take mean Firehose is failing, not busy.
     in_flight_records: HashMap<tokio::task::Id, (usize, Instant)>,
+    /// Where records wait while Firehose does not take them.
     spool: SharedSpool,
     /// The replay task while it runs.
     replay: Option<JoinHandle<()>>,
@@ -176,17 +181,19 @@ impl<C: PutRecords> Consumer<C> {
                 self.in_flight_records.insert(task.id(), (n, Instant::now()));
                 return;
             }
-            let oldest = self.in_flight_records.values().map(|(_, started)| *started).min();
-            if oldest.is_some_and(|t| t.elapsed() > self.config.retry.attempt_timeout) {
-                // Every slot is held by a delivery that is retrying: rather than stop draining the
-                // queue until the retry budget is spent, put the batch on disk; later batches
-                // queue behind it there.
+            // Every slot held for longer than an attempt may take: the deliveries are retrying.
+            // Rather than stop reading the queue until a retry budget is spent, put the batch on
+            // disk; later batches queue behind it there.
+            let stale_at = self.in_flight_records.values().map(|(_, started)| *started).max().map(|t| t + self.config.retry.attempt_timeout);
+            if stale_at.is_some_and(|t| t <= Instant::now()) {
                 self.status.degraded(&format!("requests outstanding for more than {:?}", self.config.retry.attempt_timeout));
                 self.spool_records(records, false).await;
                 return;
             }
-            let done = self.in_flight.join_next_with_id().await.expect("deliveries are in flight");
-            self.finished(done).await;
+            tokio::select! {
+                Some(done) = self.in_flight.join_next_with_id() => self.finished(done).await,
+                _ = sleep_until(stale_at) => {}
+            }
         }
     }
 
