@@ -155,16 +155,7 @@ impl Dispatcher {
     /// Resolves when every hit submitted before this call has been delivered by every outlet, or
     /// given up and counted. Returns at once for an outlet whose consumer has stopped.
     pub async fn flush(&self) {
-        let mut waits = Vec::with_capacity(self.outlets.len());
-        for outlet in self.outlets.iter() {
-            let (tx, rx) = oneshot::channel();
-            if outlet.tx.send(Job::Barrier(tx)).await.is_ok() {
-                waits.push(rx);
-            }
-        }
-        for rx in waits {
-            let _ = rx.await;
-        }
+        self.to_every_outlet(Job::Barrier).await;
     }
 
     /// Delivers what every outlet holds, then stops the consumers. Later submissions are counted
@@ -173,10 +164,16 @@ impl Dispatcher {
         for outlet in self.outlets.iter() {
             outlet.closing.store(true, Ordering::Relaxed);
         }
+        self.to_every_outlet(Job::Shutdown).await;
+    }
+
+    /// Queues an answerable job behind everything submitted so far, on every outlet, and waits
+    /// for every consumer that is still running to answer it.
+    async fn to_every_outlet(&self, job: fn(oneshot::Sender<()>) -> Job) {
         let mut waits = Vec::with_capacity(self.outlets.len());
         for outlet in self.outlets.iter() {
             let (tx, rx) = oneshot::channel();
-            if outlet.tx.send(Job::Shutdown(tx)).await.is_ok() {
+            if outlet.tx.send(job(tx)).await.is_ok() {
                 waits.push(rx);
             }
         }

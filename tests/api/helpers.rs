@@ -90,20 +90,13 @@ impl TestApp {
 
 /// Parses every record under `<data>/raw`; with `include_open`, files still being written too.
 pub fn read_records(data: &Path, include_open: bool) -> Vec<Value> {
-    let mut files = Vec::new();
-    let mut stack = vec![data.join("raw")];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for e in entries {
-            let p = e.unwrap().path();
-            let name = p.to_string_lossy().into_owned();
-            if p.is_dir() {
-                stack.push(p);
-            } else if name.ends_with(".ndjson") || (include_open && name.ends_with(".ndjson.open")) {
-                files.push(p);
-            }
-        }
-    }
+    let mut files: Vec<PathBuf> = files_below(&data.join("raw"))
+        .into_iter()
+        .filter(|p| {
+            let name = p.to_string_lossy();
+            name.ends_with(".ndjson") || (include_open && name.ends_with(".ndjson.open"))
+        })
+        .collect();
     files.sort();
     let mut out = Vec::new();
     for f in files {
@@ -233,5 +226,22 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8], wait: Duration) -> V
     s.write_all(request).await.unwrap();
     let mut out = Vec::new();
     let _ = tokio::time::timeout(wait, s.read_to_end(&mut out)).await;
+    out
+}
+
+/// Every file below `dir`.
+pub fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
     out
 }

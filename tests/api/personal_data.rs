@@ -1,7 +1,7 @@
 //! SPEC §4: personal data is normalised and SHA-256 hashed at the edge; no plaintext reaches a
 //! record, a log line or a metric.
 
-use crate::helpers::{BROWSER_UA, read_records, spawn_app, spawn_binary};
+use crate::helpers::{BROWSER_UA, files_below, read_records, spawn_app, spawn_binary};
 use serde_json::Value;
 
 fn enc(s: &str) -> String {
@@ -82,7 +82,7 @@ async fn no_plaintext_personal_data_in_records_logs_or_metrics() {
         }
     }
     let mut haystacks = vec![("logs", bin.logs().to_lowercase())];
-    for f in walk(&bin.data) {
+    for f in files_below(&bin.data) {
         haystacks.push(("records", std::fs::read_to_string(f).unwrap_or_default().to_lowercase()));
     }
     assert!(haystacks[0].1.contains("\"hit\""), "debug logging was on, so hits were logged");
@@ -103,16 +103,4 @@ async fn metrics_carry_no_personal_data() {
     let text = bin.metrics().await.to_lowercase();
     assert_eq!(crate::helpers::metric(&text, "pixelgate_hit_flags_total{flag=\"invalid_ph\"}"), 1.0, "{text}");
     assert!(!text.contains("metrics.canary") && !text.contains("abc\""));
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() { stack.push(p) } else { out.push(p) }
-        }
-    }
-    out
 }

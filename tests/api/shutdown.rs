@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::helpers::{BROWSER_UA, read_records, spawn_app, spawn_binary};
+use crate::helpers::{BROWSER_UA, files_below, read_records, spawn_app, spawn_binary};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_keeps_every_answered_hit() {
@@ -60,19 +60,7 @@ async fn sigterm_under_load_keeps_every_answered_hit() {
 }
 
 fn walk_open(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.to_string_lossy().ends_with(".open") {
-                out.push(p);
-            }
-        }
-    }
-    out
+    files_below(dir).into_iter().filter(|p| p.to_string_lossy().ends_with(".open")).collect()
 }
 
 #[tokio::test]
