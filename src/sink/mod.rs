@@ -40,7 +40,7 @@ impl Health {
 pub enum RunningSink {
     /// NDJSON files, written on their own thread.
     File(file::FileSink),
-    /// Kinesis Data Firehose, on a task of the runtime.
+    /// Kinesis Data Firehose, on its own thread and runtime.
     Firehose(firehose::FirehoseSink),
 }
 

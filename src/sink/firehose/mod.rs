@@ -21,12 +21,12 @@ pub mod spool;
 #[cfg(test)]
 mod tests;
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, oneshot};
 
 use self::client::{PutRecords, SdkFirehose, StreamCheck};
 use self::retry::RetryPolicy;
@@ -104,47 +104,83 @@ impl Status {
     }
 }
 
-/// The running sink.
+/// The running sink: its consumer on a thread of its own with a single-threaded runtime, so that
+/// encoding records and building, signing and parsing multi-megabyte requests never holds up a
+/// pixel answer on the server's runtime (cooperative scheduling would let it), as the file
+/// sink's writer thread does for disk writes.
 pub struct FirehoseSink {
-    task: JoinHandle<()>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl FirehoseSink {
-    /// Connects to Firehose from the standard AWS environment, checks the stream, opens the
-    /// spool and starts consuming `rx`. A missing stream is a [`ConfigError`]; a stream that
-    /// cannot be checked (unreachable, no `firehose:DescribeDeliveryStream` permission) starts
-    /// the sink degraded: records spool until Firehose takes them.
+    /// Opens the spool, then on the sink's thread connects to Firehose from the standard AWS
+    /// environment, checks the stream and starts consuming `rx`. A missing stream is a
+    /// [`ConfigError`]; a stream that cannot be checked (unreachable, no
+    /// `firehose:DescribeDeliveryStream` permission) starts the sink degraded: records spool
+    /// until Firehose takes them.
     pub async fn start(config: FirehoseConfig, rx: mpsc::Receiver<Job>, health: Arc<Health>) -> anyhow::Result<FirehoseSink> {
-        let connect_timeout = config.retry.attempt_timeout.min(Duration::from_secs(3));
-        let client = SdkFirehose::from_env(&config.stream, connect_timeout).await.map_err(ConfigError)?;
-        let check = tokio::time::timeout(config.retry.attempt_timeout, client.check_stream())
-            .await
-            .unwrap_or_else(|_| StreamCheck::Unknown(format!("no answer from Firehose within {:?}", config.retry.attempt_timeout)));
-        match check {
-            StreamCheck::Active => tracing::info!(stream = %config.stream, region = client.region(), "Firehose delivery stream is active"),
-            StreamCheck::Missing(what) => return Err(ConfigError(format!("{what} (--firehose-stream [PIXELGATE_FIREHOSE_STREAM])")).into()),
-            StreamCheck::Unknown(why) => {
-                tracing::warn!(stream = %config.stream, reason = %why, "cannot confirm the Firehose delivery stream; starting anyway, records spool until it takes them");
-                health.fail(why);
+        let config = config.validate();
+        let spool = open_spool(&config)?;
+        let (started_tx, started) = oneshot::channel();
+        // The client is built on the sink's runtime so that its connections are driven there too.
+        let thread = spawn(async move {
+            match connect(&config, &health).await {
+                Ok(client) => {
+                    let _ = started_tx.send(Ok(()));
+                    consumer::Consumer::new(client, config, health, spool).run(rx).await;
+                }
+                Err(err) => {
+                    let _ = started_tx.send(Err(err));
+                }
             }
-        }
-        Ok(FirehoseSink::start_with(client, config, rx, health)?)
+        })?;
+        started.await.unwrap_or_else(|_| Err(anyhow::anyhow!("the Firehose sink stopped during start-up")))?;
+        Ok(FirehoseSink { thread })
     }
 
-    /// Starts the sink over any [`PutRecords`] (the SDK client, or a fake in tests).
+    /// Starts the sink over a ready [`PutRecords`] (a fake, in tests).
     pub fn start_with<C: PutRecords>(client: C, config: FirehoseConfig, rx: mpsc::Receiver<Job>, health: Arc<Health>) -> std::io::Result<FirehoseSink> {
         let config = config.validate();
-        let spool = spool::Spool::open(&config.spool_dir, config.spool_max_bytes).map_err(|e| {
-            std::io::Error::new(e.kind(), format!("cannot open the spool in {} (--data-dir [PIXELGATE_DATA_DIR]): {e}", config.spool_dir.display()))
-        })?;
+        let spool = open_spool(&config)?;
         let consumer = consumer::Consumer::new(client, config, health, spool);
-        Ok(FirehoseSink { task: tokio::spawn(consumer.run(rx)) })
+        Ok(FirehoseSink { thread: spawn(consumer.run(rx))? })
     }
 
     /// Waits for the consumer to finish (after a [`Job::Shutdown`]).
     pub async fn join(self) {
-        if let Err(err) = self.task.await {
-            tracing::error!(error = %err, "the Firehose sink task failed");
+        let thread = self.thread;
+        if !matches!(tokio::task::spawn_blocking(move || thread.join()).await, Ok(Ok(()))) {
+            tracing::error!("the Firehose sink thread failed");
         }
     }
+}
+
+/// Runs `future` on a thread of its own with a single-threaded runtime.
+fn spawn(future: impl Future<Output = ()> + Send + 'static) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    std::thread::Builder::new().name("pixelgate-firehose".into()).spawn(move || runtime.block_on(future))
+}
+
+fn open_spool(config: &FirehoseConfig) -> std::io::Result<spool::Spool> {
+    spool::Spool::open(&config.spool_dir, config.spool_max_bytes).map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot open the spool in {} (--data-dir [PIXELGATE_DATA_DIR]): {e}", config.spool_dir.display()))
+    })
+}
+
+/// The SDK client, once the stream has been checked.
+async fn connect(config: &FirehoseConfig, health: &Health) -> anyhow::Result<SdkFirehose> {
+    let connect_timeout = config.retry.attempt_timeout.min(Duration::from_secs(3));
+    let client = SdkFirehose::from_env(&config.stream, connect_timeout).await.map_err(ConfigError)?;
+    let check = tokio::time::timeout(config.retry.attempt_timeout, client.check_stream())
+        .await
+        .unwrap_or_else(|_| StreamCheck::Unknown(format!("no answer from Firehose within {:?}", config.retry.attempt_timeout)));
+    match check {
+        StreamCheck::Active => tracing::info!(stream = %config.stream, region = client.region(), "Firehose delivery stream is active"),
+        StreamCheck::Missing(what) => return Err(ConfigError(format!("{what} (--firehose-stream [PIXELGATE_FIREHOSE_STREAM])")).into()),
+        StreamCheck::Unknown(why) => {
+            tracing::warn!(stream = %config.stream, reason = %why, "cannot confirm the Firehose delivery stream; starting anyway, records spool until it takes them");
+            health.fail(why);
+        }
+    }
+    Ok(client)
 }
