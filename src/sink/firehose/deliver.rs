@@ -44,7 +44,7 @@ pub async fn deliver<C: PutRecords>(
             Err(_) => Err(PutError::Timeout(policy.attempt_timeout)),
         };
         metrics::histogram!(m::SINK_BATCH_RECORDS, "outlet" => "firehose").record(records.len() as f64);
-        let reason = match classify(result.as_ref()) {
+        let (label, reason) = match classify(result.as_ref()) {
             RetryAction::Done => {
                 metrics::counter!(m::FIREHOSE_REQUESTS, "outcome" => "ok").increment(1);
                 metrics::counter!(m::RECORDS_WRITTEN, "sink" => "firehose").increment(records.len() as u64);
@@ -53,16 +53,14 @@ pub async fn deliver<C: PutRecords>(
             RetryAction::RetryPartial { failed, reason } => {
                 metrics::counter!(m::FIREHOSE_REQUESTS, "outcome" => "partial").increment(1);
                 metrics::counter!(m::RECORDS_WRITTEN, "sink" => "firehose").increment((records.len() - failed.len()) as u64);
-                metrics::counter!(m::FIREHOSE_RETRIES, "reason" => reason).increment(failed.len() as u64);
                 let outcome = result.expect("a partial failure is an answer");
                 let why = outcome.failures.iter().flatten().next().map(|f| format!("{}: {}", f.code, f.message)).unwrap_or_default();
                 records = keep_positions(records, &failed);
-                format!("{} of the records failed ({why})", failed.len())
+                (reason, format!("{} of the records failed ({why})", failed.len()))
             }
             RetryAction::Retry(err) => {
                 metrics::counter!(m::FIREHOSE_REQUESTS, "outcome" => err.label()).increment(1);
-                metrics::counter!(m::FIREHOSE_RETRIES, "reason" => err.label()).increment(records.len() as u64);
-                err.to_string()
+                (err.label(), err.to_string())
             }
             RetryAction::DontRetry(err) => {
                 metrics::counter!(m::FIREHOSE_REQUESTS, "outcome" => err.label()).increment(1);
@@ -79,6 +77,7 @@ pub async fn deliver<C: PutRecords>(
         if *stop.borrow() || budget.is_some_and(|b| started.elapsed() + wait > b) {
             return Err(Undelivered { records, reason });
         }
+        metrics::counter!(m::FIREHOSE_RETRIES, "reason" => label).increment(records.len() as u64);
         tracing::debug!(records = records.len(), retry, ?wait, %reason, "retrying Firehose records");
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
