@@ -29,46 +29,54 @@ pub fn free_port() -> u16 {
 /// The moto server shared by every test in this binary.
 pub struct Moto {
     pub endpoint: String,
-    /// Closing this pipe (when the test process ends, however it ends) makes the wrapper shell
-    /// kill moto, so no server outlives the tests.
+    /// moto exits when this pipe closes, i.e. when the test process ends, however it ends, so no
+    /// server outlives the tests.
     _lifeline: Mutex<ChildStdin>,
     _child: Mutex<Child>,
 }
 
-/// Where `scripts/test` installed moto (pinned in `tests/firehose/requirements.txt`).
-fn moto_server_path() -> PathBuf {
-    let from_env = std::env::var_os("PIXELGATE_MOTO_SERVER").map(PathBuf::from);
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server");
+/// The Python of the venv `scripts/test` installed moto into (pinned in
+/// `tests/firehose/requirements.txt`).
+fn moto_python() -> PathBuf {
+    let from_env = std::env::var_os("PIXELGATE_MOTO_PYTHON").map(PathBuf::from);
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
     match from_env.or_else(|| venv.exists().then_some(venv)) {
         Some(p) if p.exists() => p,
         other => panic!(
-            "moto_server not found ({}): these tests need moto in server mode; run scripts/test, which installs the pinned moto[server] into .venv",
-            other.map_or("PIXELGATE_MOTO_SERVER unset and no .venv/bin/moto_server".into(), |p| format!("{} does not exist", p.display()))
+            "moto not found ({}): these tests need moto in server mode; run scripts/test, which installs the pinned moto[server] into .venv",
+            other.map_or("PIXELGATE_MOTO_PYTHON unset and no .venv/bin/python".into(), |p| format!("{} does not exist", p.display()))
         ),
     }
 }
 
+/// `moto_server`, plus a thread that ends the process when standard input closes.
+const MOTO_SERVER: &str = r#"
+import os, sys, threading
+def lifeline():
+    sys.stdin.buffer.read()
+    os._exit(0)
+threading.Thread(target=lifeline, daemon=True).start()
+from moto.server import main
+main(sys.argv[1:])
+"#;
+
 static MOTO: LazyLock<Moto> = LazyLock::new(|| {
     let port = free_port();
     let log = std::env::temp_dir().join(format!("pixelgate-moto-{port}.log"));
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(r#""$@" & moto=$!; read -r _; kill "$moto""#)
-        .arg("sh")
-        .arg(moto_server_path())
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+    let mut child = Command::new(moto_python())
+        .args(["-c", MOTO_SERVER, "-H", "127.0.0.1", "-p", &port.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
-        .expect("moto_server starts");
+        .expect("moto starts");
     let lifeline = child.stdin.take().unwrap();
     let started = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if let Some(status) = child.try_wait().unwrap() {
-            panic!("moto_server exited ({status}): {}", std::fs::read_to_string(&log).unwrap_or_default());
+            panic!("moto exited ({status}); run scripts/test to install it: {}", std::fs::read_to_string(&log).unwrap_or_default());
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "moto_server did not listen within 30 s: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        assert!(started.elapsed() < Duration::from_secs(30), "moto did not listen within 30 s: {}", std::fs::read_to_string(&log).unwrap_or_default());
         std::thread::sleep(Duration::from_millis(50));
     }
     Moto { endpoint: format!("http://127.0.0.1:{port}"), _lifeline: Mutex::new(lifeline), _child: Mutex::new(child) }
