@@ -18,8 +18,9 @@
 //! * [`hit`] — the raw record (SPEC §5) and its flags.
 //! * [`dispatch`] — bounded per-outlet queues; `submit` never waits, `flush` waits for delivery.
 //! * [`sink`] — raw-record sinks; [`sink::file`] writes hourly NDJSON files on its own thread;
-//!   [`sink::firehose`] sends the same lines to Kinesis Data Firehose with `PutRecordBatch`,
-//!   retries failed records one by one, and spools to disk while Firehose cannot take them.
+//!   [`sink::firehose`], also on its own thread, sends the same lines to Kinesis Data Firehose
+//!   with `PutRecordBatch`, retries failed records one by one, and spools to disk while Firehose
+//!   cannot take them.
 //! * [`batch`] — the one batcher (count, bytes, age) for every outlet that batches.
 //! * [`app`] — builds all of the above from [`config`] and runs it until a signal.
 //! * [`metrics`], [`telemetry`] — Prometheus `/metrics` on its own listener; `tracing` logs.

@@ -9,9 +9,9 @@
 //!   retry budget is spent.
 //! * [`spool`] — bounded, crash-safe segment files under `<data-dir>/spool` for what Firehose
 //!   cannot take, replayed oldest first.
-//! * `consumer` — the outlet's queue consumer: batches by count, bytes and age
-//!   ([`crate::batch`]), keeps a bounded number of deliveries in flight, spools, replays, and
-//!   honours the [`crate::dispatch::Job`] protocol.
+//! * `consumer` — the outlet's queue consumer, on a thread of its own: batches by count, bytes
+//!   and age ([`crate::batch`]), keeps a bounded number of deliveries in flight, spools, replays,
+//!   and honours the [`crate::dispatch::Job`] protocol.
 
 pub mod client;
 mod consumer;
