@@ -177,6 +177,19 @@ stop_pid() {
     wait "$pid" || STOP_RC=$?
 }
 
+# sigterm_pixelgate NAME PID DIR -> SIGTERM, wait for the flush and exit (30 s
+# at most); a non-zero exit is a failed check, with DIR/stderr.log's tail.
+sigterm_pixelgate() {
+    local name=$1 pid=$2 dir=$3
+    log "$name: SIGTERM, waiting for it to flush and exit"
+    stop_pid "$pid" TERM 30
+    if [[ "$STOP_RC" != 0 ]]; then
+        NOTES+=("$name: exit status after SIGTERM: $STOP_RC (expected 0); last stderr lines printed above")
+        tail -n 20 "$dir/stderr.log" | sed 's/^/    /' >&2
+        FAILED=1
+    fi
+}
+
 # Peak resident set size (VmHWM) of PID in MiB, one decimal.
 peak_rss_mib() {
     awk '/^VmHWM:/ { printf "%.1f", $2 / 1024; found = 1 } END { if (!found) print "n/a" }' "/proc/$1/status"
@@ -348,13 +361,7 @@ bench_pixelgate() {
     hits=$(prom_sum pixelgate_hits_total <"$dir/metrics.txt")
     dropped=$(prom_sum pixelgate_records_dropped_total <"$dir/metrics.txt")
 
-    log "$name: SIGTERM, waiting for it to flush and exit"
-    stop_pid "$pid" TERM 30
-    if [[ "$STOP_RC" != 0 ]]; then
-        NOTES+=("$name: exit status after SIGTERM: $STOP_RC (expected 0); last stderr lines printed above")
-        tail -n 20 "$dir/stderr.log" | sed 's/^/    /' >&2
-        FAILED=1
-    fi
+    sigterm_pixelgate "$name" "$pid" "$dir"
 
     # One record per NDJSON line (awk also counts a final unterminated line).
     records=$(find "$dir/data/raw" -type f -name '*.ndjson' -exec awk 'END { print NR }' {} + 2>/dev/null |
@@ -549,13 +556,7 @@ PY
     reasons=$(awk '/^pixelgate_records_dropped_total/ { match($0, /reason="[^"]*"/); printf "%s%s %s", sep, substr($0, RSTART + 8, RLENGTH - 9), $NF; sep = ", " }' "$dir/metrics.txt")
     NOTES+=("$name: Firehose requests by outcome: $(awk '/^pixelgate_firehose_requests_total/ { match($0, /outcome="[^"]*"/); printf "%s%s %s", sep, substr($0, RSTART + 9, RLENGTH - 10), $NF; sep = ", " }' "$dir/metrics.txt"); records spooled $(prom_sum pixelgate_records_spooled_total <"$dir/metrics.txt"), retried $(prom_sum pixelgate_firehose_retries_total <"$dir/metrics.txt")")
 
-    log "$name: SIGTERM, waiting for it to flush and exit"
-    stop_pid "$pid" TERM 30
-    if [[ "$STOP_RC" != 0 ]]; then
-        NOTES+=("$name: exit status after SIGTERM: $STOP_RC (expected 0)")
-        tail -n 20 "$dir/stderr.log" | sed 's/^/    /' >&2
-        FAILED=1
-    fi
+    sigterm_pixelgate "$name" "$pid" "$dir"
     records=$(s3_records)
     log "$name: records in S3: $records"
     RECORDS_CELL="$records + $dropped given up = $hits hits"
