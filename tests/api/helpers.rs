@@ -188,16 +188,8 @@ pub fn metric(text: &str, sample: &str) -> f64 {
 impl Binary {
     /// Sends SIGTERM and returns the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(started.elapsed() < Duration::from_secs(30), "did not exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let log = self.stderr.clone();
+        crate::common::terminate(&mut self.child, || std::fs::read_to_string(&log).unwrap_or_default())
     }
 
     /// What the binary logged.

@@ -3,6 +3,8 @@
 mod client_ip;
 mod config;
 mod conventions;
+#[path = "../common/mod.rs"]
+mod common;
 mod helpers;
 mod hostile;
 mod operations;

@@ -328,16 +328,8 @@ pub fn spawn_pixelgate(endpoint: &str, stream: &str, data: &Path, extra: &[&str]
 impl Pixelgate {
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(started.elapsed() < Duration::from_secs(30), "did not exit after SIGTERM: {}", self.logs());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let log = self.log.clone();
+        crate::common::terminate(&mut self.child, || std::fs::read_to_string(&log).unwrap_or_default())
     }
 
     /// What the binary logged.

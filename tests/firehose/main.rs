@@ -5,6 +5,8 @@
 //! beside the sink, against a scripted fake behind the same client seam.
 
 mod delivery;
+#[path = "../common/mod.rs"]
+mod common;
 mod helpers;
 mod outage;
 mod restart;

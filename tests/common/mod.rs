@@ -1,0 +1,19 @@
+//! Pieces both black-box test binaries (`tests/api`, `tests/firehose`) use.
+
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+/// Sends SIGTERM to `child` and waits (at most 30 s) for its exit status; `context` is printed if
+/// it does not exit.
+pub fn terminate(child: &mut Child, context: impl Fn() -> String) -> ExitStatus {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "did not exit after SIGTERM: {}", context());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
