@@ -69,12 +69,6 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Parses an address that may carry a CIDR suffix, as `sam local` writes `sourceIp`.
-pub fn parse_lenient(s: &str) -> Option<IpAddr> {
-    let s = s.split('/').next().unwrap_or(s).trim();
-    parse_hop(s).map(canonical)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +119,5 @@ mod tests {
         assert_eq!(resolve(ip("::ffff:10.1.2.3"), &HeaderMap::new(), 0, &mut f), ip("10.1.2.3"));
         assert_eq!(resolve(ip("10.0.0.1"), &xff(&["not-an-ip"]), 1, &mut f), ip("10.0.0.1"));
         assert!(f.contains(Flag::BadForwardedFor));
-        assert_eq!(parse_lenient("192.168.0.1/32"), ip("192.168.0.1"));
     }
 }

@@ -81,11 +81,6 @@ impl OutletQueue {
     pub fn closing(&self) -> Arc<AtomicBool> {
         self.closing.clone()
     }
-
-    /// Jobs waiting in the queue.
-    pub fn depth(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
-    }
 }
 
 /// Fans hits out to the outlets. Cheap to clone.
@@ -189,10 +184,5 @@ impl Dispatcher {
             open |= !matches!(outlet.tx.try_send(Job::Tick), Err(mpsc::error::TrySendError::Closed(_)));
         }
         open
-    }
-
-    /// Jobs waiting, per outlet.
-    pub fn depths(&self) -> impl Iterator<Item = (&'static str, usize)> + '_ {
-        self.outlets.iter().map(|o| (o.name, o.depth()))
     }
 }
