@@ -2,15 +2,14 @@
 //! beats its env var, which beats the default. A bad or contradictory setting stops start-up with
 //! one line that names the flag and its env var.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
+pub use crate::secret::Secret;
 use crate::sink::firehose::{MAX_RECORD_BYTES, MAX_RECORDS_PER_REQUEST, MAX_REQUEST_BYTES, encoded_len};
 
 /// pixelgate: a first-party tracking-pixel endpoint. Answers `/p.gif`, `/tr` and `/tr/` with a
@@ -174,33 +173,6 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
-}
-
-/// A secret setting: never printed by `Debug` or `Display`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The secret itself, for comparison; never log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
-}
-
-impl FromStr for Secret {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        if s.trim().len() < 16 {
-            return Err("must be at least 16 characters".into());
-        }
-        Ok(Secret(s.to_owned()))
-    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -96,7 +96,8 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// A dispatcher over the given outlet queues, holding at most [`DEFAULT_MAX_QUEUED_BYTES`]
+    /// A dispatcher over the given outlet queues, drained last to first (see [`Dispatcher::flush`]),
+    /// holding at most [`DEFAULT_MAX_QUEUED_BYTES`]
     /// of waiting hits.
     pub fn new(outlets: Vec<OutletQueue>) -> Self {
         Dispatcher {
@@ -150,30 +151,29 @@ impl Dispatcher {
     /// Resolves when every hit submitted before this call has been delivered by every outlet, or
     /// given up and counted. Returns at once for an outlet whose consumer has stopped.
     pub async fn flush(&self) {
-        self.to_every_outlet(Job::Barrier).await;
+        self.to_every_outlet(Job::Barrier, false).await;
     }
 
     /// Delivers what every outlet holds, then stops the consumers. Later submissions are counted
     /// as dropped (`outlet_closed`).
     pub async fn shutdown(&self) {
-        for outlet in self.outlets.iter() {
-            outlet.closing.store(true, Ordering::Relaxed);
-        }
-        self.to_every_outlet(Job::Shutdown).await;
+        self.to_every_outlet(Job::Shutdown, true).await;
     }
 
-    /// Queues an answerable job behind everything submitted so far, on every outlet, and waits
-    /// for every consumer that is still running to answer it.
-    async fn to_every_outlet(&self, job: fn(oneshot::Sender<()>) -> Job) {
-        let mut waits = Vec::with_capacity(self.outlets.len());
-        for outlet in self.outlets.iter() {
+    /// Queues an answerable job behind everything submitted so far on each outlet and waits for
+    /// its consumer (if still running) to answer, one outlet at a time from the last to the
+    /// first: an outlet may feed the outlets before it (the Conversions API forwarder writes
+    /// `capi_failed` records to the raw-record sink), so those are drained after it.
+    /// With `closing`, each outlet's closing flag is raised just before its job is queued.
+    async fn to_every_outlet(&self, job: fn(oneshot::Sender<()>) -> Job, closing: bool) {
+        for outlet in self.outlets.iter().rev() {
+            if closing {
+                outlet.closing.store(true, Ordering::Relaxed);
+            }
             let (tx, rx) = oneshot::channel();
             if outlet.tx.send(job(tx)).await.is_ok() {
-                waits.push(rx);
+                let _ = rx.await;
             }
-        }
-        for rx in waits {
-            let _ = rx.await;
         }
     }
 

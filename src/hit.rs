@@ -47,6 +47,25 @@ pub struct Hit {
     pub flags: Flags,
     /// Every other parameter, cache-busters excepted.
     pub extra: BTreeMap<String, String>,
+    /// Only on the second record of a hit whose Conversions API delivery was given up (flag
+    /// `capi_failed`): why. Absent from ordinary records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capi_failure: Option<CapiFailure>,
+}
+
+/// Why a hit's Conversions API delivery was given up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CapiFailure {
+    /// A closed label (also used in metrics), e.g. `invalid_token`, `rejected_no_user_agent`,
+    /// `retries_exhausted`, `invalid_parameter`.
+    pub reason: &'static str,
+    /// What Meta or the transport said, for a person; never carries the token.
+    pub detail: String,
+    /// Graph API error code, when Meta answered with one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<i64>,
+    /// How many requests carried the event (0 when it was never sent).
+    pub attempts: u32,
 }
 
 /// Wall-clock instant serialised as RFC 3339 UTC with milliseconds.
@@ -117,6 +136,9 @@ pub enum Flag {
     UnsupportedBody,
     /// A personal-data value failed validation and was dropped; the field is in the label.
     InvalidPii(crate::pii::PiiField),
+    /// The Conversions API delivery of this hit was given up; set only on the extra record that
+    /// says so (see [`Hit::capi_failure`]).
+    CapiFailed,
 }
 
 impl Flag {
@@ -136,6 +158,7 @@ impl Flag {
             Flag::BadBody => "bad_body",
             Flag::UnsupportedBody => "unsupported_body",
             Flag::InvalidPii(field) => field.invalid_flag(),
+            Flag::CapiFailed => "capi_failed",
         }
     }
 }
@@ -183,6 +206,15 @@ pub struct Truncation {
 }
 
 impl Hit {
+    /// The record that says this hit's Conversions API delivery was given up: the same fields,
+    /// flagged `capi_failed`, with the reason.
+    pub fn capi_failed(&self, failure: CapiFailure) -> Hit {
+        let mut hit = self.clone();
+        hit.flags.set(Flag::CapiFailed);
+        hit.capi_failure = Some(failure);
+        hit
+    }
+
     /// Roughly the heap bytes this hit holds, for memory budgets.
     pub fn approx_bytes(&self) -> usize {
         let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);

@@ -36,6 +36,7 @@ pub mod metrics;
 pub mod params;
 pub mod pii;
 pub mod runtime;
+pub mod secret;
 pub mod sink;
 pub mod telemetry;
 

@@ -399,6 +399,7 @@ impl<'s> HitBuilder<'s> {
             test_event_code: take(self.test_event_code.take()),
             flags: self.flags,
             extra: self.extra,
+            capi_failure: None,
         }
     }
 }
