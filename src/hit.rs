@@ -10,6 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Serialize, Serializer};
 
+mod json;
+
 /// Value of the `schema` field of every record.
 pub const SCHEMA: &str = "pixelgate.hit/1";
 
@@ -232,7 +234,8 @@ impl Hit {
     /// `oversize` and carrying a [`Truncation`] that says what was dropped and how big it was.
     pub fn write_line(&self, out: &mut Vec<u8>) {
         let start = out.len();
-        push_json(out, self);
+        json::write_hit(out, self);
+        out.push(b'\n');
         let len = out.len() - start;
         if len > MAX_RECORD_BYTES {
             out.truncate(start);

@@ -17,6 +17,8 @@ use aho_corasick::AhoCorasick;
 use crate::hit::{Flag, Flags, Hit, SCHEMA, Timestamp};
 use crate::pii::{self, PiiField, PiiRules};
 
+mod decode;
+
 /// Bounds on what one request may contribute to a record.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -154,12 +156,6 @@ fn user_key(key: &str) -> &str {
     }
 }
 
-fn has_bad_escape(b: &[u8]) -> bool {
-    b.iter().enumerate().any(|(i, &c)| {
-        c == b'%' && !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit) && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
-    })
-}
-
 /// A single-valued concept while it is being filled: value and the rank of the name it came from.
 type Slot = Option<(String, u8)>;
 
@@ -227,16 +223,11 @@ impl<'s> HitBuilder<'s> {
     /// Adds the pairs of a query string or form body (`application/x-www-form-urlencoded`),
     /// flagging invalid percent-escapes and invalid UTF-8, which are decoded lossily.
     pub fn add_encoded(&mut self, input: &str) {
-        if has_bad_escape(input.as_bytes()) {
-            self.flags.set(Flag::BadEncoding);
-        }
-        // Lossy decoding is the only source of U+FFFD here, and it always yields an owned value.
-        let lossy = |s: &Cow<'_, str>| matches!(s, Cow::Owned(o) if o.contains('\u{FFFD}'));
-        for (k, v) in form_urlencoded::parse(input.as_bytes()) {
-            if lossy(&k) || lossy(&v) {
+        for pair in decode::pairs(input) {
+            if pair.bad_encoding {
                 self.flags.set(Flag::BadEncoding);
             }
-            if !self.add(&k, &v) {
+            if !self.add(&pair.key, &pair.value) {
                 break;
             }
         }
@@ -375,7 +366,7 @@ impl<'s> HitBuilder<'s> {
                 (Some(_), _) => from_cookie,
                 (None, _) => None,
             }
-            .or_else(|| fbclid.as_ref().map(|clid| format!("fb.1.{}.{}", self.received_at.unix_millis(), clid)))
+            .or_else(|| fbclid.as_ref().map(|clid| fbc_value(self.received_at, clid)))
         });
         for (k, v) in [("fbp", fbp), ("fbc", fbc)] {
             if let Some(v) = v {
@@ -431,6 +422,14 @@ fn insert_first(map: &mut BTreeMap<String, String>, key: &str, value: String, fl
     }
 }
 
+/// `fb.1.<ms>.<fbclid>`, the `_fbc` value Meta's pixel would have set (capi.md §7).
+fn fbc_value(at: Timestamp, fbclid: &str) -> String {
+    use std::fmt::Write as _;
+    let mut v = String::with_capacity(20 + fbclid.len());
+    let _ = write!(v, "fb.1.{}.{fbclid}", at.unix_millis());
+    v
+}
+
 /// The `fbclid` query parameter of a page URL, decoded, case preserved.
 fn fbclid_of(url: &str) -> Option<String> {
     let query = url.split_once('?')?.1;
@@ -449,7 +448,24 @@ static BOTS: LazyLock<AhoCorasick> =
 
 /// Whether a user agent names a crawler or a script rather than a person's browser.
 pub fn looks_like_bot(user_agent: &str) -> bool {
-    BOTS.is_match(user_agent)
+    // Traffic repeats a few user agents; remembering the last verdicts per thread skips the
+    // automaton for them (a direct-mapped table: a collision just runs the automaton).
+    const SLOTS: usize = 64;
+    thread_local! {
+        static RECENT: std::cell::RefCell<Vec<Option<(Box<str>, bool)>>> = std::cell::RefCell::new(vec![None; SLOTS]);
+    }
+    let b = user_agent.as_bytes();
+    let slot = b.len().wrapping_mul(31).wrapping_add(b.last().map_or(0, |&c| c as usize)).wrapping_add(b.get(b.len() / 2).map_or(0, |&c| c as usize * 7)) % SLOTS;
+    RECENT.with_borrow_mut(|recent| match &recent[slot] {
+        Some((ua, verdict)) if **ua == *user_agent => *verdict,
+        _ => {
+            let verdict = BOTS.is_match(user_agent);
+            if user_agent.len() <= 512 {
+                recent[slot] = Some((user_agent.into(), verdict));
+            }
+            verdict
+        }
+    })
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ pub mod body;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -171,14 +171,15 @@ const GIF_HEADERS: [(HeaderName, HeaderValue); 4] = [
 
 /// A pixel answer: the GIF (or, for HEAD, its headers alone) or a bodiless 204.
 fn pixel_response(status: StatusCode, body: Option<&'static [u8]>, gif_headers: bool) -> Response<EdgeBody> {
+    // Built once: cloning a finished map is cheaper than hashing seven names per answer.
+    static HEADERS: LazyLock<[HeaderMap; 2]> = LazyLock::new(|| {
+        let no_store: HeaderMap = NO_STORE.iter().cloned().collect();
+        let gif: HeaderMap = NO_STORE.iter().chain(&GIF_HEADERS).cloned().collect();
+        [no_store, gif]
+    });
     let mut r = Response::new(body.map_or_else(Full::default, |b| Full::new(Bytes::from_static(b))));
     *r.status_mut() = status;
-    let h = r.headers_mut();
-    h.reserve(NO_STORE.len() + GIF_HEADERS.len());
-    let extra: &[_] = if gif_headers { &GIF_HEADERS } else { &[] };
-    for (name, value) in NO_STORE.iter().chain(extra) {
-        h.insert(name.clone(), value.clone());
-    }
+    *r.headers_mut() = HEADERS[gif_headers as usize].clone();
     r
 }
 
