@@ -29,6 +29,7 @@ fn main() -> ExitCode {
                 let app = App::build(&cli.global, &cli.serve_args()).await?;
                 app.run_until_stopped(shutdown_signal()).await
             }
+            Some(Command::Tokens(command)) => pixelgate::tokens::cli::run(&cli.global, command).await,
         }
     });
     match result {
