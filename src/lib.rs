@@ -24,9 +24,11 @@
 //! * [`batch`] — the one batcher (count, bytes, age) for every outlet that batches.
 //! * [`app`] — builds all of the above from [`config`] and runs it until a signal.
 //! * [`tokens`] — Conversions API access tokens: the store (SQLite or DynamoDB), the
-//!   in-process cache in front of it, and the `pixelgate tokens` commands.
+//!   in-process cache in front of it, and the `pixelgate tokens` commands; [`admin`] — the admin
+//!   API over the same cache.
 //! * [`metrics`], [`telemetry`] — Prometheus `/metrics` on its own listener; `tracing` logs.
 
+pub mod admin;
 pub mod app;
 pub mod batch;
 pub mod client_ip;
