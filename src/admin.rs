@@ -88,7 +88,7 @@ where
         ("token", Method::PUT) => {
             let token = match read_token(req.into_body(), admin.body_timeout).await {
                 Ok(token) => token,
-                Err(answer) => return answer,
+                Err((status, message)) => return json_error(status, message),
             };
             match tokens.set(pixel_id, token).await {
                 Ok(_) => no_content(),
@@ -112,8 +112,9 @@ fn authorized(headers: &http::HeaderMap, key_digest: &[u8; 32]) -> bool {
     scheme.eq_ignore_ascii_case("bearer") && digest(given.trim().as_bytes()) == *key_digest
 }
 
-/// The `access_token` of a `{"access_token":"…"}` body, or the answer explaining what is wrong.
-async fn read_token<B>(body: B, timeout: Duration) -> Result<Secret, Response<EdgeBody>>
+/// The `access_token` of a `{"access_token":"…"}` body, or the status and message explaining
+/// what is wrong.
+async fn read_token<B>(body: B, timeout: Duration) -> Result<Secret, (StatusCode, &'static str)>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -125,11 +126,11 @@ where
     let bytes = match tokio::time::timeout(timeout, Limited::new(body, MAX_BODY_BYTES).collect()).await {
         Ok(Ok(c)) => c.to_bytes(),
         Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => {
-            return Err(json_error(StatusCode::PAYLOAD_TOO_LARGE, "the body is over 64 KiB; send {\"access_token\":\"…\"} alone"));
+            return Err((StatusCode::PAYLOAD_TOO_LARGE, "the body is over 64 KiB; send {\"access_token\":\"…\"} alone"));
         }
-        Ok(Err(_)) | Err(_) => return Err(json_error(StatusCode::BAD_REQUEST, "the request body could not be read in time")),
+        Ok(Err(_)) | Err(_) => return Err((StatusCode::BAD_REQUEST, "the request body could not be read in time")),
     };
-    let bad = |msg| Err(json_error(StatusCode::BAD_REQUEST, msg));
+    let bad = |msg| Err((StatusCode::BAD_REQUEST, msg));
     // The error of a failed parse is not shown: serde's messages can quote the input.
     let Ok(put) = serde_json::from_slice::<Put>(&bytes) else {
         return bad("the body must be a JSON object {\"access_token\":\"…\"}");

@@ -1,4 +1,5 @@
-//! The `pixelgate` binary: parse the settings, build the app, run it until SIGTERM/SIGINT.
+//! The `pixelgate` binary: parse the settings, then build the app and run it until SIGTERM/SIGINT,
+//! or run a `tokens` command (no server, no metrics listener).
 
 use std::process::ExitCode;
 

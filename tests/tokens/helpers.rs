@@ -24,7 +24,7 @@ impl Run {
         assert_eq!(self.code, code, "stdout: {} stderr: {}", self.stdout, self.stderr);
         assert_eq!(self.stderr.lines().count(), 1, "one line: {:?}", self.stderr);
         assert!(self.stderr.starts_with("pixelgate: "), "{}", self.stderr);
-        self.stdout.is_empty().then_some(()).unwrap_or_else(|| panic!("nothing on stdout: {:?}", self.stdout));
+        assert!(self.stdout.is_empty(), "nothing on stdout: {:?}", self.stdout);
         self.stderr.trim_end()
     }
 
