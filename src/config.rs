@@ -34,6 +34,36 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTP server (the default command).
     Serve,
+    /// Manage Conversions API access tokens (works while a server runs on the same store).
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+}
+
+/// `pixelgate tokens …`.
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Store or replace a pixel's access token, read from standard input (never from the
+    /// command line); prints the pixel's token status as JSON.
+    Set {
+        /// The pixel id (1-32 digits).
+        #[arg(value_parser = parse_pixel_id)]
+        pixel_id: String,
+    },
+    /// Print a pixel's token status as one JSON object (never the token).
+    Status {
+        /// The pixel id (1-32 digits).
+        #[arg(value_parser = parse_pixel_id)]
+        pixel_id: String,
+    },
+    /// Remove a pixel's access token; prints the status afterwards.
+    Delete {
+        /// The pixel id (1-32 digits).
+        #[arg(value_parser = parse_pixel_id)]
+        pixel_id: String,
+    },
+    /// Create the --dynamodb-table table (on-demand billing), e.g. in a local emulator;
+    /// does nothing if it exists.
+    CreateTable,
 }
 
 /// Flags every command shares.
@@ -60,6 +90,12 @@ pub struct GlobalArgs {
     /// DynamoDB table (required with --tokens dynamodb).
     #[arg(long, env = "PIXELGATE_DYNAMODB_TABLE", value_name = "TABLE", global = true)]
     pub dynamodb_table: Option<String>,
+    /// How long a server keeps using a cached access token before reading the store again.
+    #[arg(long, env = "PIXELGATE_TOKEN_TTL", default_value = "300s", value_parser = parse_duration, value_name = "DURATION", global = true)]
+    pub token_ttl: Duration,
+    /// How long a server remembers that a pixel has no usable token (none, or invalid).
+    #[arg(long, env = "PIXELGATE_TOKEN_NEGATIVE_TTL", default_value = "30s", value_parser = parse_duration, value_name = "DURATION", global = true)]
+    pub token_negative_ttl: Duration,
     /// Conversions API base URL.
     #[arg(long, env = "PIXELGATE_GRAPH_URL", default_value = "https://graph.facebook.com", value_name = "URL", value_parser = parse_http_url, global = true)]
     pub graph_url: String,
@@ -179,6 +215,10 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 10s, 500ms, 5m)"))
 }
 
+fn parse_pixel_id(s: &str) -> Result<String, String> {
+    if crate::tokens::is_pixel_id(s) { Ok(s.to_owned()) } else { Err("a pixel id is 1-32 digits".into()) }
+}
+
 fn parse_http_url(s: &str) -> Result<String, String> {
     if !(s.starts_with("http://") || s.starts_with("https://")) || s.len() < 10 {
         return Err("must be an http:// or https:// URL".into());
@@ -235,11 +275,13 @@ impl GlobalArgs {
         if self.sink == SinkKind::Firehose && self.firehose_stream.as_deref().is_none_or(str::is_empty) {
             return Err(ConfigError("--sink firehose needs --firehose-stream [PIXELGATE_FIREHOSE_STREAM]".into()));
         }
-        if self.tokens == TokensKind::Dynamodb {
-            if self.dynamodb_table.is_none() {
-                return Err(ConfigError("--tokens dynamodb needs --dynamodb-table [PIXELGATE_DYNAMODB_TABLE]".into()));
-            }
-            return Err(ConfigError("--tokens dynamodb [PIXELGATE_TOKENS] is not available in this build yet; use --tokens local".into()));
+        self.validate_tokens()
+    }
+
+    /// Checks the token-store settings (all the `tokens` commands need).
+    pub fn validate_tokens(&self) -> Result<(), ConfigError> {
+        if self.tokens == TokensKind::Dynamodb && self.dynamodb_table.as_deref().is_none_or(str::is_empty) {
+            return Err(ConfigError("--tokens dynamodb needs --dynamodb-table [PIXELGATE_DYNAMODB_TABLE]".into()));
         }
         Ok(())
     }
@@ -298,6 +340,19 @@ mod tests {
         assert!(cli.global.validate().unwrap_err().to_string().contains("--firehose-stream [PIXELGATE_FIREHOSE_STREAM]"));
         let cli = Cli::try_parse_args(["pixelgate", "--metrics-listen", "127.0.0.1:8080"]).unwrap();
         assert!(cli.global.validate().is_err());
+    }
+
+    #[test]
+    fn tokens_commands_parse_and_check_the_pixel_id() {
+        let cli = Cli::try_parse_args(["pixelgate", "tokens", "status", "123", "--token-ttl", "5m"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Tokens(TokensCommand::Status { ref pixel_id })) if pixel_id == "123"));
+        assert_eq!((cli.global.token_ttl, cli.global.token_negative_ttl), (Duration::from_secs(300), Duration::from_secs(30)));
+        let err = Cli::try_parse_args(["pixelgate", "tokens", "set", "12ab"]).unwrap_err().to_string();
+        assert!(err.contains("1-32 digits") && !err.contains('\n'), "{err}");
+        let cli = Cli::try_parse_args(["pixelgate", "--tokens", "dynamodb"]).unwrap();
+        assert!(cli.global.validate().unwrap_err().to_string().contains("--dynamodb-table [PIXELGATE_DYNAMODB_TABLE]"));
+        let cli = Cli::try_parse_args(["pixelgate", "--tokens", "dynamodb", "--dynamodb-table", "t"]).unwrap();
+        cli.global.validate().unwrap();
     }
 
     #[test]

@@ -23,8 +23,12 @@
 //!   cannot take them.
 //! * [`batch`] — the one batcher (count, bytes, age) for every outlet that batches.
 //! * [`app`] — builds all of the above from [`config`] and runs it until a signal.
+//! * [`tokens`] — Conversions API access tokens: the store (SQLite or DynamoDB), the
+//!   in-process cache in front of it, and the `pixelgate tokens` commands; [`admin`] — the admin
+//!   API over the same cache.
 //! * [`metrics`], [`telemetry`] — Prometheus `/metrics` on its own listener; `tracing` logs.
 
+pub mod admin;
 pub mod app;
 pub mod batch;
 pub mod client_ip;
@@ -39,5 +43,6 @@ pub mod runtime;
 pub mod secret;
 pub mod sink;
 pub mod telemetry;
+pub mod tokens;
 
 pub use app::App;

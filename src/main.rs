@@ -1,4 +1,5 @@
-//! The `pixelgate` binary: parse the settings, build the app, run it until SIGTERM/SIGINT.
+//! The `pixelgate` binary: parse the settings, then build the app and run it until SIGTERM/SIGINT,
+//! or run a `tokens` command (no server, no metrics listener).
 
 use std::process::ExitCode;
 
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
                 let app = App::build(&cli.global, &cli.serve_args()).await?;
                 app.run_until_stopped(shutdown_signal()).await
             }
+            Some(Command::Tokens(command)) => pixelgate::tokens::cli::run(&cli.global, command).await,
         }
     });
     match result {

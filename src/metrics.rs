@@ -38,6 +38,12 @@ pub const CONNECTIONS_OPEN: &str = "pixelgate_connections_open";
 pub const CONNECTIONS_ACCEPTED: &str = "pixelgate_connections_accepted_total";
 /// Connections closed for sending no request in time.
 pub const CONNECTIONS_TIMED_OUT: &str = "pixelgate_connections_timed_out_total";
+/// Token-cache lookups, by result (`hit`, `miss`).
+pub const TOKEN_CACHE: &str = "pixelgate_token_cache_total";
+/// Token-store reads made by the token cache.
+pub const TOKEN_STORE_READS: &str = "pixelgate_token_store_reads_total";
+/// Access tokens marked invalid after Meta rejected them.
+pub const CAPI_TOKENS_INVALIDATED: &str = "pixelgate_capi_tokens_invalidated_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

@@ -8,6 +8,8 @@ mod delivery;
 #[path = "../common/mod.rs"]
 mod common;
 mod helpers;
+#[path = "../common/moto.rs"]
+mod moto;
 mod outage;
 mod restart;
 mod startup;

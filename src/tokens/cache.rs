@@ -1,0 +1,249 @@
+//! The in-process token cache in front of the [`TokenStore`], so forwarding a hit costs no store
+//! read in the steady state.
+//!
+//! A usable token is kept for `--token-ttl` (300 s); "no token" and `invalid` for the shorter
+//! `--token-negative-ttl` (30 s), so a token set elsewhere (the CLI, another instance) is picked
+//! up soon. Changes made through this cache (the admin API, an invalidation) take effect at once.
+//! Concurrent misses for one pixel share one store read (moka's `or_try_insert_with`), so a
+//! burst for an uncached pixel cannot stampede the store.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use moka::future::Cache;
+
+use super::{Secret, StoreError, StoredToken, TokenStatus, TokenStatusView, TokenStore};
+use crate::metrics as m;
+
+/// A token the forwarder may use, with the version to pass to [`TokenCache::mark_invalid`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsableToken {
+    /// The access token.
+    pub token: Secret,
+    /// Its version in the store.
+    pub version: u64,
+}
+
+/// Cache lifetimes and size.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheSettings {
+    /// How long a usable token is kept.
+    pub ttl: Duration,
+    /// How long "no token" or an invalid one is kept.
+    pub negative_ttl: Duration,
+    /// Most pixels kept.
+    pub capacity: u64,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings { ttl: Duration::from_secs(300), negative_ttl: Duration::from_secs(30), capacity: 100_000 }
+    }
+}
+
+/// What the cache holds per pixel.
+#[derive(Clone)]
+enum Cached {
+    Usable(UsableToken),
+    /// No token, or an invalid one.
+    Unusable,
+}
+
+impl Cached {
+    fn of(stored: Option<&StoredToken>) -> Cached {
+        match stored {
+            Some(s) if s.status == TokenStatus::Active => Cached::Usable(UsableToken { token: s.token.clone(), version: s.version }),
+            _ => Cached::Unusable,
+        }
+    }
+}
+
+/// Per-entry lifetime: positive or negative TTL, restarted whenever the entry is replaced.
+struct TtlByKind(CacheSettings);
+
+impl TtlByKind {
+    fn ttl(&self, value: &Cached) -> Option<Duration> {
+        Some(match value {
+            Cached::Usable(_) => self.0.ttl,
+            Cached::Unusable => self.0.negative_ttl,
+        })
+    }
+}
+
+impl Expiry<String, Cached> for TtlByKind {
+    fn expire_after_create(&self, _: &String, value: &Cached, _: Instant) -> Option<Duration> {
+        self.ttl(value)
+    }
+
+    fn expire_after_update(&self, _: &String, value: &Cached, _: Instant, _: Option<Duration>) -> Option<Duration> {
+        self.ttl(value)
+    }
+}
+
+/// The token cache over a [`TokenStore`].
+pub struct TokenCache {
+    store: TokenStore,
+    cache: Cache<String, Cached>,
+    store_reads: AtomicU64,
+}
+
+impl TokenCache {
+    /// A cache over `store`.
+    pub fn new(store: TokenStore, settings: CacheSettings) -> TokenCache {
+        let cache = Cache::builder().max_capacity(settings.capacity).expire_after(TtlByKind(settings)).build();
+        TokenCache { store, cache, store_reads: AtomicU64::new(0) }
+    }
+
+    /// The store behind the cache (e.g. for `/readyz`: `tokens.store().check()`).
+    pub fn store(&self) -> &TokenStore {
+        &self.store
+    }
+
+    /// Store reads made by [`TokenCache::usable`] so far (also the metric
+    /// `pixelgate_token_store_reads_total`).
+    pub fn store_reads(&self) -> u64 {
+        self.store_reads.load(Ordering::Relaxed)
+    }
+
+    /// The pixel's token if it is set and active. Reads the store on a miss; concurrent misses
+    /// for one pixel share that read. A store error is not cached.
+    pub async fn usable(&self, pixel_id: &str) -> Result<Option<UsableToken>, StoreError> {
+        let entry = self
+            .cache
+            .entry_by_ref(pixel_id)
+            .or_try_insert_with(async {
+                self.store_reads.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(m::TOKEN_STORE_READS).increment(1);
+                self.store.get(pixel_id).await.map(|stored| Cached::of(stored.as_ref()))
+            })
+            .await
+            .map_err(|e| StoreError::clone(&e))?;
+        let result = if entry.is_fresh() { "miss" } else { "hit" };
+        metrics::counter!(m::TOKEN_CACHE, "result" => result).increment(1);
+        Ok(match entry.into_value() {
+            Cached::Usable(t) => Some(t),
+            Cached::Unusable => None,
+        })
+    }
+
+    /// Stores or replaces the pixel's token; this cache uses it at once.
+    pub async fn set(&self, pixel_id: &str, token: Secret) -> Result<TokenStatusView, StoreError> {
+        let stored = self.store.set(pixel_id, token).await?;
+        self.cache.insert(pixel_id.to_owned(), Cached::of(Some(&stored))).await;
+        Ok(TokenStatusView::of(pixel_id, Some(&stored)))
+    }
+
+    /// Removes the pixel's token; `false` if there was none. This cache stops using it at once.
+    pub async fn delete(&self, pixel_id: &str) -> Result<bool, StoreError> {
+        let existed = self.store.delete(pixel_id).await?;
+        self.cache.insert(pixel_id.to_owned(), Cached::Unusable).await;
+        Ok(existed)
+    }
+
+    /// The pixel's token status, read from the store (not the cache).
+    pub async fn status(&self, pixel_id: &str) -> Result<TokenStatusView, StoreError> {
+        Ok(TokenStatusView::of(pixel_id, self.store.get(pixel_id).await?.as_ref()))
+    }
+
+    /// Meta rejected the token of `version`: marks it invalid in the store unless it was
+    /// replaced since, and stops using it. `true` if this call flipped it.
+    pub async fn mark_invalid(&self, pixel_id: &str, version: u64) -> Result<bool, StoreError> {
+        // A burst of rejections of one token: once the entry no longer holds that version (this
+        // cache flipped or replaced it), the others need no store call.
+        if let Some(cached) = self.cache.get(pixel_id).await
+            && !matches!(&cached, Cached::Usable(t) if t.version == version)
+        {
+            return Ok(false);
+        }
+        let flipped = self.store.mark_invalid(pixel_id, version).await?;
+        if flipped {
+            tracing::warn!(pixel_id, "Meta rejected the pixel's access token; marked invalid until its owner sets a new one");
+            metrics::counter!(m::CAPI_TOKENS_INVALIDATED).increment(1);
+            self.cache.insert(pixel_id.to_owned(), Cached::Unusable).await;
+        } else {
+            // The store holds something newer (or nothing): read it again on next use.
+            self.cache.invalidate(pixel_id).await;
+        }
+        Ok(flipped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tokens::LocalStore;
+    use std::sync::Arc;
+
+    async fn cache(settings: CacheSettings) -> (tempfile::TempDir, Arc<TokenCache>, TokenStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = TokenCache::new(TokenStore::Local(LocalStore::open(dir.path()).await.unwrap()), settings);
+        // A second handle on the same file stands in for the CLI or another instance.
+        let other = TokenStore::Local(LocalStore::open(dir.path()).await.unwrap());
+        (dir, Arc::new(cache), other)
+    }
+
+    fn short() -> CacheSettings {
+        CacheSettings { ttl: Duration::from_millis(600), negative_ttl: Duration::from_millis(200), capacity: 100 }
+    }
+
+    #[tokio::test]
+    async fn changes_elsewhere_show_after_the_ttls() {
+        let (_dir, cache, other) = cache(short()).await;
+        assert_eq!(cache.usable("1").await.unwrap(), None);
+        let first = other.set("1", Secret::new("a")).await.unwrap();
+        assert_eq!(cache.usable("1").await.unwrap(), None, "'no token' is cached");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let got = cache.usable("1").await.unwrap().unwrap();
+        assert_eq!((got.token.expose(), got.version), ("a", first.version), "after the negative TTL");
+        other.set("1", Secret::new("b")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(cache.usable("1").await.unwrap().unwrap().token.expose(), "a", "still within the positive TTL");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(cache.usable("1").await.unwrap().unwrap().token.expose(), "b", "after the positive TTL");
+        assert_eq!(cache.store_reads(), 3);
+    }
+
+    #[tokio::test]
+    async fn own_changes_apply_at_once() {
+        let (_dir, cache, other) = cache(CacheSettings::default()).await;
+        assert_eq!(cache.usable("1").await.unwrap(), None);
+        let view = cache.set("1", Secret::new("a")).await.unwrap();
+        assert_eq!((view.set, view.status), (true, Some(TokenStatus::Active)));
+        let a = cache.usable("1").await.unwrap().unwrap();
+        assert!(cache.delete("1").await.unwrap());
+        assert_eq!(cache.usable("1").await.unwrap(), None);
+        assert!(!cache.status("1").await.unwrap().set);
+        assert_eq!(cache.store_reads(), 1);
+
+        cache.set("1", Secret::new("b")).await.unwrap();
+        let b = cache.usable("1").await.unwrap().unwrap();
+        assert!(!cache.mark_invalid("1", a.version).await.unwrap(), "an old version never invalidates a newer token");
+        assert_eq!(cache.usable("1").await.unwrap(), Some(b.clone()));
+        assert!(cache.mark_invalid("1", b.version).await.unwrap());
+        assert!(!cache.mark_invalid("1", b.version).await.unwrap());
+        assert_eq!(cache.usable("1").await.unwrap(), None);
+        assert_eq!(other.get("1").await.unwrap().unwrap().status, TokenStatus::Invalid);
+        assert_eq!(cache.status("1").await.unwrap().status, Some(TokenStatus::Invalid));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_misses_share_one_store_read() {
+        let (_dir, cache, other) = cache(CacheSettings::default()).await;
+        let set = other.set("42", Secret::new("tok")).await.unwrap();
+        let barrier = Arc::new(tokio::sync::Barrier::new(1000));
+        let tasks: Vec<_> = (0..1000)
+            .map(|_| {
+                let (cache, barrier) = (cache.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    cache.usable("42").await
+                })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap().unwrap().map(|t| t.version), Some(set.version));
+        }
+        assert_eq!(cache.store_reads(), 1);
+    }
+}

@@ -1,0 +1,219 @@
+//! Conversions API access tokens: one per pixel, stored by the pixel's owner (`pixelgate tokens
+//! set`, the admin API) and read by the CAPI forwarder.
+//!
+//! [`TokenStore`] is the durable copy, embedded ([`local`], SQLite under `<data-dir>`) or shared
+//! between instances ([`dynamodb`]); [`cache::TokenCache`] sits in front of it so the hot path
+//! reads the store at most once per pixel per TTL. Every token is a [`Secret`]: no `Debug`, log
+//! line, metric, error or answer carries one.
+//!
+//! Each `set` gives the token a fresh random `version`. The forwarder remembers the version it
+//! sent with; when Meta rejects the token, [`TokenStore::mark_invalid`] flips it to `invalid`
+//! only if the stored version is still that one, so a token replaced in the meantime is never
+//! marked invalid by a failure of its predecessor.
+
+pub mod cache;
+pub mod cli;
+pub mod dynamodb;
+pub mod local;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ConfigError, GlobalArgs, TokensKind};
+pub use crate::secret::Secret;
+pub use cache::{CacheSettings, TokenCache, UsableToken};
+pub use dynamodb::DynamoStore;
+pub use local::LocalStore;
+
+/// Whether a stored token may be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenStatus {
+    /// Usable.
+    Active,
+    /// Rejected by Meta; stays unused until its owner sets a new one.
+    Invalid,
+}
+
+impl TokenStatus {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenStatus::Active => "active",
+            TokenStatus::Invalid => "invalid",
+        }
+    }
+
+    /// Parses the stored spelling.
+    pub fn parse(s: &str) -> Option<TokenStatus> {
+        match s {
+            "active" => Some(TokenStatus::Active),
+            "invalid" => Some(TokenStatus::Invalid),
+            _ => None,
+        }
+    }
+}
+
+/// A pixel's token as the store holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredToken {
+    /// The access token.
+    pub token: Secret,
+    /// Active or invalid.
+    pub status: TokenStatus,
+    /// Last change, in milliseconds since the Unix epoch.
+    pub updated_at_ms: i64,
+    /// Changes on every `set`; [`TokenStore::mark_invalid`] is conditional on it.
+    pub version: u64,
+}
+
+/// What `tokens status` and `GET /v1/pixels/{id}/token` show: everything but the token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenStatusView {
+    /// The pixel.
+    pub pixel_id: String,
+    /// Whether a token is stored.
+    pub set: bool,
+    /// Its status, `null` when none is stored.
+    pub status: Option<TokenStatus>,
+    /// Its last change (RFC 3339, UTC), `null` when none is stored.
+    pub updated_at: Option<String>,
+}
+
+impl TokenStatusView {
+    /// The view of `stored` for `pixel_id`.
+    pub fn of(pixel_id: &str, stored: Option<&StoredToken>) -> TokenStatusView {
+        TokenStatusView {
+            pixel_id: pixel_id.to_owned(),
+            set: stored.is_some(),
+            status: stored.map(|s| s.status),
+            updated_at: stored.map(|s| rfc3339_ms(s.updated_at_ms)),
+        }
+    }
+}
+
+fn rfc3339_ms(ms: i64) -> String {
+    let at = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+/// Now, in milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A fresh version: random, below 2^63 so it fits SQLite's signed integers and compares exactly
+/// as a DynamoDB number.
+pub(crate) fn new_version() -> u64 {
+    rand::random::<u64>() >> 1
+}
+
+/// Is `s` a pixel id: 1 to 32 ASCII digits?
+pub fn is_pixel_id(s: &str) -> bool {
+    (1..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A token store failure. Messages name the store and what went wrong, never a token.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached or refused the call; worth retrying later.
+    #[error("token store unavailable: {0}")]
+    Unavailable(String),
+    /// The store holds something pixelgate did not write.
+    #[error("token store holds a malformed entry: {0}")]
+    Malformed(String),
+}
+
+/// The configured token store (`--tokens`).
+pub enum TokenStore {
+    /// SQLite under `<data-dir>`.
+    Local(LocalStore),
+    /// A DynamoDB table.
+    Dynamodb(DynamoStore),
+}
+
+impl TokenStore {
+    /// Opens the store `--tokens` names. Errors are one line naming the flag and env var.
+    pub async fn open(global: &GlobalArgs) -> anyhow::Result<TokenStore> {
+        match global.tokens {
+            TokensKind::Local => Ok(TokenStore::Local(LocalStore::open(&global.data_dir).await?)),
+            TokensKind::Dynamodb => {
+                let Some(table) = global.dynamodb_table.as_deref().filter(|t| !t.is_empty()) else {
+                    return Err(ConfigError("--tokens dynamodb needs --dynamodb-table [PIXELGATE_DYNAMODB_TABLE]".into()).into());
+                };
+                Ok(TokenStore::Dynamodb(DynamoStore::from_env(table).await?))
+            }
+        }
+    }
+
+    /// The pixel's token, if one is stored.
+    pub async fn get(&self, pixel_id: &str) -> Result<Option<StoredToken>, StoreError> {
+        match self {
+            TokenStore::Local(s) => s.get(pixel_id).await,
+            TokenStore::Dynamodb(s) => s.get(pixel_id).await,
+        }
+    }
+
+    /// Stores or replaces the pixel's token, active, with a fresh version.
+    pub async fn set(&self, pixel_id: &str, token: Secret) -> Result<StoredToken, StoreError> {
+        match self {
+            TokenStore::Local(s) => s.set(pixel_id, token).await,
+            TokenStore::Dynamodb(s) => s.set(pixel_id, token).await,
+        }
+    }
+
+    /// Removes the pixel's token; `false` if there was none.
+    pub async fn delete(&self, pixel_id: &str) -> Result<bool, StoreError> {
+        match self {
+            TokenStore::Local(s) => s.delete(pixel_id).await,
+            TokenStore::Dynamodb(s) => s.delete(pixel_id).await,
+        }
+    }
+
+    /// Marks the token invalid if it is still the active one of `version`; `true` if it did.
+    pub async fn mark_invalid(&self, pixel_id: &str, version: u64) -> Result<bool, StoreError> {
+        match self {
+            TokenStore::Local(s) => s.mark_invalid(pixel_id, version).await,
+            TokenStore::Dynamodb(s) => s.mark_invalid(pixel_id, version).await,
+        }
+    }
+
+    /// Is the store reachable (for `/readyz`)?
+    pub async fn check(&self) -> Result<(), StoreError> {
+        match self {
+            TokenStore::Local(s) => s.check().await,
+            TokenStore::Dynamodb(s) => s.check().await,
+        }
+    }
+}
+
+impl std::fmt::Debug for TokenStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenStore::Local(_) => f.write_str("TokenStore::Local"),
+            TokenStore::Dynamodb(s) => write!(f, "TokenStore::Dynamodb({})", s.table()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_view_serialises_as_the_spec_says() {
+        let none = serde_json::to_string(&TokenStatusView::of("123", None)).unwrap();
+        assert_eq!(none, r#"{"pixel_id":"123","set":false,"status":null,"updated_at":null}"#);
+        let t = StoredToken { token: Secret::new("EAAB-secret"), status: TokenStatus::Invalid, updated_at_ms: 1_700_000_000_123, version: 7 };
+        let some = serde_json::to_string(&TokenStatusView::of("123", Some(&t))).unwrap();
+        assert_eq!(some, r#"{"pixel_id":"123","set":true,"status":"invalid","updated_at":"2023-11-14T22:13:20.123Z"}"#);
+        assert!(!format!("{t:?}").contains("EAAB"));
+    }
+
+    #[test]
+    fn pixel_ids_are_1_to_32_digits() {
+        assert!(is_pixel_id("1") && is_pixel_id(&"9".repeat(32)));
+        assert!(!is_pixel_id("") && !is_pixel_id(&"9".repeat(33)) && !is_pixel_id("12a") && !is_pixel_id("-1") && !is_pixel_id("١"));
+    }
+}

@@ -1,0 +1,125 @@
+//! `--tokens dynamodb` against moto: the table made with `pixelgate tokens create-table`, a token
+//! set with the CLI, read back through the in-process [`TokenCache`] over the real
+//! `aws-sdk-dynamodb` client, whose requests an interceptor counts.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use aws_config::BehaviorVersion;
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_dynamodb::error::BoxError;
+use pixelgate::tokens::{CacheSettings, DynamoStore, TokenCache, TokenStatus, TokenStore};
+
+use crate::helpers::pixelgate;
+use crate::moto::{aws_env, moto};
+
+const TOKEN: &str = "EAABsbCS1iHgBAKZCtokenfordynamodb";
+
+/// Counts `GetItem` requests as they go on the wire (each attempt).
+#[derive(Debug, Clone, Default)]
+struct CountGetItem(Arc<AtomicUsize>);
+
+impl Intercept for CountGetItem {
+    fn name(&self) -> &'static str {
+        "CountGetItem"
+    }
+
+    fn read_before_transmit(&self, ctx: &BeforeTransmitInterceptorContextRef<'_>, _: &RuntimeComponents, _: &mut ConfigBag) -> Result<(), BoxError> {
+        if ctx.request().headers().get("x-amz-target").is_some_and(|t| t.ends_with(".GetItem")) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+}
+
+/// A DynamoDB store on moto whose client counts its `GetItem` requests.
+async fn counted_store(table: &str) -> (DynamoStore, CountGetItem) {
+    let sdk = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(&moto().endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "tests"))
+        .load()
+        .await;
+    let counter = CountGetItem::default();
+    let config = aws_sdk_dynamodb::config::Builder::from(&sdk).interceptor(counter.clone()).build();
+    (DynamoStore::with_client(aws_sdk_dynamodb::Client::from_conf(config), table), counter)
+}
+
+fn table_for(test: &str) -> String {
+    format!("pixelgate-tokens-{test}-{}", std::process::id()).replace('_', "-")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_writes_and_the_cache_reads_once_for_a_burst() {
+    let env = aws_env(&moto().endpoint);
+    let table = table_for("burst");
+    let dynamo = ["--tokens", "dynamodb", "--dynamodb-table", &table];
+    let run = |args: &[&str], stdin: &str| pixelgate(&[&["tokens"], args, &dynamo[..]].concat(), stdin, &env);
+
+    assert_eq!(run(&["create-table"], "").json(), serde_json::json!({ "table": table, "created": true }));
+    assert_eq!(run(&["create-table"], "").json(), serde_json::json!({ "table": table, "created": false }), "idempotent");
+
+    let set = run(&["set", "987654321"], &format!("{TOKEN}\n"));
+    set.assert_hides(TOKEN);
+    assert_eq!((&set.json()["set"], &set.json()["status"]), (&true.into(), &"active".into()));
+    let status = run(&["status", "987654321"], "");
+    status.assert_hides(TOKEN);
+    assert_eq!(status.json(), set.json());
+
+    let (store, gets) = counted_store(&table).await;
+    let cache = Arc::new(TokenCache::new(TokenStore::Dynamodb(store), CacheSettings::default()));
+    let barrier = Arc::new(tokio::sync::Barrier::new(1000));
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let (cache, barrier) = (cache.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                cache.usable("987654321").await
+            })
+        })
+        .collect();
+    let mut versions = Vec::new();
+    for t in tasks {
+        let usable = t.await.unwrap().expect("store reachable").expect("token usable");
+        assert_eq!(usable.token.expose(), TOKEN);
+        versions.push(usable.version);
+    }
+    versions.dedup();
+    assert_eq!(versions.len(), 1);
+    assert_eq!(gets.0.load(Ordering::SeqCst), 1, "1,000 concurrent lookups, one GetItem on the wire");
+    assert_eq!(cache.store_reads(), 1);
+
+    // Meta rejects it: the conditional write flips it, and the CLI sees it.
+    assert!(cache.mark_invalid("987654321", versions[0]).await.unwrap());
+    assert_eq!(run(&["status", "987654321"], "").json()["status"], "invalid");
+    assert_eq!(cache.usable("987654321").await.unwrap(), None);
+
+    // A new token set meanwhile is never invalidated by a rejection of the old one.
+    run(&["set", "987654321"], "EAABnewer\n").json();
+    let (store, _) = counted_store(&table).await;
+    assert!(!store.mark_invalid("987654321", versions[0]).await.unwrap());
+    let now = store.get("987654321").await.unwrap().unwrap();
+    assert_eq!((now.status, now.token.expose()), (TokenStatus::Active, "EAABnewer"));
+    store.check().await.unwrap();
+
+    let deleted = run(&["delete", "987654321"], "");
+    assert_eq!(deleted.json(), serde_json::json!({ "pixel_id": "987654321", "set": false, "status": null, "updated_at": null }));
+    assert_eq!(store.get("987654321").await.unwrap(), None);
+    assert!(!store.delete("987654321").await.unwrap());
+}
+
+#[test]
+fn a_missing_table_is_one_line_naming_the_flag() {
+    let env = aws_env(&moto().endpoint);
+    let run = pixelgate(&["tokens", "status", "1", "--tokens", "dynamodb", "--dynamodb-table", "no-such-table"], "", &env);
+    let line = run.one_line_error(1);
+    assert!(line.contains("'no-such-table' does not exist") && line.contains("--dynamodb-table [PIXELGATE_DYNAMODB_TABLE]"), "{line}");
+}
+
+#[test]
+fn no_region_is_one_line() {
+    let env: Vec<_> = aws_env(&moto().endpoint).into_iter().filter(|(k, _)| *k != "AWS_REGION").collect();
+    let run = pixelgate(&["tokens", "status", "1", "--tokens", "dynamodb", "--dynamodb-table", "t"], "", &env);
+    assert!(run.one_line_error(1).contains("AWS_REGION"), "{}", run.stderr);
+}
