@@ -17,11 +17,9 @@ pub struct Pair<'a> {
 
 /// The pairs of `input`, skipping empty pieces as `form_urlencoded` does.
 pub fn pairs(input: &str) -> impl Iterator<Item = Pair<'_>> {
-    input.as_bytes().split(|&b| b == b'&').filter(|piece| !piece.is_empty()).map(|piece| {
-        let (key, value) = match memchr::memchr(b'=', piece) {
-            Some(eq) => (&piece[..eq], &piece[eq + 1..]),
-            None => (piece, &piece[piece.len()..]),
-        };
+    // Split as `str` at ASCII bytes, so pieces that need no decoding need no UTF-8 check either.
+    input.split('&').filter(|piece| !piece.is_empty()).map(|piece| {
+        let (key, value) = piece.split_once('=').unwrap_or((piece, ""));
         let mut bad_encoding = false;
         let key = decode(key, &mut bad_encoding);
         let value = decode(value, &mut bad_encoding);
@@ -34,9 +32,10 @@ fn hex(b: u8) -> Option<u8> {
 }
 
 /// Decodes `+` and `%XX`; sets `bad` on an invalid escape or invalid UTF-8.
-fn decode<'a>(raw: &'a [u8], bad: &mut bool) -> Cow<'a, str> {
+fn decode<'a>(text: &'a str, bad: &mut bool) -> Cow<'a, str> {
+    let raw = text.as_bytes();
     let Some(first) = memchr::memchr2(b'%', b'+', raw) else {
-        return utf8(Cow::Borrowed(raw), bad);
+        return Cow::Borrowed(text);
     };
     let mut out = Vec::with_capacity(raw.len());
     out.extend_from_slice(&raw[..first]);
@@ -63,25 +62,16 @@ fn decode<'a>(raw: &'a [u8], bad: &mut bool) -> Cow<'a, str> {
         }
         i += 1;
     }
-    utf8(Cow::Owned(out), bad)
+    utf8(out, bad)
 }
 
-fn utf8<'a>(bytes: Cow<'a, [u8]>, bad: &mut bool) -> Cow<'a, str> {
-    match bytes {
-        Cow::Borrowed(b) => match std::str::from_utf8(b) {
-            Ok(s) => Cow::Borrowed(s),
-            Err(_) => {
-                *bad = true;
-                String::from_utf8_lossy(b)
-            }
-        },
-        Cow::Owned(v) => match String::from_utf8(v) {
-            Ok(s) => Cow::Owned(s),
-            Err(e) => {
-                *bad = true;
-                Cow::Owned(String::from_utf8_lossy(e.as_bytes()).into_owned())
-            }
-        },
+fn utf8(bytes: Vec<u8>, bad: &mut bool) -> Cow<'static, str> {
+    match String::from_utf8(bytes) {
+        Ok(s) => Cow::Owned(s),
+        Err(e) => {
+            *bad = true;
+            Cow::Owned(String::from_utf8_lossy(e.as_bytes()).into_owned())
+        }
     }
 }
 
