@@ -446,7 +446,7 @@ EOF
 }
 
 # pixelgate with the Firehose sink: the real aws-sdk-firehose client against
-# moto in server mode (pinned in tests/firehose/requirements.txt, installed
+# moto in server mode (pinned in tests/requirements.txt, installed
 # into .venv like scripts/test does).  moto stands in for a remote service, so
 # it runs on the client CPU, never on the server's.  Two measurements:
 #   1. a steady ~2k hits/s (wrk paced by bench/steady.lua): records per
@@ -460,7 +460,7 @@ EOF
 bench_pixelgate_firehose() {
     local name=pixelgate-firehose dir="$WORK_DIR/pixelgate-firehose" venv="$REPO_ROOT/.venv"
     local port mport moto_port pid rss records hits dropped written steady_hits sum count reasons cpu
-    local requirements="$REPO_ROOT/tests/firehose/requirements.txt" stamp stream=pixelgate-bench
+    local requirements="$REPO_ROOT/tests/requirements.txt" stamp stream=pixelgate-bench
     mkdir -p "$dir/data"
     stamp="$venv/.installed-$(sha256sum "$requirements" | cut -c1-16)"
     if [[ ! -f "$stamp" ]]; then

@@ -1,5 +1,9 @@
 //! Pieces both black-box test binaries (`tests/api`, `tests/firehose`) use.
 
+/// A fake of Meta's Graph API (Conversions API endpoint); not every binary uses all of it.
+#[allow(dead_code)]
+pub mod fake_graph;
+
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,6 @@
 //! moto in server mode on loopback, one per test binary, standing in for AWS (Firehose and S3 in
 //! `tests/firehose`, DynamoDB in `tests/tokens`). It is started from the Python `scripts/test`
-//! installed the pinned `moto[server]` into (`PIXELGATE_MOTO_PYTHON`, else `.venv`); without it
+//! installed the pinned `moto[server]` into (`PIXELGATE_PYTHON`, else `.venv`); without it
 //! the tests fail, never skip.
 
 use std::path::{Path, PathBuf};
@@ -20,13 +20,13 @@ pub struct Moto {
 /// The Python of the venv `scripts/test` installed moto into (pinned in
 /// `tests/firehose/requirements.txt`).
 fn moto_python() -> PathBuf {
-    let from_env = std::env::var_os("PIXELGATE_MOTO_PYTHON").map(PathBuf::from);
+    let from_env = std::env::var_os("PIXELGATE_PYTHON").or_else(|| std::env::var_os("PIXELGATE_MOTO_PYTHON")).map(PathBuf::from);
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
     match from_env.or_else(|| venv.exists().then_some(venv)) {
         Some(p) if p.exists() => p,
         other => panic!(
             "moto not found ({}): these tests need moto in server mode; run scripts/test, which installs the pinned moto[server] into .venv",
-            other.map_or("PIXELGATE_MOTO_PYTHON unset and no .venv/bin/python".into(), |p| format!("{} does not exist", p.display()))
+            other.map_or("PIXELGATE_PYTHON / PIXELGATE_MOTO_PYTHON unset and no .venv/bin/python".into(), |p| format!("{} does not exist", p.display()))
         ),
     }
 }
