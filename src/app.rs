@@ -13,6 +13,7 @@ use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::{TcpListener, TcpSocket};
 
+use crate::admin::{self, Admin};
 use crate::batch::BatchLimits;
 use crate::config::{GlobalArgs, ServeArgs, SinkKind};
 use crate::dispatch::{Dispatcher, OutletQueue};
@@ -25,6 +26,7 @@ use crate::sink::file::{FileSink, FileSinkConfig};
 use crate::sink::firehose::retry::RetryPolicy;
 use crate::sink::firehose::{FirehoseConfig, FirehoseSink};
 use crate::sink::{Health, RunningSink};
+use crate::tokens::{CacheSettings, TokenCache, TokenStore};
 
 /// A built, not yet running, pixelgate server.
 pub struct App {
@@ -62,7 +64,14 @@ impl App {
 
         let parse = ParseSettings { limits: Limits::default(), pii: PiiRules { default_phone_country: serve.default_phone_country } };
         let body_limits = BodyLimits { max_bytes: serve.max_body_bytes, timeout: serve.header_read_timeout };
-        let edge = Arc::new(Edge::new(parse, global.trusted_proxies, body_limits, dispatcher.clone(), sink_health));
+        let store = TokenStore::open(global).await?;
+        let tokens = Arc::new(TokenCache::new(
+            store,
+            CacheSettings { ttl: global.token_ttl, negative_ttl: global.token_negative_ttl, ..CacheSettings::default() },
+        ));
+        let deliveries: admin::Deliveries = Arc::new(|pixel_id: &str| serde_json::json!({ "pixel_id": pixel_id, "deliveries": [] }));
+        let admin = Admin::new(global.admin_key.as_ref(), tokens.clone(), deliveries, serve.header_read_timeout);
+        let edge = Arc::new(Edge::new(parse, global.trusted_proxies, body_limits, dispatcher.clone(), sink_health, tokens, admin));
         let server = ServerOptions {
             max_connections: serve.max_connections as usize,
             header_read_timeout: serve.header_read_timeout,

@@ -11,6 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
@@ -19,12 +20,14 @@ use http_body::Body;
 use http_body_util::Full;
 use metrics::Counter;
 
+use crate::admin::{self, Admin};
 use crate::client_ip::{self, PeerIp};
 use crate::dispatch::Dispatcher;
 use crate::hit::Timestamp;
 use crate::metrics as m;
 use crate::params::{HitBuilder, ParseSettings, RequestMeta};
 use crate::sink::Health;
+use crate::tokens::TokenCache;
 use body::BodyLimits;
 
 /// The transparent 1×1 GIF89a every pixel request gets (43 bytes), from `static/pixel.gif`.
@@ -45,15 +48,19 @@ pub struct Edge {
     pub dispatcher: Dispatcher,
     /// The raw-record sink's state, for `/readyz`.
     pub sink_health: Arc<Health>,
+    /// The access-token store behind its cache, for `/readyz`.
+    pub tokens: Arc<TokenCache>,
+    /// The admin API under `/v1/`.
+    pub admin: Admin,
     /// Hit counters by method, resolved once so the hot path skips the registry lookup.
     hits: [Counter; 3],
 }
 
 impl Edge {
     /// Shared state for the edge service.
-    pub fn new(parse: ParseSettings, trusted_proxies: usize, body_limits: BodyLimits, dispatcher: Dispatcher, sink_health: Arc<Health>) -> Self {
+    pub fn new(parse: ParseSettings, trusted_proxies: usize, body_limits: BodyLimits, dispatcher: Dispatcher, sink_health: Arc<Health>, tokens: Arc<TokenCache>, admin: Admin) -> Self {
         let hits = ["GET", "HEAD", "POST"].map(|method| metrics::counter!(m::HITS, "method" => method));
-        Edge { parse, trusted_proxies, body_limits, dispatcher, sink_health, hits }
+        Edge { parse, trusted_proxies, body_limits, dispatcher, sink_health, tokens, admin, hits }
     }
 }
 
@@ -97,9 +104,10 @@ where
     match req.uri().path() {
         "/p.gif" | "/tr" | "/tr/" => pixel(edge, req).await,
         "/healthz" if is_read(req.method()) => text(StatusCode::OK, "ok\n"),
-        "/readyz" if is_read(req.method()) => ready(edge),
+        "/readyz" if is_read(req.method()) => ready(edge).await,
         "/healthz" | "/readyz" => method_not_allowed("GET, HEAD"),
-        _ => json_error(StatusCode::NOT_FOUND, "no such endpoint; the pixel is at /p.gif, /tr or /tr/"),
+        path if path.starts_with("/v1/") => admin::handle(&edge.admin, req).await,
+        _ => json_error(StatusCode::NOT_FOUND, "no such endpoint; the pixel is at /p.gif, /tr or /tr/, the admin API under /v1/pixels/{pixel_id}/"),
     }
 }
 
@@ -183,11 +191,29 @@ fn pixel_response(status: StatusCode, body: Option<&'static [u8]>, gif_headers: 
     r
 }
 
-/// `/readyz`: 200 while the sink delivers, else 503 `degraded` with the reasons.
-fn ready(edge: &Edge) -> Response<EdgeBody> {
-    match edge.sink_health.problem() {
-        None => json(StatusCode::OK, serde_json::json!({ "status": "ready" })),
-        Some(reason) => json(StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({ "status": "degraded", "reasons": { "sink": reason } })),
+/// How long `/readyz` waits for the token store to answer.
+const STORE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `/readyz`: 200 while the sink delivers and the token store answers, else 503 `degraded` with
+/// the reasons.
+async fn ready(edge: &Edge) -> Response<EdgeBody> {
+    let mut reasons = serde_json::Map::new();
+    if let Some(reason) = edge.sink_health.problem() {
+        reasons.insert("sink".into(), reason.into());
+    }
+    match tokio::time::timeout(STORE_CHECK_TIMEOUT, edge.tokens.store().check()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => {
+            reasons.insert("token_store".into(), err.to_string().into());
+        }
+        Err(_) => {
+            reasons.insert("token_store".into(), format!("no answer within {}s", STORE_CHECK_TIMEOUT.as_secs()).into());
+        }
+    }
+    if reasons.is_empty() {
+        json(StatusCode::OK, serde_json::json!({ "status": "ready" }))
+    } else {
+        json(StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({ "status": "degraded", "reasons": reasons }))
     }
 }
 
