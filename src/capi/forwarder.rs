@@ -78,8 +78,8 @@ struct Shared<C, T> {
     deliveries: Arc<Deliveries>,
     policy: RetryPolicy,
     closing: Arc<AtomicBool>,
-    /// Token versions Meta called invalid, per pixel: a batch whose lookup raced the store's
-    /// update must not use that version again.
+    /// The token version Meta last called invalid, per pixel: a batch whose lookup raced the
+    /// store's update (or a cache elsewhere that has not caught up) must not use it again.
     invalid: Mutex<HashMap<String, u64>>,
 }
 
@@ -539,7 +539,8 @@ async fn lookup<C, T: TokenSource>(shared: &Shared<C, T>, pixel_id: &str, stop: 
             Ok(Ok(Some(token))) => {
                 let mut invalid = shared.invalid.lock().unwrap_or_else(|e| e.into_inner());
                 return match invalid.get(pixel_id) {
-                    Some(&bad) if bad >= token.version => Lookup::Skip("invalid_token"),
+                    // Equality, not order: a store's versions need not grow.
+                    Some(&bad) if bad == token.version => Lookup::Skip("invalid_token"),
                     Some(_) => {
                         invalid.remove(pixel_id);
                         Lookup::Token(token)
@@ -570,7 +571,7 @@ async fn lookup<C, T: TokenSource>(shared: &Shared<C, T>, pixel_id: &str, stop: 
 async fn mark_invalid<C, T: TokenSource>(shared: &Shared<C, T>, pixel_id: &str, version: u64) {
     let first = {
         let mut invalid = shared.invalid.lock().unwrap_or_else(|e| e.into_inner());
-        let known = invalid.get(pixel_id).is_some_and(|&v| v >= version);
+        let known = invalid.get(pixel_id) == Some(&version);
         if !known {
             invalid.insert(pixel_id.to_owned(), version);
         }
