@@ -22,6 +22,8 @@
 //!   with `PutRecordBatch`, retries failed records one by one, and spools to disk while Firehose
 //!   cannot take them.
 //! * [`batch`] — the one batcher (count, bytes, age) for every outlet that batches.
+//! * [`capi`] — the Conversions API outlet: hits of pixels with a stored access token, batched
+//!   per pixel, forwarded to Meta as server events; what it gives up becomes a `capi_failed` record.
 //! * [`app`] — builds all of the above from [`config`] and runs it until a signal.
 //! * [`tokens`] — Conversions API access tokens: the store (SQLite or DynamoDB), the
 //!   in-process cache in front of it, and the `pixelgate tokens` commands; [`admin`] — the admin
@@ -31,6 +33,7 @@
 pub mod admin;
 pub mod app;
 pub mod batch;
+pub mod capi;
 pub mod client_ip;
 pub mod config;
 pub mod dispatch;

@@ -119,3 +119,27 @@ impl<B: Send + 'static> tower_service::Service<http::Request<B>> for MetricsServ
         std::future::ready(Ok(response))
     }
 }
+
+/// Conversions API events by outcome (`sent`, `failed`, `skipped`) and reason (closed sets).
+pub const CAPI_EVENTS: &str = "pixelgate_capi_events_total";
+/// Conversions API requests by result (`ok`, `timeout`, `unreachable`, `rate_limited`, …).
+pub const CAPI_REQUESTS: &str = "pixelgate_capi_requests_total";
+/// Events per Conversions API request.
+pub const CAPI_BATCH_EVENTS: &str = "pixelgate_capi_batch_events";
+/// Duration of one Conversions API request, in seconds.
+pub const CAPI_REQUEST_SECONDS: &str = "pixelgate_capi_request_seconds";
+/// Access tokens Meta called invalid (code 190 / 102); forwarding for the pixel stops.
+pub const CAPI_TOKENS_INVALIDATED: &str = "pixelgate_capi_tokens_invalidated_total";
+/// `custom_data` values dropped because they did not parse, by key (closed set).
+pub const CAPI_CUSTOM_DATA_DROPPED: &str = "pixelgate_capi_custom_data_dropped_total";
+
+/// Describes the Conversions API metrics (called when the forwarder starts; a no-op before the
+/// recorder is installed).
+pub fn describe_capi() {
+    describe_counter!(CAPI_EVENTS, Unit::Count, "Conversions API events, by outcome (sent, failed, skipped) and reason.");
+    describe_counter!(CAPI_REQUESTS, Unit::Count, "Conversions API requests, by result (ok, timeout, unreachable, rate_limited, server_error, invalid_token, invalid_parameter, permission_denied, client_error, client_unavailable).");
+    describe_histogram!(CAPI_BATCH_EVENTS, Unit::Count, "Events per Conversions API request.");
+    describe_histogram!(CAPI_REQUEST_SECONDS, Unit::Seconds, "Duration of one Conversions API request.");
+    describe_counter!(CAPI_TOKENS_INVALIDATED, Unit::Count, "Access tokens Meta called invalid (code 190/102); forwarding for the pixel stops until a new token is set.");
+    describe_counter!(CAPI_CUSTOM_DATA_DROPPED, Unit::Count, "custom_data values dropped because they did not parse, by key.");
+}

@@ -1,0 +1,173 @@
+//! The last deliveries per pixel, in memory: what a pixel's owner needs to see why events do or
+//! do not show up in Events Manager (`GET /v1/pixels/{id}/deliveries`), without reading logs.
+//!
+//! Bounded twice: [`PER_PIXEL`] entries per pixel, and [`MAX_PIXELS`] pixels, the least recently
+//! updated evicted first. It holds no personal data beyond the event id, and never a token.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// Deliveries kept per pixel.
+pub const PER_PIXEL: usize = 100;
+
+/// Pixels kept.
+pub const MAX_PIXELS: usize = 10_000;
+
+/// One event's delivery outcome.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Delivery {
+    /// The Meta event name sent (or the hit's, when rejected before sending).
+    pub event_name: String,
+    /// The deduplication key.
+    pub event_id: String,
+    /// When the outcome was known (RFC 3339, milliseconds).
+    pub at: String,
+    /// `sent` or `failed`.
+    pub outcome: &'static str,
+    /// For `failed`: the reason label (`invalid_token`, `invalid_parameter`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    /// Meta's `events_received` for the request that carried the event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events_received: Option<u64>,
+    /// Meta's request id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fbtrace_id: Option<String>,
+    /// Graph error code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<i64>,
+    /// What went wrong, in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Requests that carried the event.
+    pub attempts: u32,
+    /// Whether it went to Events Manager "Test events".
+    pub test: bool,
+}
+
+impl Delivery {
+    /// The current time, formatted for [`Delivery::at`].
+    pub fn now() -> String {
+        humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Log {
+    /// Newest at the back.
+    entries: VecDeque<Delivery>,
+    /// Key in `Inner::order`.
+    touched: u64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    pixels: HashMap<String, Log>,
+    /// Last-update sequence → pixel, oldest first: the eviction order.
+    order: BTreeMap<u64, String>,
+    seq: u64,
+}
+
+/// The last deliveries per pixel. Shared (`Arc`) between the forwarder and the admin API.
+#[derive(Debug)]
+pub struct Deliveries {
+    inner: Mutex<Inner>,
+    per_pixel: usize,
+    max_pixels: usize,
+}
+
+impl Default for Deliveries {
+    fn default() -> Self {
+        Deliveries::with_limits(PER_PIXEL, MAX_PIXELS)
+    }
+}
+
+impl Deliveries {
+    /// An empty log keeping `per_pixel` entries for at most `max_pixels` pixels.
+    pub fn with_limits(per_pixel: usize, max_pixels: usize) -> Self {
+        Deliveries { inner: Mutex::new(Inner::default()), per_pixel: per_pixel.max(1), max_pixels: max_pixels.max(1) }
+    }
+
+    /// Adds the outcomes of one request (or one give-up) for `pixel_id`, in order.
+    pub fn record(&self, pixel_id: &str, deliveries: impl IntoIterator<Item = Delivery>) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.seq += 1;
+        let seq = inner.seq;
+        let Inner { pixels, order, .. } = &mut *inner;
+        if let Some(log) = pixels.get(pixel_id) {
+            order.remove(&log.touched);
+        }
+        let log = pixels.entry(pixel_id.to_owned()).or_default();
+        log.touched = seq;
+        order.insert(seq, pixel_id.to_owned());
+        for d in deliveries {
+            if log.entries.len() >= self.per_pixel {
+                log.entries.pop_front();
+            }
+            log.entries.push_back(d);
+        }
+        while pixels.len() > self.max_pixels {
+            let Some((_, oldest)) = order.pop_first() else { break };
+            pixels.remove(&oldest);
+        }
+    }
+
+    /// `{"pixel_id":…,"deliveries":[…]}`, newest first (an empty list for an unknown pixel).
+    pub fn for_pixel(&self, pixel_id: &str) -> Value {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let list: Vec<&Delivery> = inner.pixels.get(pixel_id).map(|log| log.entries.iter().rev().collect()).unwrap_or_default();
+        serde_json::json!({ "pixel_id": pixel_id, "deliveries": list })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sent(id: usize) -> Delivery {
+        Delivery {
+            event_name: "Lead".into(),
+            event_id: format!("e{id}"),
+            at: "2026-11-26T20:02:34.123Z".into(),
+            outcome: "sent",
+            reason: None,
+            events_received: Some(1),
+            fbtrace_id: Some("T".into()),
+            code: None,
+            message: None,
+            attempts: 1,
+            test: false,
+        }
+    }
+
+    #[test]
+    fn newest_first_and_bounded_per_pixel() {
+        let d = Deliveries::with_limits(3, 10);
+        d.record("1", (0..5).map(sent));
+        let v = d.for_pixel("1");
+        assert_eq!(v["pixel_id"], "1");
+        let ids: Vec<_> = v["deliveries"].as_array().unwrap().iter().map(|e| e["event_id"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(ids, ["e4", "e3", "e2"]);
+        assert_eq!(
+            v["deliveries"][0],
+            serde_json::json!({"event_name":"Lead","event_id":"e4","at":"2026-11-26T20:02:34.123Z","outcome":"sent","events_received":1,"fbtrace_id":"T","attempts":1,"test":false})
+        );
+        assert_eq!(d.for_pixel("2"), serde_json::json!({"pixel_id":"2","deliveries":[]}));
+    }
+
+    #[test]
+    fn the_least_recently_updated_pixel_is_evicted() {
+        let d = Deliveries::with_limits(3, 2);
+        d.record("1", [sent(1)]);
+        d.record("2", [sent(2)]);
+        d.record("1", [sent(3)]);
+        d.record("3", [sent(4)]);
+        assert_eq!(d.for_pixel("2")["deliveries"].as_array().unwrap().len(), 0, "2 was the oldest");
+        assert_eq!(d.for_pixel("1")["deliveries"].as_array().unwrap().len(), 2);
+        assert_eq!(d.for_pixel("3")["deliveries"].as_array().unwrap().len(), 1);
+    }
+}
