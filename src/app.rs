@@ -15,6 +15,7 @@ use tokio::net::{TcpListener, TcpSocket};
 
 use crate::admin::{self, Admin};
 use crate::batch::BatchLimits;
+use crate::capi::{CapiConfig, CapiForwarder, Deliveries};
 use crate::config::{GlobalArgs, ServeArgs, SinkKind};
 use crate::dispatch::{Dispatcher, OutletQueue};
 use crate::edge::body::BodyLimits;
@@ -40,6 +41,8 @@ pub struct App {
     dispatcher: Dispatcher,
     /// The raw-record sink, joined at shutdown.
     sink: RunningSink,
+    /// The Conversions API outlet, joined at shutdown.
+    forwarder: CapiForwarder,
     /// Renders `/metrics`.
     metrics: PrometheusHandle,
     /// Transport limits for the pixel listener.
@@ -58,19 +61,31 @@ impl App {
             .with_context(|| format!("cannot listen on {} (--metrics-listen [PIXELGATE_METRICS_LISTEN])", global.metrics_listen))?;
 
         let sink_health = Arc::new(Health::default());
-        let (queue, sink) = start_sink(global, serve, sink_health.clone()).await?;
-        let dispatcher = Dispatcher::new(vec![queue]).with_max_bytes(serve.queue_max_bytes as usize);
-        spawn_ticker(dispatcher.clone());
+        let (sink_queue, sink) = start_sink(global, serve, sink_health.clone()).await?;
 
-        let parse = ParseSettings { limits: Limits::default(), pii: PiiRules { default_phone_country: serve.default_phone_country } };
-        let body_limits = BodyLimits { max_bytes: serve.max_body_bytes, timeout: serve.header_read_timeout };
         let store = TokenStore::open(global).await?;
         let tokens = Arc::new(TokenCache::new(
             store,
             CacheSettings { ttl: global.token_ttl, negative_ttl: global.token_negative_ttl, ..CacheSettings::default() },
         ));
-        let deliveries: admin::Deliveries = Arc::new(|pixel_id: &str| serde_json::json!({ "pixel_id": pixel_id, "deliveries": [] }));
-        let admin = Admin::new(global.admin_key.as_ref(), tokens.clone(), deliveries, serve.header_read_timeout);
+        let deliveries = Arc::new(Deliveries::default());
+        // Listed after the sink: drained first, so its capi_failed records still reach the sink.
+        let (capi_queue, capi_rx) = OutletQueue::new("capi", serve.queue_capacity as usize);
+        let forwarder = CapiForwarder::start(
+            capi_config(global, serve),
+            capi_rx,
+            tokens.clone(),
+            Dispatcher::new(vec![sink_queue.clone()]),
+            deliveries.clone(),
+            capi_queue.closing(),
+        );
+        let dispatcher = Dispatcher::new(vec![sink_queue, capi_queue]).with_max_bytes(serve.queue_max_bytes as usize);
+        spawn_ticker(dispatcher.clone());
+
+        let parse = ParseSettings { limits: Limits::default(), pii: PiiRules { default_phone_country: serve.default_phone_country } };
+        let body_limits = BodyLimits { max_bytes: serve.max_body_bytes, timeout: serve.header_read_timeout };
+        let recent: admin::Deliveries = Arc::new(move |pixel_id: &str| deliveries.for_pixel(pixel_id));
+        let admin = Admin::new(global.admin_key.as_ref(), tokens.clone(), recent, serve.header_read_timeout);
         let edge = Arc::new(Edge::new(parse, global.trusted_proxies, body_limits, dispatcher.clone(), sink_health, tokens, admin));
         let server = ServerOptions {
             max_connections: serve.max_connections as usize,
@@ -78,7 +93,7 @@ impl App {
             shutdown_grace: serve.shutdown_timeout,
             ..ServerOptions::default()
         };
-        Ok(App { listener, metrics_listener, edge, dispatcher, sink, metrics, server })
+        Ok(App { listener, metrics_listener, edge, dispatcher, sink, forwarder, metrics, server })
     }
 
     /// The bound pixel address (useful with port 0).
@@ -110,11 +125,26 @@ impl App {
         server::serve(self.listener, EdgeService::new(self.edge), self.server, shutdown).await;
         tracing::info!("stopped accepting; flushing queued records");
         self.dispatcher.shutdown().await;
+        self.forwarder.join().await;
         self.sink.join().await;
         let _ = stop_metrics.send(());
         let _ = metrics_server.await;
         tracing::info!("shutdown complete");
         Ok(())
+    }
+}
+
+/// The Conversions API outlet's settings from the flags.
+fn capi_config(global: &GlobalArgs, serve: &ServeArgs) -> CapiConfig {
+    CapiConfig {
+        graph_url: global.graph_url.clone(),
+        graph_version: global.graph_version.clone(),
+        max_batch: serve.capi_batch_events as usize,
+        flush_interval: serve.capi_flush_interval,
+        max_concurrent_requests: serve.capi_max_in_flight as usize,
+        timeout: serve.capi_timeout,
+        retry_budget: serve.capi_retry_budget,
+        ..CapiConfig::default()
     }
 }
 

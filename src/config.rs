@@ -182,6 +182,21 @@ pub struct ServeArgs {
     /// beyond it, records are given up and counted.
     #[arg(long, global = true, env = "PIXELGATE_SPOOL_MAX_BYTES", default_value_t = 1024 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(MAX_RECORD_BYTES as u64..), value_name = "BYTES")]
     pub spool_max_bytes: u64,
+    /// Conversions API: most events per request (Meta's limit is 1,000).
+    #[arg(long, global = true, env = "PIXELGATE_CAPI_BATCH_EVENTS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1000), value_name = "N")]
+    pub capi_batch_events: u64,
+    /// Conversions API: longest an event waits for its batch to fill.
+    #[arg(long, global = true, env = "PIXELGATE_CAPI_FLUSH_INTERVAL", default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
+    pub capi_flush_interval: Duration,
+    /// Conversions API: most requests in flight at once (across pixels).
+    #[arg(long, global = true, env = "PIXELGATE_CAPI_MAX_IN_FLIGHT", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1024), value_name = "N")]
+    pub capi_max_in_flight: u64,
+    /// Conversions API: how long one request may take before it counts as failed and is retried.
+    #[arg(long, global = true, env = "PIXELGATE_CAPI_TIMEOUT", default_value = "1500ms", value_parser = parse_duration, value_name = "DURATION")]
+    pub capi_timeout: Duration,
+    /// Conversions API: how long an event is retried before it is given up (as a capi_failed record).
+    #[arg(long, global = true, env = "PIXELGATE_CAPI_RETRY_BUDGET", default_value = "20s", value_parser = parse_duration, value_name = "DURATION")]
+    pub capi_retry_budget: Duration,
 }
 
 /// Raw-record sinks.

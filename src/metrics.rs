@@ -6,7 +6,7 @@
 use std::sync::OnceLock;
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Pixel requests answered, by method.
 pub const HITS: &str = "pixelgate_hits_total";
@@ -42,9 +42,6 @@ pub const CONNECTIONS_TIMED_OUT: &str = "pixelgate_connections_timed_out_total";
 pub const TOKEN_CACHE: &str = "pixelgate_token_cache_total";
 /// Token-store reads made by the token cache.
 pub const TOKEN_STORE_READS: &str = "pixelgate_token_store_reads_total";
-/// Access tokens marked invalid after Meta rejected them.
-pub const CAPI_TOKENS_INVALIDATED: &str = "pixelgate_capi_tokens_invalidated_total";
-
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the Prometheus recorder once per process and returns its handle. Later calls (tests
@@ -54,6 +51,8 @@ pub fn install() -> PrometheusHandle {
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
                 .set_buckets(&[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 4096.0])
+                .expect("bucket list is non-empty")
+                .set_buckets_for_metric(Matcher::Full(CAPI_REQUEST_SECONDS.into()), &[0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 3.0, 6.0])
                 .expect("bucket list is non-empty")
                 .build_recorder();
             let handle = recorder.handle();

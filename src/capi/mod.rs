@@ -38,7 +38,6 @@ use tokio::task::JoinHandle;
 pub use self::client::{GraphClient, SendEvents};
 pub use self::deliveries::Deliveries;
 use crate::dispatch::{Dispatcher, Job};
-use crate::secret::Secret;
 
 /// Where the forwarder gets a pixel's access token. The real implementation is a cache over the
 /// token store (DynamoDB or the embedded store); it answers `None` while a pixel has no token or
@@ -52,15 +51,7 @@ pub trait TokenSource: Send + Sync + 'static {
     fn mark_invalid(&self, pixel_id: &str, version: u64) -> impl Future<Output = ()> + Send;
 }
 
-/// A pixel's access token as the store holds it.
-#[derive(Debug, Clone)]
-pub struct UsableToken {
-    /// The token; only ever put in a request body.
-    pub token: Secret,
-    /// Changes whenever the token is replaced, so marking an old version invalid cannot
-    /// invalidate a newer one set meanwhile.
-    pub version: u64,
-}
+pub use crate::tokens::UsableToken;
 
 /// Settings of the Conversions API outlet.
 #[derive(Debug, Clone)]

@@ -158,8 +158,8 @@ impl TokenCache {
         }
         let flipped = self.store.mark_invalid(pixel_id, version).await?;
         if flipped {
-            tracing::warn!(pixel_id, "Meta rejected the pixel's access token; marked invalid until its owner sets a new one");
-            metrics::counter!(m::CAPI_TOKENS_INVALIDATED).increment(1);
+            // Counted and logged by the caller (the forwarder), once per rejected version.
+            tracing::info!(pixel_id, "access token marked invalid in the store");
             self.cache.insert(pixel_id.to_owned(), Cached::Unusable).await;
         } else {
             // The store holds something newer (or nothing): read it again on next use.
@@ -245,5 +245,19 @@ mod tests {
             assert_eq!(t.await.unwrap().unwrap().map(|t| t.version), Some(set.version));
         }
         assert_eq!(cache.store_reads(), 1);
+    }
+}
+
+/// The forwarder's view of the cache: store errors become a message (never carrying a token),
+/// and a failed invalidation is logged, since the forwarder also remembers the rejected version.
+impl crate::capi::TokenSource for TokenCache {
+    async fn usable(&self, pixel_id: &str) -> Result<Option<UsableToken>, String> {
+        TokenCache::usable(self, pixel_id).await.map_err(|e| e.to_string())
+    }
+
+    async fn mark_invalid(&self, pixel_id: &str, version: u64) {
+        if let Err(err) = TokenCache::mark_invalid(self, pixel_id, version).await {
+            tracing::warn!(pixel_id, error = %err, "could not mark the access token invalid in the store; it stays unused by this process");
+        }
     }
 }
