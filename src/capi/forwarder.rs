@@ -99,12 +99,16 @@ pub(super) struct Forwarder<C, T> {
     /// Turned true at the shutdown timeout: deliveries give up what they hold at once.
     stop: Arc<watch::Sender<bool>>,
     shutdown_timer: Option<JoinHandle<()>>,
+    /// `pixelgate_capi_events_total{outcome="skipped",reason="no_token"}`, resolved once: it
+    /// counts every hit of a pixel without a token.
+    skipped_no_token: metrics::Counter,
 }
 
 impl<C: SendEvents, T: TokenSource> Forwarder<C, T> {
     pub(super) fn new(client: C, config: CapiConfig, tokens: Arc<T>, sink: Dispatcher, deliveries: Arc<Deliveries>, closing: Arc<AtomicBool>) -> Self {
         m::describe_capi();
         Forwarder {
+            skipped_no_token: metrics::counter!(m::CAPI_EVENTS, "outcome" => "skipped", "reason" => "no_token"),
             shared: Arc::new(Shared { client, tokens, sink, deliveries, policy: config.retry_policy(), closing, invalid: Mutex::new(HashMap::new()) }),
             permits: Arc::new(Semaphore::new(config.max_concurrent_requests)),
             config,
@@ -165,6 +169,14 @@ impl<C: SendEvents, T: TokenSource> Forwarder<C, T> {
                 return;
             }
         };
+        // Most pixels never get a token: ask the cache (one lookup per hit, answered from memory)
+        // before converting or batching anything, so their hits cost next to nothing here and
+        // hold no queue budget. A store error falls through: the delivery retries the lookup
+        // and gives the events up with records if the store stays down.
+        if let Ok(None) = self.shared.tokens.usable(&pixel_id).await {
+            self.skipped_no_token.increment(1);
+            return;
+        }
         let event = event::to_server_event(&hit, SystemTime::now()).map(|converted| {
             for key in converted.dropped {
                 metrics::counter!(m::CAPI_CUSTOM_DATA_DROPPED, "key" => key).increment(1);

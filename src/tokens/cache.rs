@@ -57,6 +57,13 @@ impl Cached {
             _ => Cached::Unusable,
         }
     }
+
+    fn usable(self) -> Option<UsableToken> {
+        match self {
+            Cached::Usable(t) => Some(t),
+            Cached::Unusable => None,
+        }
+    }
 }
 
 /// Per-entry lifetime: positive or negative TTL, restarted whenever the entry is replaced.
@@ -86,13 +93,17 @@ pub struct TokenCache {
     store: TokenStore,
     cache: Cache<String, Cached>,
     store_reads: AtomicU64,
+    /// `pixelgate_token_cache_total{result="hit"|"miss"}`, resolved once: every hit of a pixel
+    /// asks the cache, so the registry lookup stays off that path.
+    counted: [metrics::Counter; 2],
 }
 
 impl TokenCache {
     /// A cache over `store`.
     pub fn new(store: TokenStore, settings: CacheSettings) -> TokenCache {
         let cache = Cache::builder().max_capacity(settings.capacity).expire_after(TtlByKind(settings)).build();
-        TokenCache { store, cache, store_reads: AtomicU64::new(0) }
+        let counted = ["hit", "miss"].map(|result| metrics::counter!(m::TOKEN_CACHE, "result" => result));
+        TokenCache { store, cache, store_reads: AtomicU64::new(0), counted }
     }
 
     /// The store behind the cache (e.g. for `/readyz`: `tokens.store().check()`).
@@ -109,6 +120,10 @@ impl TokenCache {
     /// The pixel's token if it is set and active. Reads the store on a miss; concurrent misses
     /// for one pixel share that read. A store error is not cached.
     pub async fn usable(&self, pixel_id: &str) -> Result<Option<UsableToken>, StoreError> {
+        if let Some(cached) = self.cache.get(pixel_id).await {
+            self.counted[0].increment(1);
+            return Ok(cached.usable());
+        }
         let entry = self
             .cache
             .entry_by_ref(pixel_id)
@@ -119,12 +134,8 @@ impl TokenCache {
             })
             .await
             .map_err(|e| StoreError::clone(&e))?;
-        let result = if entry.is_fresh() { "miss" } else { "hit" };
-        metrics::counter!(m::TOKEN_CACHE, "result" => result).increment(1);
-        Ok(match entry.into_value() {
-            Cached::Usable(t) => Some(t),
-            Cached::Unusable => None,
-        })
+        self.counted[entry.is_fresh() as usize].increment(1);
+        Ok(entry.into_value().usable())
     }
 
     /// Stores or replaces the pixel's token; this cache uses it at once.
