@@ -1,0 +1,11 @@
+//! The Conversions API forwarder end to end: the real `pixelgate` binary (server and `tokens`
+//! CLI on one data dir) against the strict fake Graph API, over real sockets.
+
+#[path = "../common/mod.rs"]
+mod common;
+mod helpers;
+
+mod admin;
+mod failures;
+mod forwarding;
+mod resilience;
