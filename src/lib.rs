@@ -42,6 +42,7 @@ pub mod hit;
 pub mod metrics;
 pub mod params;
 pub mod pii;
+pub mod retry;
 pub mod runtime;
 pub mod secret;
 pub mod sink;

@@ -18,3 +18,16 @@ pub fn init(format: LogFormat, filter: &str) -> Result<(), ConfigError> {
     let _ = result;
     Ok(())
 }
+
+/// An error and its sources on one line (for logs and answers; never the raw response an SDK
+/// error may carry).
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

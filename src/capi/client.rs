@@ -156,7 +156,7 @@ impl GraphClient {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("pixelgate/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {}", brief(&e)));
+            .map_err(|e| format!("cannot build the HTTP client: {}", crate::telemetry::error_chain(&e)));
         if let Err(err) = &http {
             tracing::error!(error = %err, "the Conversions API client is unavailable; events will be given up");
         }
@@ -212,19 +212,7 @@ impl GraphClient {
 /// carry the URL.
 fn cause(err: &reqwest::Error) -> String {
     use std::error::Error;
-    err.source().map_or_else(|| "no details".to_owned(), brief)
-}
-
-/// An error and its sources on one line.
-fn brief(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
+    err.source().map_or_else(|| "no details".to_owned(), crate::telemetry::error_chain)
 }
 
 #[derive(Deserialize)]

@@ -5,7 +5,6 @@
 //! the batch: the forwarder splits it to find the culprit. An invalid token is a verdict on the
 //! pixel, not the events: no retry helps until its owner sets a new token.
 
-use std::time::Duration;
 
 use super::client::{Received, SendError};
 
@@ -80,31 +79,12 @@ pub fn request_label(result: Result<&Received, &SendError>) -> &'static str {
     }
 }
 
-/// How a failed request is retried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Longest wait for one answer.
-    pub attempt_timeout: Duration,
-    /// Ceiling of the first wait; it doubles with each further retry.
-    pub backoff_initial: Duration,
-    /// Largest ceiling.
-    pub backoff_max: Duration,
-    /// How long, from its first attempt, a batch is retried before it is given up.
-    pub budget: Duration,
-}
-
-impl RetryPolicy {
-    /// The wait before retry number `retry` (0 for the first): exponential with "full jitter",
-    /// uniformly random below a ceiling that doubles up to `backoff_max`, so many pixels throttled
-    /// at once spread their retries out instead of returning together.
-    pub fn backoff(&self, retry: u32) -> Duration {
-        let ceiling = self.backoff_initial.saturating_mul(1u32 << retry.min(20)).min(self.backoff_max);
-        ceiling.mul_f64(rand::random::<f64>())
-    }
-}
+pub use crate::retry::RetryPolicy;
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::capi::client::GraphError;
 

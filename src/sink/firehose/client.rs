@@ -168,7 +168,7 @@ fn entry_failure(e: &aws_sdk_firehose::types::PutRecordBatchResponseEntry) -> Op
 
 /// Translates an SDK error into our terms; the retry decision is [`super::retry`]'s.
 fn from_sdk<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(err: SdkError<E, aws_sdk_firehose::config::http::HttpResponse>) -> PutError {
-    let text = brief(&err);
+    let text = crate::telemetry::error_chain(&err);
     match &err {
         SdkError::TimeoutError(_) => PutError::Unreachable(format!("timed out: {text}")),
         SdkError::DispatchFailure(_) => PutError::Unreachable(text),
@@ -198,14 +198,3 @@ fn from_sdk<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>
     }
 }
 
-/// An error and its sources on one line, without the raw response the SDK error carries.
-fn brief(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}

@@ -347,7 +347,7 @@ impl<C: PutRecords> Replay<C> {
     }
 
     async fn pause(&mut self, failures: u32) {
-        let wait = self.config.retry.backoff(failures);
+        let wait = self.config.retry.backoff_at_least_half(failures);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = self.stop.wait_for(|s| *s) => {}

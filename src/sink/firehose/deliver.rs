@@ -72,7 +72,7 @@ pub async fn deliver<C: PutRecords>(
         if let Some(status) = status {
             status.degraded(&reason);
         }
-        let wait = policy.backoff(retry);
+        let wait = policy.backoff_at_least_half(retry);
         retry += 1;
         if *stop.borrow() || budget.is_some_and(|b| started.elapsed() + wait > b) {
             return Err(Undelivered { records, reason });

@@ -1,7 +1,6 @@
 //! The one place that decides what a `PutRecordBatch` answer means for the records in it, and
 //! how long to wait before trying again.
 
-use std::time::Duration;
 
 use super::client::{PutError, PutOutcome};
 
@@ -47,32 +46,12 @@ pub fn classify(result: Result<&PutOutcome, &PutError>) -> RetryAction {
     }
 }
 
-/// How an undelivered batch is retried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Longest wait for one `PutRecordBatch` answer.
-    pub attempt_timeout: Duration,
-    /// Wait before the first retry; it doubles with each further one.
-    pub backoff_initial: Duration,
-    /// Longest wait between two attempts.
-    pub backoff_max: Duration,
-    /// How long a batch is retried before it is given to the spool.
-    pub budget: Duration,
-}
-
-impl RetryPolicy {
-    /// The wait before retry number `retry` (0 for the first): exponential, capped, with "equal
-    /// jitter" (half fixed, half random) so that many batches failing together do not retry in
-    /// lockstep, yet never retry at once.
-    pub fn backoff(&self, retry: u32) -> Duration {
-        let ceiling = self.backoff_initial.saturating_mul(1u32 << retry.min(20)).min(self.backoff_max);
-        let half = ceiling / 2;
-        half + half.mul_f64(rand::random::<f64>())
-    }
-}
+pub use crate::retry::RetryPolicy;
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::sink::firehose::client::RecordFailure;
 
@@ -112,11 +91,11 @@ mod tests {
         };
         for (retry, ceiling) in [(0, 100), (1, 200), (2, 400), (3, 800), (4, 1000), (30, 1000)] {
             for _ in 0..50 {
-                let d = p.backoff(retry).as_millis() as u64;
+                let d = p.backoff_at_least_half(retry).as_millis() as u64;
                 assert!(d >= ceiling / 2 && d <= ceiling, "retry {retry}: {d} ms");
             }
         }
-        let spread: std::collections::HashSet<_> = (0..20).map(|_| p.backoff(3)).collect();
+        let spread: std::collections::HashSet<_> = (0..20).map(|_| p.backoff_at_least_half(3)).collect();
         assert!(spread.len() > 1, "jitter varies the wait");
     }
 }
