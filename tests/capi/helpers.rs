@@ -39,6 +39,10 @@ pub(crate) use eventually;
 pub struct Site {
     dir: tempfile::TempDir,
     runs: std::cell::Cell<u32>,
+    /// Flags every run gets (the token store's).
+    args: Vec<String>,
+    /// The only environment variables runs see.
+    env: Vec<(&'static str, String)>,
 }
 
 /// What a `pixelgate tokens …` run printed.
@@ -58,7 +62,18 @@ impl CliRun {
 
 impl Site {
     pub fn new() -> Site {
-        Site { dir: tempfile::tempdir().expect("temp dir"), runs: std::cell::Cell::new(0) }
+        Site { dir: tempfile::tempdir().expect("temp dir"), runs: std::cell::Cell::new(0), args: Vec::new(), env: Vec::new() }
+    }
+
+    /// A site whose tokens live in DynamoDB `table` on the shared moto server (the table is
+    /// created with `pixelgate tokens create-table`).
+    pub fn dynamodb(table: &str) -> Site {
+        let mut site = Site::new();
+        site.args = ["--tokens", "dynamodb", "--dynamodb-table", table].map(String::from).to_vec();
+        site.env = crate::moto::aws_env(&crate::moto::moto().endpoint);
+        let created = site.tokens(&["create-table"], "").json();
+        assert_eq!(created["table"], table, "{created}");
+        site
     }
 
     /// `<tmp>/data`, the `--data-dir`.
@@ -73,7 +88,9 @@ impl Site {
             .args(args)
             .arg("--data-dir")
             .arg(self.data())
+            .args(&self.args)
             .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -119,8 +136,10 @@ impl Site {
             .args(&args)
             .arg("--data-dir")
             .arg(self.data())
+            .args(&self.args)
             .args(extra)
             .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout).unwrap())
             .stderr(std::fs::File::create(&stderr).unwrap())
@@ -245,6 +264,7 @@ impl Server {
         let logs = self.logs();
         assert!(status.success(), "exit {status}: {logs}");
         assert!(logs.contains("shutdown complete"), "{logs}");
+        assert!(logs.contains(" DEBUG "), "the leak check needs the debug-level logs: {logs}");
         assert_hidden(secrets, &logs, &metrics, &self.data);
         logs
     }

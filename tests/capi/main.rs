@@ -4,8 +4,11 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod helpers;
+#[path = "../common/moto.rs"]
+mod moto;
 
 mod admin;
+mod dynamodb;
 mod failures;
 mod forwarding;
 mod resilience;
