@@ -136,15 +136,23 @@ async fn a_hit_meta_would_reject_is_not_sent_and_recorded_with_the_reason() {
     assert_eq!(r.status(), 200, "the browser still gets the pixel");
     assert_eq!(r.bytes().await.unwrap().len(), 43);
     server.hit(&q(PIXEL, "purchase", "eid=with-agent")).await;
+    // The same kind of hit for a pixel without a token is skipped, not given up: no record.
+    let r = server.bare.get(server.url(&format!("/tr?{}", q("600602", "purchase", "eid=no-agent-no-token")))).send().await.unwrap();
+    assert_eq!(r.status(), 200);
 
     let events = fake.wait_for_events_async(1, Duration::from_secs(10)).await;
     fake.assert_no_violations();
+    eventually!(Duration::from_secs(10), "the no-token pixel's hit to be skipped", {
+        let m = server.metrics().await;
+        (metric(&m, "pixelgate_capi_events_total", &[("outcome", "skipped")]) >= 1.0).then_some(())
+    });
     let records = eventually!(Duration::from_secs(10), "the capi_failed record", {
         let r = server.records();
         (!failed_records(&r).is_empty()).then_some(r)
     });
     assert_eq!(events.iter().map(|e| e.event_id().unwrap()).collect::<Vec<_>>(), ["with-agent"]);
-    let sent_ids: Vec<_> = fake.requests().iter().flat_map(|r| r.body.as_ref().unwrap()["data"].as_array().unwrap().clone()).map(|e| e["event_id"].clone()).collect();
+    let sent_ids: Vec<_> =
+        fake.requests().iter().flat_map(|r| r.body.as_ref().unwrap()["data"].as_array().unwrap().clone()).map(|e| e["event_id"].clone()).collect();
     assert_eq!(sent_ids, [json!("with-agent")], "the hit without a user agent never went to Meta");
 
     let failed = failed_records(&records);
@@ -155,7 +163,9 @@ async fn a_hit_meta_would_reject_is_not_sent_and_recorded_with_the_reason() {
     let reason = f["capi_failure"]["reason"].as_str().unwrap();
     assert!(reason.contains("user_agent"), "the reason names the user agent: {f}");
     assert_eq!(f["capi_failure"]["attempts"], 0, "{f}");
-    assert_eq!(hit_records(&records).len(), 2, "every hit has its own record: {records:#?}");
+    let records = server.records();
+    assert_eq!(failed_records(&records).len(), 1, "only the pixel with a token gives the hit up: {records:#?}");
+    assert_eq!(hit_records(&records).len(), 3, "every hit has its own record: {records:#?}");
     let m = server.metrics().await;
     assert_eq!(metric(&m, "pixelgate_capi_events_total", &[("outcome", "failed"), ("reason", reason)]), 1.0, "{m}");
     server.finish(&[TOKEN]).await;

@@ -22,9 +22,7 @@ async fn a_token_set_with_the_cli_forwards_hits_as_valid_events() {
 
     // The pixel without a token first: once it is counted as skipped, its batch is done.
     server.hit(&q(NO_TOKEN_PIXEL, "purchase", "cd[order_id]=none&cd[value]=5")).await;
-    server
-        .hit(&q(PIXEL, "purchase", "eid=order-42&cd[order_id]=a&cd[value]=19.99&cd[currency]=EUR&ud[em]=%20Foo%40Example.COM&test_event_code=TEST123"))
-        .await;
+    server.hit(&q(PIXEL, "purchase", "eid=order-42&cd[order_id]=a&cd[value]=19.99&cd[currency]=EUR&ud[em]=%20Foo%40Example.COM&test_event_code=TEST123")).await;
     server.hit(&q(PIXEL, "page_view", "cd[order_id]=b")).await;
     server.hit(&q(PIXEL, "Lead", "cd[order_id]=c&ud[em]=bar%40example.com&cd[value]=7")).await;
 
@@ -143,4 +141,25 @@ async fn hits_within_the_flush_interval_share_a_request_per_pixel() {
     let ids: HashSet<_> = events.iter().map(|e| e.event_id().unwrap().to_owned()).collect();
     assert_eq!(ids.len(), 4 * N, "every event once");
     server.finish(&TOKENS).await;
+}
+
+#[tokio::test]
+async fn a_batch_never_exceeds_capi_batch_events() {
+    const PIXEL: &str = "444";
+    const TOKEN: &str = "EAAtesttokenBatchCap0Zx2Cv4Bn6Mq8Wr1Ty3";
+    let site = Site::new();
+    site.set_token(PIXEL, TOKEN);
+    let fake = FakeGraph::start();
+    fake.set_token(PIXEL, TOKEN);
+    let server = site.serve(&fake, &["--capi-batch-events", "5", "--capi-flush-interval", "1s"]);
+    for i in 0..12 {
+        server.hit(&q(PIXEL, "purchase", &format!("eid=cap-{i}"))).await;
+    }
+    let events = fake.wait_for_events_async(12, Duration::from_secs(10)).await;
+    fake.assert_no_violations();
+    let sizes: Vec<usize> = fake.requests().iter().map(|r| r.body.as_ref().unwrap()["data"].as_array().unwrap().len()).collect();
+    assert!(sizes.iter().all(|&n| n <= 5), "{sizes:?}");
+    assert_eq!(sizes.iter().filter(|&&n| n == 5).count(), 2, "two full batches leave at once: {sizes:?}");
+    assert_eq!(events.iter().map(|e| e.event_id().unwrap()).collect::<HashSet<_>>().len(), 12);
+    server.finish(&[TOKEN]).await;
 }

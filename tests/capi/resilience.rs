@@ -133,3 +133,39 @@ async fn an_unreachable_meta_does_not_hold_up_the_pixel_either() {
     }
     server.finish(&[TOKEN]).await;
 }
+
+#[tokio::test]
+async fn sigterm_with_a_hung_meta_gives_up_at_the_shutdown_timeout() {
+    // Requests that would wait 30 s for an answer: shutdown gives them up after its own timeout
+    // (5 s) instead of waiting, and still exits 0 with every event accounted for.
+    const PIXEL: &str = "8400";
+    const TOKEN: &str = "EAAtesttokenHungMeta7Yu5Ti3Re1Wq9Pl8Ok6";
+    let site = Site::new();
+    site.set_token(PIXEL, TOKEN);
+    let fake = FakeGraph::start();
+    fake.set_token(PIXEL, TOKEN);
+    fake.fail_next(10, Answer::Hang);
+    let mut server = site.serve(&fake, &["--capi-timeout", "30s"]);
+    for i in 0..5 {
+        server.hit(&q(PIXEL, "purchase", &format!("eid=hang-{i}"))).await;
+    }
+    fake.wait_for_requests(1, Duration::from_secs(10));
+    let started = Instant::now();
+    let status = server.terminate();
+    let stopped_in = started.elapsed();
+    let logs = server.logs();
+    assert!(status.success(), "exit {status}: {logs}");
+    eprintln!("SIGTERM with a hung Graph request: exited 0 after {stopped_in:?}");
+    assert!(stopped_in < Duration::from_secs(15), "{stopped_in:?}");
+    let records = server.records();
+    let given_up: HashSet<_> = failed_records(&records)
+        .iter()
+        .map(|f| {
+            assert_eq!(f["capi_failure"]["reason"], "shutdown", "{f}");
+            f["event_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(given_up, (0..5).map(|i| format!("hang-{i}")).collect::<HashSet<_>>());
+    assert!(fake.events().is_empty());
+    assert_hidden(&[TOKEN], &logs, "", &server.data);
+}
