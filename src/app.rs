@@ -144,6 +144,7 @@ fn capi_config(global: &GlobalArgs, serve: &ServeArgs) -> CapiConfig {
         max_concurrent_requests: serve.capi_max_in_flight as usize,
         timeout: serve.capi_timeout,
         retry_budget: serve.capi_retry_budget,
+        shutdown_timeout: serve.capi_shutdown_timeout,
         ..CapiConfig::default()
     }
 }

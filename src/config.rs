@@ -197,6 +197,9 @@ pub struct ServeArgs {
     /// Conversions API: how long an event is retried before it is given up (as a capi_failed record).
     #[arg(long, global = true, env = "PIXELGATE_CAPI_RETRY_BUDGET", default_value = "20s", value_parser = parse_duration, value_name = "DURATION")]
     pub capi_retry_budget: Duration,
+    /// Conversions API: how long shutdown lets requests finish before it gives the rest up (as capi_failed records).
+    #[arg(long, global = true, env = "PIXELGATE_CAPI_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    pub capi_shutdown_timeout: Duration,
 }
 
 /// Raw-record sinks.
