@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::common::fake_graph::{Answer, FakeGraph};
-use crate::helpers::{ADMIN_KEY, Site, eventually, failed_records, q};
+use crate::helpers::{ADMIN_KEY, Site, eventually, failed_records, metric, q};
 
 const PIXEL: &str = "31337";
 const TOKEN: &str = "EAAtesttokenDynamo9Lk7Jh5Gf3Ds1Az2Sx4Dc6";
@@ -45,4 +45,34 @@ async fn tokens_in_dynamodb_forward_get_invalidated_and_are_replaced_through_the
     assert_eq!(site.token_status(PIXEL)["status"], "active");
     fake.assert_no_violations();
     server.finish(&[TOKEN, REPLACED, "testtokenDynamo"]).await;
+}
+
+/// A burst of 1,000 concurrent hits for a pixel the server has not looked up yet (its token was
+/// set by the CLI, another process): DynamoDB is read once, and every hit is forwarded.
+#[tokio::test]
+async fn a_burst_for_an_uncached_pixel_reads_the_table_once() {
+    const BURST_PIXEL: &str = "31338";
+    const BURST_TOKEN: &str = "EAAtesttokenBurst5Tg7Yh9Uj1Ik3Ol5Pa7Sd9";
+    let site = Site::dynamodb(&format!("pixelgate-burst-{}", std::process::id()));
+    site.set_token(BURST_PIXEL, BURST_TOKEN);
+    let fake = FakeGraph::start();
+    fake.set_token(BURST_PIXEL, BURST_TOKEN);
+    let server = site.serve(&fake, &[]);
+
+    let hits = (0..1000).map(|i| {
+        let server = &server;
+        async move { server.hit(&q(BURST_PIXEL, "purchase", &format!("eid=burst-{i}"))).await }
+    });
+    futures_util::future::join_all(hits).await;
+
+    let events = fake.wait_for_events_async(1000, Duration::from_secs(20)).await;
+    let mut ids: Vec<_> = events.iter().filter_map(|e| e.event_id().map(str::to_owned)).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 1000, "every hit forwarded exactly once");
+    let metrics = server.metrics().await;
+    assert_eq!(metric(&metrics, "pixelgate_token_store_reads_total", &[]), 1.0, "one DynamoDB read for the burst");
+    assert!(metric(&metrics, "pixelgate_token_cache_total", &[("result", "hit")]) >= 999.0);
+    fake.assert_no_violations();
+    server.finish(&[BURST_TOKEN, "testtokenBurst"]).await;
 }
