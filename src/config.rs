@@ -106,7 +106,7 @@ pub struct GlobalArgs {
     #[arg(long, env = "PIXELGATE_TRUSTED_PROXIES", default_value_t = 0, value_name = "N", global = true)]
     pub trusted_proxies: usize,
     /// Host administrator key for the admin API; unset = the admin API answers 404.
-    #[arg(long, env = "PIXELGATE_ADMIN_KEY", hide_env_values = true, value_name = "KEY", global = true)]
+    #[arg(long, env = "PIXELGATE_ADMIN_KEY", hide_env_values = true, value_name = "KEY", value_parser = secret_setting, global = true)]
     pub admin_key: Option<Secret>,
     /// Log format.
     #[arg(long, env = "PIXELGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -229,6 +229,12 @@ pub enum LogFormat {
     Json,
 }
 
+/// A secret flag, trimmed (a key read from a file keeps no newline). Checked later, in
+/// [`GlobalArgs::validate`], because clap's own error would print the value.
+fn secret_setting(s: &str) -> Result<Secret, String> {
+    Ok(Secret::new(s.trim()))
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 10s, 500ms, 5m)"))
 }
@@ -284,6 +290,9 @@ impl Cli {
 impl GlobalArgs {
     /// Checks combinations the parser cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.admin_key.as_ref().is_some_and(|k| k.expose().len() < 16) {
+            return Err(ConfigError("--admin-key [PIXELGATE_ADMIN_KEY] must be at least 16 characters".into()));
+        }
         if self.listen == self.metrics_listen && self.listen.port() != 0 {
             return Err(ConfigError(format!(
                 "--listen [PIXELGATE_LISTEN] and --metrics-listen [PIXELGATE_METRICS_LISTEN] are both {}; give /metrics its own address",
@@ -377,5 +386,9 @@ mod tests {
     fn the_admin_key_never_prints() {
         let cli = Cli::try_parse_args(["pixelgate", "--admin-key", "supersecretadminkey"]).unwrap();
         assert!(!format!("{cli:?}").contains("supersecret"));
+        // A key that is too short is refused without echoing it.
+        let cli = Cli::try_parse_args(["pixelgate", "--admin-key", "shortsecret"]).unwrap();
+        let err = cli.global.validate().unwrap_err().to_string();
+        assert!(err.contains("--admin-key [PIXELGATE_ADMIN_KEY]") && !err.contains("shortsecret"), "{err}");
     }
 }

@@ -2,7 +2,6 @@
 //! that no log line, metric, record or answer may carry.
 
 use std::fmt;
-use std::str::FromStr;
 
 /// A secret value: never printed by `Debug`; read it only through [`Secret::expose`].
 #[derive(Clone, PartialEq, Eq)]
@@ -23,16 +22,5 @@ impl Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret([redacted])")
-    }
-}
-
-/// Parses a setting such as `--admin-key`: at least 16 characters once trimmed.
-impl FromStr for Secret {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        if s.trim().len() < 16 {
-            return Err("must be at least 16 characters".into());
-        }
-        Ok(Secret(s.to_owned()))
     }
 }

@@ -17,6 +17,23 @@ pub const PER_PIXEL: usize = 100;
 /// Pixels kept.
 pub const MAX_PIXELS: usize = 10_000;
 
+/// Longest event name or event id kept in the log, in bytes.
+const MAX_FIELD_BYTES: usize = 128;
+/// Longest error message kept in the log, in bytes.
+const MAX_MESSAGE_BYTES: usize = 512;
+
+/// Cuts `s` to at most `max` bytes at a character boundary, marking the cut with `…`.
+fn clip(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+}
+
 /// One event's delivery outcome.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Delivery {
@@ -104,7 +121,14 @@ impl Deliveries {
         let log = pixels.entry(pixel_id.to_owned()).or_default();
         log.touched = seq;
         order.insert(seq, pixel_id.to_owned());
-        for d in deliveries {
+        for mut d in deliveries {
+            // Names and ids come from the page (up to 8 KiB each): keep the log's memory small.
+            for field in [&mut d.event_name, &mut d.event_id] {
+                clip(field, MAX_FIELD_BYTES);
+            }
+            if let Some(m) = d.message.as_mut() {
+                clip(m, MAX_MESSAGE_BYTES);
+            }
             if log.entries.len() >= self.per_pixel {
                 log.entries.pop_front();
             }

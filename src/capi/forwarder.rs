@@ -169,11 +169,11 @@ impl<C: SendEvents, T: TokenSource> Forwarder<C, T> {
                 return;
             }
         };
-        // Most pixels never get a token: ask the cache (one lookup per hit, answered from memory)
-        // before converting or batching anything, so their hits cost next to nothing here and
-        // hold no queue budget. A store error falls through: the delivery retries the lookup
-        // and gives the events up with records if the store stays down.
-        if let Ok(None) = self.shared.tokens.usable(&pixel_id).await {
+        // Most pixels never get a token: once a delivery has looked a pixel up, its later hits
+        // are dropped here from memory before any conversion or batching. This never waits for
+        // the store (a slow store or random pixel ids must not stall the queue): unknown
+        // pixels are batched, and their delivery task does the lookup.
+        if self.shared.tokens.known_unusable(&pixel_id).await {
             self.skipped_no_token.increment(1);
             return;
         }

@@ -93,6 +93,10 @@ pub struct TokenCache {
     store: TokenStore,
     cache: Cache<String, Cached>,
     store_reads: AtomicU64,
+    /// Bumped after every change this process writes to the store (set, delete, invalidate). A
+    /// store read that overlapped a change may have cached what the change replaced; the reader
+    /// sees the counter moved and drops its entry, so the next lookup reads again.
+    changes: AtomicU64,
     /// `pixelgate_token_cache_total{result="hit"|"miss"}`, resolved once: every hit of a pixel
     /// asks the cache, so the registry lookup stays off that path.
     counted: [metrics::Counter; 2],
@@ -103,7 +107,7 @@ impl TokenCache {
     pub fn new(store: TokenStore, settings: CacheSettings) -> TokenCache {
         let cache = Cache::builder().max_capacity(settings.capacity).expire_after(TtlByKind(settings)).build();
         let counted = ["hit", "miss"].map(|result| metrics::counter!(m::TOKEN_CACHE, "result" => result));
-        TokenCache { store, cache, store_reads: AtomicU64::new(0), counted }
+        TokenCache { store, cache, store_reads: AtomicU64::new(0), changes: AtomicU64::new(0), counted }
     }
 
     /// The store behind the cache (e.g. for `/readyz`: `tokens.store().check()`).
@@ -124,6 +128,7 @@ impl TokenCache {
             self.counted[0].increment(1);
             return Ok(cached.usable());
         }
+        let seen = self.changes.load(Ordering::SeqCst);
         let entry = self
             .cache
             .entry_by_ref(pixel_id)
@@ -135,12 +140,16 @@ impl TokenCache {
             .await
             .map_err(|e| StoreError::clone(&e))?;
         self.counted[entry.is_fresh() as usize].increment(1);
+        if entry.is_fresh() && self.changes.load(Ordering::SeqCst) != seen {
+            self.cache.invalidate(pixel_id).await;
+        }
         Ok(entry.into_value().usable())
     }
 
     /// Stores or replaces the pixel's token; this cache uses it at once.
     pub async fn set(&self, pixel_id: &str, token: Secret) -> Result<TokenStatusView, StoreError> {
         let stored = self.store.set(pixel_id, token).await?;
+        self.changes.fetch_add(1, Ordering::SeqCst);
         self.cache.insert(pixel_id.to_owned(), Cached::of(Some(&stored))).await;
         Ok(TokenStatusView::of(pixel_id, Some(&stored)))
     }
@@ -148,6 +157,7 @@ impl TokenCache {
     /// Removes the pixel's token; `false` if there was none. This cache stops using it at once.
     pub async fn delete(&self, pixel_id: &str) -> Result<bool, StoreError> {
         let existed = self.store.delete(pixel_id).await?;
+        self.changes.fetch_add(1, Ordering::SeqCst);
         self.cache.insert(pixel_id.to_owned(), Cached::Unusable).await;
         Ok(existed)
     }
@@ -167,13 +177,17 @@ impl TokenCache {
         {
             return Ok(false);
         }
+        let before = self.changes.load(Ordering::SeqCst);
         let flipped = self.store.mark_invalid(pixel_id, version).await?;
-        if flipped {
+        // Not this call's own bump: a set or delete that landed meanwhile wins over our entry.
+        let undisturbed = self.changes.fetch_add(1, Ordering::SeqCst) == before;
+        if flipped && undisturbed {
             // Counted and logged by the caller (the forwarder), once per rejected version.
             tracing::info!(pixel_id, "access token marked invalid in the store");
             self.cache.insert(pixel_id.to_owned(), Cached::Unusable).await;
         } else {
-            // The store holds something newer (or nothing): read it again on next use.
+            // The store holds something newer (or nothing), or a change landed meanwhile: read
+            // it again on next use.
             self.cache.invalidate(pixel_id).await;
         }
         Ok(flipped)
@@ -264,6 +278,10 @@ mod tests {
 impl crate::capi::TokenSource for TokenCache {
     async fn usable(&self, pixel_id: &str) -> Result<Option<UsableToken>, String> {
         TokenCache::usable(self, pixel_id).await.map_err(|e| e.to_string())
+    }
+
+    async fn known_unusable(&self, pixel_id: &str) -> bool {
+        matches!(self.cache.get(pixel_id).await, Some(Cached::Unusable))
     }
 
     async fn mark_invalid(&self, pixel_id: &str, version: u64) {
