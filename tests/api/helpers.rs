@@ -221,19 +221,4 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8], wait: Duration) -> V
     out
 }
 
-/// Every file below `dir`.
-pub fn files_below(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
+pub use crate::common::files_below;

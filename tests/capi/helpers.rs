@@ -308,22 +308,7 @@ pub fn read_records(data: &Path) -> Vec<Value> {
     out
 }
 
-/// Every file below `dir`.
-pub fn files_below(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
+pub use crate::common::files_below;
 
 /// Raw records flagged `capi_failed`.
 pub fn failed_records(records: &[Value]) -> Vec<&Value> {
