@@ -70,6 +70,9 @@ struct Ready {
 }
 
 /// What every delivery task shares.
+/// Most token lookups running ahead of batches at once.
+const AHEAD_LOOKUPS: usize = 8;
+
 struct Shared<C, T> {
     client: C,
     tokens: Arc<T>,
@@ -102,6 +105,8 @@ pub(super) struct Forwarder<C, T> {
     /// `pixelgate_capi_events_total{outcome="skipped",reason="no_token"}`, resolved once: it
     /// counts every hit of a pixel without a token.
     skipped_no_token: metrics::Counter,
+    /// Token lookups started ahead of a batch for pixels the cache does not know yet.
+    lookups: Arc<Semaphore>,
 }
 
 impl<C: SendEvents, T: TokenSource> Forwarder<C, T> {
@@ -109,6 +114,7 @@ impl<C: SendEvents, T: TokenSource> Forwarder<C, T> {
         m::describe_capi();
         Forwarder {
             skipped_no_token: metrics::counter!(m::CAPI_EVENTS, "outcome" => "skipped", "reason" => "no_token"),
+            lookups: Arc::new(Semaphore::new(AHEAD_LOOKUPS)),
             shared: Arc::new(Shared { client, tokens, sink, deliveries, policy: config.retry_policy(), closing, invalid: Mutex::new(HashMap::new()) }),
             permits: Arc::new(Semaphore::new(config.max_concurrent_requests)),
             config,
@@ -169,13 +175,26 @@ impl<C: SendEvents, T: TokenSource> Forwarder<C, T> {
                 return;
             }
         };
-        // Most pixels never get a token: once a delivery has looked a pixel up, its later hits
-        // are dropped here from memory before any conversion or batching. This never waits for
-        // the store (a slow store or random pixel ids must not stall the queue): unknown
-        // pixels are batched, and their delivery task does the lookup.
-        if self.shared.tokens.known_unusable(&pixel_id).await {
-            self.skipped_no_token.increment(1);
-            return;
+        // Most pixels never get a token: once the cache knows that, their hits are dropped here
+        // from memory before any conversion or batching. This never waits for the store (a slow
+        // store or random pixel ids must not stall the queue): the first hits of a pixel the
+        // cache does not know yet are batched, and a lookup starts in a task of its own (a few
+        // at a time) so the answer is cached within milliseconds, not when the batch leaves.
+        match self.shared.tokens.known(&pixel_id).await {
+            Some(false) => {
+                self.skipped_no_token.increment(1);
+                return;
+            }
+            Some(true) => {}
+            None => {
+                if let Ok(permit) = self.lookups.clone().try_acquire_owned() {
+                    let (tokens, pixel) = (self.shared.tokens.clone(), pixel_id.clone());
+                    tokio::spawn(async move {
+                        let _ = tokens.usable(&pixel).await;
+                        drop(permit);
+                    });
+                }
+            }
         }
         let event = event::to_server_event(&hit, SystemTime::now()).map(|converted| {
             for key in converted.dropped {

@@ -49,11 +49,11 @@ pub trait TokenSource: Send + Sync + 'static {
     /// Meta answered "invalid token" (code 190 / 102) for this version of the pixel's token:
     /// stop handing it out until a new one is set.
     fn mark_invalid(&self, pixel_id: &str, version: u64) -> impl Future<Output = ()> + Send;
-    /// Whether it is already known, without asking the store, that the pixel has no usable
-    /// token. The queue consumer asks this for every hit; only deliveries (in tasks of their
-    /// own, bounded) ever wait for the store.
-    fn known_unusable(&self, _pixel_id: &str) -> impl Future<Output = bool> + Send {
-        std::future::ready(false)
+    /// What is already known about the pixel without asking the store: `Some(true)` a usable
+    /// token, `Some(false)` none, `None` not known yet. The queue consumer asks this for every
+    /// hit and never waits for the store; only lookups in tasks of their own do.
+    fn known(&self, _pixel_id: &str) -> impl Future<Output = Option<bool>> + Send {
+        std::future::ready(Some(true))
     }
 }
 

@@ -280,8 +280,8 @@ impl crate::capi::TokenSource for TokenCache {
         TokenCache::usable(self, pixel_id).await.map_err(|e| e.to_string())
     }
 
-    async fn known_unusable(&self, pixel_id: &str) -> bool {
-        matches!(self.cache.get(pixel_id).await, Some(Cached::Unusable))
+    async fn known(&self, pixel_id: &str) -> Option<bool> {
+        self.cache.get(pixel_id).await.map(|c| matches!(c, Cached::Usable(_)))
     }
 
     async fn mark_invalid(&self, pixel_id: &str, version: u64) {
