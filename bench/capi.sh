@@ -72,76 +72,11 @@ done
 GAP_MS=$(awk -v c="$CONNECTIONS" -v r="$RATE" 'BEGIN { printf "%.1f", c * 1000 / r }')
 
 # --------------------------------------------------------------------------
-# Helpers (as bench/run.sh)
+# Helpers (the shared ones in bench/lib.sh)
 # --------------------------------------------------------------------------
-log() { printf '[capi-bench] %s\n' "$*" >&2; }
-die() { printf '[capi-bench] error: %s\n' "$*" >&2; exit 2; }
-
-WORK_DIR="$(mktemp -d "${TMPDIR:-/tmp}/pixelgate-capi-bench.XXXXXX")"
-CHILD_PIDS=()     # processes we started; killed by cleanup()
-FAILED=0          # set to 1 by any failed check
-
-cleanup() {
-    local rc=$? pid
-    trap - EXIT INT TERM
-    for pid in "${CHILD_PIDS[@]}"; do
-        if kill -0 "$pid" 2>/dev/null; then
-            kill -TERM "$pid" 2>/dev/null || true
-            for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-            kill -KILL "$pid" 2>/dev/null || true
-            wait "$pid" 2>/dev/null || true
-        fi
-    done
-    if [[ "$KEEP_TMP" == 1 ]]; then
-        log "scratch directory kept: $WORK_DIR"
-    else
-        rm -rf "$WORK_DIR"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-USED_PORTS=" "
-free_port() {
-    local port
-    for _ in $(seq 100); do
-        port=$((20000 + RANDOM % 40000))
-        [[ "$USED_PORTS" == *" $port "* ]] && continue
-        port_in_use "$port" && continue
-        USED_PORTS+="$port "
-        echo "$port"
-        return 0
-    done
-    die "no free port found"
-}
-
-http_status() {
-    local port=$1 path=$2 line=""
-    {
-        exec 3<>"/dev/tcp/127.0.0.1/$port" &&
-            printf 'GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' "$path" >&3 &&
-            read -r -t 2 line <&3
-        exec 3<&- 3>&-
-    } 2>/dev/null || true
-    line=${line%$'\r'}
-    [[ "$line" =~ ^HTTP/[0-9.]+\ ([0-9]{3}) ]] && echo "${BASH_REMATCH[1]}" || true
-}
-
-# http_get PORT PATH -> the response body (HTTP/1.0: never chunked).  The fake
-# Graph API answers HTTP/1.1 with a Content-Length, so `Connection: close`.
-http_get() {
-    local port=$1 path=$2
-    {
-        exec 3<>"/dev/tcp/127.0.0.1/$port" &&
-            printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' "$path" >&3 &&
-            timeout 5 cat <&3
-        exec 3<&- 3>&-
-    } 2>/dev/null | tr -d '\r' | sed '1,/^$/d' || true
-}
+BENCH_TAG=capi-bench
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 # prom_sum SELECTOR < exposition -> sum of the series SELECTOR picks (0 if none).
 # SELECTOR is a metric name (all its series) or the start of a series,
@@ -150,48 +85,6 @@ http_get() {
 prom_sum() {
     awk -v m="$1" '$1 == m || index($1, m "{") == 1 || (index(m, "{") && index($1, m) == 1) { s += $NF }
         END { printf "%.0f\n", s }'
-}
-
-wait_http() {
-    local pid=$1 port=$2 path=$3 timeout=$4 status
-    for _ in $(seq $((timeout * 10))); do
-        kill -0 "$pid" 2>/dev/null || { log "process $pid died during startup"; return 1; }
-        status=$(http_status "$port" "$path")
-        [[ "$status" == 200 ]] && return 0
-        sleep 0.1
-    done
-    log "GET $path on port $port did not answer 200 within ${timeout}s (last status: ${status:-none})"
-    return 1
-}
-
-# stop_pid PID SIGNAL TIMEOUT_S -> STOP_RC = exit status (or "timeout").
-stop_pid() {
-    local pid=$1 sig=$2 timeout=$3
-    STOP_RC=0
-    kill "-$sig" "$pid"
-    for _ in $(seq $((timeout * 10))); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-        STOP_RC=timeout
-        return 0
-    fi
-    wait "$pid" || STOP_RC=$?
-}
-
-peak_rss_mib() {
-    awk '/^VmHWM:/ { printf "%.1f", $2 / 1024; found = 1 } END { if (!found) print "n/a" }' "/proc/$1/status"
-}
-
-proc_cpu() {
-    local stat rest f
-    read -r stat <"/proc/$1/stat"
-    rest=${stat##*) }
-    read -r -a f <<<"$rest"
-    awk -v t=$((f[11] + f[12])) -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'
 }
 
 # kv FILE KEY -> KEY=value from capi.lua's "capi-bench:" line ("n/a" if absent).
