@@ -6,8 +6,8 @@
 //! is compared as SHA-256 digests, so the comparison's timing says nothing about the key. Errors
 //! are `{"error":"…"}` with a message a person can act on; no answer carries a token.
 //!
-//! Delivery history (`GET /v1/pixels/{id}/deliveries`) is owned elsewhere and injected as a
-//! function.
+//! Delivery history (`GET /v1/pixels/{id}/deliveries`) is the Conversions API forwarder's
+//! [`Deliveries`] log, read here.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +19,7 @@ use http_body::Body;
 use http_body_util::{BodyExt, Full, Limited};
 use sha2::{Digest, Sha256};
 
+use crate::capi::Deliveries;
 use crate::edge::{EdgeBody, json, json_error};
 use crate::secret::Secret;
 use crate::tokens::{StoreError, TokenCache, is_pixel_id};
@@ -26,22 +27,20 @@ use crate::tokens::{StoreError, TokenCache, is_pixel_id};
 /// Largest admin request body read.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// Recent deliveries of a pixel, as JSON (provided by the CAPI forwarder).
-pub type Deliveries = Arc<dyn Fn(&str) -> serde_json::Value + Send + Sync>;
 
 /// What the admin API needs.
 pub struct Admin {
     /// SHA-256 of `--admin-key`; `None` = the admin API is off.
     key_digest: Option<[u8; 32]>,
     tokens: Arc<TokenCache>,
-    deliveries: Deliveries,
+    deliveries: Arc<Deliveries>,
     body_timeout: Duration,
 }
 
 impl Admin {
     /// The admin API with `key` (`None` = off), over `tokens`; `deliveries` answers
     /// `GET /v1/pixels/{id}/deliveries`; a request body must arrive within `body_timeout`.
-    pub fn new(key: Option<&Secret>, tokens: Arc<TokenCache>, deliveries: Deliveries, body_timeout: Duration) -> Admin {
+    pub fn new(key: Option<&Secret>, tokens: Arc<TokenCache>, deliveries: Arc<Deliveries>, body_timeout: Duration) -> Admin {
         Admin { key_digest: key.map(|k| digest(k.expose().as_bytes())), tokens, deliveries, body_timeout }
     }
 }
@@ -100,7 +99,7 @@ where
             Err(err) => unavailable(&err),
         },
         ("token", _) => method_not_allowed("GET, PUT, DELETE"),
-        (_, Method::GET) => json(StatusCode::OK, (admin.deliveries)(pixel_id)),
+        (_, Method::GET) => json(StatusCode::OK, admin.deliveries.for_pixel(pixel_id)),
         _ => method_not_allowed("GET"),
     }
 }
@@ -175,8 +174,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = TokenStore::Local(LocalStore::open(dir.path()).await.unwrap());
         let tokens = Arc::new(TokenCache::new(store, CacheSettings::default()));
-        let deliveries: Deliveries = Arc::new(|id| serde_json::json!({ "pixel_id": id, "deliveries": [] }));
-        (dir, Admin::new(key.map(Secret::new).as_ref(), tokens, deliveries, Duration::from_secs(1)))
+        (dir, Admin::new(key.map(Secret::new).as_ref(), tokens, Arc::new(Deliveries::default()), Duration::from_secs(1)))
     }
 
     async fn call(admin: &Admin, method: &str, path: &str, key: Option<&str>, body: &str) -> (StatusCode, http::HeaderMap, String) {
@@ -249,7 +247,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn deliveries_come_from_the_injected_source() {
+    async fn deliveries_come_from_the_forwarders_log() {
         let (_d, a) = admin(Some(KEY)).await;
         let (status, _, body) = call(&a, "GET", "/v1/pixels/77/deliveries", Some(KEY), "").await;
         assert_eq!((status, body.as_str()), (StatusCode::OK, r#"{"deliveries":[],"pixel_id":"77"}"#));
@@ -260,7 +258,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path()).await.unwrap();
         let path = store.path().to_owned();
-        let a = Admin::new(Some(&Secret::new(KEY)), Arc::new(TokenCache::new(TokenStore::Local(store), CacheSettings::default())), Arc::new(|_| serde_json::Value::Null), Duration::from_secs(1));
+        let a = Admin::new(Some(&Secret::new(KEY)), Arc::new(TokenCache::new(TokenStore::Local(store), CacheSettings::default())), Arc::new(Deliveries::default()), Duration::from_secs(1));
         // Swap the table away under the open connection.
         rusqlite::Connection::open(&path).unwrap().execute_batch("DROP TABLE tokens").unwrap();
         let (status, _, body) = call(&a, "GET", "/v1/pixels/1/token", Some(KEY), "").await;

@@ -13,7 +13,7 @@ use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::{TcpListener, TcpSocket};
 
-use crate::admin::{self, Admin};
+use crate::admin::Admin;
 use crate::batch::BatchLimits;
 use crate::capi::{CapiConfig, CapiForwarder, Deliveries};
 use crate::config::{GlobalArgs, ServeArgs, SinkKind};
@@ -84,8 +84,7 @@ impl App {
 
         let parse = ParseSettings { limits: Limits::default(), pii: PiiRules { default_phone_country: serve.default_phone_country } };
         let body_limits = BodyLimits { max_bytes: serve.max_body_bytes, timeout: serve.header_read_timeout };
-        let recent: admin::Deliveries = Arc::new(move |pixel_id: &str| deliveries.for_pixel(pixel_id));
-        let admin = Admin::new(global.admin_key.as_ref(), tokens.clone(), recent, serve.header_read_timeout);
+        let admin = Admin::new(global.admin_key.as_ref(), tokens.clone(), deliveries, serve.header_read_timeout);
         let edge = Arc::new(Edge::new(parse, global.trusted_proxies, body_limits, dispatcher.clone(), sink_health, tokens, admin));
         let server = ServerOptions {
             max_connections: serve.max_connections as usize,

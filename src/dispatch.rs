@@ -52,6 +52,13 @@ impl Deref for QueuedHit {
     }
 }
 
+impl QueuedHit {
+    /// The hit's approximate heap bytes, as counted against the queue budget.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
 impl Drop for QueuedHit {
     fn drop(&mut self) {
         self.budget.fetch_sub(self.bytes, Ordering::Relaxed);

@@ -203,7 +203,7 @@ impl<C: SendEvents, T: TokenSource> Forwarder<C, T> {
             converted.event
         });
         let key = (pixel_id, hit.test_event_code.clone());
-        let size = hit.approx_bytes();
+        let size = hit.bytes();
         let limits = BatchLimits { max_items: self.config.max_batch, max_bytes: MAX_BATCH_BYTES, max_age: self.config.flush_interval };
         let batcher = self.batches.entry(key.clone()).or_insert_with(|| Batcher::new(limits));
         let full = batcher.push(Pending { hit, event }, size);
