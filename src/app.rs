@@ -35,31 +35,31 @@ pub struct App {
     listener: TcpListener,
     /// Prometheus scrapes only.
     metrics_listener: TcpListener,
-    /// The edge service's shared state.
-    edge: Arc<Edge>,
-    /// Kept to drain the outlets at shutdown.
-    dispatcher: Dispatcher,
-    /// The raw-record sink, joined at shutdown.
-    sink: RunningSink,
-    /// The Conversions API outlet, joined at shutdown.
-    forwarder: CapiForwarder,
+    /// Outlets and the edge service's state.
+    pipeline: Pipeline,
     /// Renders `/metrics`.
     metrics: PrometheusHandle,
     /// Transport limits for the pixel listener.
     server: ServerOptions,
 }
 
-impl App {
-    /// Binds, starts the sink and wires the service. Fails with a message naming the setting
-    /// that is wrong.
-    pub async fn build(global: &GlobalArgs, serve: &ServeArgs) -> anyhow::Result<App> {
-        global.validate()?;
-        let metrics = crate::metrics::install();
-        raise_fd_limit(serve.max_connections as u64);
-        let listener = bind(global.listen).with_context(|| format!("cannot listen on {} (--listen [PIXELGATE_LISTEN])", global.listen))?;
-        let metrics_listener = bind(global.metrics_listen)
-            .with_context(|| format!("cannot listen on {} (--metrics-listen [PIXELGATE_METRICS_LISTEN])", global.metrics_listen))?;
+/// What every front door shares: the outlets (raw-record sink, Conversions API forwarder), the
+/// dispatcher in front of them, and the edge service's state.
+pub struct Pipeline {
+    /// The edge service's shared state.
+    edge: Arc<Edge>,
+    /// Kept to flush or drain the outlets.
+    dispatcher: Dispatcher,
+    /// The raw-record sink, joined at shutdown.
+    sink: RunningSink,
+    /// The Conversions API outlet, joined at shutdown.
+    forwarder: CapiForwarder,
+}
 
+impl Pipeline {
+    /// Starts the sink, opens the token store and starts the forwarder. Fails with a message
+    /// naming the setting that is wrong.
+    pub async fn start(global: &GlobalArgs, serve: &ServeArgs) -> anyhow::Result<Pipeline> {
         let sink_health = Arc::new(Health::default());
         let (sink_queue, sink) = start_sink(global, serve, sink_health.clone()).await?;
 
@@ -86,13 +86,47 @@ impl App {
         let body_limits = BodyLimits { max_bytes: serve.max_body_bytes, timeout: serve.header_read_timeout };
         let admin = Admin::new(global.admin_key.as_ref(), tokens.clone(), deliveries, serve.header_read_timeout);
         let edge = Arc::new(Edge::new(parse, global.trusted_proxies, body_limits, dispatcher.clone(), sink_health, tokens, admin));
+        Ok(Pipeline { edge, dispatcher, sink, forwarder })
+    }
+
+    /// The edge service over this pipeline, for a front door to call.
+    pub fn service(&self) -> EdgeService {
+        EdgeService::new(self.edge.clone())
+    }
+
+    /// A handle to the outlets, to [`Dispatcher::flush`] them.
+    pub fn dispatcher(&self) -> Dispatcher {
+        self.dispatcher.clone()
+    }
+
+    /// Delivers everything queued (or accounts for it) and stops the outlets: the forwarder
+    /// first, so its `capi_failed` records still reach the sink.
+    pub async fn drain(self) {
+        self.dispatcher.shutdown().await;
+        self.forwarder.join().await;
+        self.sink.join().await;
+    }
+}
+
+impl App {
+    /// Binds, starts the sink and wires the service. Fails with a message naming the setting
+    /// that is wrong.
+    pub async fn build(global: &GlobalArgs, serve: &ServeArgs) -> anyhow::Result<App> {
+        global.validate()?;
+        let metrics = crate::metrics::install();
+        raise_fd_limit(serve.max_connections as u64);
+        let listener = bind(global.listen).with_context(|| format!("cannot listen on {} (--listen [PIXELGATE_LISTEN])", global.listen))?;
+        let metrics_listener = bind(global.metrics_listen)
+            .with_context(|| format!("cannot listen on {} (--metrics-listen [PIXELGATE_METRICS_LISTEN])", global.metrics_listen))?;
+
+        let pipeline = Pipeline::start(global, serve).await?;
         let server = ServerOptions {
             max_connections: serve.max_connections as usize,
             header_read_timeout: serve.header_read_timeout,
             shutdown_grace: serve.shutdown_timeout,
             ..ServerOptions::default()
         };
-        Ok(App { listener, metrics_listener, edge, dispatcher, sink, forwarder, metrics, server })
+        Ok(App { listener, metrics_listener, pipeline, metrics, server })
     }
 
     /// The bound pixel address (useful with port 0).
@@ -107,7 +141,7 @@ impl App {
 
     /// A handle to the outlets, e.g. to [`Dispatcher::flush`] in tests.
     pub fn dispatcher(&self) -> Dispatcher {
-        self.dispatcher.clone()
+        self.pipeline.dispatcher()
     }
 
     /// Serves until `shutdown` resolves, then drains: stops accepting, answers in-flight requests,
@@ -121,11 +155,9 @@ impl App {
         }));
 
         tracing::info!(listen = %self.listener.local_addr()?, metrics = %metrics_addr, "serving");
-        server::serve(self.listener, EdgeService::new(self.edge), self.server, shutdown).await;
+        server::serve(self.listener, self.pipeline.service(), self.server, shutdown).await;
         tracing::info!("stopped accepting; flushing queued records");
-        self.dispatcher.shutdown().await;
-        self.forwarder.join().await;
-        self.sink.join().await;
+        self.pipeline.drain().await;
         let _ = stop_metrics.send(());
         let _ = metrics_server.await;
         tracing::info!("shutdown complete");

@@ -156,13 +156,21 @@ impl Dispatcher {
     }
 
     /// Resolves when every hit submitted before this call has been delivered by every outlet, or
-    /// given up and counted. Returns at once for an outlet whose consumer has stopped.
+    /// given up and counted, and so has what later outlets fed to earlier ones meanwhile (the
+    /// forwarder's `capi_failed` records). Returns at once for an outlet whose consumer has stopped.
+    ///
+    /// Every outlet flushes at once, so a slow Conversions API does not hold back the raw records
+    /// (under Lambda the drain may run out of time); then the outlets that others feed flush again.
     pub async fn flush(&self) {
-        self.to_every_outlet(Job::Barrier, false).await;
+        futures_util::future::join_all(self.outlets.iter().map(|outlet| Self::answered(outlet, Job::Barrier))).await;
+        for outlet in self.outlets.iter().rev().skip(1) {
+            Self::answered(outlet, Job::Barrier).await;
+        }
     }
 
-    /// Delivers what every outlet holds, then stops the consumers. Later submissions are counted
-    /// as dropped (`outlet_closed`).
+    /// Delivers what every outlet holds, then stops the consumers, one outlet at a time from the
+    /// last to the first (see [`Dispatcher::new`]). Later submissions are counted as dropped
+    /// (`outlet_closed`).
     pub async fn shutdown(&self) {
         self.to_every_outlet(Job::Shutdown, true).await;
     }
@@ -177,10 +185,16 @@ impl Dispatcher {
             if closing {
                 outlet.closing.store(true, Ordering::Relaxed);
             }
-            let (tx, rx) = oneshot::channel();
-            if outlet.tx.send(job(tx)).await.is_ok() {
-                let _ = rx.await;
-            }
+            Self::answered(outlet, job).await;
+        }
+    }
+
+    /// Queues an answerable job on one outlet and waits for its answer (at once if the consumer
+    /// has stopped).
+    async fn answered(outlet: &OutletQueue, job: fn(oneshot::Sender<()>) -> Job) {
+        let (tx, rx) = oneshot::channel();
+        if outlet.tx.send(job(tx)).await.is_ok() {
+            let _ = rx.await;
         }
     }
 
