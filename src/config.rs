@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
-use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 pub use crate::secret::Secret;
 use crate::sink::firehose::{MAX_RECORD_BYTES, MAX_RECORDS_PER_REQUEST, MAX_REQUEST_BYTES, encoded_len};
@@ -257,6 +257,9 @@ fn parse_graph_version(s: &str) -> Result<String, String> {
     if ok { Ok(s.to_owned()) } else { Err("must look like v26.0".into()) }
 }
 
+/// `--data-dir` when Lambda runs the binary and none is given.
+pub const LAMBDA_DATA_DIR: &str = "/tmp/pixelgate";
+
 /// A setting that stops start-up, as one line naming the flag and its env var.
 #[derive(Debug, thiserror::Error)]
 #[error("pixelgate: {0}")]
@@ -266,10 +269,20 @@ impl Cli {
     /// Parses the command line, exiting after `--help`/`--version`, and with one line and status 2
     /// on a bad setting.
     pub fn parse_or_exit() -> Cli {
-        match Cli::try_parse() {
+        match Cli::command().try_get_matches().and_then(|m| Cli::from_matches(&m)) {
             Ok(cli) => cli,
             Err(err) => exit_with(err),
         }
+    }
+
+    /// The settings from parsed arguments, with the defaults that differ under Lambda (SPEC §2):
+    /// `--data-dir` is `/tmp/pixelgate`, the only writable place there.
+    fn from_matches(matches: &clap::ArgMatches) -> Result<Cli, clap::Error> {
+        let mut cli = Cli::from_arg_matches(matches)?;
+        if crate::runtime::lambda::is_lambda() && matches.value_source("data_dir") == Some(clap::parser::ValueSource::DefaultValue) {
+            cli.global.data_dir = PathBuf::from(LAMBDA_DATA_DIR);
+        }
+        Ok(cli)
     }
 
     /// Parses `args` (for tests and embedding).
@@ -278,7 +291,7 @@ impl Cli {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        Cli::try_parse_from(args).map_err(|e| ConfigError(one_line(&e)))
+        Cli::command().try_get_matches_from(args).and_then(|m| Cli::from_matches(&m)).map_err(|e| ConfigError(one_line(&e)))
     }
 
     /// The server's flags.

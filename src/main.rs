@@ -1,5 +1,6 @@
-//! The `pixelgate` binary: parse the settings, then build the app and run it until SIGTERM/SIGINT,
-//! or run a `tokens` command (no server, no metrics listener).
+//! The `pixelgate` binary: parse the settings, then build the app and run it until SIGTERM/SIGINT
+//! (as the Lambda runtime when `AWS_LAMBDA_RUNTIME_API` is set), or run a `tokens` command (no
+//! server, no metrics listener).
 
 use std::process::ExitCode;
 
@@ -26,6 +27,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match &cli.command {
+            None | Some(Command::Serve) if pixelgate::runtime::lambda::is_lambda() => {
+                pixelgate::runtime::lambda::run(&cli.global, &cli.serve_args(), shutdown_signal()).await
+            }
             None | Some(Command::Serve) => {
                 let app = App::build(&cli.global, &cli.serve_args()).await?;
                 app.run_until_stopped(shutdown_signal()).await

@@ -54,6 +54,8 @@ pub fn install() -> PrometheusHandle {
                 .expect("bucket list is non-empty")
                 .set_buckets_for_metric(Matcher::Full(CAPI_REQUEST_SECONDS.into()), &[0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 3.0, 6.0])
                 .expect("bucket list is non-empty")
+                .set_buckets_for_metric(Matcher::Full(LAMBDA_DRAIN_SECONDS.into()), &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+                .expect("bucket list is non-empty")
                 .build_recorder();
             let handle = recorder.handle();
             // Fails only if another recorder was installed first, e.g. by an embedding program;
@@ -127,6 +129,12 @@ pub const CAPI_REQUESTS: &str = "pixelgate_capi_requests_total";
 pub const CAPI_BATCH_EVENTS: &str = "pixelgate_capi_batch_events";
 /// Duration of one Conversions API request, in seconds.
 pub const CAPI_REQUEST_SECONDS: &str = "pixelgate_capi_request_seconds";
+/// Under Lambda: time from the INVOKE event to the invocation's work being delivered.
+pub const LAMBDA_DRAIN_SECONDS: &str = "pixelgate_lambda_drain_seconds";
+/// Under Lambda: invocations whose work was not delivered by the deadline.
+pub const LAMBDA_DRAIN_TIMEOUTS: &str = "pixelgate_lambda_drain_timeouts_total";
+/// Under Lambda: events that were not API Gateway HTTP API events.
+pub const LAMBDA_BAD_EVENTS: &str = "pixelgate_lambda_bad_events_total";
 /// Access tokens Meta called invalid (code 190 / 102); forwarding for the pixel stops.
 pub const CAPI_TOKENS_INVALIDATED: &str = "pixelgate_capi_tokens_invalidated_total";
 /// `custom_data` values dropped because they did not parse, by key (closed set).
@@ -139,6 +147,9 @@ pub fn describe_capi() {
     describe_counter!(CAPI_REQUESTS, Unit::Count, "Conversions API requests, by result (ok, timeout, unreachable, rate_limited, server_error, invalid_token, invalid_parameter, permission_denied, client_error, client_unavailable).");
     describe_histogram!(CAPI_BATCH_EVENTS, Unit::Count, "Events per Conversions API request.");
     describe_histogram!(CAPI_REQUEST_SECONDS, Unit::Seconds, "Duration of one Conversions API request.");
+    describe_histogram!(LAMBDA_DRAIN_SECONDS, Unit::Seconds, "Under Lambda: time from the INVOKE event to the invocation's records and Conversions API calls being done.");
+    describe_counter!(LAMBDA_DRAIN_TIMEOUTS, Unit::Count, "Under Lambda: invocations whose work was not done by the deadline (it continues at the next invocation).");
+    describe_counter!(LAMBDA_BAD_EVENTS, Unit::Count, "Under Lambda: events that were not API Gateway HTTP API (payload 2.0) events.");
     describe_counter!(CAPI_TOKENS_INVALIDATED, Unit::Count, "Access tokens Meta called invalid (code 190/102); forwarding for the pixel stops until a new token is set.");
     describe_counter!(CAPI_CUSTOM_DATA_DROPPED, Unit::Count, "custom_data values dropped because they did not parse, by key.");
 }

@@ -1,5 +1,5 @@
-//! Front doors: the hyper server here; the Lambda adapter joins it later. Each door turns its
-//! transport into `http::Request`s carrying a [`crate::client_ip::PeerIp`] and calls the one edge
-//! service.
+//! Front doors: the hyper server and the AWS Lambda runtime. Each door turns its transport into
+//! `http::Request`s carrying a [`crate::client_ip::PeerIp`] and calls the one edge service.
 
+pub mod lambda;
 pub mod server;
