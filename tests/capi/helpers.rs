@@ -287,28 +287,7 @@ pub fn assert_hidden(secrets: &[&str], logs: &str, metrics: &str, data: &Path) {
     }
 }
 
-/// Every complete record line under `<data>/raw` (`*.ndjson` and `*.ndjson.open`), in file order.
-pub fn read_records(data: &Path) -> Vec<Value> {
-    let mut files: Vec<PathBuf> = files_below(&data.join("raw"))
-        .into_iter()
-        .filter(|p| {
-            let name = p.to_string_lossy();
-            name.ends_with(".ndjson") || name.ends_with(".ndjson.open")
-        })
-        .collect();
-    files.sort();
-    let mut out = Vec::new();
-    for f in files {
-        let text = std::fs::read_to_string(&f).unwrap_or_default();
-        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
-        for line in complete.lines() {
-            out.push(serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON line in {}: {e}: {line}", f.display())));
-        }
-    }
-    out
-}
-
-pub use crate::common::files_below;
+pub use crate::common::{files_below, read_records};
 
 /// Raw records flagged `capi_failed`.
 pub fn failed_records(records: &[Value]) -> Vec<&Value> {

@@ -161,6 +161,8 @@ pub struct GraphRequest {
     pub user_agent: Option<String>,
     pub received_at: SystemTime,
     pub received: Instant,
+    /// When the answer was ready (after any delay); None while delayed or for [`Answer::Hang`].
+    pub answered: Option<Instant>,
     /// HTTP status answered; 0 while delayed or for [`Answer::Hang`].
     pub status: u16,
     /// The Graph error code answered, if any.
@@ -477,6 +479,7 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
             user_agent,
             received_at: SystemTime::now(),
             received: Instant::now(),
+            answered: None,
             status: 0,
             error_code: None,
             rule: None,
@@ -531,6 +534,7 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
         }
         let r = &mut s.requests[index];
         r.status = outcome.status.as_u16();
+        r.answered = Some(Instant::now());
         r.error_code = outcome.error_code;
         r.rule = outcome.rule;
         r.message = outcome.message;

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 /// Sends SIGTERM to `child` and waits (at most 30 s) for its exit status; `context` is printed if
 /// it does not exit.
 pub fn terminate(child: &mut Child, context: impl Fn() -> String) -> ExitStatus {
@@ -36,6 +38,28 @@ pub fn files_below(dir: &Path) -> Vec<PathBuf> {
             } else {
                 out.push(p);
             }
+        }
+    }
+    out
+}
+
+#[allow(dead_code)]
+/// Every complete record line under `<data>/raw` (`*.ndjson` and `*.ndjson.open`), in file order.
+pub fn read_records(data: &Path) -> Vec<Value> {
+    let mut files: Vec<PathBuf> = files_below(&data.join("raw"))
+        .into_iter()
+        .filter(|p| {
+            let name = p.to_string_lossy();
+            name.ends_with(".ndjson") || name.ends_with(".ndjson.open")
+        })
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        for line in complete.lines() {
+            out.push(serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON line in {}: {e}: {line}", f.display())));
         }
     }
     out

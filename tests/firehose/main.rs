@@ -13,3 +13,5 @@ mod moto;
 mod outage;
 mod restart;
 mod startup;
+#[path = "../common/stream.rs"]
+mod stream;

@@ -1,0 +1,205 @@
+//! The drain extension: each invocation's record reaches Firehose (moto) and its Conversions API
+//! call (the fake Graph API) completes after the answer is posted and before the extension asks
+//! for its next event; never later than the deadline; and what remains at `SIGTERM` is flushed.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::common::fake_graph::{Answer, FakeGraph};
+use crate::emulator::Emulator;
+use crate::helpers::{SlowProxy, ms, pixel_event, quantile, spawn, tokens};
+use crate::moto::{aws_env, moto};
+use crate::stream::create_stream;
+
+const DRAIN: &str = "pixelgate-drain";
+const FIREHOSE_DELAY: Duration = Duration::from_millis(50);
+
+/// The function's environment for the Firehose sink on `endpoint` and the fake Graph API.
+fn firehose_env(endpoint: &str, stream: &str, graph: &FakeGraph) -> Vec<(&'static str, String)> {
+    let mut env = aws_env(endpoint);
+    env.extend([
+        ("PIXELGATE_SINK", "firehose".into()),
+        ("PIXELGATE_FIREHOSE_STREAM", stream.to_owned()),
+        ("PIXELGATE_GRAPH_URL", graph.url()),
+        ("PIXELGATE_LOG_LEVEL", "debug".into()),
+    ]);
+    env
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+#[test]
+fn the_answer_goes_first_and_the_extension_waits_for_firehose_and_graph() {
+    let rt = runtime();
+    let stream = rt.block_on(create_stream("lambda-drain"));
+    let firehose = SlowProxy::start(&moto().endpoint, FIREHOSE_DELAY);
+    let graph = FakeGraph::start();
+    let (pixel, token) = ("4242424242", "EAAlambdaDrainTestToken0001");
+    graph.set_token(pixel, token);
+    graph.set_delay(Duration::from_millis(200));
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    tokens(&data, &["set", pixel], token);
+
+    let emulator = Emulator::start(Duration::from_secs(10));
+    let mut function = spawn(&emulator, &data, &firehose_env(&firehose.endpoint, &stream.name, &graph));
+    emulator.wait_init(Duration::from_secs(20), || function.logs());
+
+    for n in 0..3 {
+        let id = format!("drain-{n}");
+        let inv = emulator.invoke(pixel_event(pixel, &id));
+        assert!(!inv.timed_out && inv.ended_at.is_some(), "{inv:?}\n{}", function.logs());
+        assert_eq!(inv.response.as_ref().unwrap()["statusCode"], 200, "{inv:?}");
+        let answered = inv.response_at.unwrap();
+        let extension_next = inv.extension_next(DRAIN).unwrap();
+
+        // This invocation's work: one PutRecordBatch and one Graph API request.
+        let puts: Vec<_> = firehose.calls("PutRecordBatch").into_iter().filter(|c| c.received >= inv.dispatched_at).collect();
+        assert_eq!(puts.len(), 1, "one PutRecordBatch per invocation: {puts:?}");
+        let put = &puts[0];
+        assert_eq!(put.status, 200, "{put:?}");
+        let requests: Vec<_> = graph.requests().into_iter().filter(|r| r.received >= inv.dispatched_at).collect();
+        assert_eq!(requests.len(), 1, "{requests:?}");
+        let graph_done = requests[0].answered.expect("the Graph API answered");
+        assert_eq!(requests[0].status, 200, "{:?}", requests[0]);
+
+        // The answer was posted before either finished; the runtime was free for the next
+        // invocation before them too; the extension asked for more only after both.
+        assert!(answered < put.answered, "answer {:?} after Firehose's", put.answered - answered);
+        assert!(answered < graph_done, "answer after the Graph API's");
+        assert!(inv.runtime_next_at.unwrap() < put.answered, "the runtime waited for Firehose");
+        assert!(extension_next >= put.answered, "the extension asked for more {} before Firehose answered", ms(put.answered - extension_next));
+        assert!(extension_next >= graph_done, "the extension asked for more {} before the Graph API answered", ms(graph_done - extension_next));
+        eprintln!(
+            "invocation {n}: answer posted {} after dispatch; Firehose done +{}, Graph done +{}, extension next +{} after the answer",
+            ms(answered - inv.dispatched_at),
+            ms(put.answered - answered),
+            ms(graph_done - answered),
+            ms(extension_next - answered)
+        );
+
+        // Delivered before the next invocation, in a batch of its own.
+        let records = rt.block_on(stream.records());
+        assert_eq!(records.len(), n + 1, "{records:#?}");
+        assert_eq!(rt.block_on(stream.objects()).len(), n + 1, "batching never spans invocations");
+        assert_eq!(records.iter().filter(|r| r["event_id"] == id.as_str()).count(), 1);
+        assert_eq!(graph.events().iter().filter(|e| e.event_id() == Some(&id)).count(), 1);
+    }
+    graph.assert_no_violations();
+    let (status, took) = function.terminate();
+    assert!(status.success(), "exit {status}: {}", function.logs());
+    eprintln!("SIGTERM to exit: {}", ms(took));
+    assert!(emulator.violations().is_empty(), "{:?}", emulator.violations());
+    assert!(!function.logs().contains(token), "the token reached the log");
+}
+
+#[test]
+fn the_deadline_bounds_the_drain_and_sigterm_flushes_what_remains() {
+    let rt = runtime();
+    let stream = rt.block_on(create_stream("lambda-deadline"));
+    let graph = FakeGraph::start();
+    let (pixel, token) = ("4343434343", "EAAlambdaDeadlineTestToken01");
+    graph.set_token(pixel, token);
+    graph.script(vec![Answer::Hang]);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    tokens(&data, &["set", pixel], token);
+
+    let timeout = Duration::from_millis(1500);
+    let emulator = Emulator::start(timeout);
+    // Batches never leave by age here: only the drain's flush sends the record.
+    let mut env = firehose_env(&moto().endpoint, &stream.name, &graph);
+    env.push(("PIXELGATE_FIREHOSE_FLUSH_INTERVAL", "60s".into()));
+    let mut function = spawn(&emulator, &data, &env);
+    emulator.wait_init(Duration::from_secs(20), || function.logs());
+
+    let inv = emulator.invoke(pixel_event(pixel, "deadline-1"));
+    assert_eq!(inv.response.as_ref().unwrap()["statusCode"], 200);
+    let ended = inv.ended_at.expect("the invocation ended");
+    assert!(!inv.timed_out && ended < inv.deadline, "the drain ran past the deadline: {inv:?}");
+    assert!(ended - inv.dispatched_at >= timeout / 2, "the drain gave up too early ({}) while the Graph API hung", ms(ended - inv.dispatched_at));
+    // A hung Conversions API does not hold back the raw record.
+    let records = rt.block_on(stream.records());
+    assert_eq!(records.iter().filter(|r| r["event_id"] == "deadline-1").count(), 1, "{records:#?}");
+    assert!(graph.requests().len() == 1, "{:?}", graph.requests());
+    assert!(function.logs().contains("deadline came before"), "{}", function.logs());
+
+    // SIGTERM: the Conversions API call still hanging is given up as a capi_failed record,
+    // which reaches Firehose before the process exits, within Lambda's 500 ms.
+    let (status, took) = function.terminate();
+    assert!(status.success(), "exit {status}: {}", function.logs());
+    eprintln!("SIGTERM to exit with a hung Graph API: {}", ms(took));
+    assert!(took < Duration::from_secs(2), "took {} to exit", ms(took));
+    let records = rt.block_on(stream.records());
+    let failed: Vec<&Value> = records.iter().filter(|r| r["event_id"] == "deadline-1" && r["flags"].as_array().unwrap().iter().any(|f| f == "capi_failed")).collect();
+    assert_eq!(failed.len(), 1, "{records:#?}\n{}", function.logs());
+    assert_eq!(failed[0]["capi_failure"]["reason"], "shutdown", "{}", failed[0]);
+    assert!(emulator.violations().is_empty(), "{:?}", emulator.violations());
+}
+
+#[test]
+fn an_event_of_another_kind_is_an_error_and_releases_the_extension_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let emulator = Emulator::start(Duration::from_secs(5));
+    let mut function = spawn(&emulator, &data, &[]);
+    emulator.wait_init(Duration::from_secs(20), || function.logs());
+
+    let inv = emulator.invoke(json!({"source": "aws.events", "detail-type": "Scheduled Event"}));
+    assert!(inv.response.is_none(), "{inv:?}");
+    let error = inv.error.as_ref().expect("an invocation error");
+    assert!(error.to_string().contains("API Gateway HTTP API"), "{error}");
+    let ended = inv.ended_at.expect("ended");
+    assert!(ended - inv.dispatched_at < Duration::from_secs(1), "the extension waited {} for an event the handler never took", ms(ended - inv.dispatched_at));
+
+    let inv = emulator.invoke(pixel_event("1234567890", "after-error"));
+    assert_eq!(inv.response.as_ref().unwrap()["statusCode"], 200, "{inv:?}");
+    assert!(function.terminate().0.success(), "{}", function.logs());
+    assert!(emulator.violations().is_empty(), "{:?}", emulator.violations());
+}
+
+/// The figures for the README: start to the first `invocation/next`, and the time the drain adds
+/// per invocation with a Firehose that answers in 50 ms (no Conversions API token, so Firehose
+/// is the only work). `bench/lambda.sh` runs this against the release binary.
+#[test]
+fn figures_start_to_first_next_and_drain_with_a_50ms_firehose() {
+    const INVOCATIONS: usize = 40;
+    let rt = runtime();
+    let stream = rt.block_on(create_stream("lambda-figures"));
+    let firehose = SlowProxy::start(&moto().endpoint, FIREHOSE_DELAY);
+    let graph = FakeGraph::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let emulator = Emulator::start(Duration::from_secs(10));
+    let mut function = spawn(&emulator, &data, &firehose_env(&firehose.endpoint, &stream.name, &graph));
+    let init = emulator.wait_init(Duration::from_secs(20), || function.logs()) - function.spawned_at;
+
+    let (mut after_answer, mut whole) = (Vec::new(), Vec::new());
+    for n in 0..INVOCATIONS {
+        let inv = emulator.invoke(pixel_event("1234567890", &format!("figure-{n}")));
+        assert!(!inv.timed_out, "{inv:?}");
+        let (answered, next) = (inv.response_at.unwrap(), inv.extension_next(DRAIN).unwrap());
+        assert!(next - inv.dispatched_at >= FIREHOSE_DELAY, "the extension asked for more before Firehose could have answered: {inv:?}");
+        after_answer.push(next.saturating_duration_since(answered));
+        whole.push(inv.ended_at.unwrap() - inv.dispatched_at);
+    }
+    assert!(function.terminate().0.success(), "{}", function.logs());
+    assert_eq!(firehose.calls("PutRecordBatch").len(), INVOCATIONS, "one PutRecordBatch per invocation");
+    assert_eq!(rt.block_on(stream.records()).len(), INVOCATIONS);
+    assert!(graph.requests().is_empty(), "no token, no Graph API call");
+    eprintln!(
+        "LAMBDA FIGURES: start to first invocation/next {} (Firehose sink, its DescribeDeliveryStream answered in 50 ms); \
+         drain after the answer over {INVOCATIONS} invocations with Firehose answering in 50 ms: p50 {} p90 {} max {}; \
+         whole invocation p50 {} p90 {} max {}",
+        ms(init),
+        ms(quantile(&mut after_answer, 0.5)),
+        ms(quantile(&mut after_answer, 0.9)),
+        ms(quantile(&mut after_answer, 1.0)),
+        ms(quantile(&mut whole, 0.5)),
+        ms(quantile(&mut whole, 0.9)),
+        ms(quantile(&mut whole, 1.0)),
+    );
+}

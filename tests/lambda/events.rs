@@ -1,0 +1,154 @@
+//! Every file in `events/` through the Lambda front door, with the answers and records
+//! `events/README.md` documents.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::common::fake_graph::FakeGraph;
+use crate::common::read_records;
+use crate::emulator::{Emulator, Invocation};
+use crate::helpers::{event, events_dir, spawn, tokens};
+
+const ADMIN_KEY: &str = "fake-admin-key-for-tests-only-0001";
+const GIF_BASE64: &str = "R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAICRAEAOw==";
+/// SHA-256 of `jane.doe@example.com`.
+const JANE_EM: &str = "86e0b9e56c17cc4d12387e1949b85053fbe73bc3ce5a1188713a9d300cc6133d";
+
+/// What each event file must get back, as `lambda_http` posts it to the Runtime API.
+fn expect_answer(file: &str, inv: &Invocation) {
+    let r = inv.response.as_ref().unwrap_or_else(|| panic!("{file}: no response; error {:?}", inv.error));
+    let header = |name: &str| r["headers"][name].as_str().map(str::to_owned);
+    match file {
+        "gtm-custom-image.json" | "meta-pixel-tr.json" | "no-query.json" => {
+            assert_eq!(r["statusCode"], 200, "{file}: {r}");
+            assert_eq!(r["isBase64Encoded"], true, "{file}: {r}");
+            assert_eq!(r["body"], GIF_BASE64, "{file}: {r}");
+            for (name, value) in [
+                ("content-type", "image/gif"),
+                ("content-length", "43"),
+                ("cache-control", "no-cache, no-store, must-revalidate, max-age=0"),
+                ("pragma", "no-cache"),
+                ("expires", "0"),
+                ("cross-origin-resource-policy", "cross-origin"),
+                ("x-content-type-options", "nosniff"),
+            ] {
+                assert_eq!(header(name).as_deref(), Some(value), "{file}: header {name}: {r}");
+            }
+        }
+        "beacon-post.json" | "admin-token-put.json" => {
+            assert_eq!(r["statusCode"], 204, "{file}: {r}");
+            assert!(r["body"].as_str().is_none_or(str::is_empty), "{file}: {r}");
+        }
+        other => panic!("events/{other} has no expected answer in tests/lambda/events.rs: add one"),
+    }
+}
+
+/// The files in `events/`, sorted.
+fn event_files() -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(events_dir())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_event_file_gets_its_documented_answer_and_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // The admin event stores a token for the pixel the later events use, so they go on to the
+    // Conversions API: the fake one.
+    let graph = FakeGraph::start();
+    graph.set_token("1234567890", &admin_event_token());
+    let emulator = Emulator::start(Duration::from_secs(10));
+    let mut function = spawn(&emulator, &data, &[("PIXELGATE_ADMIN_KEY", ADMIN_KEY.into()), ("PIXELGATE_GRAPH_URL", graph.url())]);
+    emulator.wait_init(Duration::from_secs(20), || function.logs());
+
+    let extensions = emulator.extensions();
+    assert_eq!(extensions.len(), 1, "{extensions:?}");
+    assert_eq!(extensions[0].name, "pixelgate-drain");
+    assert_eq!(extensions[0].events, ["INVOKE"], "an internal extension may register for INVOKE only");
+
+    let files = event_files();
+    assert_eq!(files, ["admin-token-put.json", "beacon-post.json", "gtm-custom-image.json", "meta-pixel-tr.json", "no-query.json"]);
+    for file in &files {
+        let inv = emulator.invoke(event(file));
+        assert!(!inv.timed_out, "{file}: invocation timed out: {inv:?}\n{}", function.logs());
+        expect_answer(file, &inv);
+        assert!(inv.ended_at.is_some() && inv.extension_next("pixelgate-drain").is_some(), "{file}: {inv:?}");
+    }
+    let (status, _) = function.terminate();
+    assert!(status.success(), "exit {status}: {}", function.logs());
+    assert!(emulator.violations().is_empty(), "{:?}", emulator.violations());
+    assert!(emulator.errors().is_empty(), "{:?}", emulator.errors());
+
+    // The records: client IP from requestContext.http.sourceIp (X-Forwarded-For is API
+    // Gateway's own hop), personal data hashed, ids kept or generated.
+    let records = read_records(&data);
+    assert_eq!(records.len(), 4, "one record per pixel event: {records:#?}");
+    let by_event = |id: &str| records.iter().find(|r| r["event_id"] == id).unwrap_or_else(|| panic!("no record {id}: {records:#?}"));
+    let gtm = by_event("order-100234");
+    assert_eq!(gtm["ip"], "203.0.113.42");
+    assert_eq!(gtm["pixel_id"], "1234567890");
+    assert_eq!(gtm["event"], "Purchase");
+    assert_eq!(gtm["user"]["em"], JANE_EM);
+    assert!(gtm["user"]["fbp"].as_str().is_some_and(|v| v.starts_with("fb.")), "{gtm}");
+    let meta = records.iter().find(|r| r["ip"] == "2001:db8:85a3::8a2e:370:7334").expect("the /tr record");
+    assert_eq!(meta["event"], "PageView");
+    assert_eq!(meta["user"]["em"], JANE_EM);
+    assert!(meta["user"]["fbc"].as_str().is_some_and(|v| v.starts_with("fb.1.")), "fbc built from fbclid: {meta}");
+    let beacon = by_event("atc-7f3e2d1c");
+    assert_eq!(beacon["ip"], "203.0.113.42");
+    assert_eq!(beacon["event"], "AddToCart");
+    let bare = records.iter().find(|r| r["ip"] == "198.51.100.7").expect("the bare hit's record");
+    let flags: Vec<&str> = bare["flags"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert!(flags.contains(&"missing_pixel_id") && flags.contains(&"missing_event"), "{bare}");
+    assert_eq!(bare["event_id"].as_str().unwrap().len(), 36, "a generated UUID: {bare}");
+    let text = serde_json::to_string(&records).unwrap();
+    assert!(!text.contains("jane.doe@example.com") && !text.contains("jane.doe%40example.com"), "plaintext e-mail in a record");
+
+    // The admin PUT stored the token where the tokens CLI finds it, and the token is in no log.
+    let status: Value = serde_json::from_str(&tokens(&data, &["status", "1234567890"], "")).unwrap();
+    assert_eq!((&status["set"], &status["status"]), (&Value::Bool(true), &Value::from("active")), "{status}");
+    assert!(!function.logs().contains(&admin_event_token()), "the access token reached the log");
+
+    // Each drain finished its invocation's Conversions API call: the three pixel events after
+    // the admin PUT, each once, with the record's event id.
+    graph.assert_no_violations();
+    let mut sent: Vec<String> = graph.events().iter().filter_map(|e| e.event_id().map(str::to_owned)).collect();
+    sent.sort();
+    let mut want = vec!["order-100234".to_owned(), "atc-7f3e2d1c".to_owned(), meta["event_id"].as_str().unwrap().to_owned()];
+    want.sort();
+    assert_eq!(sent, want);
+}
+
+/// The access token in `events/admin-token-put.json`.
+fn admin_event_token() -> String {
+    let body: Value = serde_json::from_str(event("admin-token-put.json")["body"].as_str().unwrap()).unwrap();
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn the_admin_event_is_refused_with_another_key_and_absent_without_one() {
+    for (key, want) in [(Some("another-admin-key-0000000000"), 401), (None, 404)] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let emulator = Emulator::start(Duration::from_secs(10));
+        let graph = FakeGraph::start();
+        let mut env = vec![("PIXELGATE_GRAPH_URL", graph.url())];
+        env.extend(key.map(|k| ("PIXELGATE_ADMIN_KEY", k.to_owned())));
+        let mut function = spawn(&emulator, &data, &env);
+        emulator.wait_init(Duration::from_secs(20), || function.logs());
+        let inv = emulator.invoke(event("admin-token-put.json"));
+        let r = inv.response.expect("an answer");
+        assert_eq!(r["statusCode"], want, "{r}");
+        assert_eq!(r["headers"]["content-type"], "application/json", "{r}");
+        assert!(serde_json::from_str::<Value>(r["body"].as_str().unwrap()).unwrap()["error"].is_string(), "{r}");
+        assert!(function.terminate().0.success(), "{}", function.logs());
+        let status: Value = serde_json::from_str(&tokens(&data, &["status", "1234567890"], "")).unwrap();
+        assert_eq!(status["set"], false, "{status}");
+    }
+}

@@ -1,0 +1,231 @@
+//! The function under test, started as Lambda starts it, plus a slow Firehose: an HTTP proxy in
+//! front of moto that answers each call a set time after moto did and logs when.
+
+use std::convert::Infallible;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use serde_json::Value;
+
+use crate::emulator::{Emulator, lambda_env};
+
+/// The binary under test: `PIXELGATE_BIN` (e.g. the release build, for `bench/lambda.sh`), else
+/// the one cargo built for these tests.
+pub fn binary() -> PathBuf {
+    std::env::var_os("PIXELGATE_BIN").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_pixelgate")), PathBuf::from)
+}
+
+/// The repository's `events/` directory.
+pub fn events_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("events")
+}
+
+/// `events/<name>` as JSON.
+pub fn event(name: &str) -> Value {
+    let path = events_dir().join(name);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+/// The GTM custom-image event (`events/gtm-custom-image.json`) for pixel `pixel` with event id
+/// `event_id` (the rest of the query as in the file), `queryStringParameters` rebuilt to match.
+pub fn pixel_event(pixel: &str, event_id: &str) -> Value {
+    let mut e = event("gtm-custom-image.json");
+    let raw = e["rawQueryString"].as_str().unwrap().to_owned();
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form_urlencoded::parse(raw.as_bytes()).map(|(k, v)| {
+            let v = match &*k {
+                "pixel_id" => pixel.to_owned(),
+                "event_id" => event_id.to_owned(),
+                _ => v.into_owned(),
+            };
+            (k.into_owned(), v)
+        }))
+        .finish();
+    let mut decoded = serde_json::Map::new();
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        decoded.insert(k.into_owned(), Value::String(v.into_owned()));
+    }
+    e["rawQueryString"] = Value::String(query);
+    e["queryStringParameters"] = Value::Object(decoded);
+    e
+}
+
+/// The function's process.
+pub struct LambdaFn {
+    pub child: Child,
+    pub log: PathBuf,
+    pub spawned_at: Instant,
+}
+
+/// Starts the bare binary as Lambda does: no arguments, `AWS_LAMBDA_*` pointing at `emulator`,
+/// `PIXELGATE_DATA_DIR=data`, plus `env`.
+pub fn spawn(emulator: &Emulator, data: &Path, env: &[(&str, String)]) -> LambdaFn {
+    std::fs::create_dir_all(data).unwrap();
+    let log = data.with_extension("log");
+    let spawned_at = Instant::now();
+    let child = Command::new(binary())
+        .env_clear()
+        .envs(lambda_env(&emulator.runtime_api()))
+        .env("PIXELGATE_DATA_DIR", data)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::options().append(true).open(&log).unwrap())
+        .spawn()
+        .expect("the binary starts");
+    LambdaFn { child, log, spawned_at }
+}
+
+impl LambdaFn {
+    /// What the function logged.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM (as Lambda does before shutting the environment down); returns the exit
+    /// status and how long the process took to exit.
+    pub fn terminate(&mut self) -> (ExitStatus, Duration) {
+        let started = Instant::now();
+        let log = self.log.clone();
+        let status = crate::common::terminate(&mut self.child, || std::fs::read_to_string(&log).unwrap_or_default());
+        (status, started.elapsed())
+    }
+}
+
+impl Drop for LambdaFn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `pixelgate tokens ARGS --data-dir DATA` with `stdin`, outside Lambda; its standard output.
+pub fn tokens(data: &Path, args: &[&str], stdin: &str) -> String {
+    let mut child = Command::new(binary())
+        .arg("tokens")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "tokens {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// One call through the [`SlowProxy`].
+#[derive(Debug, Clone)]
+pub struct ProxiedCall {
+    /// The AWS JSON-protocol operation (`X-Amz-Target`, e.g. `Firehose_20150804.PutRecordBatch`).
+    pub target: String,
+    pub received: Instant,
+    /// When the answer left the proxy.
+    pub answered: Instant,
+    pub status: u16,
+}
+
+/// An HTTP proxy to moto that holds every answer for `delay` after moto gave it: a Firehose
+/// that answers in `delay` (plus moto's own time).
+pub struct SlowProxy {
+    pub endpoint: String,
+    calls: Arc<Mutex<Vec<ProxiedCall>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SlowProxy {
+    pub fn start(upstream: &str, delay: Duration) -> SlowProxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let calls: Arc<Mutex<Vec<ProxiedCall>>> = Arc::default();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let (log, upstream) = (calls.clone(), upstream.trim_end_matches('/').to_owned());
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let client = reqwest::Client::new();
+                loop {
+                    tokio::select! {
+                        _ = &mut stopped => return,
+                        accepted = listener.accept() => {
+                            let Ok((stream, _)) = accepted else { continue };
+                            let (client, log, upstream) = (client.clone(), log.clone(), upstream.clone());
+                            tokio::spawn(async move {
+                                let service = hyper::service::service_fn(move |req| forward(req, client.clone(), upstream.clone(), delay, log.clone()));
+                                let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                            });
+                        }
+                    }
+                }
+            });
+        });
+        SlowProxy { endpoint, calls, stop: Some(stop), thread: Some(thread) }
+    }
+
+    /// The calls answered so far whose operation ends with `operation`.
+    pub fn calls(&self, operation: &str) -> Vec<ProxiedCall> {
+        self.calls.lock().unwrap().iter().filter(|c| c.target.ends_with(operation)).cloned().collect()
+    }
+}
+
+impl Drop for SlowProxy {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn forward(req: Request<Incoming>, client: reqwest::Client, upstream: String, delay: Duration, log: Arc<Mutex<Vec<ProxiedCall>>>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let received = Instant::now();
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut out = client.request(parts.method.clone(), format!("{upstream}{path}")).body(body);
+    for (name, value) in parts.headers.iter().filter(|(n, _)| *n != http::header::HOST) {
+        out = out.header(name, value);
+    }
+    let (status, headers, bytes) = match out.send().await {
+        Ok(r) => {
+            let (status, headers) = (r.status(), r.headers().clone());
+            (status, headers, r.bytes().await.unwrap_or_default())
+        }
+        Err(err) => (http::StatusCode::BAD_GATEWAY, http::HeaderMap::new(), Bytes::from(err.to_string())),
+    };
+    tokio::time::sleep(delay).await;
+    let mut resp = Response::new(Full::new(bytes));
+    *resp.status_mut() = status;
+    for (name, value) in headers.iter().filter(|(n, _)| *n != http::header::TRANSFER_ENCODING && *n != http::header::CONTENT_LENGTH && *n != http::header::CONNECTION) {
+        resp.headers_mut().append(name, value.clone());
+    }
+    log.lock().unwrap().push(ProxiedCall { target, received, answered: Instant::now(), status: status.as_u16() });
+    Ok(resp)
+}
+
+/// The `q`-quantile of `samples` (sorted in place).
+pub fn quantile(samples: &mut [Duration], q: f64) -> Duration {
+    samples.sort();
+    samples[((samples.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Milliseconds, for messages.
+pub fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
