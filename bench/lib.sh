@@ -1,4 +1,4 @@
-# Shell helpers shared by the benchmark scripts (bench/run.sh, bench/capi.sh).
+# Shell helpers shared by the benchmark scripts (bench/run.sh, bench/capi.sh, bench/lambda.sh).
 # Source after setting BENCH_TAG (log prefix) and KEEP_TMP; sets WORK_DIR,
 # CHILD_PIDS (killed on exit) and FAILED, and installs the exit traps.
 

@@ -32,7 +32,8 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the HTTP server (the default command).
+    /// Run the HTTP server (the default command). Under AWS Lambda (AWS_LAMBDA_RUNTIME_API set)
+    /// the bare binary runs the Lambda runtime instead, with the same settings.
     Serve,
     /// Manage Conversions API access tokens (works while a server runs on the same store).
     #[command(subcommand)]

@@ -161,6 +161,12 @@ fn an_event_of_another_kind_is_an_error_and_releases_the_extension_at_once() {
     assert!(emulator.violations().is_empty(), "{:?}", emulator.violations());
 }
 
+/// A process's peak resident set (`VmHWM`), in KiB.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 /// The figures for the README: start to the first `invocation/next`, and the time the drain adds
 /// per invocation with a Firehose that answers in 50 ms (no Conversions API token, so Firehose
 /// is the only work). `bench/lambda.sh` runs this against the release binary.
@@ -186,15 +192,31 @@ fn figures_start_to_first_next_and_drain_with_a_50ms_firehose() {
         after_answer.push(next.saturating_duration_since(answered));
         whole.push(inv.ended_at.unwrap() - inv.dispatched_at);
     }
+    let peak_rss = peak_rss_kib(function.child.id());
     assert!(function.terminate().0.success(), "{}", function.logs());
     assert_eq!(firehose.calls("PutRecordBatch").len(), INVOCATIONS, "one PutRecordBatch per invocation");
     assert_eq!(rt.block_on(stream.records()).len(), INVOCATIONS);
     assert!(graph.requests().is_empty(), "no token, no Graph API call");
+
+    // Init alone, on the file sink (no AWS call at start-up): five cold starts.
+    let mut file_inits: Vec<Duration> = (0..5)
+        .map(|_| {
+            let emulator = Emulator::start(Duration::from_secs(10));
+            let dir = tempfile::tempdir().unwrap();
+            let mut function = spawn(&emulator, &dir.path().join("data"), &[]);
+            let init = emulator.wait_init(Duration::from_secs(20), || function.logs()) - function.spawned_at;
+            assert!(function.terminate().0.success(), "{}", function.logs());
+            init
+        })
+        .collect();
     eprintln!(
-        "LAMBDA FIGURES: start to first invocation/next {} (Firehose sink, its DescribeDeliveryStream answered in 50 ms); \
-         drain after the answer over {INVOCATIONS} invocations with Firehose answering in 50 ms: p50 {} p90 {} max {}; \
+        "LAMBDA FIGURES: start to first invocation/next {} with the Firehose sink (its DescribeDeliveryStream answered in 50 ms), \
+         median of 5 {} with the file sink; peak RSS {} MiB after {INVOCATIONS} invocations; \
+         drain after the answer with Firehose answering in 50 ms: p50 {} p90 {} max {}; \
          whole invocation p50 {} p90 {} max {}",
         ms(init),
+        ms(quantile(&mut file_inits, 0.5)),
+        peak_rss.map_or("?".into(), |k| format!("{:.1}", k as f64 / 1024.0)),
         ms(quantile(&mut after_answer, 0.5)),
         ms(quantile(&mut after_answer, 0.9)),
         ms(quantile(&mut after_answer, 1.0)),

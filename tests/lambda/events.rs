@@ -152,3 +152,42 @@ fn the_admin_event_is_refused_with_another_key_and_absent_without_one() {
         assert_eq!(status["set"], false, "{status}");
     }
 }
+
+/// Behind CloudFront, API Gateway sees CloudFront's address (`sourceIp`) and appends it to
+/// `X-Forwarded-For` after the client's; with `--trusted-proxies 1` the client is the record's
+/// IP, without it the address API Gateway saw.
+#[test]
+fn trusted_proxies_count_the_proxies_in_front_of_api_gateway() {
+    for (trusted, want) in [("1", "203.0.113.99"), ("0", "198.51.100.20")] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let graph = FakeGraph::start();
+        let emulator = Emulator::start(Duration::from_secs(10));
+        let mut function = spawn(&emulator, &data, &[("PIXELGATE_TRUSTED_PROXIES", trusted.into()), ("PIXELGATE_GRAPH_URL", graph.url())]);
+        emulator.wait_init(Duration::from_secs(20), || function.logs());
+        let mut e = event("gtm-custom-image.json");
+        e["requestContext"]["http"]["sourceIp"] = "198.51.100.20".into();
+        e["headers"]["x-forwarded-for"] = "203.0.113.99, 198.51.100.20".into();
+        assert_eq!(emulator.invoke(e).response.unwrap()["statusCode"], 200);
+        assert!(function.terminate().0.success(), "{}", function.logs());
+        let records = read_records(&data);
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0]["ip"], want, "--trusted-proxies {trusted}: {}", records[0]);
+        assert!(records[0]["flags"].as_array().unwrap().iter().all(|f| f != "bad_forwarded_for"), "{}", records[0]);
+    }
+}
+
+/// Without `PIXELGATE_DATA_DIR`, Lambda's only writable place holds the records (SPEC §2).
+#[test]
+fn the_data_dir_defaults_to_tmp_under_lambda() {
+    let emulator = Emulator::start(Duration::from_secs(10));
+    let graph = FakeGraph::start();
+    let mut function = crate::helpers::spawn_without_data_dir(&emulator, &[("PIXELGATE_GRAPH_URL", graph.url())]);
+    emulator.wait_init(Duration::from_secs(20), || function.logs());
+    let id = format!("tmp-default-{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    let inv = emulator.invoke(crate::helpers::pixel_event("1234567890", &id));
+    assert_eq!(inv.response.unwrap()["statusCode"], 200);
+    assert!(function.terminate().0.success(), "{}", function.logs());
+    let records = read_records(std::path::Path::new("/tmp/pixelgate"));
+    assert_eq!(records.iter().filter(|r| r["event_id"] == id.as_str()).count(), 1, "no record {id} under /tmp/pixelgate/raw");
+}

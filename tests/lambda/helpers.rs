@@ -68,12 +68,22 @@ pub struct LambdaFn {
 /// `PIXELGATE_DATA_DIR=data`, plus `env`.
 pub fn spawn(emulator: &Emulator, data: &Path, env: &[(&str, String)]) -> LambdaFn {
     std::fs::create_dir_all(data).unwrap();
-    let log = data.with_extension("log");
+    let mut env = env.to_vec();
+    env.push(("PIXELGATE_DATA_DIR", data.to_string_lossy().into_owned()));
+    start(emulator, data.with_extension("log"), &env)
+}
+
+/// [`spawn`] without `PIXELGATE_DATA_DIR`; the log goes to a temp file.
+pub fn spawn_without_data_dir(emulator: &Emulator, env: &[(&str, String)]) -> LambdaFn {
+    let log = std::env::temp_dir().join(format!("pixelgate-lambda-{}-{}.log", std::process::id(), emulator.runtime_api().replace(':', "-")));
+    start(emulator, log, env)
+}
+
+fn start(emulator: &Emulator, log: PathBuf, env: &[(&str, String)]) -> LambdaFn {
     let spawned_at = Instant::now();
     let child = Command::new(binary())
         .env_clear()
         .envs(lambda_env(&emulator.runtime_api()))
-        .env("PIXELGATE_DATA_DIR", data)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(std::fs::File::create(&log).unwrap())
         .stderr(std::fs::File::options().append(true).open(&log).unwrap())
