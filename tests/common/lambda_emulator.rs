@@ -10,6 +10,10 @@
 //!   invocation start, as Lambda freezes or reuses the environment only then. An invocation not
 //!   ended by its deadline is marked `timed_out` (Lambda would kill the environment).
 //!
+//! * Between invocations Lambda **freezes** the sandbox; with [`Emulator::freeze_between_invocations`]
+//!   the process is stopped (`SIGSTOP`) when an invocation ends and continued (`SIGCONT`) when the
+//!   next one is handed out, so work left running after the `next` calls makes no progress.
+//!
 //! Rule breaks (a runtime `next` before it answered, a registration after Init, an unknown
 //! path or extension id) are kept as violations for the test to assert on. Documented in
 //! <https://docs.aws.amazon.com/lambda/latest/dg/runtimes-api.html> and
@@ -95,6 +99,9 @@ struct State {
     /// `init/error`, `exit/error` and the like: (path, body).
     errors: Vec<(String, String)>,
     violations: Vec<String>,
+    /// The process to stop between invocations, and whether it is stopped now.
+    freeze: Option<u32>,
+    frozen: bool,
 }
 
 impl State {
@@ -111,8 +118,18 @@ impl State {
             let now = Instant::now();
             inv.ended_at = Some(now);
             inv.timed_out |= now > inv.deadline;
+            if let Some(pid) = self.freeze {
+                signal(pid, "STOP");
+                self.frozen = true;
+            }
         }
     }
+}
+
+/// Sends `SIGNAL` to `pid` with kill(1).
+fn signal(pid: u32, name: &str) {
+    let ok = std::process::Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().is_ok_and(|s| s.success());
+    assert!(ok || name == "CONT", "kill -{name} {pid} failed");
 }
 
 struct Shared {
@@ -174,6 +191,11 @@ impl Emulator {
     }
 
 
+    /// From now on, stops `pid` when an invocation ends and continues it when the next one starts.
+    pub fn freeze_between_invocations(&self, pid: u32) {
+        self.shared.lock().freeze = Some(pid);
+    }
+
     /// Waits until Init is over (the runtime's first `next`) and returns when that was.
     pub fn wait_init(&self, within: Duration, context: impl Fn() -> String) -> Instant {
         let s = self.wait(within, |s| !s.runtime_nexts.is_empty()).unwrap_or_else(|| panic!("the runtime did not ask for an invocation within {within:?}: {}", context()));
@@ -187,6 +209,9 @@ impl Emulator {
         drop(self.wait(timeout + Duration::from_secs(5), |s| s.invocations.last().is_none_or(|i| i.ended_at.is_some())).expect("the previous invocation ended"));
         let i = {
             let mut s = self.shared.lock();
+            if std::mem::take(&mut s.frozen) {
+                signal(s.freeze.unwrap(), "CONT");
+            }
             let n = s.invocations.len() + 1;
             let now = Instant::now();
             let deadline_ms = (SystemTime::now() + timeout).duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;

@@ -80,6 +80,9 @@ fn every_event_file_gets_its_documented_answer_and_record() {
         expect_answer(file, &inv);
         assert!(inv.ended_at.is_some() && inv.extension_next("pixelgate-drain").is_some(), "{file}: {inv:?}");
     }
+    // The three pixel events after the admin PUT reached the Conversions API during their own
+    // invocations (the process is frozen in between, so not later).
+    assert_eq!(graph.events().len(), 3, "{:?}", graph.requests());
     let (status, _) = function.terminate();
     assert!(status.success(), "exit {status}: {}", function.logs());
     assert!(emulator.violations().is_empty(), "{:?}", emulator.violations());

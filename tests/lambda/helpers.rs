@@ -89,6 +89,7 @@ fn start(emulator: &Emulator, log: PathBuf, env: &[(&str, String)]) -> LambdaFn 
         .stderr(std::fs::File::options().append(true).open(&log).unwrap())
         .spawn()
         .expect("the binary starts");
+    emulator.freeze_between_invocations(child.id());
     LambdaFn { child, log, spawned_at }
 }
 
@@ -98,13 +99,37 @@ impl LambdaFn {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Sends SIGTERM (as Lambda does before shutting the environment down); returns the exit
-    /// status and how long the process took to exit.
+    /// Thaws the process and sends SIGTERM (as Lambda does before shutting the environment
+    /// down); returns the exit status and how long the process took to exit.
     pub fn terminate(&mut self) -> (ExitStatus, Duration) {
+        self.thaw();
         let started = Instant::now();
         let log = self.log.clone();
         let status = crate::common::terminate(&mut self.child, || std::fs::read_to_string(&log).unwrap_or_default());
         (status, started.elapsed())
+    }
+}
+
+impl LambdaFn {
+    fn thaw(&self) {
+        let _ = Command::new("kill").arg("-CONT").arg(self.child.id().to_string()).status();
+    }
+
+    /// Shutdown as Lambda does it: thaw, SIGTERM, and SIGKILL 500 ms later. Returns the exit
+    /// status if the process exited by itself within the 500 ms, and how long it took.
+    pub fn terminate_within_500ms(&mut self) -> (Option<ExitStatus>, Duration) {
+        self.thaw();
+        let started = Instant::now();
+        assert!(Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap().success());
+        while started.elapsed() < Duration::from_millis(500) {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (Some(status), started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        (None, started.elapsed())
     }
 }
 
