@@ -21,6 +21,8 @@
 #   SKIP_BUILD   1 = don't run `cargo build --release`   (default 0)
 #   KEEP_TMP     1 = keep the scratch directory (logs, data, wrk output)
 #   SERVERS      which servers to run, in order      (default "pixelgate pixelgate_firehose nginx")
+#                also: hyper_bare - hyper answering the GIF with no pixel work
+#                (bench/bare_gif.rs), the HTTP stack's own ceiling
 #   STEADY       seconds of the steady 2k hits/s run of pixelgate_firehose (default 10)
 #
 # Output: progress on stderr, the Markdown result table on stdout.
@@ -52,9 +54,10 @@ PIXEL_PATH='/p.gif?pixel_id=1234567890&event=Purchase&event_id=e1&evat_value=19.
 USER_AGENT='Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/141.0.0.0 Safari/537.36'
 
 PIXELGATE_BIN="$REPO_ROOT/target/release/pixelgate"
+BARE_BIN="$REPO_ROOT/target/release/examples/bare_gif"
 
 for server in $SERVERS; do
-    [[ "$server" =~ ^(pixelgate|pixelgate_firehose|nginx)$ ]] || { echo "error: unknown server in SERVERS: $server" >&2; exit 2; }
+    [[ "$server" =~ ^(pixelgate|pixelgate_firehose|nginx|hyper_bare)$ ]] || { echo "error: unknown server in SERVERS: $server" >&2; exit 2; }
 done
 for knob in DURATION CONNECTIONS WARMUP STEADY; do
     [[ "${!knob}" =~ ^[1-9][0-9]*$ ]] || { echo "error: $knob must be a positive integer" >&2; exit 2; }
@@ -267,6 +270,24 @@ bench_pixelgate() {
 
 # nginx serving the same path with empty_gif and a buffered access log: the
 # "how fast can a 1x1 GIF plus one log line per hit go" baseline.
+# hyper answering the GIF and nothing else: no records, so no record check.
+bench_hyper_bare() {
+    local name=hyper_bare dir="$WORK_DIR/hyper_bare" port pid rss
+    mkdir -p "$dir"
+    port=$(free_port)
+    log "$name: starting on 127.0.0.1:$port"
+    taskset -c "$SERVER_CPU" "$BARE_BIN" "127.0.0.1:$port" 2>"$dir/stderr.log" &
+    pid=$!
+    CHILD_PIDS+=("$pid")
+    wait_http "$pid" "$port" /healthz 20 || { cat "$dir/stderr.log" >&2; die "$name did not start"; }
+    load_and_check "$name" "$port"
+    rss=$(peak_rss_mib "$pid")
+    stop_pid "$pid" TERM 5
+    RECORDS_CELL="n/a (writes none)"
+    add_row "$name" "$(wrk_field "$W_MEASURED" rps)" "$(wrk_field "$W_MEASURED" p50)" \
+        "$(wrk_field "$W_MEASURED" p99)" "$rss"
+}
+
 bench_nginx() {
     local name=nginx dir="$WORK_DIR/nginx" port pid worker rss master_rss records user_line=""
     mkdir -p "$dir/tmp"
@@ -480,6 +501,10 @@ if [[ " $SERVERS " == *" pixelgate"* ]]; then
     fi
     [[ -x "$PIXELGATE_BIN" ]] || die "$PIXELGATE_BIN not found (build it or unset SKIP_BUILD)"
 fi
+if [[ " $SERVERS " == *" hyper_bare "* ]]; then
+    [[ "$SKIP_BUILD" == 1 ]] || (cd "$REPO_ROOT" && cargo build --release --example bare_gif)
+    [[ -x "$BARE_BIN" ]] || die "$BARE_BIN not found (build it or unset SKIP_BUILD)"
+fi
 
 # 3. Run the servers one after the other.
 for server in $SERVERS; do
@@ -500,6 +525,11 @@ if [[ -n "${RPS[pixelgate]:-}" && -n "${RPS[nginx]:-}" ]]; then
     echo
     awk -v a="${RPS[pixelgate]}" -v b="${RPS[nginx]}" \
         'BEGIN { printf "pixelgate req/s / nginx req/s = %.3f\n", (b > 0 ? a / b : 0) }'
+fi
+if [[ -n "${RPS[hyper_bare]:-}" && -n "${RPS[nginx]:-}" ]]; then
+    echo
+    awk -v a="${RPS[hyper_bare]}" -v b="${RPS[nginx]}" -v p="${RPS[pixelgate]:-0}" \
+        'BEGIN { printf "hyper_bare req/s / nginx req/s = %.3f", (b > 0 ? a / b : 0); if (p > 0) printf "; pixelgate / hyper_bare = %.3f", p / a; printf "\n" }'
 fi
 if [[ -n "${RPS[pixelgate]:-}" && -n "${RPS[pixelgate-firehose]:-}" ]]; then
     echo
