@@ -424,9 +424,11 @@ fn insert_first(map: &mut BTreeMap<String, String>, key: &str, value: String, fl
 
 /// `fb.1.<ms>.<fbclid>`, the `_fbc` value Meta's pixel would have set (capi.md §7).
 fn fbc_value(at: Timestamp, fbclid: &str) -> String {
-    use std::fmt::Write as _;
     let mut v = String::with_capacity(20 + fbclid.len());
-    let _ = write!(v, "fb.1.{}.{fbclid}", at.unix_millis());
+    v.push_str("fb.1.");
+    v.push_str(itoa::Buffer::new().format(at.unix_millis()));
+    v.push('.');
+    v.push_str(fbclid);
     v
 }
 
@@ -434,7 +436,9 @@ fn fbc_value(at: Timestamp, fbclid: &str) -> String {
 fn fbclid_of(url: &str) -> Option<String> {
     let query = url.split_once('?')?.1;
     let query = query.split_once('#').map_or(query, |(q, _)| q);
-    form_urlencoded::parse(query.as_bytes()).find(|(k, v)| k == "fbclid" && !v.is_empty()).map(|(_, v)| v.into_owned())
+    // Most page URLs carry no click id: skip decoding their queries.
+    memchr::memmem::find(query.as_bytes(), b"fbclid")?;
+    decode::pairs(query).find(|p| p.key == "fbclid" && !p.value.is_empty()).map(|p| p.value.into_owned())
 }
 
 /// User-agent fragments of crawlers, monitors, previews and HTTP libraries.

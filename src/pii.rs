@@ -231,16 +231,17 @@ fn is_sha256_hex(s: &str) -> bool {
 }
 
 /// SHA-256 of the UTF-8 bytes as 64 lowercase hex chars. (sha2 0.11 returns a
-/// `hybrid_array::Array`, which does not implement `LowerHex` in hybrid-array 0.4, hence the loop.)
+/// `hybrid_array::Array`, which does not implement `LowerHex` in hybrid-array 0.4, hence the loop;
+/// it fills a byte array, since pushing 64 `char`s one by one costs more than the hash itself.)
 fn sha256_hex(s: &str) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(s.as_bytes());
-    let mut out = String::with_capacity(64);
-    for &b in &digest {
-        out.push(HEX[usize::from(b >> 4)] as char);
-        out.push(HEX[usize::from(b & 0x0f)] as char);
+    let mut out = [0u8; 64];
+    for (pair, &b) in out.chunks_exact_mut(2).zip(digest.iter()) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0x0f)];
     }
-    out
+    std::str::from_utf8(&out).expect("hex digits are ASCII").to_owned()
 }
 
 /// Deliberately simple: exactly one '@', non-empty local part, a dotted domain with no empty
@@ -253,7 +254,12 @@ fn valid_email(v: &str) -> bool {
         && !domain.contains('@')
         && domain.contains('.')
         && domain.split('.').all(|label| !label.is_empty())
-        && !v.chars().any(|c| c.is_whitespace() || c.is_control())
+        && if v.is_ascii() {
+            // ASCII whitespace and controls are all at or below the space, or DEL.
+            !v.bytes().any(|b| b <= b' ' || b == 0x7f)
+        } else {
+            !v.chars().any(|c| c.is_whitespace() || c.is_control())
+        }
 }
 
 /// Keeps Unicode letters and combining marks (marks matter for e.g. Devanagari virama), dropping

@@ -6,6 +6,7 @@
 
 use std::io::Write as _;
 use std::net::IpAddr;
+use std::time::UNIX_EPOCH;
 
 use super::{BTreeMap, Hit, Timestamp};
 
@@ -35,9 +36,7 @@ pub(super) fn write_hit(out: &mut Vec<u8>, hit: &Hit) {
     opt(out, hit.referrer.as_deref());
     out.extend_from_slice(b",\"client_ts\":");
     match hit.client_ts {
-        Some(ts) => {
-            let _ = write!(out, "{ts}");
-        },
+        Some(ts) => out.extend_from_slice(itoa::Buffer::new().format(ts).as_bytes()),
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"attrs\":");
@@ -83,15 +82,45 @@ fn map(out: &mut Vec<u8>, m: &BTreeMap<String, String>) {
     out.push(b'}');
 }
 
+/// `"YYYY-MM-DDTHH:MM:SS.mmmZ"`, as `humantime::format_rfc3339_millis` writes it. Hits arrive in
+/// time order, so the date and time up to the second is formatted once per second and thread.
 fn timestamp(out: &mut Vec<u8>, t: Timestamp) {
+    thread_local! {
+        /// Unix second and its `YYYY-MM-DDTHH:MM:SS` text.
+        static SECOND: std::cell::Cell<(u64, [u8; 19])> = const { std::cell::Cell::new((u64::MAX, [0; 19])) };
+    }
+    let Ok(since) = t.0.duration_since(UNIX_EPOCH) else {
+        let _ = write!(out, "\"{}\"", humantime::format_rfc3339_millis(t.0));
+        return;
+    };
+    let secs = since.as_secs();
+    let (cached, mut text) = SECOND.get();
+    if cached != secs {
+        let full = humantime::format_rfc3339_seconds(t.0).to_string();
+        text.copy_from_slice(&full.as_bytes()[..19]);
+        SECOND.set((secs, text));
+    }
+    let ms = since.subsec_millis();
     out.push(b'"');
-    let _ = write!(out, "{}", humantime::format_rfc3339_millis(t.0));
-    out.push(b'"');
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&[b'.', b'0' + (ms / 100) as u8, b'0' + (ms / 10 % 10) as u8, b'0' + (ms % 10) as u8, b'Z', b'"']);
 }
 
 fn ip_addr(out: &mut Vec<u8>, ip: IpAddr) {
     out.push(b'"');
-    let _ = write!(out, "{ip}");
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(itoa::Buffer::new().format(octet).as_bytes());
+            }
+        }
+        IpAddr::V6(_) => {
+            let _ = write!(out, "{ip}");
+        }
+    }
     out.push(b'"');
 }
 
