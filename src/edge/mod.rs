@@ -7,13 +7,14 @@
 pub mod body;
 
 use std::convert::Infallible;
-use std::future::Future;
+use std::future::{Future, Ready};
 use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body::Body;
@@ -77,6 +78,11 @@ impl EdgeService {
     }
 }
 
+/// What [`EdgeService`] returns: a finished answer for a pixel `GET`/`HEAD` (answered in `call`,
+/// no state machine or allocation per request), a boxed future for everything that reads a body
+/// or waits (POST, admin, `/readyz`).
+pub type EdgeFuture = Either<Ready<Result<Response<EdgeBody>, Infallible>>, Pin<Box<dyn Future<Output = Result<Response<EdgeBody>, Infallible>> + Send>>>;
+
 impl<B> tower_service::Service<Request<B>> for EdgeService
 where
     B: Body<Data = Bytes> + Send + 'static,
@@ -84,16 +90,25 @@ where
 {
     type Response = Response<EdgeBody>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<EdgeBody>, Infallible>> + Send>>;
+    type Future = EdgeFuture;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        if is_pixel_path(req.uri().path()) && is_read(req.method()) {
+            let (parts, _) = req.into_parts();
+            let params = query_params(&self.edge, &parts);
+            return Either::Left(std::future::ready(Ok(pixel(&self.edge, parts, params))));
+        }
         let edge = self.edge.clone();
-        Box::pin(async move { Ok(route(&edge, req).await) })
+        Either::Right(Box::pin(async move { Ok(route(&edge, req).await) }))
     }
+}
+
+fn is_pixel_path(path: &str) -> bool {
+    matches!(path, "/p.gif" | "/tr" | "/tr/")
 }
 
 async fn route<B>(edge: &Edge, req: Request<B>) -> Response<EdgeBody>
@@ -101,12 +116,14 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    // The admin API's and `/readyz`'s futures (store calls) are several times the size of a
+    // pixel POST's: boxed apart, so a POST does not allocate and move room for them.
     match req.uri().path() {
-        "/p.gif" | "/tr" | "/tr/" => pixel(edge, req).await,
+        path if is_pixel_path(path) => pixel_post(edge, req).await,
         "/healthz" if is_read(req.method()) => text(StatusCode::OK, "ok\n"),
-        "/readyz" if is_read(req.method()) => ready(edge).await,
+        "/readyz" if is_read(req.method()) => Box::pin(ready(edge)).await,
         "/healthz" | "/readyz" => method_not_allowed("GET, HEAD"),
-        path if path.starts_with("/v1/") => admin::handle(&edge.admin, req).await,
+        path if path.starts_with("/v1/") => Box::pin(admin::handle(&edge.admin, req)).await,
         _ => json_error(StatusCode::NOT_FOUND, "no such endpoint; the pixel is at /p.gif, /tr or /tr/, the admin API under /v1/pixels/{pixel_id}/"),
     }
 }
@@ -115,27 +132,38 @@ fn is_read(m: &Method) -> bool {
     m == Method::GET || m == Method::HEAD
 }
 
-/// Answers a pixel request and dispatches its hit.
-async fn pixel<B>(edge: &Edge, req: Request<B>) -> Response<EdgeBody>
+/// A pixel request with a body (POST), or one with a method the pixel does not take.
+async fn pixel_post<B>(edge: &Edge, req: Request<B>) -> Response<EdgeBody>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let received_at = Timestamp::now();
     let (parts, body) = req.into_parts();
+    if parts.method != Method::POST {
+        return method_not_allowed("GET, HEAD, POST");
+    }
+    let mut params = query_params(edge, &parts);
+    body::add_body_params(&parts.headers, body, edge.body_limits, &mut params).await;
+    pixel(edge, parts, params)
+}
+
+/// A hit received now, with the parameters of the request's query string.
+fn query_params<'s>(edge: &'s Edge, parts: &http::request::Parts) -> HitBuilder<'s> {
+    let mut params = HitBuilder::new(&edge.parse, Timestamp::now());
+    if let Some(q) = parts.uri.query() {
+        params.add_encoded(q);
+    }
+    params
+}
+
+/// Answers a pixel request and dispatches its hit, given its parameters (query string, then
+/// body).
+fn pixel<'s>(edge: &'s Edge, parts: http::request::Parts, mut hit: HitBuilder<'s>) -> Response<EdgeBody> {
     let (method, counter) = match parts.method {
         Method::GET => ("GET", &edge.hits[0]),
         Method::HEAD => ("HEAD", &edge.hits[1]),
-        Method::POST => ("POST", &edge.hits[2]),
-        _ => return method_not_allowed("GET, HEAD, POST"),
+        _ => ("POST", &edge.hits[2]),
     };
-    let mut hit = HitBuilder::new(&edge.parse, received_at);
-    if let Some(q) = parts.uri.query() {
-        hit.add_encoded(q);
-    }
-    if method == "POST" {
-        body::add_body_params(&parts.headers, body, edge.body_limits, &mut hit).await;
-    }
     let peer = parts.extensions.get::<PeerIp>().map(|p| p.0);
     let ip = client_ip::resolve(peer, &parts.headers, edge.trusted_proxies, hit.flags_mut());
     let headers = &parts.headers;
