@@ -20,6 +20,7 @@ use crate::config::{GlobalArgs, ServeArgs, SinkKind};
 use crate::dispatch::{Dispatcher, OutletQueue};
 use crate::edge::body::BodyLimits;
 use crate::edge::{Edge, EdgeService};
+use crate::hit::Hit;
 use crate::params::{Limits, ParseSettings};
 use crate::pii::PiiRules;
 use crate::runtime::server::{self, ServerOptions};
@@ -71,6 +72,17 @@ impl Pipeline {
         let deliveries = Arc::new(Deliveries::default());
         // Listed after the sink: drained first, so its capi_failed records still reach the sink.
         let (capi_queue, capi_rx) = OutletQueue::new("capi", serve.queue_capacity as usize);
+        // Hits of pixels the cache just found without a token are counted and go no further:
+        // the forwarder would only drop them, after a queue hop and a task wake-up per hit.
+        let no_token = metrics::counter!(crate::metrics::CAPI_EVENTS, "outcome" => "skipped", "reason" => "no_token");
+        let cache = tokens.clone();
+        let capi_queue = capi_queue.with_gate(Arc::new(move |hit: &Hit| {
+            let known = crate::capi::event::pixel_id(hit).is_ok_and(|id| cache.known_tokenless(id));
+            if known {
+                no_token.increment(1);
+            }
+            !known
+        }));
         let forwarder = CapiForwarder::start(
             capi_config(global, serve),
             capi_rx,

@@ -65,8 +65,11 @@ impl Drop for QueuedHit {
     }
 }
 
+/// Whether an outlet wants a hit at all; asked before the hit is queued for it.
+pub type Gate = Arc<dyn Fn(&Hit) -> bool + Send + Sync>;
+
 /// The sending half of one outlet's queue.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct OutletQueue {
     /// Name used in logs and metric labels.
     name: &'static str,
@@ -75,13 +78,28 @@ pub struct OutletQueue {
     /// Set when shutdown begins, before the [`Job::Shutdown`] is queued, so a consumer stuck
     /// retrying (and so not reading its queue) switches to its bounded give-up path.
     closing: Arc<AtomicBool>,
+    /// Hits this outlet would only discard (e.g. the forwarder, for a pixel known to have no
+    /// token) are not queued for it; the gate counts what it turns away.
+    gate: Option<Gate>,
+}
+
+impl std::fmt::Debug for OutletQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutletQueue").field("name", &self.name).field("gated", &self.gate.is_some()).finish_non_exhaustive()
+    }
 }
 
 impl OutletQueue {
     /// A queue of `capacity` jobs for the outlet `name`, and its receiving half for the consumer.
     pub fn new(name: &'static str, capacity: usize) -> (OutletQueue, mpsc::Receiver<Job>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        (OutletQueue { name, tx, closing: Arc::new(AtomicBool::new(false)) }, rx)
+        (OutletQueue { name, tx, closing: Arc::new(AtomicBool::new(false)), gate: None }, rx)
+    }
+
+    /// Queues only the hits `gate` lets through.
+    pub fn with_gate(mut self, gate: Gate) -> Self {
+        self.gate = Some(gate);
+        self
     }
 
     /// The flag raised when shutdown begins; for the consumer to watch while it retries.
@@ -136,6 +154,9 @@ impl Dispatcher {
         }
         let hit = Arc::new(QueuedHit { hit, bytes, budget: self.queued_bytes.clone() });
         for outlet in self.outlets.iter() {
+            if outlet.gate.as_ref().is_some_and(|wants| !wants(&hit)) {
+                continue;
+            }
             if let Err(err) = outlet.tx.try_send(Job::Hit(hit.clone())) {
                 let reason = match err {
                     mpsc::error::TrySendError::Full(_) => "queue_full",

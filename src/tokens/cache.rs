@@ -7,6 +7,8 @@
 //! Concurrent misses for one pixel share one store read (moka's `or_try_insert_with`), so a
 //! burst for an uncached pixel cannot stampede the store.
 
+use std::collections::HashMap;
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -100,6 +102,13 @@ pub struct TokenCache {
     /// `pixelgate_token_cache_total{result="hit"|"miss"}`, resolved once: every hit of a pixel
     /// asks the cache, so the registry lookup stays off that path.
     counted: [metrics::Counter; 2],
+    /// Pixels a store read just found without a usable token, until when that answer holds (the
+    /// negative TTL from the read, as the cache entry). Read without `await` by the dispatcher for
+    /// every hit ([`TokenCache::known_tokenless`]), so the hits of pixels that never get a token
+    /// do not even enter the forwarder's queue. Written under the same lock that the changes this
+    /// process makes clear it with, after bumping `changes`, so it never outlives a change.
+    tokenless: RwLock<HashMap<Box<str>, Instant>>,
+    settings: CacheSettings,
 }
 
 impl TokenCache {
@@ -107,7 +116,39 @@ impl TokenCache {
     pub fn new(store: TokenStore, settings: CacheSettings) -> TokenCache {
         let cache = Cache::builder().max_capacity(settings.capacity).expire_after(TtlByKind(settings)).build();
         let counted = ["hit", "miss"].map(|result| metrics::counter!(m::TOKEN_CACHE, "result" => result));
-        TokenCache { store, cache, store_reads: AtomicU64::new(0), changes: AtomicU64::new(0), counted }
+        TokenCache { store, cache, store_reads: AtomicU64::new(0), changes: AtomicU64::new(0), counted, tokenless: RwLock::default(), settings }
+    }
+
+    /// Whether a store read within the negative TTL found no usable token for the pixel (and
+    /// nothing this process changed since says otherwise). Never waits; `false` when unknown.
+    pub fn known_tokenless(&self, pixel_id: &str) -> bool {
+        let tokenless = self.tokenless.read().unwrap_or_else(|e| e.into_inner());
+        tokenless.get(pixel_id).is_some_and(|until| Instant::now() < *until)
+    }
+
+    /// Remembers a fresh "no usable token" read, unless a change landed since `seen`.
+    fn remember_tokenless(&self, pixel_id: &str, seen: u64) {
+        let mut tokenless = self.tokenless.write().unwrap_or_else(|e| e.into_inner());
+        if self.changes.load(Ordering::SeqCst) != seen {
+            return;
+        }
+        let now = Instant::now();
+        if tokenless.len() as u64 >= self.settings.capacity {
+            tokenless.retain(|_, until| now < *until);
+            if tokenless.len() as u64 >= self.settings.capacity {
+                return;
+            }
+        }
+        tokenless.insert(pixel_id.into(), now + self.settings.negative_ttl);
+    }
+
+    /// Records that this process changed the pixel's token: bumps `changes` and forgets a
+    /// remembered "no token".
+    fn changed(&self, pixel_id: &str) -> u64 {
+        let mut tokenless = self.tokenless.write().unwrap_or_else(|e| e.into_inner());
+        let before = self.changes.fetch_add(1, Ordering::SeqCst);
+        tokenless.remove(pixel_id);
+        before
     }
 
     /// The store behind the cache (e.g. for `/readyz`: `tokens.store().check()`).
@@ -140,8 +181,12 @@ impl TokenCache {
             .await
             .map_err(|e| StoreError::clone(&e))?;
         self.counted[entry.is_fresh() as usize].increment(1);
-        if entry.is_fresh() && self.changes.load(Ordering::SeqCst) != seen {
-            self.cache.invalidate(pixel_id).await;
+        if entry.is_fresh() {
+            if self.changes.load(Ordering::SeqCst) != seen {
+                self.cache.invalidate(pixel_id).await;
+            } else if matches!(entry.value(), Cached::Unusable) {
+                self.remember_tokenless(pixel_id, seen);
+            }
         }
         Ok(entry.into_value().usable())
     }
@@ -149,7 +194,7 @@ impl TokenCache {
     /// Stores or replaces the pixel's token; this cache uses it at once.
     pub async fn set(&self, pixel_id: &str, token: Secret) -> Result<TokenStatusView, StoreError> {
         let stored = self.store.set(pixel_id, token).await?;
-        self.changes.fetch_add(1, Ordering::SeqCst);
+        self.changed(pixel_id);
         self.cache.insert(pixel_id.to_owned(), Cached::of(Some(&stored))).await;
         Ok(TokenStatusView::of(pixel_id, Some(&stored)))
     }
@@ -157,7 +202,7 @@ impl TokenCache {
     /// Removes the pixel's token; `false` if there was none. This cache stops using it at once.
     pub async fn delete(&self, pixel_id: &str) -> Result<bool, StoreError> {
         let existed = self.store.delete(pixel_id).await?;
-        self.changes.fetch_add(1, Ordering::SeqCst);
+        self.changed(pixel_id);
         self.cache.insert(pixel_id.to_owned(), Cached::Unusable).await;
         Ok(existed)
     }
@@ -180,7 +225,7 @@ impl TokenCache {
         let before = self.changes.load(Ordering::SeqCst);
         let flipped = self.store.mark_invalid(pixel_id, version).await?;
         // Not this call's own bump: a set or delete that landed meanwhile wins over our entry.
-        let undisturbed = self.changes.fetch_add(1, Ordering::SeqCst) == before;
+        let undisturbed = self.changed(pixel_id) == before;
         if flipped && undisturbed {
             // Counted and logged by the caller (the forwarder), once per rejected version.
             tracing::info!(pixel_id, "access token marked invalid in the store");
@@ -250,6 +295,34 @@ mod tests {
         assert_eq!(cache.usable("1").await.unwrap(), None);
         assert_eq!(other.get("1").await.unwrap().unwrap().status, TokenStatus::Invalid);
         assert_eq!(cache.status("1").await.unwrap().status, Some(TokenStatus::Invalid));
+    }
+
+    #[tokio::test]
+    async fn a_pixel_read_without_token_is_known_tokenless_until_the_negative_ttl_or_a_change() {
+        let (_dir, cache, other) = cache(short()).await;
+        assert!(!cache.known_tokenless("1"), "nothing read yet");
+        assert_eq!(cache.usable("1").await.unwrap(), None);
+        assert!(cache.known_tokenless("1"));
+        assert!(!cache.known_tokenless("2"));
+        // Set elsewhere: still "no token" here until the negative TTL has passed, as the cache.
+        other.set("1", Secret::new("a")).await.unwrap();
+        assert!(cache.known_tokenless("1"));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(!cache.known_tokenless("1"), "expired with the cache entry");
+        assert!(cache.usable("1").await.unwrap().is_some());
+        assert!(!cache.known_tokenless("1"), "a usable token is never tokenless");
+
+        // A change made through this cache applies at once.
+        assert_eq!(cache.usable("3").await.unwrap(), None);
+        assert!(cache.known_tokenless("3"));
+        cache.set("3", Secret::new("b")).await.unwrap();
+        assert!(!cache.known_tokenless("3"));
+
+        // A read that overlapped a change is not remembered.
+        let seen = cache.changes.load(Ordering::SeqCst);
+        cache.delete("4").await.unwrap();
+        cache.remember_tokenless("4", seen);
+        assert!(!cache.known_tokenless("4"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
