@@ -91,10 +91,14 @@ impl Pipeline {
             deliveries.clone(),
             capi_queue.closing(),
         );
-        let dispatcher = Dispatcher::new(vec![sink_queue, capi_queue]).with_max_bytes(serve.queue_max_bytes as usize);
+        let parse = ParseSettings { limits: Limits::default(), pii: PiiRules { default_phone_country: serve.default_phone_country } };
+        // One intake task per runtime worker shapes the pixel GETs the edge answered.
+        let workers = tokio::runtime::Handle::current().metrics().num_workers();
+        let dispatcher = Dispatcher::new(vec![sink_queue, capi_queue])
+            .with_max_bytes(serve.queue_max_bytes as usize)
+            .with_intake(workers, serve.queue_capacity as usize, crate::edge::shaper(parse.clone(), global.trusted_proxies));
         spawn_ticker(dispatcher.clone());
 
-        let parse = ParseSettings { limits: Limits::default(), pii: PiiRules { default_phone_country: serve.default_phone_country } };
         let body_limits = BodyLimits { max_bytes: serve.max_body_bytes, timeout: serve.header_read_timeout };
         let admin = Admin::new(global.admin_key.as_ref(), tokens.clone(), deliveries, serve.header_read_timeout);
         let edge = Arc::new(Edge::new(parse, global.trusted_proxies, body_limits, dispatcher.clone(), sink_health, tokens, admin));

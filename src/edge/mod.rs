@@ -23,8 +23,8 @@ use metrics::Counter;
 
 use crate::admin::{self, Admin};
 use crate::client_ip::{self, PeerIp};
-use crate::dispatch::Dispatcher;
-use crate::hit::Timestamp;
+use crate::dispatch::{Captured, Dispatcher, Shaper};
+use crate::hit::{Hit, Timestamp};
 use crate::metrics as m;
 use crate::params::{HitBuilder, ParseSettings, RequestMeta};
 use crate::sink::Health;
@@ -98,9 +98,14 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         if is_pixel_path(req.uri().path()) && is_read(req.method()) {
+            // Answered now; the hit is shaped by the dispatcher's intake (see `shaper`).
+            let received_at = Timestamp::now();
             let (parts, _) = req.into_parts();
-            let params = query_params(&self.edge, &parts);
-            return Either::Left(std::future::ready(Ok(pixel(&self.edge, parts, params))));
+            let head = parts.method == Method::HEAD;
+            self.edge.hits[head as usize].increment(1);
+            self.edge.dispatcher.submit_captured(Captured { received_at, parts });
+            let answer = if head { pixel_response(StatusCode::OK, None, true) } else { pixel_response(StatusCode::OK, Some(GIF), true) };
+            return Either::Left(std::future::ready(Ok(answer)));
         }
         let edge = self.edge.clone();
         Either::Right(Box::pin(async move { Ok(route(&edge, req).await) }))
@@ -142,30 +147,32 @@ where
     if parts.method != Method::POST {
         return method_not_allowed("GET, HEAD, POST");
     }
-    let mut params = query_params(edge, &parts);
-    body::add_body_params(&parts.headers, body, edge.body_limits, &mut params).await;
-    pixel(edge, parts, params)
-}
-
-/// A hit received now, with the parameters of the request's query string.
-fn query_params<'s>(edge: &'s Edge, parts: &http::request::Parts) -> HitBuilder<'s> {
     let mut params = HitBuilder::new(&edge.parse, Timestamp::now());
     if let Some(q) = parts.uri.query() {
         params.add_encoded(q);
     }
-    params
+    body::add_body_params(&parts.headers, body, edge.body_limits, &mut params).await;
+    edge.hits[2].increment(1);
+    edge.dispatcher.submit(shape(&parts, params, edge.trusted_proxies));
+    pixel_response(StatusCode::NO_CONTENT, None, false)
 }
 
-/// Answers a pixel request and dispatches its hit, given its parameters (query string, then
-/// body).
-fn pixel<'s>(edge: &'s Edge, parts: http::request::Parts, mut hit: HitBuilder<'s>) -> Response<EdgeBody> {
-    let (method, counter) = match parts.method {
-        Method::GET => ("GET", &edge.hits[0]),
-        Method::HEAD => ("HEAD", &edge.hits[1]),
-        _ => ("POST", &edge.hits[2]),
-    };
+/// How the dispatcher's intake turns a pixel GET/HEAD the edge answered into its hit.
+pub fn shaper(parse: ParseSettings, trusted_proxies: usize) -> Shaper {
+    Arc::new(move |captured: Captured| {
+        let mut params = HitBuilder::new(&parse, captured.received_at);
+        if let Some(q) = captured.parts.uri.query() {
+            params.add_encoded(q);
+        }
+        shape(&captured.parts, params, trusted_proxies)
+    })
+}
+
+/// Finishes a pixel request's hit from its parameters (query string, then body) and its head:
+/// client address, user agent, page URL fallback, cookies; counts its flags.
+fn shape(parts: &http::request::Parts, mut hit: HitBuilder<'_>, trusted_proxies: usize) -> Hit {
     let peer = parts.extensions.get::<PeerIp>().map(|p| p.0);
-    let ip = client_ip::resolve(peer, &parts.headers, edge.trusted_proxies, hit.flags_mut());
+    let ip = client_ip::resolve(peer, &parts.headers, trusted_proxies, hit.flags_mut());
     let headers = &parts.headers;
     let hit = hit.finish(RequestMeta {
         ip,
@@ -173,17 +180,11 @@ fn pixel<'s>(edge: &'s Edge, parts: http::request::Parts, mut hit: HitBuilder<'s
         referer: header_str(headers, &header::REFERER),
         cookies: headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).collect(),
     });
-    counter.increment(1);
     for flag in hit.flags.iter() {
         metrics::counter!(m::HIT_FLAGS, "flag" => flag.as_str()).increment(1);
     }
-    tracing::debug!(method, path = parts.uri.path(), pixel_id = hit.pixel_id.as_deref(), event = hit.event.as_deref(), event_id = %hit.event_id, flags = ?hit.flags, "hit");
-    edge.dispatcher.submit(hit);
-    match method {
-        "POST" => pixel_response(StatusCode::NO_CONTENT, None, false),
-        "HEAD" => pixel_response(StatusCode::OK, None, true),
-        _ => pixel_response(StatusCode::OK, Some(GIF), true),
-    }
+    tracing::debug!(method = %parts.method, path = parts.uri.path(), pixel_id = hit.pixel_id.as_deref(), event = hit.event.as_deref(), event_id = %hit.event_id, flags = ?hit.flags, "hit");
+    hit
 }
 
 fn header_str<'h>(headers: &'h HeaderMap, name: &header::HeaderName) -> Option<&'h str> {
