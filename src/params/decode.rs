@@ -17,24 +17,71 @@ pub struct Pair<'a> {
 
 /// The pairs of `input`, skipping empty pieces as `form_urlencoded` does.
 pub fn pairs(input: &str) -> impl Iterator<Item = Pair<'_>> {
-    // Split as `str` at ASCII bytes, so pieces that need no decoding need no UTF-8 check either.
-    input.split('&').filter(|piece| !piece.is_empty()).map(|piece| {
-        let (key, value) = piece.split_once('=').unwrap_or((piece, ""));
-        let mut bad_encoding = false;
-        let key = decode(key, &mut bad_encoding);
-        let value = decode(value, &mut bad_encoding);
-        Pair { key, value, bad_encoding }
-    })
+    Pairs { rest: input }
+}
+
+/// Splits at `&` and then `=`, as `str` at ASCII bytes, so pieces that need no decoding need no
+/// UTF-8 check either. One forward scan per piece: `str::split` and `split_once` cost more in
+/// set-up than the few bytes of a typical name or value.
+struct Pairs<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Iterator for Pairs<'a> {
+    type Item = Pair<'a>;
+
+    fn next(&mut self) -> Option<Pair<'a>> {
+        loop {
+            if self.rest.is_empty() {
+                return None;
+            }
+            let bytes = self.rest.as_bytes();
+            let end = find_byte(b'&', bytes).unwrap_or(bytes.len());
+            let piece = &self.rest[..end];
+            self.rest = self.rest.get(end + 1..).unwrap_or("");
+            if piece.is_empty() {
+                continue;
+            }
+            let (key, value) = match find_byte(b'=', piece.as_bytes()) {
+                Some(eq) => (&piece[..eq], &piece[eq + 1..]),
+                None => (piece, ""),
+            };
+            let mut bad_encoding = false;
+            let key = decode(key, &mut bad_encoding);
+            let value = decode(value, &mut bad_encoding);
+            return Some(Pair { key, value, bad_encoding });
+        }
+    }
+}
+
+/// The first `needle`: a plain loop for the short pieces most are, memchr for long ones.
+fn find_byte(needle: u8, raw: &[u8]) -> Option<usize> {
+    if raw.len() < 32 { raw.iter().position(|&b| b == needle) } else { memchr::memchr(needle, raw) }
+}
+
+/// The first `%` or `+`. Most names and values are a few bytes long, where a plain loop beats
+/// setting up memchr's vector search.
+fn find_escape(raw: &[u8]) -> Option<usize> {
+    if raw.len() < 32 {
+        raw.iter().position(|&b| b == b'%' || b == b'+')
+    } else {
+        memchr::memchr2(b'%', b'+', raw)
+    }
 }
 
 fn hex(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
 }
 
 /// Decodes `+` and `%XX`; sets `bad` on an invalid escape or invalid UTF-8.
 fn decode<'a>(text: &'a str, bad: &mut bool) -> Cow<'a, str> {
     let raw = text.as_bytes();
-    let Some(first) = memchr::memchr2(b'%', b'+', raw) else {
+    let Some(first) = find_escape(raw) else {
         return Cow::Borrowed(text);
     };
     let mut out = Vec::with_capacity(raw.len());
@@ -54,7 +101,7 @@ fn decode<'a>(text: &'a str, bad: &mut bool) -> Cow<'a, str> {
                 }
             },
             _ => {
-                let next = memchr::memchr2(b'%', b'+', &raw[i..]).map_or(raw.len(), |n| i + n);
+                let next = find_escape(&raw[i..]).map_or(raw.len(), |n| i + n);
                 out.extend_from_slice(&raw[i..next]);
                 i = next;
                 continue;
