@@ -140,6 +140,8 @@ pub type Shaper = Arc<dyn Fn(Captured) -> Hit + Send + Sync>;
 const INTAKE_BATCH: usize = 64;
 
 /// What an intake task is asked to do.
+// Nearly every job is a `Captured`: boxing it would add an allocation per hit.
+#[allow(clippy::large_enum_variant)]
 enum Intake {
     /// Shape this request and offer its hit to the outlets; `bytes` is its share of the budget.
     Captured(Captured, usize),
