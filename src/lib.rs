@@ -10,13 +10,15 @@
 //!
 //! * [`runtime::server`] — the front door: hyper accept loop, connection cap, header timeouts,
 //!   graceful shutdown. It tags each request with the peer address ([`client_ip::PeerIp`]).
-//! * [`edge`] — the one tower `Service` every front door calls: routes, answers the GIF, reads
-//!   POST bodies ([`edge::body`]), and hands the finished hit to dispatch.
+//! * [`edge`] — the one tower `Service` every front door calls: routes, answers the GIF and hands
+//!   the captured request to dispatch's intake, which shapes hits in batches; reads POST bodies
+//!   ([`edge::body`]) and hands their finished hits to dispatch.
 //! * [`params`] — every parameter convention (pixelgate, Meta pixel, Meta sGTM) into one [`hit::Hit`];
 //!   [`pii`] normalises and SHA-256-hashes personal data at the edge; [`client_ip`] applies the
 //!   trusted-proxy policy.
 //! * [`hit`] — the raw record (SPEC §5) and its flags.
-//! * [`dispatch`] — bounded per-outlet queues; `submit` never waits, `flush` waits for delivery.
+//! * [`dispatch`] — the intake (captured requests → hits, in batches) and bounded per-outlet
+//!   queues, each optionally gated; `submit` never waits, `flush` waits for delivery.
 //! * [`sink`] — raw-record sinks; [`sink::file`] writes hourly NDJSON files on its own thread;
 //!   [`sink::firehose`], also on its own thread, sends the same lines to Kinesis Data Firehose
 //!   with `PutRecordBatch`, retries failed records one by one, and spools to disk while Firehose

@@ -1,8 +1,10 @@
 //! The edge service: one tower `Service` behind both front doors (hyper server, Lambda).
 //!
-//! It routes, answers the pixel at once, builds the [`crate::hit::Hit`] and hands it to the
-//! [`Dispatcher`]; the answer never waits on an outlet. It serves the health endpoints too. The
-//! front door supplies what differs between doors as request extensions ([`PeerIp`]).
+//! It routes and answers the pixel at once: a GET/HEAD inside `Service::call`, handing the captured
+//! request to the [`Dispatcher`]'s intake, which builds the [`crate::hit::Hit`] with [`shaper`]; a
+//! POST after reading its body, handing over the finished hit. The answer never waits on an
+//! outlet. It serves the health endpoints too. The front door supplies what differs between doors
+//! as request extensions ([`PeerIp`]).
 
 pub mod body;
 
