@@ -166,7 +166,7 @@ impl App {
         let metrics_addr = self.metrics_listener.local_addr()?;
         let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
         let metrics_opts = ServerOptions { name: "metrics", max_connections: 64, shutdown_grace: Duration::from_secs(1), ..ServerOptions::default() };
-        let metrics_server = tokio::spawn(server::serve(self.metrics_listener, crate::metrics::MetricsService::new(self.metrics), metrics_opts, async {
+        let metrics_server = tokio::spawn(server::serve(self.metrics_listener, crate::metrics::MetricsService::new(self.metrics).with_intake(self.pipeline.dispatcher()), metrics_opts, async {
             let _ = metrics_stopped.await;
         }));
 

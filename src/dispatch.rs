@@ -287,11 +287,17 @@ impl Dispatcher {
     /// Every outlet flushes at once, so a slow Conversions API does not hold back the raw records
     /// (under Lambda the drain may run out of time); then the outlets that others feed flush again.
     pub async fn flush(&self) {
-        futures_util::future::join_all(self.intake.iter().map(|tx| intake_answered(tx, Intake::Barrier))).await;
+        self.flush_intake().await;
         futures_util::future::join_all(self.outlets.iter().map(|outlet| Self::answered(outlet, Job::Barrier))).await;
         for outlet in self.outlets.iter().rev().skip(1) {
             Self::answered(outlet, Job::Barrier).await;
         }
+    }
+
+    /// Resolves when every request captured before this call has been shaped and offered to the
+    /// outlets (not yet delivered): from then on its flags are counted. `/metrics` waits for it.
+    pub async fn flush_intake(&self) {
+        futures_util::future::join_all(self.intake.iter().map(|tx| intake_answered(tx, Intake::Barrier))).await;
     }
 
     /// Delivers what every outlet holds, then stops the consumers, one outlet at a time from the
