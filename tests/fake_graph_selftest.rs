@@ -4,6 +4,8 @@
 #[path = "common/fake_graph.rs"]
 #[allow(dead_code)]
 mod fake_graph;
+#[path = "common/http_server.rs"]
+mod http_server;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

@@ -42,6 +42,8 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde_json::{Value, json};
 
+use super::http_server::HttpServer;
+
 /// Most events per request (`capi.md` §3).
 pub const MAX_EVENTS: usize = 1000;
 /// How old an `event_time` may be (`capi.md` §2: 7 days).
@@ -246,39 +248,27 @@ impl Shared {
 
 /// The running fake. Dropping it stops the server.
 pub struct FakeGraph {
-    addr: SocketAddr,
+    server: HttpServer,
     shared: Arc<Shared>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl FakeGraph {
     /// Binds 127.0.0.1:0 and serves on a new thread. No pixel has a token yet: see
     /// [`FakeGraph::set_token`].
     pub fn start() -> FakeGraph {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("fake graph binds");
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared { state: Mutex::new(State::default()), changed: Condvar::new() });
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let serving = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("fake-graph".into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-                rt.block_on(serve(listener, serving, stopped));
-            })
-            .unwrap();
-        FakeGraph { addr, shared, stop: Some(stop), thread: Some(thread) }
+        let server = HttpServer::start("fake-graph", move |req| handle(req, serving.clone()));
+        FakeGraph { server, shared }
     }
 
     /// Base URL, e.g. `http://127.0.0.1:43121` (pass as `--graph-url`).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.server.addr())
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// Makes `token` the only valid token for `pixel`.
@@ -394,41 +384,11 @@ impl fmt::Debug for FakeGraph {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.shared.lock();
         f.debug_struct("FakeGraph")
-            .field("addr", &self.addr)
+            .field("addr", &self.server.addr())
             .field("pixels", &s.tokens.keys().collect::<Vec<_>>())
             .field("requests", &s.requests)
             .field("events", &s.events.len())
             .finish()
-    }
-}
-
-impl Drop for FakeGraph {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>, mut stopped: tokio::sync::oneshot::Receiver<()>) {
-    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-    loop {
-        tokio::select! {
-            _ = &mut stopped => return,
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| handle(req, shared.clone()));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        }
     }
 }
 

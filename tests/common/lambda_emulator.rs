@@ -20,7 +20,6 @@
 //! <https://docs.aws.amazon.com/lambda/latest/dg/runtimes-extensions-api.html>.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -29,6 +28,8 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
+
+use super::common::http_server::HttpServer;
 
 /// The function ARN the emulator reports.
 pub const FUNCTION_ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:pixelgate";
@@ -155,39 +156,27 @@ impl Shared {
 
 /// The running emulator; dropping it stops the server.
 pub struct Emulator {
-    addr: SocketAddr,
+    server: HttpServer,
     shared: Arc<Shared>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Emulator {
     /// Binds 127.0.0.1:0; invocations get `timeout` as the function timeout.
     pub fn start(timeout: Duration) -> Emulator {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("emulator binds");
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
             version: tokio::sync::watch::Sender::new(0),
             timeout,
         });
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let serving = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("lambda-emulator".into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-                rt.block_on(serve(listener, serving, stopped));
-            })
-            .unwrap();
-        Emulator { addr, shared, stop: Some(stop), thread: Some(thread) }
+        let server = HttpServer::start("lambda-emulator", move |req| handle(req, serving.clone()));
+        Emulator { server, shared }
     }
 
     /// The value for `AWS_LAMBDA_RUNTIME_API` (`host:port`).
     pub fn runtime_api(&self) -> String {
-        self.addr.to_string()
+        self.server.addr().to_string()
     }
 
 
@@ -266,35 +255,6 @@ impl Emulator {
             s = self.shared.changed.wait_timeout(s, left).unwrap_or_else(std::sync::PoisonError::into_inner).0;
         }
         Some(s)
-    }
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>, mut stopped: tokio::sync::oneshot::Receiver<()>) {
-    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = &mut stopped => return,
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let shared = shared.clone();
-                connections.spawn(async move {
-                    let service = hyper::service::service_fn(move |req| handle(req, shared.clone()));
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
-                });
-            }
-        }
     }
 }
 

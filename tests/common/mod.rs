@@ -3,6 +3,8 @@
 /// A fake of Meta's Graph API (Conversions API endpoint); not every binary uses all of it.
 #[allow(dead_code)]
 pub mod fake_graph;
+/// The loopback HTTP server the fakes run on.
+pub mod http_server;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};

@@ -14,6 +14,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde_json::Value;
 
+use crate::common::http_server::HttpServer;
 use crate::emulator::{Emulator, lambda_env};
 
 /// The binary under test: `PIXELGATE_BIN` (e.g. the release build, for `bench/lambda.sh`), else
@@ -175,55 +176,20 @@ pub struct ProxiedCall {
 pub struct SlowProxy {
     pub endpoint: String,
     calls: Arc<Mutex<Vec<ProxiedCall>>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: HttpServer,
 }
 
 impl SlowProxy {
     pub fn start(upstream: &str, delay: Duration) -> SlowProxy {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let calls: Arc<Mutex<Vec<ProxiedCall>>> = Arc::default();
-        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
-        let (log, upstream) = (calls.clone(), upstream.trim_end_matches('/').to_owned());
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let client = reqwest::Client::new();
-                loop {
-                    tokio::select! {
-                        _ = &mut stopped => return,
-                        accepted = listener.accept() => {
-                            let Ok((stream, _)) = accepted else { continue };
-                            let (client, log, upstream) = (client.clone(), log.clone(), upstream.clone());
-                            tokio::spawn(async move {
-                                let service = hyper::service::service_fn(move |req| forward(req, client.clone(), upstream.clone(), delay, log.clone()));
-                                let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
-                            });
-                        }
-                    }
-                }
-            });
-        });
-        SlowProxy { endpoint, calls, stop: Some(stop), thread: Some(thread) }
+        let (log, upstream, client) = (calls.clone(), upstream.trim_end_matches('/').to_owned(), reqwest::Client::new());
+        let server = HttpServer::start("slow-proxy", move |req| forward(req, client.clone(), upstream.clone(), delay, log.clone()));
+        SlowProxy { endpoint: format!("http://{}", server.addr()), calls, _server: server }
     }
 
     /// The calls answered so far whose operation ends with `operation`.
     pub fn calls(&self, operation: &str) -> Vec<ProxiedCall> {
         self.calls.lock().unwrap().iter().filter(|c| c.target.ends_with(operation)).cloned().collect()
-    }
-}
-
-impl Drop for SlowProxy {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
