@@ -149,10 +149,7 @@ where
     if parts.method != Method::POST {
         return method_not_allowed("GET, HEAD, POST");
     }
-    let mut params = HitBuilder::new(&edge.parse, Timestamp::now());
-    if let Some(q) = parts.uri.query() {
-        params.add_encoded(q);
-    }
+    let mut params = query_params(&edge.parse, Timestamp::now(), &parts);
     body::add_body_params(&parts.headers, body, edge.body_limits, &mut params).await;
     edge.hits[2].increment(1);
     edge.dispatcher.submit(shape(&parts, params, edge.trusted_proxies));
@@ -162,12 +159,18 @@ where
 /// How the dispatcher's intake turns a pixel GET/HEAD the edge answered into its hit.
 pub fn shaper(parse: ParseSettings, trusted_proxies: usize) -> Shaper {
     Arc::new(move |captured: Captured| {
-        let mut params = HitBuilder::new(&parse, captured.received_at);
-        if let Some(q) = captured.parts.uri.query() {
-            params.add_encoded(q);
-        }
+        let params = query_params(&parse, captured.received_at, &captured.parts);
         shape(&captured.parts, params, trusted_proxies)
     })
+}
+
+/// A hit received at `received_at`, with the parameters of the request's query string.
+fn query_params<'s>(parse: &'s ParseSettings, received_at: Timestamp, parts: &http::request::Parts) -> HitBuilder<'s> {
+    let mut params = HitBuilder::new(parse, received_at);
+    if let Some(q) = parts.uri.query() {
+        params.add_encoded(q);
+    }
+    params
 }
 
 /// Finishes a pixel request's hit from its parameters (query string, then body) and its head:
