@@ -1,25 +1,37 @@
 //! The hyper/tokio front door: accept loop, connection limits and graceful shutdown.
 //!
 //! Hostile clients are bounded at the transport: at most `max_connections` at once (further
-//! connections wait in the listen backlog), a connection must deliver a complete request head
-//! within `header_read_timeout` (a silent new connection, a slowloris header trickle and an idle
-//! keep-alive connection are all closed), a connection whose client stops reading its answers is
-//! closed once a write has waited as long, and a request head over `max_header_bytes` gets
-//! hyper's `431`/`414`.
+//! connections wait in the listen backlog), and a connection that has not delivered a complete
+//! request head within `header_read_timeout` of being accepted or of finishing its previous request
+//! is closed — a silent new connection, a slowloris header trickle, an idle keep-alive connection
+//! and a client that stops reading its answers (hyper then stops reading its requests) alike. A
+//! request head over `max_header_bytes` gets hyper's `431`/`414`.
+//!
+//! Those deadlines cost a request two atomic stores: one sweeper task per listener reads the
+//! per-connection stamps a few times a second and shuts the late sockets down (a second descriptor
+//! of each socket is kept for that), where hyper's own header timer would arm and disarm a timer
+//! for every request. Shutdown works through the same table: idle connections get their read side
+//! shut (hyper sees the end of the stream and closes), a connection with a request in hand gets it
+//! once that request is answered, and whatever is left after the grace period is aborted.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::AsFd;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tokio_io_timeout::TimeoutStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::AbortHandle;
 
 use crate::client_ip::PeerIp;
 use crate::edge::EdgeBody;
@@ -59,16 +71,15 @@ impl Default for ServerOptions {
 pub async fn serve<S>(listener: TcpListener, service: S, opts: ServerOptions, shutdown: impl Future<Output = ()>)
 where
     S: tower_service::Service<Request<Incoming>, Response = Response<EdgeBody>, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
+    S::Future: Send + Unpin + 'static,
 {
     let limit = Arc::new(Semaphore::new(opts.max_connections));
-    let (stop_tx, stop_rx) = watch::channel(Stop::Serve);
     let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(opts.header_read_timeout)
-        .max_header_size(opts.max_header_bytes)
-        .max_buf_size(opts.max_header_bytes.max(64 * 1024));
+    // No hyper timer: the sweeper enforces the header deadline (see the module docs).
+    http.header_read_timeout(None).max_header_size(opts.max_header_bytes).max_buf_size(opts.max_header_bytes.max(64 * 1024));
     let http = Arc::new(http);
+    let table = Arc::new(Table::new(opts.name, opts.header_read_timeout));
+    let sweeper = tokio::spawn(sweep(table.clone()));
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -88,32 +99,137 @@ where
             },
         };
         metrics::counter!(m::CONNECTIONS_ACCEPTED, "listener" => opts.name).increment(1);
-        tokio::spawn(connection(stream, peer, service.clone(), http.clone(), opts.clone(), permit, stop_rx.clone()));
+        let Some((id, conn)) = table.open(&stream) else {
+            // No second descriptor (EMFILE): the connection could not be bounded, so refuse it.
+            continue;
+        };
+        let task = tokio::spawn(connection(stream, peer, service.clone(), http.clone(), opts.name, permit, Registered { table: table.clone(), id }, conn.clone()));
+        let _ = conn.abort.set(task.abort_handle());
     }
     drop(listener);
-    let _ = stop_tx.send(Stop::Graceful);
+    table.stop();
     let all = u32::try_from(opts.max_connections).unwrap_or(u32::MAX);
     if tokio::time::timeout(opts.shutdown_grace, limit.acquire_many(all)).await.is_err() {
         tracing::warn!(grace = ?opts.shutdown_grace, listener = opts.name, "connections still open after the shutdown grace period; cutting them");
-        let _ = stop_tx.send(Stop::Cut);
+        table.cut();
         let _ = limit.acquire_many(all).await;
+    }
+    sweeper.abort();
+}
+
+/// `Conn::stamp` while the connection's service is handling a request.
+const BUSY: u64 = u64::MAX;
+
+/// The open connections of one listener.
+struct Table {
+    listener: &'static str,
+    open: Mutex<HashMap<u64, Arc<Conn>>>,
+    next_id: AtomicU64,
+    /// Milliseconds since `epoch`, advanced by the sweeper: what stamps are read against.
+    clock: AtomicU64,
+    epoch: Instant,
+    timeout_ms: u64,
+    stopping: AtomicBool,
+}
+
+/// One open connection, as the sweeper and shutdown see it.
+struct Conn {
+    table: Arc<Table>,
+    /// `Table::clock` when the connection was accepted or last finished a request; [`BUSY`]
+    /// while a request is being handled (body reads and admin calls have their own bounds).
+    stamp: AtomicU64,
+    /// A second descriptor of the socket, to shut it down from outside the connection's task.
+    twin: std::net::TcpStream,
+    /// Set once the sweeper has shut it down.
+    timed_out: AtomicBool,
+    abort: OnceLock<AbortHandle>,
+}
+
+impl Table {
+    fn new(listener: &'static str, timeout: Duration) -> Table {
+        Table {
+            listener,
+            open: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+            clock: AtomicU64::new(0),
+            epoch: Instant::now(),
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1),
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    /// How often the sweeper looks: a quarter of the timeout, between 10 ms and 250 ms.
+    fn tick(&self) -> Duration {
+        Duration::from_millis((self.timeout_ms / 4).clamp(10, 250))
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
+    }
+
+    fn open(self: &Arc<Self>, stream: &TcpStream) -> Option<(u64, Arc<Conn>)> {
+        let twin = match stream.as_fd().try_clone_to_owned() {
+            Ok(fd) => std::net::TcpStream::from(fd),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot keep a second descriptor of a connection; closing it");
+                return None;
+            }
+        };
+        let conn = Arc::new(Conn { table: self.clone(), stamp: AtomicU64::new(self.now()), twin, timed_out: AtomicBool::new(false), abort: OnceLock::new() });
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.open.lock().expect("connection table").insert(id, conn.clone());
+        Some((id, conn))
+    }
+
+    /// Stops serving: every connection closes after the request it has in hand, an idle one now.
+    fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        for conn in self.open.lock().expect("connection table").values() {
+            if conn.stamp.load(Ordering::SeqCst) != BUSY {
+                // hyper sees the end of the stream once it has read what was already sent.
+                let _ = conn.twin.shutdown(Shutdown::Read);
+            }
+        }
+    }
+
+    /// The grace period is over: drops every connection's task, answered or not.
+    fn cut(&self) {
+        for conn in self.open.lock().expect("connection table").values() {
+            if let Some(task) = conn.abort.get() {
+                task.abort();
+            }
+        }
     }
 }
 
-/// Resolves once the stop state satisfies `pred` (or the accept loop is gone).
-async fn until(rx: &mut watch::Receiver<Stop>, pred: impl Fn(Stop) -> bool) {
-    let _ = rx.wait_for(|s| pred(*s)).await.map(|_| ());
+/// Shuts down connections that have gone `timeout_ms` without a request head; advances the clock.
+async fn sweep(table: Arc<Table>) {
+    let mut tick = tokio::time::interval(table.tick());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = table.now();
+        table.clock.store(now, Ordering::Relaxed);
+        for conn in table.open.lock().expect("connection table").values() {
+            let stamp = conn.stamp.load(Ordering::Relaxed);
+            if stamp != BUSY && now.saturating_sub(stamp) >= table.timeout_ms && !conn.timed_out.swap(true, Ordering::Relaxed) {
+                let _ = conn.twin.shutdown(Shutdown::Both);
+                metrics::counter!(m::CONNECTIONS_TIMED_OUT, "listener" => table.listener, "reason" => "header_timeout").increment(1);
+            }
+        }
+    }
 }
 
-/// What the accept loop asks of open connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stop {
-    /// Keep serving.
-    Serve,
-    /// Finish the request in flight, then close.
-    Graceful,
-    /// Close now: the grace period is over.
-    Cut,
+/// Takes the connection out of the table when its task ends, however it ends.
+struct Registered {
+    table: Arc<Table>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.table.open.lock().expect("connection table").remove(&self.id);
+    }
 }
 
 /// Counts an open connection for as long as it lives.
@@ -135,51 +251,50 @@ impl Drop for OpenConnection {
     }
 }
 
+/// A request's answer future that marks its connection busy until the answer is ready.
+struct Handling<F> {
+    inner: F,
+    conn: Arc<Conn>,
+}
+
+impl<F: Future + Unpin> Future for Handling<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let out = std::task::ready!(Pin::new(&mut self.inner).poll(cx));
+        let table = &self.conn.table;
+        self.conn.stamp.store(table.clock.load(Ordering::Relaxed), Ordering::SeqCst);
+        if table.stopping.load(Ordering::SeqCst) {
+            // Shutdown came while this request was in hand: it is answered, then the connection closes.
+            let _ = self.conn.twin.shutdown(Shutdown::Read);
+        }
+        Poll::Ready(out)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn connection<S>(
     stream: TcpStream,
     peer: SocketAddr,
     service: S,
     http: Arc<http1::Builder>,
-    opts: ServerOptions,
+    listener: &'static str,
     permit: OwnedSemaphorePermit,
-    mut stop: watch::Receiver<Stop>,
+    registered: Registered,
+    conn: Arc<Conn>,
 ) where
     S: tower_service::Service<Request<Incoming>, Response = Response<EdgeBody>, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
+    S::Future: Send + Unpin + 'static,
 {
-    let _open = OpenConnection::new(opts.name, permit);
+    let _open = OpenConnection::new(listener, permit);
     let _ = stream.set_nodelay(true);
-    // hyper bounds reading a request head; a client that stops reading our answers would
-    // otherwise hold its slot once the socket buffers fill.
-    let mut io = TimeoutStream::new(stream);
-    io.set_write_timeout(Some(opts.header_read_timeout));
     let peer = PeerIp(peer.ip());
     let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        conn.stamp.store(BUSY, Ordering::SeqCst);
         req.extensions_mut().insert(peer);
         let mut service = service.clone();
-        service.call(req)
+        Handling { inner: service.call(req), conn: conn.clone() }
     });
-    let conn = http.serve_connection(TokioIo::new(Box::pin(io)), svc);
-    tokio::pin!(conn);
-    let mut cut = stop.clone();
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        _ = until(&mut stop, |s| s != Stop::Serve) => {
-            conn.as_mut().graceful_shutdown();
-            tokio::select! {
-                result = conn.as_mut() => result,
-                _ = until(&mut cut, |s| s == Stop::Cut) => return,
-            }
-        }
-    };
-    if let Err(err) = result {
-        let reason = if err.is_timeout() {
-            "header_timeout"
-        } else if std::error::Error::source(&err).and_then(|e| e.downcast_ref::<std::io::Error>()).is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut) {
-            "write_timeout"
-        } else {
-            return;
-        };
-        metrics::counter!(m::CONNECTIONS_TIMED_OUT, "listener" => opts.name, "reason" => reason).increment(1);
-    }
+    let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+    drop(registered);
 }

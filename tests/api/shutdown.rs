@@ -91,3 +91,34 @@ async fn a_request_still_unfinished_after_the_grace_period_is_cut_without_an_ans
     assert!(!String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 204"), "a cut request must not be answered as accepted");
     assert!(read_records(&bin.data, false).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_hand_at_the_signal_is_answered_and_idle_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let bin = spawn_binary(&["--shutdown-timeout", "5s", "--header-read-timeout", "30s"], &[]);
+    let mut idle = tokio::net::TcpStream::connect(bin.addr).await.unwrap();
+    idle.write_all(b"GET /p.gif?pixel_id=1&event=Lead&event_id=before HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut answer = [0u8; 1024];
+    let n = idle.read(&mut answer).await.unwrap();
+    assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 200"));
+    let mut posting = tokio::net::TcpStream::connect(bin.addr).await.unwrap();
+    posting.write_all(b"POST /tr/?id=1&ev=Lead&eid=in-hand HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\r\ncd[value]").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut bin = bin;
+    let stopping = tokio::task::spawn_blocking(move || (bin.terminate(), bin));
+    // The idle keep-alive connection is closed at once, without waiting for the grace period.
+    let closed = tokio::time::timeout(Duration::from_secs(2), idle.read(&mut answer)).await.expect("idle connection closed");
+    assert_eq!(closed.unwrap_or(0), 0);
+    // The POST whose head was in hand still gets its body read and its answer.
+    posting.write_all(b"=42").await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(4), posting.read_to_end(&mut rest)).await.expect("answered, then closed").unwrap();
+    assert!(String::from_utf8_lossy(&rest).starts_with("HTTP/1.1 204"), "{}", String::from_utf8_lossy(&rest));
+    let (status, bin) = stopping.await.unwrap();
+    assert!(status.success());
+    let records = read_records(&bin.data, false);
+    let ids: HashSet<String> = records.iter().map(|r| r["event_id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(ids, HashSet::from(["before".to_owned(), "in-hand".to_owned()]));
+    let in_hand = records.iter().find(|r| r["event_id"] == "in-hand").unwrap();
+    assert_eq!((&in_hand["attrs"]["value"], &in_hand["flags"]), (&serde_json::json!("42"), &serde_json::json!([])), "the whole body was read");
+}
