@@ -7,7 +7,8 @@
 //! and a client that stops reading its answers (hyper then stops reading its requests) alike. A
 //! request head over `max_header_bytes` gets hyper's `431`/`414`.
 //!
-//! Those deadlines cost a request two atomic stores: one sweeper task per listener reads the
+//! Those deadlines cost a request two atomic stores and a clock read (so a stamp is exact and no
+//! connection is cut early): one sweeper task per listener reads the
 //! per-connection stamps a few times a second and shuts the late sockets down (a second descriptor
 //! of each socket is kept for that), where hyper's own header timer would arm and disarm a timer
 //! for every request. Shutdown works through the same table: idle connections get their read side
@@ -125,8 +126,7 @@ struct Table {
     listener: &'static str,
     open: Mutex<HashMap<u64, Arc<Conn>>>,
     next_id: AtomicU64,
-    /// Milliseconds since `epoch`, advanced by the sweeper: what stamps are read against.
-    clock: AtomicU64,
+    /// What stamps count from.
     epoch: Instant,
     timeout_ms: u64,
     stopping: AtomicBool,
@@ -135,7 +135,7 @@ struct Table {
 /// One open connection, as the sweeper and shutdown see it.
 struct Conn {
     table: Arc<Table>,
-    /// `Table::clock` when the connection was accepted or last finished a request; [`BUSY`]
+    /// [`Table::now`] when the connection was accepted or last finished a request; [`BUSY`]
     /// while a request is being handled (body reads and admin calls have their own bounds).
     stamp: AtomicU64,
     /// A second descriptor of the socket, to shut it down from outside the connection's task.
@@ -151,7 +151,6 @@ impl Table {
             listener,
             open: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
-            clock: AtomicU64::new(0),
             epoch: Instant::now(),
             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1),
             stopping: AtomicBool::new(false),
@@ -163,6 +162,7 @@ impl Table {
         Duration::from_millis((self.timeout_ms / 4).clamp(10, 250))
     }
 
+    /// Milliseconds since `epoch` (never [`BUSY`]).
     fn now(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
     }
@@ -202,14 +202,13 @@ impl Table {
     }
 }
 
-/// Shuts down connections that have gone `timeout_ms` without a request head; advances the clock.
+/// Shuts down connections that have gone `timeout_ms` without a request head.
 async fn sweep(table: Arc<Table>) {
     let mut tick = tokio::time::interval(table.tick());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let now = table.now();
-        table.clock.store(now, Ordering::Relaxed);
         for conn in table.open.lock().expect("connection table").values() {
             let stamp = conn.stamp.load(Ordering::Relaxed);
             if stamp != BUSY && now.saturating_sub(stamp) >= table.timeout_ms && !conn.timed_out.swap(true, Ordering::Relaxed) {
@@ -263,7 +262,7 @@ impl<F: Future + Unpin> Future for Handling<F> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let out = std::task::ready!(Pin::new(&mut self.inner).poll(cx));
         let table = &self.conn.table;
-        self.conn.stamp.store(table.clock.load(Ordering::Relaxed), Ordering::SeqCst);
+        self.conn.stamp.store(table.now(), Ordering::SeqCst);
         if table.stopping.load(Ordering::SeqCst) {
             // Shutdown came while this request was in hand: it is answered, then the connection closes.
             let _ = self.conn.twin.shutdown(Shutdown::Read);
