@@ -10,8 +10,8 @@
 //! for. Graceful shutdown uses it; so does the Lambda drain, per invocation.
 //!
 //! In front of the outlets sits an optional intake ([`Dispatcher::with_intake`]): the edge hands
-//! it a pixel request as captured ([`Captured`]: receipt time and request head, moved, not
-//! copied) and answers; intake tasks on the runtime turn what accumulated into hits in batches
+//! it a pixel request as captured ([`Captured`]: receipt time and what shaping reads of the
+//! request head, copied out so the request itself is released) and answers; intake tasks on the runtime turn what accumulated into hits in batches
 //! and offer them to the outlets. Parsing and hashing a run of hits back to back keeps that code
 //! and its data in the CPU caches, where interleaving it with the network stack per request did
 //! not. Flush and shutdown pass through the intake first, so they still cover every hit
@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::hit::{Hit, Timestamp};
 use crate::metrics as m;
+use crate::params::RequestHead;
 
 /// Default cap on the bytes of hits waiting in the queues (`--queue-max-bytes`).
 pub const DEFAULT_MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
@@ -121,15 +122,14 @@ impl OutletQueue {
 pub struct Captured {
     /// When the edge received it.
     pub received_at: Timestamp,
-    /// Its head: method, URI (with the query), headers, and the extensions the front door set.
-    pub parts: http::request::Parts,
+    /// What shaping reads of its head (the query among it), copied out of the request.
+    pub head: RequestHead,
 }
 
 impl Captured {
     /// Approximate heap bytes, counted against the queue budget while it waits.
     fn approx_bytes(&self) -> usize {
-        let headers: usize = self.parts.headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 32).sum();
-        std::mem::size_of::<Captured>() + self.parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len()) + headers
+        std::mem::size_of::<Captured>() + self.head.approx_bytes()
     }
 }
 
@@ -392,14 +392,14 @@ mod tests {
 
     fn captured(n: usize) -> Captured {
         let req = http::Request::get(format!("/p.gif?pixel_id=1&event=E&event_id=e{n}")).body(()).unwrap();
-        Captured { received_at: Timestamp::now(), parts: req.into_parts().0 }
+        Captured { received_at: Timestamp::now(), head: RequestHead::capture(&req.into_parts().0, 0) }
     }
 
     fn shaper() -> Shaper {
         let parse = ParseSettings::default();
         Arc::new(move |c: Captured| {
             let mut b = HitBuilder::new(&parse, c.received_at);
-            b.add_encoded(c.parts.uri.query().unwrap_or(""));
+            b.add_encoded(c.head.query().unwrap_or(""));
             b.finish(RequestMeta::default())
         })
     }

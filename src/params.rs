@@ -18,6 +18,9 @@ use crate::hit::{Flag, Flags, Hit, SCHEMA, Timestamp};
 use crate::pii::{self, PiiField, PiiRules};
 
 mod decode;
+mod head;
+
+pub use head::RequestHead;
 
 /// Bounds on what one request may contribute to a record.
 #[derive(Debug, Clone)]

@@ -4,7 +4,7 @@
 //! request to the [`Dispatcher`]'s intake, which builds the [`crate::hit::Hit`] with [`shaper`]; a
 //! POST after reading its body, handing over the finished hit. The answer never waits on an
 //! outlet. It serves the health endpoints too. The front door supplies what differs between doors
-//! as request extensions ([`PeerIp`]).
+//! as request extensions ([`PeerIp`](crate::client_ip::PeerIp)).
 
 pub mod body;
 
@@ -24,11 +24,10 @@ use http_body_util::Full;
 use metrics::Counter;
 
 use crate::admin::{self, Admin};
-use crate::client_ip::{self, PeerIp};
 use crate::dispatch::{Captured, Dispatcher, Shaper};
 use crate::hit::{Hit, Timestamp};
 use crate::metrics as m;
-use crate::params::{HitBuilder, ParseSettings, RequestMeta};
+use crate::params::{HitBuilder, ParseSettings, RequestHead};
 use crate::sink::Health;
 use crate::tokens::TokenCache;
 use body::BodyLimits;
@@ -102,11 +101,11 @@ where
         if is_pixel_path(req.uri().path()) && is_read(req.method()) {
             // Answered now; the hit is shaped by the dispatcher's intake (see `shaper`).
             let received_at = Timestamp::now();
-            let (parts, _) = req.into_parts();
-            let head = parts.method == Method::HEAD;
-            self.edge.hits[head as usize].increment(1);
-            self.edge.dispatcher.submit_captured(Captured { received_at, parts });
-            let answer = if head { pixel_response(StatusCode::OK, None, true) } else { pixel_response(StatusCode::OK, Some(GIF), true) };
+            let head_only = req.method() == Method::HEAD;
+            self.edge.hits[head_only as usize].increment(1);
+            let head = RequestHead::capture(&req.into_parts().0, self.edge.trusted_proxies);
+            self.edge.dispatcher.submit_captured(Captured { received_at, head });
+            let answer = if head_only { pixel_response(StatusCode::OK, None, true) } else { pixel_response(StatusCode::OK, Some(GIF), true) };
             return Either::Left(std::future::ready(Ok(answer)));
         }
         let edge = self.edge.clone();
@@ -149,25 +148,26 @@ where
     if parts.method != Method::POST {
         return method_not_allowed("GET, HEAD, POST");
     }
-    let mut params = query_params(&edge.parse, Timestamp::now(), &parts);
+    let head = RequestHead::capture(&parts, edge.trusted_proxies);
+    let mut params = query_params(&edge.parse, Timestamp::now(), &head);
     body::add_body_params(&parts.headers, body, edge.body_limits, &mut params).await;
     edge.hits[2].increment(1);
-    edge.dispatcher.submit(shape(&parts, params, edge.trusted_proxies));
+    edge.dispatcher.submit(shape(&head, params, edge.trusted_proxies));
     pixel_response(StatusCode::NO_CONTENT, None, false)
 }
 
 /// How the dispatcher's intake turns a pixel GET/HEAD the edge answered into its hit.
 pub fn shaper(parse: ParseSettings, trusted_proxies: usize) -> Shaper {
     Arc::new(move |captured: Captured| {
-        let params = query_params(&parse, captured.received_at, &captured.parts);
-        shape(&captured.parts, params, trusted_proxies)
+        let params = query_params(&parse, captured.received_at, &captured.head);
+        shape(&captured.head, params, trusted_proxies)
     })
 }
 
 /// A hit received at `received_at`, with the parameters of the request's query string.
-fn query_params<'s>(parse: &'s ParseSettings, received_at: Timestamp, parts: &http::request::Parts) -> HitBuilder<'s> {
+fn query_params<'s>(parse: &'s ParseSettings, received_at: Timestamp, head: &RequestHead) -> HitBuilder<'s> {
     let mut params = HitBuilder::new(parse, received_at);
-    if let Some(q) = parts.uri.query() {
+    if let Some(q) = head.query() {
         params.add_encoded(q);
     }
     params
@@ -175,25 +175,14 @@ fn query_params<'s>(parse: &'s ParseSettings, received_at: Timestamp, parts: &ht
 
 /// Finishes a pixel request's hit from its parameters (query string, then body) and its head:
 /// client address, user agent, page URL fallback, cookies; counts its flags.
-fn shape(parts: &http::request::Parts, mut hit: HitBuilder<'_>, trusted_proxies: usize) -> Hit {
-    let peer = parts.extensions.get::<PeerIp>().map(|p| p.0);
-    let ip = client_ip::resolve(peer, &parts.headers, trusted_proxies, hit.flags_mut());
-    let headers = &parts.headers;
-    let hit = hit.finish(RequestMeta {
-        ip,
-        user_agent: header_str(headers, &header::USER_AGENT),
-        referer: header_str(headers, &header::REFERER),
-        cookies: headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).collect(),
-    });
+fn shape(head: &RequestHead, mut hit: HitBuilder<'_>, trusted_proxies: usize) -> Hit {
+    let ip = head.client_ip(trusted_proxies, hit.flags_mut());
+    let hit = hit.finish(head.meta(ip));
     for flag in hit.flags.iter() {
         metrics::counter!(m::HIT_FLAGS, "flag" => flag.as_str()).increment(1);
     }
-    tracing::debug!(method = %parts.method, path = parts.uri.path(), pixel_id = hit.pixel_id.as_deref(), event = hit.event.as_deref(), event_id = %hit.event_id, flags = ?hit.flags, "hit");
+    tracing::debug!(method = %head.method, path = head.path(), pixel_id = hit.pixel_id.as_deref(), event = hit.event.as_deref(), event_id = %hit.event_id, flags = ?hit.flags, "hit");
     hit
-}
-
-fn header_str<'h>(headers: &'h HeaderMap, name: &header::HeaderName) -> Option<&'h str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// Headers of every pixel answer that forbid caching it.

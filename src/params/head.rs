@@ -1,0 +1,100 @@
+//! What shaping a hit needs of its request's head, copied out of the head into one buffer.
+//!
+//! hyper's request parts point into the connection's read buffer (the URI and every header value
+//! are slices of it). A pixel GET is answered at once and shaped later by the intake: queued with
+//! its parts, it would keep that buffer (several KiB) alive, and hyper would allocate a fresh one
+//! for the connection's next request. Copying out the few hundred bytes shaping reads lets the
+//! parts go as soon as the request is answered, and the queue's byte budget counts what waits.
+
+use std::net::IpAddr;
+use std::ops::Range;
+
+use http::header::{self, HeaderName};
+use http::{HeaderMap, Method};
+
+use super::RequestMeta;
+use crate::client_ip::{self, PeerIp};
+use crate::hit::Flags;
+
+/// A request head as shaping reads it: method, path, query string, the address the front door
+/// saw, and the headers a hit takes something from.
+#[derive(Debug)]
+pub struct RequestHead {
+    /// The request's method, for the debug log.
+    pub method: Method,
+    /// Path, query, `User-Agent`, `Referer` and `Cookie` values, one after another.
+    text: String,
+    path: Range<usize>,
+    query: Option<Range<usize>>,
+    user_agent: Option<Range<usize>>,
+    referer: Option<Range<usize>>,
+    cookies: Vec<Range<usize>>,
+    /// `X-Forwarded-For` values joined with `,` (kept only when proxies are trusted).
+    forwarded_for: Vec<u8>,
+    /// The peer address the front door put on the request ([`PeerIp`]).
+    peer: Option<IpAddr>,
+}
+
+impl RequestHead {
+    /// Copies what shaping needs out of `parts`. `X-Forwarded-For` is kept only when
+    /// `trusted_proxies` is not 0, since it is read only then.
+    pub fn capture(parts: &http::request::Parts, trusted_proxies: usize) -> RequestHead {
+        let headers = &parts.headers;
+        let path = parts.uri.path();
+        let query = parts.uri.query();
+        let user_agent = header_str(headers, &header::USER_AGENT);
+        let referer = header_str(headers, &header::REFERER);
+        let cookies = || headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok());
+        let len = path.len() + [query, user_agent, referer].iter().flatten().map(|s| s.len()).sum::<usize>() + cookies().map(str::len).sum::<usize>();
+        let mut text = String::with_capacity(len);
+        let path = push(&mut text, path);
+        let query = query.map(|q| push(&mut text, q));
+        let user_agent = user_agent.map(|ua| push(&mut text, ua));
+        let referer = referer.map(|r| push(&mut text, r));
+        let cookies = cookies().map(|c| push(&mut text, c)).collect();
+        let forwarded_for = if trusted_proxies > 0 { client_ip::forwarded_for(headers) } else { Vec::new() };
+        let peer = parts.extensions.get::<PeerIp>().map(|p| p.0);
+        RequestHead { method: parts.method.clone(), text, path, query, user_agent, referer, cookies, forwarded_for, peer }
+    }
+
+    /// The request path.
+    pub fn path(&self) -> &str {
+        &self.text[self.path.clone()]
+    }
+
+    /// The query string, without the `?`.
+    pub fn query(&self) -> Option<&str> {
+        self.query.clone().map(|r| &self.text[r])
+    }
+
+    /// The client address under the trusted-proxy policy ([`client_ip::resolve`]).
+    pub fn client_ip(&self, trusted_proxies: usize, flags: &mut Flags) -> Option<IpAddr> {
+        client_ip::resolve(self.peer, &self.forwarded_for, trusted_proxies, flags)
+    }
+
+    /// What the hit takes from the head besides its parameters, with the client address `ip`.
+    pub fn meta(&self, ip: Option<IpAddr>) -> RequestMeta<'_> {
+        RequestMeta {
+            ip,
+            user_agent: self.user_agent.clone().map(|r| &self.text[r]),
+            referer: self.referer.clone().map(|r| &self.text[r]),
+            cookies: self.cookies.iter().map(|r| &self.text[r.clone()]).collect(),
+        }
+    }
+
+    /// Approximate heap bytes, for the queue's byte budget.
+    pub fn approx_bytes(&self) -> usize {
+        std::mem::size_of::<RequestHead>() + self.text.capacity() + self.forwarded_for.capacity() + self.cookies.capacity() * std::mem::size_of::<Range<usize>>()
+    }
+}
+
+fn push(text: &mut String, s: &str) -> Range<usize> {
+    let start = text.len();
+    text.push_str(s);
+    start..text.len()
+}
+
+/// A header's value when it is visible ASCII (`HeaderValue::to_str`); other values are ignored.
+fn header_str<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
