@@ -166,12 +166,14 @@ impl App {
         let metrics_addr = self.metrics_listener.local_addr()?;
         let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
         let metrics_opts = ServerOptions { name: "metrics", max_connections: 64, shutdown_grace: Duration::from_secs(1), ..ServerOptions::default() };
-        let metrics_server = tokio::spawn(server::serve(self.metrics_listener, crate::metrics::MetricsService::new(self.metrics).with_intake(self.pipeline.dispatcher()), metrics_opts, async {
+        let metrics_service = crate::metrics::MetricsService::new(self.metrics).with_intake(self.pipeline.dispatcher());
+        let metrics_server = tokio::spawn(server::serve(self.metrics_listener, move |_| metrics_service.clone(), metrics_opts, async {
             let _ = metrics_stopped.await;
         }));
 
         tracing::info!(listen = %self.listener.local_addr()?, metrics = %metrics_addr, "serving");
-        server::serve(self.listener, self.pipeline.service(), self.server, shutdown).await;
+        let service = self.pipeline.service();
+        server::serve(self.listener, |peer| service.for_peer(peer.ip()), self.server, shutdown).await;
         tracing::info!("stopped accepting; flushing queued records");
         self.pipeline.drain().await;
         let _ = stop_metrics.send(());

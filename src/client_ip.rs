@@ -1,8 +1,8 @@
 //! Which address is the client's: the peer the front door saw, or a trusted `X-Forwarded-For` hop.
 //!
-//! Each front door puts the peer it knows into the request as a [`PeerIp`] extension (the socket
-//! peer for the hyper server, `requestContext.http.sourceIp` under Lambda); the trusted-proxy policy
-//! is applied here, once, for both.
+//! Each front door tells the edge service the peer it knows: the hyper server the socket peer, per
+//! connection; the Lambda door `requestContext.http.sourceIp`, as a [`PeerIp`] extension on each
+//! request. The trusted-proxy policy is applied here, once, for both.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -11,7 +11,7 @@ use http::header::HeaderName;
 
 use crate::hit::{Flag, Flags};
 
-/// The address of whoever connected to the front door. Set by the front door.
+/// The address of whoever connected to the front door, as a request extension (the Lambda door's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerIp(pub IpAddr);
 

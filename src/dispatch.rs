@@ -392,7 +392,7 @@ mod tests {
 
     fn captured(n: usize) -> Captured {
         let req = http::Request::get(format!("/p.gif?pixel_id=1&event=E&event_id=e{n}")).body(()).unwrap();
-        Captured { received_at: Timestamp::now(), head: RequestHead::capture(&req.into_parts().0, 0) }
+        Captured { received_at: Timestamp::now(), head: RequestHead::capture(&req.into_parts().0, None, 0) }
     }
 
     fn shaper() -> Shaper {

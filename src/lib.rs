@@ -9,7 +9,7 @@
 //! One request, followed through the house:
 //!
 //! * [`runtime::server`] — the front door: hyper accept loop, connection cap, header timeouts,
-//!   graceful shutdown. It tags each request with the peer address ([`client_ip::PeerIp`]).
+//!   graceful shutdown. Each connection gets the edge service for its peer address.
 //! * [`edge`] — the one tower `Service` every front door calls: routes, answers the GIF and hands
 //!   the captured request to dispatch's intake, which shapes hits in batches; reads POST bodies
 //!   ([`edge::body`]) and hands their finished hits to dispatch.

@@ -3,13 +3,15 @@
 //! It routes and answers the pixel at once: a GET/HEAD inside `Service::call`, handing the captured
 //! request to the [`Dispatcher`]'s intake, which builds the [`crate::hit::Hit`] with [`shaper`]; a
 //! POST after reading its body, handing over the finished hit. The answer never waits on an
-//! outlet. It serves the health endpoints too. The front door supplies what differs between doors
-//! as request extensions ([`PeerIp`](crate::client_ip::PeerIp)).
+//! outlet. It serves the health endpoints too. The front door supplies the client's address: the
+//! hyper server per connection ([`EdgeService::for_peer`]), the Lambda door per request as a
+//! [`PeerIp`](crate::client_ip::PeerIp) extension.
 
 pub mod body;
 
 use std::convert::Infallible;
 use std::future::{Future, Ready};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
@@ -70,12 +72,20 @@ impl Edge {
 #[derive(Clone)]
 pub struct EdgeService {
     edge: Arc<Edge>,
+    /// The connection's peer, for a front door that serves a connection per service.
+    peer: Option<IpAddr>,
 }
 
 impl EdgeService {
-    /// A service over `edge`.
+    /// A service over `edge`. Requests name their peer with a [`PeerIp`](crate::client_ip::PeerIp) extension.
     pub fn new(edge: Arc<Edge>) -> Self {
-        EdgeService { edge }
+        EdgeService { edge, peer: None }
+    }
+
+    /// The same service for one connection from `peer`: its requests need no [`PeerIp`](crate::client_ip::PeerIp)
+    /// extension (an allocation per request).
+    pub fn for_peer(&self, peer: IpAddr) -> Self {
+        EdgeService { edge: self.edge.clone(), peer: Some(peer) }
     }
 }
 
@@ -103,13 +113,14 @@ where
             let received_at = Timestamp::now();
             let head_only = req.method() == Method::HEAD;
             self.edge.hits[head_only as usize].increment(1);
-            let head = RequestHead::capture(&req.into_parts().0, self.edge.trusted_proxies);
+            let head = RequestHead::capture(&req.into_parts().0, self.peer, self.edge.trusted_proxies);
             self.edge.dispatcher.submit_captured(Captured { received_at, head });
             let answer = if head_only { pixel_response(StatusCode::OK, None, true) } else { pixel_response(StatusCode::OK, Some(GIF), true) };
             return Either::Left(std::future::ready(Ok(answer)));
         }
         let edge = self.edge.clone();
-        Either::Right(Box::pin(async move { Ok(route(&edge, req).await) }))
+        let peer = self.peer;
+        Either::Right(Box::pin(async move { Ok(route(&edge, peer, req).await) }))
     }
 }
 
@@ -117,7 +128,7 @@ fn is_pixel_path(path: &str) -> bool {
     matches!(path, "/p.gif" | "/tr" | "/tr/")
 }
 
-async fn route<B>(edge: &Edge, req: Request<B>) -> Response<EdgeBody>
+async fn route<B>(edge: &Edge, peer: Option<IpAddr>, req: Request<B>) -> Response<EdgeBody>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -125,7 +136,7 @@ where
     // The admin API's and `/readyz`'s futures (store calls) are several times the size of a
     // pixel POST's: boxed apart, so a POST does not allocate and move room for them.
     match req.uri().path() {
-        path if is_pixel_path(path) => pixel_post(edge, req).await,
+        path if is_pixel_path(path) => pixel_post(edge, peer, req).await,
         "/healthz" if is_read(req.method()) => text(StatusCode::OK, "ok\n"),
         "/readyz" if is_read(req.method()) => Box::pin(ready(edge)).await,
         "/healthz" | "/readyz" => method_not_allowed("GET, HEAD"),
@@ -139,7 +150,7 @@ fn is_read(m: &Method) -> bool {
 }
 
 /// A pixel request with a body (POST), or one with a method the pixel does not take.
-async fn pixel_post<B>(edge: &Edge, req: Request<B>) -> Response<EdgeBody>
+async fn pixel_post<B>(edge: &Edge, peer: Option<IpAddr>, req: Request<B>) -> Response<EdgeBody>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -148,7 +159,7 @@ where
     if parts.method != Method::POST {
         return method_not_allowed("GET, HEAD, POST");
     }
-    let head = RequestHead::capture(&parts, edge.trusted_proxies);
+    let head = RequestHead::capture(&parts, peer, edge.trusted_proxies);
     let mut params = query_params(&edge.parse, Timestamp::now(), &head);
     body::add_body_params(&parts.headers, body, edge.body_limits, &mut params).await;
     edge.hits[2].increment(1);

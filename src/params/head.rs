@@ -31,14 +31,16 @@ pub struct RequestHead {
     cookies: Vec<Range<usize>>,
     /// `X-Forwarded-For` values joined with `,` (kept only when proxies are trusted).
     forwarded_for: Vec<u8>,
-    /// The peer address the front door put on the request ([`PeerIp`]).
+    /// The address of whoever connected to the front door.
     peer: Option<IpAddr>,
 }
 
 impl RequestHead {
-    /// Copies what shaping needs out of `parts`. `X-Forwarded-For` is kept only when
+    /// Copies what shaping needs out of `parts`. `peer` is the address the front door saw, when
+    /// it gave it to the service (the hyper server does, per connection); else the request's
+    /// [`PeerIp`] (the Lambda door's) is used. `X-Forwarded-For` is kept only when
     /// `trusted_proxies` is not 0, since it is read only then.
-    pub fn capture(parts: &http::request::Parts, trusted_proxies: usize) -> RequestHead {
+    pub fn capture(parts: &http::request::Parts, peer: Option<IpAddr>, trusted_proxies: usize) -> RequestHead {
         let headers = &parts.headers;
         let path = parts.uri.path();
         let query = parts.uri.query();
@@ -53,7 +55,7 @@ impl RequestHead {
         let referer = referer.map(|r| push(&mut text, r));
         let cookies = cookies().map(|c| push(&mut text, c)).collect();
         let forwarded_for = if trusted_proxies > 0 { client_ip::forwarded_for(headers) } else { Vec::new() };
-        let peer = parts.extensions.get::<PeerIp>().map(|p| p.0);
+        let peer = peer.or_else(|| parts.extensions.get::<PeerIp>().map(|p| p.0));
         RequestHead { method: parts.method.clone(), text, path, query, user_agent, referer, cookies, forwarded_for, peer }
     }
 

@@ -34,7 +34,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 
-use crate::client_ip::PeerIp;
 use crate::edge::EdgeBody;
 use crate::metrics as m;
 
@@ -65,11 +64,12 @@ impl Default for ServerOptions {
     }
 }
 
-/// Serves `service` on `listener` until `shutdown` resolves, then stops accepting, lets every
-/// open connection finish its in-flight request (closing idle keep-alive ones), and returns once
-/// all connections have ended. Connections still open after `shutdown_grace` are cut, so no
-/// request handler outlives this function.
-pub async fn serve<S>(listener: TcpListener, service: S, opts: ServerOptions, shutdown: impl Future<Output = ()>)
+/// Serves `listener` until `shutdown` resolves, each connection with the service `service_for`
+/// makes for its peer; then stops accepting, lets every open connection finish its in-flight
+/// request (closing idle keep-alive ones), and returns once all connections have ended.
+/// Connections still open after `shutdown_grace` are cut, so no request handler outlives this
+/// function.
+pub async fn serve<S>(listener: TcpListener, service_for: impl Fn(SocketAddr) -> S, opts: ServerOptions, shutdown: impl Future<Output = ()>)
 where
     S: tower_service::Service<Request<Incoming>, Response = Response<EdgeBody>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + Unpin + 'static,
@@ -106,7 +106,7 @@ where
             // No second descriptor (EMFILE): the connection could not be bounded, so refuse it.
             continue;
         };
-        let task = tokio::spawn(connection(stream, peer, service.clone(), http.clone(), opts.name, permit, Registered { table: table.clone(), id }, conn.clone()));
+        let task = tokio::spawn(connection(stream, service_for(peer), http.clone(), opts.name, permit, Registered { conn: conn.clone(), id }));
         let _ = conn.abort.set(task.abort_handle());
     }
     drop(listener);
@@ -221,15 +221,15 @@ async fn sweep(table: Arc<Table>) {
     }
 }
 
-/// Takes the connection out of the table when its task ends, however it ends.
+/// A connection's entry in its table, taken out when the connection's task ends, however it ends.
 struct Registered {
-    table: Arc<Table>,
+    conn: Arc<Conn>,
     id: u64,
 }
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        self.table.open.lock().expect("connection table").remove(&self.id);
+        self.conn.table.open.lock().expect("connection table").remove(&self.id);
     }
 }
 
@@ -273,26 +273,22 @@ impl<F: Future + Unpin> Future for Handling<F> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn connection<S>(
     stream: TcpStream,
-    peer: SocketAddr,
     service: S,
     http: Arc<http1::Builder>,
     listener: &'static str,
     permit: OwnedSemaphorePermit,
     registered: Registered,
-    conn: Arc<Conn>,
 ) where
     S: tower_service::Service<Request<Incoming>, Response = Response<EdgeBody>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + Unpin + 'static,
 {
     let _open = OpenConnection::new(listener, permit);
     let _ = stream.set_nodelay(true);
-    let peer = PeerIp(peer.ip());
-    let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+    let conn = registered.conn.clone();
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         conn.stamp.store(BUSY, Ordering::SeqCst);
-        req.extensions_mut().insert(peer);
         let mut service = service.clone();
         Handling { inner: service.call(req), conn: conn.clone() }
     });
