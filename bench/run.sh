@@ -24,6 +24,10 @@
 #                also: hyper_bare - hyper answering the GIF with no pixel work
 #                (bench/bare_gif.rs), the HTTP stack's own ceiling
 #   STEADY       seconds of the steady 2k hits/s run of pixelgate_firehose (default 10)
+#   ROUNDS       run the SERVERS list this many times, interleaved     (default 1)
+#                Shared hosts change speed by tens of percent within minutes; with
+#                ROUNDS > 1 each round's ratios are printed and their median is the
+#                figure to quote.
 #
 # Output: progress on stderr, the Markdown result table on stdout.
 # Exit status: 0 if every check passed, 1 if a server answered requests with
@@ -44,6 +48,8 @@ SKIP_BUILD="${SKIP_BUILD:-0}"
 KEEP_TMP="${KEEP_TMP:-0}"
 SERVERS="${SERVERS:-pixelgate pixelgate_firehose nginx}"
 STEADY="${STEADY:-10}"
+ROUNDS="${ROUNDS:-1}"
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "error: ROUNDS must be a positive integer, got '$ROUNDS'" >&2; exit 2; }
 
 SERVER_CPU=0
 CLIENT_CPU=1
@@ -160,12 +166,18 @@ wrk_field() {
 # --------------------------------------------------------------------------
 ROWS=()                 # Markdown table rows, in run order
 NOTES=()                # free-form lines printed under the table
-declare -A RPS=()       # server name -> measured req/s (for the ratio)
+declare -A RPS=()       # server name -> measured req/s of the current round (for the ratios)
+RATIOS=()               # "round N: ..." lines, one per round (ROUNDS > 1)
+PG_NGINX=()             # pixelgate / nginx of each round
+ROUND=1
+RUN_DIR="$WORK_DIR"     # scratch directory of the current round
 
 # add_row NAME RPS P50 P99 RSS -> one table row; the records column comes
 # from the last compare_records call.
 add_row() {
-    ROWS+=("| $1 | $(printf '%.0f' "$2") | $3 ms | $4 ms | $5 | $RECORDS_CELL |")
+    local label=$1
+    ((ROUNDS == 1)) || label="$1 (round $ROUND)"
+    ROWS+=("| $label | $(printf '%.0f' "$2") | $3 ms | $4 ms | $5 | $RECORDS_CELL |")
     RPS[$1]=$2
 }
 
@@ -173,7 +185,7 @@ add_row() {
 # Sets ANSWERED (requests completed in both runs) and W_MEASURED (path of
 # the measured run's wrk output); records failed checks.
 load_and_check() {
-    local name=$1 port=$2 warm="$WORK_DIR/$1.wrk-warmup.txt" meas="$WORK_DIR/$1.wrk.txt" f
+    local name=$1 port=$2 warm="$RUN_DIR/$1.wrk-warmup.txt" meas="$RUN_DIR/$1.wrk.txt" f
     log "$name: warm-up ${WARMUP}s"
     run_wrk "$port" "$warm" "$WARMUP"
     log "$name: measured run ${DURATION}s, $CONNECTIONS connections"
@@ -225,7 +237,7 @@ compare_records() {
 
 # pixelgate with the local NDJSON sink.
 bench_pixelgate() {
-    local name=pixelgate dir="$WORK_DIR/pixelgate" port mport pid rss records hits dropped cpu
+    local name=pixelgate dir="$RUN_DIR/pixelgate" port mport pid rss records hits dropped cpu
     mkdir -p "$dir/data"
     port=$(free_port); mport=$(free_port)
     log "$name: starting on 127.0.0.1:$port (metrics :$mport)"
@@ -272,7 +284,7 @@ bench_pixelgate() {
 # "how fast can a 1x1 GIF plus one log line per hit go" baseline.
 # hyper answering the GIF and nothing else: no records, so no record check.
 bench_hyper_bare() {
-    local name=hyper_bare dir="$WORK_DIR/hyper_bare" port pid rss
+    local name=hyper_bare dir="$RUN_DIR/hyper_bare" port pid rss
     mkdir -p "$dir"
     port=$(free_port)
     log "$name: starting on 127.0.0.1:$port"
@@ -289,7 +301,7 @@ bench_hyper_bare() {
 }
 
 bench_nginx() {
-    local name=nginx dir="$WORK_DIR/nginx" port pid worker rss master_rss records user_line=""
+    local name=nginx dir="$RUN_DIR/nginx" port pid worker rss master_rss records user_line=""
     mkdir -p "$dir/tmp"
     port=$(free_port)
     # `user` only makes sense (and root is only allowed explicitly) as root.
@@ -361,7 +373,7 @@ EOF
 #      hit is acknowledged by moto (and in S3 exactly once) or given up and
 #      counted with its reason; nothing is silent, nothing is doubled.
 bench_pixelgate_firehose() {
-    local name=pixelgate-firehose dir="$WORK_DIR/pixelgate-firehose" venv="$REPO_ROOT/.venv"
+    local name=pixelgate-firehose dir="$RUN_DIR/pixelgate-firehose" venv="$REPO_ROOT/.venv"
     local port mport moto_port pid rss records hits dropped written steady_hits sum count reasons cpu
     local requirements="$REPO_ROOT/tests/requirements.txt" stamp stream=pixelgate-bench
     mkdir -p "$dir/data"
@@ -506,9 +518,25 @@ if [[ " $SERVERS " == *" hyper_bare "* ]]; then
     [[ -x "$BARE_BIN" ]] || die "$BARE_BIN not found (build it or unset SKIP_BUILD)"
 fi
 
-# 3. Run the servers one after the other.
-for server in $SERVERS; do
-    "bench_$server"
+# 3. Run the servers one after the other, ROUNDS times.
+for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+    if ((ROUNDS > 1)); then
+        RUN_DIR="$WORK_DIR/round$ROUND"
+        mkdir -p "$RUN_DIR"
+        log "round $ROUND of $ROUNDS"
+        RPS=()
+    fi
+    first_note=${#NOTES[@]}
+    for server in $SERVERS; do
+        "bench_$server"
+    done
+    if ((ROUNDS > 1)); then
+        for ((i = first_note; i < ${#NOTES[@]}; i++)); do NOTES[i]="round $ROUND, ${NOTES[i]}"; done
+    fi
+    if [[ -n "${RPS[pixelgate]:-}" && -n "${RPS[nginx]:-}" ]]; then
+        PG_NGINX+=("$(awk -v a="${RPS[pixelgate]}" -v b="${RPS[nginx]}" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }')")
+        RATIOS+=("round $ROUND: pixelgate / nginx = ${PG_NGINX[-1]}$( [[ -n "${RPS[hyper_bare]:-}" ]] && awk -v a="${RPS[hyper_bare]}" -v b="${RPS[nginx]}" 'BEGIN { printf "; hyper_bare / nginx = %.3f", (b > 0 ? a / b : 0) }')")
+    fi
 done
 
 # 4. Report.
@@ -521,12 +549,18 @@ echo
 echo "| server | req/s | p50 | p99 | peak RSS MiB | records/answered |"
 echo "|---|---:|---:|---:|---:|---:|"
 printf '%s\n' "${ROWS[@]}"
-if [[ -n "${RPS[pixelgate]:-}" && -n "${RPS[nginx]:-}" ]]; then
+if ((ROUNDS > 1 && ${#PG_NGINX[@]} > 0)); then
+    echo
+    printf -- '- %s\n' "${RATIOS[@]}"
+    echo
+    printf '%s\n' "${PG_NGINX[@]}" | sort -n |
+        awk '{ v[NR] = $1 } END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "pixelgate req/s / nginx req/s, median of %d rounds = %.3f (min %.3f, max %.3f)\n", NR, m, v[1], v[NR] }'
+elif [[ -n "${RPS[pixelgate]:-}" && -n "${RPS[nginx]:-}" ]]; then
     echo
     awk -v a="${RPS[pixelgate]}" -v b="${RPS[nginx]}" \
         'BEGIN { printf "pixelgate req/s / nginx req/s = %.3f\n", (b > 0 ? a / b : 0) }'
 fi
-if [[ -n "${RPS[hyper_bare]:-}" && -n "${RPS[nginx]:-}" ]]; then
+if ((ROUNDS == 1)) && [[ -n "${RPS[hyper_bare]:-}" && -n "${RPS[nginx]:-}" ]]; then
     echo
     awk -v a="${RPS[hyper_bare]}" -v b="${RPS[nginx]}" -v p="${RPS[pixelgate]:-0}" \
         'BEGIN { printf "hyper_bare req/s / nginx req/s = %.3f", (b > 0 ? a / b : 0); if (p > 0) printf "; pixelgate / hyper_bare = %.3f", p / a; printf "\n" }'
