@@ -100,3 +100,53 @@ fn push(text: &mut String, s: &str) -> Range<usize> {
 fn header_str<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hit::Flag;
+
+    fn parts(headers: &[(&str, &[u8])]) -> http::request::Parts {
+        let mut req = http::Request::get("/tr/?id=1&ev=PageView").body(()).unwrap();
+        for (name, value) in headers {
+            req.headers_mut().append(HeaderName::from_bytes(name.as_bytes()).unwrap(), http::HeaderValue::from_bytes(value).unwrap());
+        }
+        req.extensions_mut().insert(PeerIp("10.0.0.9".parse().unwrap()));
+        req.into_parts().0
+    }
+
+    #[test]
+    fn keeps_what_shaping_reads_and_nothing_that_is_not_text() {
+        let p = parts(&[
+            ("user-agent", b"Mozilla/5.0"),
+            ("referer", b"https://shop.example/a"),
+            ("cookie", b"_fbp=fb.1.1.2"),
+            ("cookie", b"_fbc=fb.1.1.x"),
+            ("x-forwarded-for", b"203.0.113.7"),
+        ]);
+        let head = RequestHead::capture(&p, None, 0);
+        assert_eq!((head.method.as_str(), head.path(), head.query()), ("GET", "/tr/", Some("id=1&ev=PageView")));
+        let meta = head.meta(None);
+        assert_eq!((meta.user_agent, meta.referer), (Some("Mozilla/5.0"), Some("https://shop.example/a")));
+        assert_eq!(meta.cookies, ["_fbp=fb.1.1.2", "_fbc=fb.1.1.x"]);
+        assert!(head.forwarded_for.is_empty(), "X-Forwarded-For is not read without trusted proxies");
+        let mut flags = Flags::default();
+        assert_eq!(head.client_ip(0, &mut flags), Some("10.0.0.9".parse().unwrap()), "the request's PeerIp");
+
+        // A user agent with bytes that are not visible ASCII is ignored, as `HeaderValue::to_str` does.
+        let head = RequestHead::capture(&parts(&[("user-agent", b"caf\xe9")]), None, 0);
+        assert_eq!(head.meta(None).user_agent, None);
+    }
+
+    #[test]
+    fn the_door_s_peer_wins_and_forwarded_lines_keep_their_hops() {
+        let p = parts(&[("x-forwarded-for", b"198.51.100.1, 203.0.113.7"), ("x-forwarded-for", b"192.0.2.4")]);
+        let head = RequestHead::capture(&p, Some("10.0.0.1".parse().unwrap()), 2);
+        let mut flags = Flags::default();
+        assert_eq!(head.client_ip(0, &mut flags), Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(head.client_ip(1, &mut flags), Some("192.0.2.4".parse().unwrap()));
+        assert_eq!(head.client_ip(2, &mut flags), Some("203.0.113.7".parse().unwrap()));
+        assert!(!flags.contains(Flag::BadForwardedFor));
+        assert!(head.approx_bytes() > head.text.len() + head.forwarded_for.len());
+    }
+}
