@@ -107,6 +107,15 @@ thread_cpu() {
     done | paste -sd, - | sed 's/,/, /g'
 }
 
+# proc_ticks PID -> "utime stime" of the process (all its threads), in clock ticks.
+proc_ticks() {
+    local stat rest f
+    read -r stat <"/proc/$1/stat"
+    rest=${stat##*) }
+    read -r -a f <<<"$rest"
+    echo "${f[11]} ${f[12]}"
+}
+
 # Direct children of PID (uses /proc only; no procps needed).
 child_pids() {
     local parent=$1 f stat rest
@@ -167,6 +176,7 @@ wrk_field() {
 ROWS=()                 # Markdown table rows, in run order
 NOTES=()                # free-form lines printed under the table
 declare -A RPS=()       # server name -> measured req/s of the current round (for the ratios)
+declare -A USER_US=()   # server name -> user CPU µs per request of the current round
 RATIOS=()               # "round N: ..." lines, one per round (ROUNDS > 1)
 PG_NGINX=()             # pixelgate / nginx of each round
 ROUND=1
@@ -177,19 +187,29 @@ RUN_DIR="$WORK_DIR"     # scratch directory of the current round
 add_row() {
     local label=$1
     ((ROUNDS == 1)) || label="$1 (round $ROUND)"
-    ROWS+=("| $label | $(printf '%.0f' "$2") | $3 ms | $4 ms | $5 | $RECORDS_CELL |")
+    ROWS+=("| $label | $(printf '%.0f' "$2") | $3 ms | $4 ms | $CPU_CELL | $5 | $RECORDS_CELL |")
     RPS[$1]=$2
+    USER_US[$1]=${CPU_CELL%% *}
 }
 
-# load_and_check NAME PORT -> warm-up + measured wrk runs against PORT.
-# Sets ANSWERED (requests completed in both runs) and W_MEASURED (path of
-# the measured run's wrk output); records failed checks.
+# load_and_check NAME PORT PID -> warm-up + measured wrk runs against PORT,
+# served by process PID. Sets ANSWERED (requests completed in both runs),
+# W_MEASURED (path of the measured run's wrk output) and CPU_CELL (the
+# server's user + kernel CPU per request in the measured run); records failed
+# checks.
 load_and_check() {
-    local name=$1 port=$2 warm="$RUN_DIR/$1.wrk-warmup.txt" meas="$RUN_DIR/$1.wrk.txt" f
+    local name=$1 port=$2 pid=$3 warm="$RUN_DIR/$1.wrk-warmup.txt" meas="$RUN_DIR/$1.wrk.txt" f before after
     log "$name: warm-up ${WARMUP}s"
     run_wrk "$port" "$warm" "$WARMUP"
     log "$name: measured run ${DURATION}s, $CONNECTIONS connections"
+    before=$(proc_ticks "$pid")
     run_wrk "$port" "$meas" "$DURATION"
+    after=$(proc_ticks "$pid")
+    # Per request: the host's noise lands mostly in kernel time (loopback), so the user column is
+    # the steadier one to compare across servers.
+    CPU_CELL=$(awk -v b="$before" -v a="$after" -v n="$(wrk_field "$meas" requests)" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+        split(b, x, " "); split(a, y, " "); u = (y[1] - x[1]) / hz * 1e6 / n; k = (y[2] - x[2]) / hz * 1e6 / n
+        printf "%.2f + %.2f", u, k }')
     sed 's/^/    /' "$meas" >&2
     ANSWERED=$(( $(wrk_field "$warm" requests) + $(wrk_field "$meas" requests) ))
     W_MEASURED=$meas
@@ -248,7 +268,7 @@ bench_pixelgate() {
     CHILD_PIDS+=("$pid")
     wait_http "$pid" "$port" /healthz 20 || { tail -n 20 "$dir/stderr.log" >&2; die "$name did not become healthy"; }
 
-    load_and_check "$name" "$port"
+    load_and_check "$name" "$port" "$pid"
     rss=$(peak_rss_mib "$pid")
     NOTES+=("$name: CPU time by thread (warm-up + measured): $(thread_cpu "$pid")")
     cpu=$(proc_cpu "$pid")
@@ -292,7 +312,7 @@ bench_hyper_bare() {
     pid=$!
     CHILD_PIDS+=("$pid")
     wait_http "$pid" "$port" /healthz 20 || { cat "$dir/stderr.log" >&2; die "$name did not start"; }
-    load_and_check "$name" "$port"
+    load_and_check "$name" "$port" "$pid"
     rss=$(peak_rss_mib "$pid")
     stop_pid "$pid" TERM 5
     RECORDS_CELL="n/a (writes none)"
@@ -342,7 +362,7 @@ EOF
     worker=$(child_pids "$pid")
     [[ "$worker" =~ ^[0-9]+$ ]] || die "$name: expected one worker process, found: ${worker:-none}"
 
-    load_and_check "$name" "$port"
+    load_and_check "$name" "$port" "$worker"
     rss=$(peak_rss_mib "$worker")
     master_rss=$(peak_rss_mib "$pid")
     NOTES+=("$name: peak RSS is the worker's; master peak RSS $master_rss MiB")
@@ -454,7 +474,7 @@ PY
     fi
 
     # 2. Throughput.
-    load_and_check "$name" "$port"
+    load_and_check "$name" "$port" "$pid"
     rss=$(peak_rss_mib "$pid")
     NOTES+=("$name: CPU time by thread (steady + warm-up + measured): $(thread_cpu "$pid")")
     log "$name: waiting until every hit is acknowledged by moto or given up"
@@ -535,7 +555,7 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
     fi
     if [[ -n "${RPS[pixelgate]:-}" && -n "${RPS[nginx]:-}" ]]; then
         PG_NGINX+=("$(awk -v a="${RPS[pixelgate]}" -v b="${RPS[nginx]}" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }')")
-        RATIOS+=("round $ROUND: pixelgate / nginx = ${PG_NGINX[-1]}$( [[ -n "${RPS[hyper_bare]:-}" ]] && awk -v a="${RPS[hyper_bare]}" -v b="${RPS[nginx]}" 'BEGIN { printf "; hyper_bare / nginx = %.3f", (b > 0 ? a / b : 0) }')")
+        RATIOS+=("round $ROUND: pixelgate / nginx = ${PG_NGINX[-1]}$( [[ -n "${RPS[hyper_bare]:-}" ]] && awk -v a="${RPS[hyper_bare]}" -v b="${RPS[nginx]}" 'BEGIN { printf "; hyper_bare / nginx = %.3f", (b > 0 ? a / b : 0) }'); user CPU per request: pixelgate ${USER_US[pixelgate]} µs, nginx ${USER_US[nginx]} µs")
     fi
 done
 
@@ -546,8 +566,8 @@ echo
 echo "$(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)); server on CPU $SERVER_CPU, wrk on CPU $CLIENT_CPU;" \
     "wrk -t1 -c$CONNECTIONS, ${WARMUP}s warm-up + ${DURATION}s measured; $(nginx -v 2>&1 | sed 's/^nginx version: //')."
 echo
-echo "| server | req/s | p50 | p99 | peak RSS MiB | records/answered |"
-echo "|---|---:|---:|---:|---:|---:|"
+echo "| server | req/s | p50 | p99 | CPU µs/req (user + kernel) | peak RSS MiB | records/answered |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
 printf '%s\n' "${ROWS[@]}"
 if ((ROUNDS > 1 && ${#PG_NGINX[@]} > 0)); then
     echo
