@@ -96,7 +96,7 @@ impl Pipeline {
         let workers = tokio::runtime::Handle::current().metrics().num_workers();
         let dispatcher = Dispatcher::new(vec![sink_queue, capi_queue])
             .with_max_bytes(serve.queue_max_bytes as usize)
-            .with_intake(workers, serve.queue_capacity as usize, crate::edge::shaper(parse.clone(), global.trusted_proxies));
+            .with_intake(workers, serve.queue_capacity as usize, crate::edge::shaper(parse.clone()));
         spawn_ticker(dispatcher.clone());
 
         let body_limits = BodyLimits { max_bytes: serve.max_body_bytes, timeout: serve.header_read_timeout };

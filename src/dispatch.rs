@@ -11,10 +11,10 @@
 //!
 //! In front of the outlets sits an optional intake ([`Dispatcher::with_intake`]): the edge hands
 //! it a pixel request as captured ([`Captured`]: receipt time and what shaping reads of the
-//! request head, copied out so the request itself is released) and answers; intake tasks on the runtime turn what accumulated into hits in batches
-//! and offer them to the outlets. Parsing and hashing a run of hits back to back keeps that code
-//! and its data in the CPU caches, where interleaving it with the network stack per request did
-//! not. Flush and shutdown pass through the intake first, so they still cover every hit
+//! request head, copied out so the request itself is released) and answers; intake tasks on the
+//! runtime turn what accumulated into hits in batches and offer them to the outlets. Parsing and
+//! hashing a run of hits back to back keeps that code and its data in the CPU caches, where
+//! interleaving it with the network stack per request did not. Flush and shutdown pass through the intake first, so they still cover every hit
 //! answered before them.
 
 use std::ops::Deref;

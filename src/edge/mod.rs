@@ -163,15 +163,15 @@ where
     let mut params = query_params(&edge.parse, Timestamp::now(), &head);
     body::add_body_params(&parts.headers, body, edge.body_limits, &mut params).await;
     edge.hits[2].increment(1);
-    edge.dispatcher.submit(shape(&head, params, edge.trusted_proxies));
+    edge.dispatcher.submit(shape(&head, params));
     pixel_response(StatusCode::NO_CONTENT, None, false)
 }
 
 /// How the dispatcher's intake turns a pixel GET/HEAD the edge answered into its hit.
-pub fn shaper(parse: ParseSettings, trusted_proxies: usize) -> Shaper {
+pub fn shaper(parse: ParseSettings) -> Shaper {
     Arc::new(move |captured: Captured| {
         let params = query_params(&parse, captured.received_at, &captured.head);
-        shape(&captured.head, params, trusted_proxies)
+        shape(&captured.head, params)
     })
 }
 
@@ -186,8 +186,8 @@ fn query_params<'s>(parse: &'s ParseSettings, received_at: Timestamp, head: &Req
 
 /// Finishes a pixel request's hit from its parameters (query string, then body) and its head:
 /// client address, user agent, page URL fallback, cookies; counts its flags.
-fn shape(head: &RequestHead, mut hit: HitBuilder<'_>, trusted_proxies: usize) -> Hit {
-    let ip = head.client_ip(trusted_proxies, hit.flags_mut());
+fn shape(head: &RequestHead, mut hit: HitBuilder<'_>) -> Hit {
+    let ip = head.client_ip(hit.flags_mut());
     let hit = hit.finish(head.meta(ip));
     for flag in hit.flags.iter() {
         metrics::counter!(m::HIT_FLAGS, "flag" => flag.as_str()).increment(1);

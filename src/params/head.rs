@@ -31,6 +31,8 @@ pub struct RequestHead {
     cookies: Vec<Range<usize>>,
     /// `X-Forwarded-For` values joined with `,` (kept only when proxies are trusted).
     forwarded_for: Vec<u8>,
+    /// How many proxies in front of the peer are trusted (`--trusted-proxies`).
+    trusted_proxies: usize,
     /// The address of whoever connected to the front door.
     peer: Option<IpAddr>,
 }
@@ -38,8 +40,8 @@ pub struct RequestHead {
 impl RequestHead {
     /// Copies what shaping needs out of `parts`. `peer` is the address the front door saw, when
     /// it gave it to the service (the hyper server does, per connection); else the request's
-    /// [`PeerIp`] (the Lambda door's) is used. `X-Forwarded-For` is kept only when
-    /// `trusted_proxies` is not 0, since it is read only then.
+    /// [`PeerIp`] (the Lambda door's) is used. The head remembers `trusted_proxies` for
+    /// [`RequestHead::client_ip`], and keeps `X-Forwarded-For` only when it is not 0.
     pub fn capture(parts: &http::request::Parts, peer: Option<IpAddr>, trusted_proxies: usize) -> RequestHead {
         let headers = &parts.headers;
         let path = parts.uri.path();
@@ -56,7 +58,7 @@ impl RequestHead {
         let cookies = cookies().map(|c| push(&mut text, c)).collect();
         let forwarded_for = if trusted_proxies > 0 { client_ip::forwarded_for(headers) } else { Vec::new() };
         let peer = peer.or_else(|| parts.extensions.get::<PeerIp>().map(|p| p.0));
-        RequestHead { method: parts.method.clone(), text, path, query, user_agent, referer, cookies, forwarded_for, peer }
+        RequestHead { method: parts.method.clone(), text, path, query, user_agent, referer, cookies, forwarded_for, trusted_proxies, peer }
     }
 
     /// The request path.
@@ -69,9 +71,10 @@ impl RequestHead {
         self.query.clone().map(|r| &self.text[r])
     }
 
-    /// The client address under the trusted-proxy policy ([`client_ip::resolve`]).
-    pub fn client_ip(&self, trusted_proxies: usize, flags: &mut Flags) -> Option<IpAddr> {
-        client_ip::resolve(self.peer, &self.forwarded_for, trusted_proxies, flags)
+    /// The client address under the trusted-proxy policy the head was captured with
+    /// ([`client_ip::resolve`]).
+    pub fn client_ip(&self, flags: &mut Flags) -> Option<IpAddr> {
+        client_ip::resolve(self.peer, &self.forwarded_for, self.trusted_proxies, flags)
     }
 
     /// What the hit takes from the head besides its parameters, with the client address `ip`.
@@ -131,7 +134,7 @@ mod tests {
         assert_eq!(meta.cookies, ["_fbp=fb.1.1.2", "_fbc=fb.1.1.x"]);
         assert!(head.forwarded_for.is_empty(), "X-Forwarded-For is not read without trusted proxies");
         let mut flags = Flags::default();
-        assert_eq!(head.client_ip(0, &mut flags), Some("10.0.0.9".parse().unwrap()), "the request's PeerIp");
+        assert_eq!(head.client_ip(&mut flags), Some("10.0.0.9".parse().unwrap()), "the request's PeerIp");
 
         // A user agent with bytes that are not visible ASCII is ignored, as `HeaderValue::to_str` does.
         let head = RequestHead::capture(&parts(&[("user-agent", b"caf\xe9")]), None, 0);
@@ -141,11 +144,12 @@ mod tests {
     #[test]
     fn the_door_s_peer_wins_and_forwarded_lines_keep_their_hops() {
         let p = parts(&[("x-forwarded-for", b"198.51.100.1, 203.0.113.7"), ("x-forwarded-for", b"192.0.2.4")]);
-        let head = RequestHead::capture(&p, Some("10.0.0.1".parse().unwrap()), 2);
+        let door = Some("10.0.0.1".parse().unwrap());
         let mut flags = Flags::default();
-        assert_eq!(head.client_ip(0, &mut flags), Some("10.0.0.1".parse().unwrap()));
-        assert_eq!(head.client_ip(1, &mut flags), Some("192.0.2.4".parse().unwrap()));
-        assert_eq!(head.client_ip(2, &mut flags), Some("203.0.113.7".parse().unwrap()));
+        assert_eq!(RequestHead::capture(&p, door, 0).client_ip(&mut flags), door);
+        assert_eq!(RequestHead::capture(&p, door, 1).client_ip(&mut flags), Some("192.0.2.4".parse().unwrap()));
+        let head = RequestHead::capture(&p, door, 2);
+        assert_eq!(head.client_ip(&mut flags), Some("203.0.113.7".parse().unwrap()));
         assert!(!flags.contains(Flag::BadForwardedFor));
         assert!(head.approx_bytes() > head.text.len() + head.forwarded_for.len());
     }
