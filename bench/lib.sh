@@ -117,11 +117,18 @@ peak_rss_mib() {
     awk '/^VmHWM:/ { printf "%.1f", $2 / 1024; found = 1 } END { if (!found) print "n/a" }' "/proc/$1/status"
 }
 
-# CPU seconds (user + system, all threads) used so far by PID.
-proc_cpu() {
+# proc_ticks PID -> "utime stime" of PID (all its threads) so far, in clock ticks.
+proc_ticks() {
     local stat rest f
     read -r stat <"/proc/$1/stat"
     rest=${stat##*) }
     read -r -a f <<<"$rest"
-    awk -v t=$((f[11] + f[12])) -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'
+    echo "${f[11]} ${f[12]}"
+}
+
+# CPU seconds (user + system, all threads) used so far by PID.
+proc_cpu() {
+    local user system
+    read -r user system <<<"$(proc_ticks "$1")"
+    awk -v t=$((user + system)) -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'
 }

@@ -107,15 +107,6 @@ thread_cpu() {
     done | paste -sd, - | sed 's/,/, /g'
 }
 
-# proc_ticks PID -> "utime stime" of the process (all its threads), in clock ticks.
-proc_ticks() {
-    local stat rest f
-    read -r stat <"/proc/$1/stat"
-    rest=${stat##*) }
-    read -r -a f <<<"$rest"
-    echo "${f[11]} ${f[12]}"
-}
-
 # Direct children of PID (uses /proc only; no procps needed).
 child_pids() {
     local parent=$1 f stat rest
@@ -552,10 +543,16 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
     done
     if ((ROUNDS > 1)); then
         for ((i = first_note; i < ${#NOTES[@]}; i++)); do NOTES[i]="round $ROUND, ${NOTES[i]}"; done
+        # The round's records are counted: drop them (GBs per round) unless asked to keep them.
+        [[ "$KEEP_TMP" == 1 ]] || find "$RUN_DIR" -mindepth 2 -maxdepth 2 \( -name data -o -name access.log \) -exec rm -rf {} +
     fi
     if [[ -n "${RPS[pixelgate]:-}" && -n "${RPS[nginx]:-}" ]]; then
         PG_NGINX+=("$(awk -v a="${RPS[pixelgate]}" -v b="${RPS[nginx]}" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }')")
-        RATIOS+=("round $ROUND: pixelgate / nginx = ${PG_NGINX[-1]}$( [[ -n "${RPS[hyper_bare]:-}" ]] && awk -v a="${RPS[hyper_bare]}" -v b="${RPS[nginx]}" 'BEGIN { printf "; hyper_bare / nginx = %.3f", (b > 0 ? a / b : 0) }'); user CPU per request: pixelgate ${USER_US[pixelgate]} µs, nginx ${USER_US[nginx]} µs")
+        bare_ratio=""
+        if [[ -n "${RPS[hyper_bare]:-}" ]]; then
+            bare_ratio=$(awk -v a="${RPS[hyper_bare]}" -v b="${RPS[nginx]}" 'BEGIN { printf "; hyper_bare / nginx = %.3f", (b > 0 ? a / b : 0) }')
+        fi
+        RATIOS+=("round $ROUND: pixelgate / nginx = ${PG_NGINX[-1]}$bare_ratio; user CPU per request: pixelgate ${USER_US[pixelgate]} µs, nginx ${USER_US[nginx]} µs")
     fi
 done
 
