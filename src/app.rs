@@ -20,7 +20,6 @@ use crate::config::{GlobalArgs, ServeArgs, SinkKind};
 use crate::dispatch::{Dispatcher, OutletQueue};
 use crate::edge::body::BodyLimits;
 use crate::edge::{Edge, EdgeService};
-use crate::hit::Hit;
 use crate::params::{Limits, ParseSettings};
 use crate::pii::PiiRules;
 use crate::runtime::server::{self, ServerOptions};
@@ -76,8 +75,8 @@ impl Pipeline {
         // the forwarder would only drop them, after a queue hop and a task wake-up per hit.
         let no_token = metrics::counter!(crate::metrics::CAPI_EVENTS, "outcome" => "skipped", "reason" => "no_token");
         let cache = tokens.clone();
-        let capi_queue = capi_queue.with_gate(Arc::new(move |hit: &Hit| {
-            let known = crate::capi::event::pixel_id(hit).is_ok_and(|id| cache.known_tokenless(id));
+        let capi_queue = capi_queue.with_gate(Arc::new(move |pixel_id: Option<&str>| {
+            let known = crate::capi::event::pixel_id(pixel_id).is_ok_and(|id| cache.known_tokenless(id));
             if known {
                 no_token.increment(1);
             }
@@ -203,7 +202,7 @@ async fn start_sink(global: &GlobalArgs, serve: &ServeArgs, health: Arc<Health>)
     let capacity = serve.queue_capacity as usize;
     match global.sink {
         SinkKind::File => {
-            let (queue, rx) = OutletQueue::new("file", capacity);
+            let (queue, rx) = OutletQueue::for_records("file", capacity);
             let raw = global.data_dir.join("raw");
             let config = FileSinkConfig { dir: raw.clone(), rotate_after: serve.file_rotate, max_file_bytes: serve.file_max_bytes };
             let sink = FileSink::start(config, rx, health, queue.closing())
@@ -211,7 +210,7 @@ async fn start_sink(global: &GlobalArgs, serve: &ServeArgs, health: Arc<Health>)
             Ok((queue, RunningSink::File(sink)))
         }
         SinkKind::Firehose => {
-            let (queue, rx) = OutletQueue::new("firehose", capacity);
+            let (queue, rx) = OutletQueue::for_records("firehose", capacity);
             let config = FirehoseConfig {
                 stream: global.firehose_stream.clone().unwrap_or_default(),
                 batch: BatchLimits {

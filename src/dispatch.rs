@@ -1,10 +1,15 @@
 //! Hands each hit to its outlets without ever making the pixel answer wait.
 //!
-//! An outlet (the raw-record sink today, the Conversions API forwarder later) owns a bounded FIFO
-//! queue of [`Job`]s and a consumer that drains it. [`Dispatcher::submit`] offers the hit to every
-//! outlet with a non-blocking `try_send`; a full queue is counted and logged, never silent. Queued
-//! hits are bounded twice: by count per queue and by their bytes across all queues, so a stalled
-//! outlet cannot take more memory than `--queue-max-bytes` whatever the hits carry.
+//! An outlet owns a bounded FIFO queue of [`Job`]s and a consumer that drains it. There are two
+//! kinds. A raw-record outlet (the file or Firehose sink, [`OutletQueue::for_records`]) takes
+//! each hit's record already written as its NDJSON line, many lines to a [`Records`] job: the
+//! line is written once, on the thread that shaped the hit, straight from the builder's buffer,
+//! and the sink moves bytes. A hit outlet (the Conversions API forwarder, [`OutletQueue::new`])
+//! takes each hit as a shared [`Hit`], built only for the hits its gate lets through.
+//! [`Dispatcher::submit`] offers a hit to every outlet with a non-blocking `try_send`; a full queue
+//! is counted and logged, never silent. Waiting hits are bounded twice: by count per queue
+//! (records, for a raw-record outlet) and by their bytes across all queues, so a stalled outlet
+//! cannot take more memory than `--queue-max-bytes` whatever the hits carry.
 //! [`Dispatcher::flush`] puts a [`Job::Barrier`] behind everything submitted so far and resolves when
 //! every consumer has reached it, i.e. when everything before it has been delivered or accounted
 //! for. Graceful shutdown uses it; so does the Lambda drain, per invocation.
@@ -22,11 +27,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::hit::{Hit, Timestamp};
+use crate::hit::{Fields, Hit, Timestamp};
 use crate::metrics as m;
-use crate::params::RequestHead;
+use crate::params::{DraftHit, RequestHead};
 
 /// Default cap on the bytes of hits waiting in the queues (`--queue-max-bytes`).
 pub const DEFAULT_MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
@@ -34,8 +40,10 @@ pub const DEFAULT_MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
 /// A unit of work for an outlet's consumer.
 #[derive(Debug)]
 pub enum Job {
-    /// A hit to deliver (shared by every outlet; derefs to [`Hit`]).
+    /// A hit to deliver (shared by every hit outlet; derefs to [`Hit`]).
     Hit(Arc<QueuedHit>),
+    /// Record lines to deliver, for a raw-record outlet.
+    Records(Records),
     /// Answer once everything queued before this job has been delivered or accounted for.
     Barrier(oneshot::Sender<()>),
     /// Nothing to deliver: a chance for time-based work (rotation, batch ageing) while idle.
@@ -74,8 +82,71 @@ impl Drop for QueuedHit {
     }
 }
 
-/// Whether an outlet wants a hit at all; asked before the hit is queued for it.
-pub type Gate = Arc<dyn Fn(&Hit) -> bool + Send + Sync>;
+/// Records as their NDJSON lines, newline included, one after another, all received in the same
+/// UTC hour (the file sink's partition). Their bytes count against the dispatcher's budget, and
+/// their number against the outlet's capacity, until the outlet lets go of them.
+#[derive(Debug)]
+pub struct Records {
+    lines: Bytes,
+    count: usize,
+    received_at: Timestamp,
+    /// Shared by every outlet the lines went to: gives the bytes back when the last lets go.
+    _bytes: Arc<Reservation>,
+    /// This outlet's count of waiting records.
+    waiting: Arc<AtomicUsize>,
+}
+
+impl Records {
+    /// The lines, each ending in `\n`.
+    pub fn lines(&self) -> &Bytes {
+        &self.lines
+    }
+
+    /// How many records.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Receipt time of the first record; every record is from the same UTC hour.
+    pub fn received_at(&self) -> Timestamp {
+        self.received_at
+    }
+
+    /// Each line as its own buffer (no copy), newline included.
+    pub fn each_line(&self) -> impl Iterator<Item = Bytes> + '_ {
+        let mut start = 0;
+        std::iter::from_fn(move || {
+            let rest = &self.lines[start..];
+            let end = start + memchr::memchr(b'\n', rest)? + 1;
+            let line = self.lines.slice(start..end);
+            start = end;
+            Some(line)
+        })
+    }
+}
+
+impl Drop for Records {
+    fn drop(&mut self) {
+        self.waiting.fetch_sub(self.count, Ordering::Relaxed);
+    }
+}
+
+/// Bytes taken from the dispatcher's budget, given back on drop.
+#[derive(Debug)]
+struct Reservation {
+    bytes: usize,
+    budget: Arc<AtomicUsize>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// Whether a hit outlet wants the hits of a pixel (given its pixel id, if any); asked before a
+/// hit is built and queued for it.
+pub type Gate = Arc<dyn Fn(Option<&str>) -> bool + Send + Sync>;
 
 /// The sending half of one outlet's queue.
 #[derive(Clone)]
@@ -90,19 +161,37 @@ pub struct OutletQueue {
     /// Hits this outlet would only discard (e.g. the forwarder, for a pixel known to have no
     /// token) are not queued for it; the gate counts what it turns away.
     gate: Option<Gate>,
+    /// A raw-record outlet: takes [`Job::Records`], not [`Job::Hit`].
+    records: bool,
+    /// Records waiting in the queue (raw-record outlets), bounded by `capacity`.
+    waiting: Arc<AtomicUsize>,
+    capacity: usize,
 }
 
 impl std::fmt::Debug for OutletQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OutletQueue").field("name", &self.name).field("gated", &self.gate.is_some()).finish_non_exhaustive()
+        f.debug_struct("OutletQueue").field("name", &self.name).field("records", &self.records).field("gated", &self.gate.is_some()).finish_non_exhaustive()
     }
 }
 
 impl OutletQueue {
-    /// A queue of `capacity` jobs for the outlet `name`, and its receiving half for the consumer.
+    /// A queue of `capacity` hits for the hit outlet `name`, and its receiving half for the
+    /// consumer.
     pub fn new(name: &'static str, capacity: usize) -> (OutletQueue, mpsc::Receiver<Job>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        (OutletQueue { name, tx, closing: Arc::new(AtomicBool::new(false)), gate: None }, rx)
+        Self::with_kind(name, capacity, false)
+    }
+
+    /// A queue of `capacity` records for the raw-record outlet `name` (it gets [`Job::Records`]),
+    /// and its receiving half for the consumer.
+    pub fn for_records(name: &'static str, capacity: usize) -> (OutletQueue, mpsc::Receiver<Job>) {
+        Self::with_kind(name, capacity, true)
+    }
+
+    fn with_kind(name: &'static str, capacity: usize, records: bool) -> (OutletQueue, mpsc::Receiver<Job>) {
+        let capacity = capacity.max(1);
+        let (tx, rx) = mpsc::channel(capacity);
+        let queue = OutletQueue { name, tx, closing: Arc::new(AtomicBool::new(false)), gate: None, records, waiting: Arc::new(AtomicUsize::new(0)), capacity };
+        (queue, rx)
     }
 
     /// Queues only the hits `gate` lets through.
@@ -134,7 +223,20 @@ impl Captured {
 }
 
 /// Turns a captured request into its hit (parameters, personal data, client address, flags).
-pub type Shaper = Arc<dyn Fn(Captured) -> Hit + Send + Sync>;
+pub type Shaper = Arc<dyn Fn(Captured) -> DraftHit + Send + Sync>;
+
+/// Most bytes of lines an intake task gathers before it hands them on.
+const MAX_LINES_BYTES: usize = 1024 * 1024;
+/// Room a batch of lines starts with: [`INTAKE_BATCH`] records of a typical size.
+const LINES_CAPACITY: usize = INTAKE_BATCH * 768;
+
+/// Record lines being gathered for the raw-record outlets.
+#[derive(Default)]
+struct Lines {
+    buf: Vec<u8>,
+    count: usize,
+    received_at: Option<Timestamp>,
+}
 
 /// Most captured requests an intake task shapes before it lets other tasks run.
 const INTAKE_BATCH: usize = 64;
@@ -217,10 +319,7 @@ impl Dispatcher {
         }
         if let Err(err) = self.intake[shard % self.intake.len()].try_send(Intake::Captured(captured, bytes)) {
             self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
-            self.dropped_everywhere(match err {
-                mpsc::error::TrySendError::Full(_) => "queue_full",
-                mpsc::error::TrySendError::Closed(_) => "outlet_closed",
-            });
+            self.dropped_everywhere(send_error(&err));
         }
     }
 
@@ -236,8 +335,7 @@ impl Dispatcher {
     /// Counts a hit lost before it reached any outlet as dropped for each of them.
     fn dropped_everywhere(&self, reason: &'static str) {
         for outlet in self.outlets.iter() {
-            metrics::counter!(m::RECORDS_DROPPED, "outlet" => outlet.name, "reason" => reason).increment(1);
-            self.warn_dropped(outlet.name, reason);
+            self.dropped(outlet.name, reason, 1);
         }
     }
 
@@ -247,29 +345,101 @@ impl Dispatcher {
         self
     }
 
-    /// Offers the hit to every outlet. Never waits: a full or closed queue, or a full byte
-    /// budget, drops the hit for that outlet, counts it under `pixelgate_records_dropped_total`
-    /// and logs a warning.
-    pub fn submit(&self, hit: Hit) {
+    /// Offers a pixel hit to every outlet: its record line to the raw-record outlets, the
+    /// [`Hit`] (built only if a hit outlet's gate lets it through) to the hit outlets. Never
+    /// waits: a full or closed queue, or a full byte budget, drops the hit for that outlet,
+    /// counts it under `pixelgate_records_dropped_total` and logs a warning.
+    pub fn submit(&self, hit: DraftHit) {
+        let mut lines = Lines::default();
+        self.gather(&mut lines, &hit, |out| hit.write_line(out));
+        self.send_lines(&mut lines);
+        self.offer_hit(hit.pixel_id(), || hit.to_hit());
+    }
+
+    /// [`Dispatcher::submit`] for a hit that is already a [`Hit`] (e.g. the forwarder's
+    /// `capi_failed` records).
+    pub fn submit_hit(&self, hit: Hit) {
+        let mut lines = Lines::default();
+        self.gather(&mut lines, &hit, |out| hit.write_line(out));
+        self.send_lines(&mut lines);
+        let pixel_id = hit.pixel_id.clone();
+        self.offer_hit(pixel_id.as_deref(), || hit);
+    }
+
+    /// Adds a record's line (written by `write`) to `lines`, first handing on what `lines`
+    /// holds if the record is from another hour or `lines` is full.
+    fn gather<F: Fields>(&self, lines: &mut Lines, record: &F, write: impl FnOnce(&mut Vec<u8>)) {
+        if !self.outlets.iter().any(|o| o.records) {
+            return;
+        }
+        let at = record.received_at();
+        if lines.received_at.is_some_and(|t| t.unix_hour() != at.unix_hour()) || lines.buf.len() >= MAX_LINES_BYTES {
+            self.send_lines(lines);
+        }
+        if lines.received_at.is_none() {
+            lines.received_at = Some(at);
+            // Sized for a batch of typical records: growing a buffer copies it.
+            lines.buf.reserve(LINES_CAPACITY);
+        }
+        write(&mut lines.buf);
+        lines.count += 1;
+    }
+
+    /// Hands the gathered lines to every raw-record outlet, leaving `lines` empty.
+    fn send_lines(&self, lines: &mut Lines) {
+        let Some(received_at) = lines.received_at.take() else { return };
+        let count = std::mem::take(&mut lines.count);
+        let buf = std::mem::take(&mut lines.buf);
+        let bytes = buf.len() + std::mem::size_of::<Records>();
+        let records_outlets = || self.outlets.iter().filter(|o| o.records);
+        if !self.reserve(bytes) {
+            for outlet in records_outlets() {
+                self.dropped(outlet.name, "queue_bytes_full", count);
+            }
+            return;
+        }
+        let reservation = Arc::new(Reservation { bytes, budget: self.queued_bytes.clone() });
+        let lines = Bytes::from(buf);
+        for outlet in records_outlets() {
+            if outlet.waiting.fetch_add(count, Ordering::Relaxed) + count > outlet.capacity {
+                outlet.waiting.fetch_sub(count, Ordering::Relaxed);
+                self.dropped(outlet.name, "queue_full", count);
+                continue;
+            }
+            let job = Records { lines: lines.clone(), count, received_at, _bytes: reservation.clone(), waiting: outlet.waiting.clone() };
+            if let Err(err) = outlet.tx.try_send(Job::Records(job)) {
+                self.dropped(outlet.name, send_error(&err), count);
+            }
+        }
+    }
+
+    /// Queues the hit `make` builds for every hit outlet whose gate lets `pixel_id`'s hits
+    /// through; builds nothing if none does.
+    fn offer_hit(&self, pixel_id: Option<&str>, make: impl FnOnce() -> Hit) {
+        let wants = |o: &&OutletQueue| !o.records && o.gate.as_ref().is_none_or(|gate| gate(pixel_id));
+        if !self.outlets.iter().any(|o| wants(&o)) {
+            return;
+        }
+        let hit = make();
         let bytes = hit.approx_bytes();
         if !self.reserve(bytes) {
-            self.dropped_everywhere("queue_bytes_full");
+            for outlet in self.outlets.iter().filter(wants) {
+                self.dropped(outlet.name, "queue_bytes_full", 1);
+            }
             return;
         }
         let hit = Arc::new(QueuedHit { hit, bytes, budget: self.queued_bytes.clone() });
-        for outlet in self.outlets.iter() {
-            if outlet.gate.as_ref().is_some_and(|wants| !wants(&hit)) {
-                continue;
-            }
+        for outlet in self.outlets.iter().filter(wants) {
             if let Err(err) = outlet.tx.try_send(Job::Hit(hit.clone())) {
-                let reason = match err {
-                    mpsc::error::TrySendError::Full(_) => "queue_full",
-                    mpsc::error::TrySendError::Closed(_) => "outlet_closed",
-                };
-                metrics::counter!(m::RECORDS_DROPPED, "outlet" => outlet.name, "reason" => reason).increment(1);
-                self.warn_dropped(outlet.name, reason);
+                self.dropped(outlet.name, send_error(&err), 1);
             }
         }
+    }
+
+    /// Counts `n` hits given up for `outlet` and warns (at most every ten seconds).
+    fn dropped(&self, outlet: &'static str, reason: &'static str, n: usize) {
+        metrics::counter!(m::RECORDS_DROPPED, "outlet" => outlet, "reason" => reason).increment(n as u64);
+        self.warn_dropped(outlet, reason);
     }
 
     fn warn_dropped(&self, outlet: &str, reason: &str) {
@@ -349,11 +519,21 @@ async fn intake_answered(tx: &mpsc::Sender<Intake>, job: fn(oneshot::Sender<()>)
     }
 }
 
-/// An intake task: shapes captured requests in batches and offers their hits to the outlets,
-/// until a [`Intake::Shutdown`] (after which what is still queued is shaped too).
+/// Why a `try_send` failed, as a metric label.
+fn send_error<T>(err: &mpsc::error::TrySendError<T>) -> &'static str {
+    match err {
+        mpsc::error::TrySendError::Full(_) => "queue_full",
+        mpsc::error::TrySendError::Closed(_) => "outlet_closed",
+    }
+}
+
+/// An intake task: shapes captured requests in batches, hands the batch's record lines to the
+/// raw-record outlets together and offers the hits to the hit outlets, until a
+/// [`Intake::Shutdown`] (after which what is still queued is shaped too).
 async fn run_intake(mut rx: mpsc::Receiver<Intake>, shaper: Shaper, outlets: Dispatcher) {
     let mut batch = Vec::with_capacity(INTAKE_BATCH);
     let mut acks = Vec::new();
+    let mut lines = Lines::default();
     while rx.recv_many(&mut batch, INTAKE_BATCH).await > 0 {
         for job in batch.drain(..) {
             match job {
@@ -363,7 +543,10 @@ async fn run_intake(mut rx: mpsc::Receiver<Intake>, shaper: Shaper, outlets: Dis
                     let shaped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shaper(captured)));
                     outlets.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
                     match shaped {
-                        Ok(hit) => outlets.submit(hit),
+                        Ok(hit) => {
+                            outlets.gather(&mut lines, &hit, |out| hit.write_line(out));
+                            outlets.offer_hit(hit.pixel_id(), || hit.to_hit());
+                        }
                         Err(_) => {
                             tracing::error!("shaping a captured pixel request panicked; its hit is dropped");
                             outlets.dropped_everywhere("shaping_failed");
@@ -371,6 +554,7 @@ async fn run_intake(mut rx: mpsc::Receiver<Intake>, shaper: Shaper, outlets: Dis
                     }
                 }
                 Intake::Barrier(ack) => {
+                    outlets.send_lines(&mut lines);
                     let _ = ack.send(());
                 }
                 Intake::Shutdown(ack) => {
@@ -379,6 +563,7 @@ async fn run_intake(mut rx: mpsc::Receiver<Intake>, shaper: Shaper, outlets: Dis
                 }
             }
         }
+        outlets.send_lines(&mut lines);
     }
     for ack in acks {
         let _ = ack.send(());
@@ -400,21 +585,30 @@ mod tests {
         Arc::new(move |c: Captured| {
             let mut b = HitBuilder::new(&parse, c.received_at);
             b.add_encoded(c.head.query().unwrap_or(""));
-            b.finish(RequestMeta::default())
+            b.finish_draft(RequestMeta::default())
         })
     }
 
     type Seen = Arc<std::sync::Mutex<Vec<String>>>;
 
-    /// An outlet consumer that records event ids and answers barriers and shutdown.
-    fn outlet(capacity: usize) -> (OutletQueue, Seen, tokio::task::JoinHandle<()>) {
-        let (queue, mut rx) = OutletQueue::new("test", capacity);
+    /// An outlet consumer that records event ids and answers barriers and shutdown: a hit outlet,
+    /// or with `records` a raw-record outlet (event ids read back from the lines).
+    fn outlet(capacity: usize, records: bool) -> (OutletQueue, Seen, tokio::task::JoinHandle<()>) {
+        let (queue, mut rx) = if records { OutletQueue::for_records("test", capacity) } else { OutletQueue::new("test", capacity) };
         let seen = Seen::default();
         let log = seen.clone();
         let consumer = tokio::spawn(async move {
             while let Some(job) = rx.recv().await {
                 match job {
                     Job::Hit(hit) => log.lock().unwrap().push(hit.event_id.clone()),
+                    Job::Records(records) => {
+                        let lines: Vec<_> = records.each_line().collect();
+                        assert_eq!(lines.len(), records.count());
+                        for line in lines {
+                            let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+                            log.lock().unwrap().push(v["event_id"].as_str().unwrap().to_owned());
+                        }
+                    }
                     Job::Barrier(ack) => {
                         let _ = ack.send(());
                     }
@@ -431,8 +625,9 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn flush_and_shutdown_cover_every_captured_request() {
-        let (queue, seen, consumer) = outlet(10_000);
-        let dispatcher = Dispatcher::new(vec![queue]).with_intake(3, 1000, shaper());
+        let (hits, seen_hits, hit_consumer) = outlet(10_000, false);
+        let (records, seen_records, record_consumer) = outlet(10_000, true);
+        let dispatcher = Dispatcher::new(vec![records, hits]).with_intake(3, 1000, shaper());
         // Submitted from several threads, so every intake task gets some.
         let tasks: Vec<_> = (0..4)
             .map(|t| {
@@ -444,24 +639,49 @@ mod tests {
             t.await.unwrap();
         }
         dispatcher.flush().await;
-        assert_eq!(seen.lock().unwrap().len(), 1000, "flush returns once every captured request reached the outlet");
+        for seen in [&seen_hits, &seen_records] {
+            assert_eq!(seen.lock().unwrap().len(), 1000, "flush returns once every captured request reached the outlet");
+        }
         dispatcher.submit_captured(captured(9999));
         dispatcher.shutdown().await;
-        consumer.await.unwrap();
-        let seen = seen.lock().unwrap();
-        assert_eq!(seen.len(), 1001, "one hit per captured request");
-        assert_eq!(seen.iter().collect::<std::collections::HashSet<_>>().len(), 1001);
+        hit_consumer.await.unwrap();
+        record_consumer.await.unwrap();
+        for seen in [seen_hits, seen_records] {
+            let seen = seen.lock().unwrap();
+            assert_eq!(seen.len(), 1001, "one hit per captured request");
+            assert_eq!(seen.iter().collect::<std::collections::HashSet<_>>().len(), 1001);
+        }
         assert_eq!(dispatcher.queued_bytes.load(Ordering::Relaxed), 0, "every byte reserved was given back");
     }
 
     #[tokio::test]
     async fn a_full_byte_budget_drops_captured_requests_before_the_intake() {
-        let (queue, seen, consumer) = outlet(10);
+        let (queue, seen, consumer) = outlet(10, false);
         let dispatcher = Dispatcher::new(vec![queue]).with_max_bytes(1).with_intake(1, 10, shaper());
         dispatcher.submit_captured(captured(1));
         dispatcher.shutdown().await;
         consumer.await.unwrap();
         assert!(seen.lock().unwrap().is_empty());
+        assert_eq!(dispatcher.queued_bytes.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_raw_record_outlet_holds_at_most_its_capacity_in_records() {
+        let (queue, mut rx) = OutletQueue::for_records("test", 5);
+        let dispatcher = Dispatcher::new(vec![queue.clone()]);
+        let parse = ParseSettings::default();
+        for n in 0..8 {
+            let mut b = HitBuilder::new(&parse, Timestamp::now());
+            b.add_encoded(&format!("pixel_id=1&event=E&event_id=e{n}"));
+            dispatcher.submit(b.finish_draft(RequestMeta::default()));
+        }
+        assert_eq!(queue.waiting.load(Ordering::Relaxed), 5);
+        let mut taken = 0;
+        while let Ok(Job::Records(records)) = rx.try_recv() {
+            taken += records.count();
+        }
+        assert_eq!(taken, 5, "three records over the capacity were dropped");
+        assert_eq!(queue.waiting.load(Ordering::Relaxed), 0, "taking the records gives their places back");
         assert_eq!(dispatcher.queued_bytes.load(Ordering::Relaxed), 0);
     }
 }

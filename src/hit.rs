@@ -55,6 +55,90 @@ pub struct Hit {
     pub capi_failure: Option<CapiFailure>,
 }
 
+/// Read access to a record's fields, in schema order, so that one encoder writes the line of a
+/// [`Hit`] and of a hit still in its builder's buffer ([`crate::params::DraftHit`]) alike. Map
+/// entries come sorted by key, as a `BTreeMap` gives them.
+pub trait Fields {
+    fn received_at(&self) -> Timestamp;
+    fn pixel_id(&self) -> Option<&str>;
+    fn event(&self) -> Option<&str>;
+    fn event_id(&self) -> &str;
+    fn ip(&self) -> Option<IpAddr>;
+    fn user_agent(&self) -> Option<&str>;
+    fn url(&self) -> Option<&str>;
+    fn referrer(&self) -> Option<&str>;
+    fn client_ts(&self) -> Option<i64>;
+    fn attrs(&self) -> impl Iterator<Item = (&str, &str)>;
+    fn user(&self) -> impl Iterator<Item = (&str, &str)>;
+    fn test_event_code(&self) -> Option<&str>;
+    fn flags(&self) -> &Flags;
+    fn extra(&self) -> impl Iterator<Item = (&str, &str)>;
+    fn capi_failure(&self) -> Option<&CapiFailure>;
+}
+
+impl Fields for Hit {
+    fn received_at(&self) -> Timestamp {
+        self.received_at
+    }
+    fn pixel_id(&self) -> Option<&str> {
+        self.pixel_id.as_deref()
+    }
+    fn event(&self) -> Option<&str> {
+        self.event.as_deref()
+    }
+    fn event_id(&self) -> &str {
+        &self.event_id
+    }
+    fn ip(&self) -> Option<IpAddr> {
+        self.ip
+    }
+    fn user_agent(&self) -> Option<&str> {
+        self.user_agent.as_deref()
+    }
+    fn url(&self) -> Option<&str> {
+        self.url.as_deref()
+    }
+    fn referrer(&self) -> Option<&str> {
+        self.referrer.as_deref()
+    }
+    fn client_ts(&self) -> Option<i64> {
+        self.client_ts
+    }
+    fn attrs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.attrs.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+    fn user(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.user.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+    fn test_event_code(&self) -> Option<&str> {
+        self.test_event_code.as_deref()
+    }
+    fn flags(&self) -> &Flags {
+        &self.flags
+    }
+    fn extra(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.extra.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+    fn capi_failure(&self) -> Option<&CapiFailure> {
+        self.capi_failure.as_ref()
+    }
+}
+
+/// Appends `record`'s NDJSON line, newline included, to `out`, unless the line would be over
+/// [`MAX_RECORD_BYTES`]: then `out` is left as it was and the error is the line's length (see
+/// [`Hit::write_line`], which cuts such a record to fit).
+pub fn write_line_within_limit<F: Fields>(record: &F, out: &mut Vec<u8>) -> Result<(), usize> {
+    let start = out.len();
+    json::write_hit(out, record);
+    out.push(b'\n');
+    let len = out.len() - start;
+    if len > MAX_RECORD_BYTES {
+        out.truncate(start);
+        return Err(len);
+    }
+    Ok(())
+}
+
 /// Why a hit's Conversions API delivery was given up.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CapiFailure {
@@ -233,14 +317,8 @@ impl Hit {
     /// [`MAX_RECORD_BYTES`] becomes the same record without its largest parameters, flagged
     /// `oversize` and carrying a [`Truncation`] that says what was dropped and how big it was.
     pub fn write_line(&self, out: &mut Vec<u8>) {
-        let start = out.len();
-        json::write_hit(out, self);
-        out.push(b'\n');
-        let len = out.len() - start;
-        if len > MAX_RECORD_BYTES {
-            out.truncate(start);
-            let cut = self.truncated(len);
-            push_json(out, &cut);
+        if let Err(len) = write_line_within_limit(self, out) {
+            push_json(out, &self.truncated(len));
         }
     }
 

@@ -6,15 +6,14 @@
 //! concept; [`HitBuilder`] applies the precedence rules (canonical beats alias, first beats later)
 //! and the limits, hashes personal data through [`crate::pii`], and flags what was wrong.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::collections::btree_map::Entry;
 use std::net::IpAddr;
+use std::ops::Range;
 use std::sync::LazyLock;
 
 use aho_corasick::AhoCorasick;
 
-use crate::hit::{Flag, Flags, Hit, SCHEMA, Timestamp};
+use crate::hit::{CapiFailure, Fields, Flag, Flags, Hit, SCHEMA, Timestamp, write_line_within_limit};
 use crate::pii::{self, PiiField, PiiRules};
 
 mod decode;
@@ -143,9 +142,10 @@ fn bare_contact(key: &str) -> Option<&'static str> {
     }
 }
 
-/// Common names of Meta's user-data keys, mapped to them (`email` → `em`, `zip` → `zp`, …).
-fn user_key(key: &str) -> &str {
-    match key {
+/// Meta's user-data key for a common name of it (`email` → `em`, `zip` → `zp`, …); `key` is
+/// lowercase.
+fn user_alias(key: &str) -> Option<&'static str> {
+    Some(match key {
         "email" | "e-mail" => "em",
         "phone" | "tel" | "telephone" | "mobile" => "ph",
         "first_name" | "firstname" | "given_name" => "fn",
@@ -155,30 +155,110 @@ fn user_key(key: &str) -> &str {
         "zip" | "zipcode" | "zip_code" | "postal_code" | "postcode" => "zp",
         "gender" | "sex" => "ge",
         "dob" | "birthday" | "birthdate" | "date_of_birth" => "db",
-        k => k,
+        _ => return None,
+    })
+}
+
+/// A byte range of a builder's text buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    /// `start..text.len()`. Text is bounded by the parameter limits far below 4 GiB.
+    fn to_end(text: &str, start: usize) -> Span {
+        Span { start: start as u32, end: text.len() as u32 }
+    }
+
+    /// Where `part` lies in `text`, if it is a slice of it.
+    fn within(text: &str, part: &str) -> Option<Span> {
+        let start = (part.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
+        (start + part.len() <= text.len()).then_some(Span { start: start as u32, end: (start + part.len()) as u32 })
+    }
+
+    fn range(self) -> Range<usize> {
+        self.start as usize..self.end as usize
+    }
+
+    fn len(self) -> usize {
+        (self.end - self.start) as usize
     }
 }
 
-/// A single-valued concept while it is being filled: value and the rank of the name it came from.
-type Slot = Option<(String, u8)>;
+/// The record map an entry belongs to; entries sort by map, then key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum MapName {
+    Attrs,
+    User,
+    Extra,
+}
 
-/// Collects parameters for one hit.
+/// One key of one of the record's maps.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    map: MapName,
+    key: Span,
+    value: Span,
+}
+
+/// A single-valued concept while it is being filled: value and the rank of the name it came from.
+type Slot = Option<(Span, u8)>;
+
+/// Where a parameter goes, by its name.
+enum Place {
+    Slot(Field, u8),
+    Attr(Span),
+    User(UserName),
+    Extra,
+    Nowhere,
+}
+
+/// The name of a user attribute: part of the parameter's name (`usat_<name>`), or the field a
+/// contact parameter outside the conventions stands for (`email` → `em`).
+enum UserName {
+    Sent(Span),
+    Known(PiiField),
+}
+
+fn place(text: &str, key: Span) -> Place {
+    match classify(&text[key.range()]) {
+        Concept::PixelId(rank) => Place::Slot(Field::PixelId, rank),
+        Concept::Event(rank) => Place::Slot(Field::Event, rank),
+        Concept::EventId(rank) => Place::Slot(Field::EventId, rank),
+        Concept::Url(rank) => Place::Slot(Field::Url, rank),
+        Concept::Referrer(rank) => Place::Slot(Field::Referrer, rank),
+        Concept::Ts => Place::Slot(Field::Ts, 0),
+        Concept::TestEventCode => Place::Slot(Field::TestEventCode, 0),
+        Concept::Fbp => Place::Slot(Field::Fbp, 0),
+        Concept::Fbc => Place::Slot(Field::Fbc, 0),
+        Concept::Attr(name) => Place::Attr(Span::within(text, name).expect("an attribute name is part of the key")),
+        Concept::User(name) => Place::User(match Span::within(text, name) {
+            Some(span) => UserName::Sent(span),
+            None => UserName::Known(bare_contact(&text[key.range()]).and_then(PiiField::from_key).expect("a user name not in the key is a contact's")),
+        }),
+        Concept::CacheBuster => Place::Nowhere,
+        Concept::Extra => Place::Extra,
+    }
+}
+
+/// Collects parameters for one hit. Decoded names and values, and the digests of personal data,
+/// go one after another into one text buffer; the hit's fields are ranges of it, so shaping a
+/// hit allocates that buffer and a list of map entries rather than a string per field. The
+/// finished [`DraftHit`] writes its record line straight from the buffer.
 pub struct HitBuilder<'s> {
     settings: &'s ParseSettings,
     received_at: Timestamp,
     seen: usize,
-    pixel_id: Slot,
-    event: Slot,
-    event_id: Slot,
-    url: Slot,
-    referrer: Slot,
-    ts: Slot,
-    test_event_code: Slot,
-    fbp: Slot,
-    fbc: Slot,
-    attrs: BTreeMap<String, String>,
-    user: BTreeMap<String, String>,
-    extra: BTreeMap<String, String>,
+    /// What the fields below are ranges of. Text of a parameter that is not kept is cut off
+    /// again at once (the plaintext of personal data as soon as it is hashed).
+    text: String,
+    /// Working space for decoding escaped text.
+    scratch: Vec<u8>,
+    slots: [Slot; Field::COUNT],
+    /// The attrs, user and extra maps, sorted by map then key; the first value of a key stays.
+    entries: Vec<Entry>,
     flags: Flags,
 }
 
@@ -202,18 +282,10 @@ impl<'s> HitBuilder<'s> {
             settings,
             received_at,
             seen: 0,
-            pixel_id: None,
-            event: None,
-            event_id: None,
-            url: None,
-            referrer: None,
-            ts: None,
-            test_event_code: None,
-            fbp: None,
-            fbc: None,
-            attrs: BTreeMap::new(),
-            user: BTreeMap::new(),
-            extra: BTreeMap::new(),
+            text: String::new(),
+            scratch: Vec::new(),
+            slots: [None; Field::COUNT],
+            entries: Vec::new(),
             flags: Flags::default(),
         }
     }
@@ -226,11 +298,19 @@ impl<'s> HitBuilder<'s> {
     /// Adds the pairs of a query string or form body (`application/x-www-form-urlencoded`),
     /// flagging invalid percent-escapes and invalid UTF-8, which are decoded lossily.
     pub fn add_encoded(&mut self, input: &str) {
-        for pair in decode::pairs(input) {
-            if pair.bad_encoding {
+        // Room for the decoded text (never longer than the input) and what finishing adds
+        // (digests, user agent, cookies' values) in the common case: growing copies it all.
+        self.text.reserve(input.len() + 512);
+        for (raw_key, raw_value) in decode::raw_pairs(input) {
+            let mark = self.text.len();
+            let bad_key = decode::decode_into(raw_key, &mut self.text, &mut self.scratch);
+            let key = Span::to_end(&self.text, mark);
+            let bad_value = decode::decode_into(raw_value, &mut self.text, &mut self.scratch);
+            let value = Span::to_end(&self.text, key.end as usize);
+            if bad_key || bad_value {
                 self.flags.set(Flag::BadEncoding);
             }
-            if !self.add(&pair.key, &pair.value) {
+            if !self.add_at(mark, key, value) {
                 break;
             }
         }
@@ -238,148 +318,245 @@ impl<'s> HitBuilder<'s> {
 
     /// Adds one decoded parameter. Returns false once the parameter limit is reached.
     pub fn add(&mut self, key: &str, value: &str) -> bool {
+        let mark = self.text.len();
+        self.text.push_str(key);
+        let key = Span::to_end(&self.text, mark);
+        self.text.push_str(value);
+        let value = Span::to_end(&self.text, key.end as usize);
+        self.add_at(mark, key, value)
+    }
+
+    /// Adds the parameter whose name and value are the text from `mark` on.
+    fn add_at(&mut self, mark: usize, key: Span, value: Span) -> bool {
         let limits = &self.settings.limits;
         if self.seen >= limits.max_params {
             self.flags.set(Flag::TooManyParams);
+            self.text.truncate(mark);
             return false;
         }
         self.seen += 1;
         if key.len() > limits.max_key_bytes {
             self.flags.set(Flag::Oversize);
+            self.text.truncate(mark);
             return true;
         }
         let value = self.capped(value);
-        match classify(key) {
-            Concept::PixelId(rank) => self.fill(Field::PixelId, value, rank),
-            Concept::Event(rank) => self.fill(Field::Event, value, rank),
-            Concept::EventId(rank) => self.fill(Field::EventId, value, rank),
-            Concept::Url(rank) => self.fill(Field::Url, value, rank),
-            Concept::Referrer(rank) => self.fill(Field::Referrer, value, rank),
-            Concept::Ts => self.fill(Field::Ts, value, 0),
-            Concept::TestEventCode => self.fill(Field::TestEventCode, value, 0),
-            Concept::Fbp => self.fill(Field::Fbp, value, 0),
-            Concept::Fbc => self.fill(Field::Fbc, value, 0),
-            Concept::Attr(k) => insert_first(&mut self.attrs, k, value.into_owned(), &mut self.flags),
-            Concept::User(k) => self.add_user(k, &value),
-            Concept::CacheBuster => {}
-            Concept::Extra => insert_first(&mut self.extra, key, value.into_owned(), &mut self.flags),
+        let kept = match place(&self.text, key) {
+            Place::Slot(field, rank) => self.fill(field, value, rank),
+            Place::Attr(name) => self.insert_first(MapName::Attrs, name, value),
+            Place::User(name) => return self.add_user(mark, name, value),
+            Place::Extra => self.insert_first(MapName::Extra, key, value),
+            Place::Nowhere => false,
+        };
+        if !kept {
+            self.text.truncate(mark);
         }
         true
     }
 
-    fn capped<'v>(&mut self, value: &'v str) -> Cow<'v, str> {
+    /// `value` cut to the value limit at a character boundary (flagged).
+    fn capped(&mut self, value: Span) -> Span {
         let max = self.settings.limits.max_value_bytes;
         if value.len() <= max {
-            return Cow::Borrowed(value);
+            return value;
         }
         self.flags.set(Flag::Oversize);
-        let mut end = max;
-        while !value.is_char_boundary(end) {
+        let mut end = value.start as usize + max;
+        while !self.text.is_char_boundary(end) {
             end -= 1;
         }
-        Cow::Borrowed(&value[..end])
+        Span { start: value.start, end: end as u32 }
     }
 
-    fn add_user(&mut self, key: &str, value: &str) {
-        if value.is_empty() {
-            return;
+    /// Appends `s`, cut to the value limit (flagged).
+    fn push_capped(&mut self, s: &str) -> Span {
+        let start = self.text.len();
+        self.text.push_str(s);
+        let span = Span::to_end(&self.text, start);
+        self.capped(span)
+    }
+
+    fn push(&mut self, s: &str) -> Span {
+        let start = self.text.len();
+        self.text.push_str(s);
+        Span::to_end(&self.text, start)
+    }
+
+    fn str(&self, span: Span) -> &str {
+        &self.text[span.range()]
+    }
+
+    /// A user attribute: personal data hashed, any other key kept as sent, under its lowercase
+    /// name.
+    fn add_user(&mut self, mark: usize, name: UserName, value: Span) -> bool {
+        if value.len() == 0 {
+            self.text.truncate(mark);
+            return true;
         }
-        let lower = if key.bytes().any(|b| b.is_ascii_uppercase()) { Cow::Owned(key.to_ascii_lowercase()) } else { Cow::Borrowed(key) };
-        let key = user_key(&lower);
-        match PiiField::from_key(key) {
-            Some(field) => match pii::hash_field(field, value, &self.settings.pii) {
-                Ok(hash) => insert_first(&mut self.user, key, hash, &mut self.flags),
-                Err(_) => self.flags.set(Flag::InvalidPii(field)),
-            },
-            None => insert_first(&mut self.user, key, value.to_owned(), &mut self.flags),
+        match name {
+            UserName::Known(field) => self.add_pii(mark, field, value),
+            UserName::Sent(span) => {
+                let sent = self.str(span);
+                let lowered = sent.bytes().any(|b| b.is_ascii_uppercase()).then(|| sent.to_ascii_lowercase());
+                let lower = lowered.as_deref().unwrap_or(sent);
+                match PiiField::from_key(user_alias(lower).unwrap_or(lower)) {
+                    Some(field) => self.add_pii(mark, field, value),
+                    None => {
+                        let key = match lowered {
+                            Some(lower) => self.push(&lower),
+                            None => span,
+                        };
+                        if !self.insert_first(MapName::User, key, value) {
+                            self.text.truncate(mark);
+                        }
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Personal data: its digest under the field's key; the plaintext (the text from `mark` on)
+    /// is cut from the buffer at once. An invalid value is dropped with a flag.
+    fn add_pii(&mut self, mark: usize, field: PiiField, value: Span) {
+        let digest = pii::hash_field_hex(field, self.str(value), &self.settings.pii);
+        self.text.truncate(mark);
+        match digest {
+            Ok(hex) => {
+                let key = self.push(field.key());
+                let value = self.push(hex.as_str());
+                if !self.insert_first(MapName::User, key, value) {
+                    self.text.truncate(mark);
+                }
+            }
+            Err(_) => self.flags.set(Flag::InvalidPii(field)),
         }
     }
 
-    /// Fills a single-valued concept. An empty value counts as absent, so `pixel_id=&id=123`
-    /// (an undefined tag variable beside a filled alias) keeps the alias.
-    fn fill(&mut self, field: Field, value: Cow<'_, str>, rank: u8) {
-        if value.is_empty() {
-            return;
+    /// Fills a single-valued concept; returns whether `value` is kept. An empty value counts as
+    /// absent, so `pixel_id=&id=123` (an undefined tag variable beside a filled alias) keeps the
+    /// alias.
+    fn fill(&mut self, field: Field, value: Span, rank: u8) -> bool {
+        if value.len() == 0 {
+            return false;
         }
-        let slot = match field {
-            Field::PixelId => &mut self.pixel_id,
-            Field::Event => &mut self.event,
-            Field::EventId => &mut self.event_id,
-            Field::Url => &mut self.url,
-            Field::Referrer => &mut self.referrer,
-            Field::Ts => &mut self.ts,
-            Field::TestEventCode => &mut self.test_event_code,
-            Field::Fbp => &mut self.fbp,
-            Field::Fbc => &mut self.fbc,
-        };
-        match slot {
-            None => *slot = Some((value.into_owned(), rank)),
+        match self.slots[field as usize] {
+            None => {
+                self.slots[field as usize] = Some((value, rank));
+                true
+            }
             Some((old, old_rank)) => {
-                if *old != value {
+                if self.str(old) != self.str(value) {
                     self.flags.set(Flag::DuplicateParam);
                 }
-                if rank < *old_rank {
-                    *slot = Some((value.into_owned(), rank));
+                let wins = rank < old_rank;
+                if wins {
+                    self.slots[field as usize] = Some((value, rank));
                 }
+                wins
             }
         }
     }
 
+    /// Where `key` is or would go in `map`.
+    fn find(&self, map: MapName, key: Span) -> Result<usize, usize> {
+        let key = self.str(key);
+        self.entries.binary_search_by(|e| e.map.cmp(&map).then_with(|| self.str(e.key).cmp(key)))
+    }
+
+    /// Inserts unless the key is present (a different later value only raises a flag); returns
+    /// whether it was inserted.
+    fn insert_first(&mut self, map: MapName, key: Span, value: Span) -> bool {
+        match self.find(map, key) {
+            Ok(i) => {
+                if self.str(self.entries[i].value) != self.str(value) {
+                    self.flags.set(Flag::DuplicateParam);
+                }
+                false
+            }
+            Err(i) => {
+                self.entries.insert(i, Entry { map, key, value });
+                true
+            }
+        }
+    }
+
+    /// Sets `key` in `map`, replacing a value already there.
+    fn upsert(&mut self, map: MapName, key: Span, value: Span) {
+        match self.find(map, key) {
+            Ok(i) => self.entries[i].value = value,
+            Err(i) => self.entries.insert(i, Entry { map, key, value }),
+        }
+    }
+
     /// Finishes the hit with what the request carries besides its parameters.
-    pub fn finish(mut self, meta: RequestMeta<'_>) -> Hit {
-        let take = |s: Slot| s.map(|(v, _)| v).filter(|v| !v.is_empty());
-        let pixel_id = take(self.pixel_id.take());
-        match &pixel_id {
+    pub fn finish(self, meta: RequestMeta<'_>) -> Hit {
+        self.finish_draft(meta).to_hit()
+    }
+
+    /// Finishes the hit, leaving it in the builder's buffer: [`DraftHit::write_line`] writes its
+    /// record from there, [`DraftHit::to_hit`] builds the [`Hit`] an outlet may need.
+    pub fn finish_draft(mut self, meta: RequestMeta<'_>) -> DraftHit {
+        let slot = |field: Field| self.slots[field as usize].map(|(span, _)| span);
+        let (pixel_id, event, ts, url, referrer, fbp, fbc, test_event_code) =
+            (slot(Field::PixelId), slot(Field::Event), slot(Field::Ts), slot(Field::Url), slot(Field::Referrer), slot(Field::Fbp), slot(Field::Fbc), slot(Field::TestEventCode));
+        match pixel_id.map(|id| self.str(id)) {
             None => self.flags.set(Flag::MissingPixelId),
             Some(id) if id.len() > 32 || !id.bytes().all(|b| b.is_ascii_digit()) => self.flags.set(Flag::BadPixelId),
             Some(_) => {}
         }
-        let event = take(self.event.take());
         if event.is_none() {
             self.flags.set(Flag::MissingEvent);
         }
-        let event_id = take(self.event_id.take()).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let client_ts = match take(self.ts.take()) {
+        let event_id = match slot(Field::EventId) {
+            Some(id) => id,
+            None => self.push(uuid::Uuid::new_v4().hyphenated().encode_lower(&mut [0; 36])),
+        };
+        let client_ts = match ts {
             None => None,
-            Some(raw) => match raw.trim().parse::<i64>() {
+            Some(raw) => match self.str(raw).trim().parse::<i64>() {
                 Ok(ts) => Some(ts),
                 Err(_) => {
                     self.flags.set(Flag::BadTs);
-                    insert_first(&mut self.extra, "ts", raw, &mut self.flags);
+                    let key = self.push("ts");
+                    self.insert_first(MapName::Extra, key, raw);
                     None
                 }
             },
         };
-        let url = take(self.url.take()).or_else(|| meta.referer.map(|r| self.capped(r).into_owned()));
-        let referrer = take(self.referrer.take());
-        let user_agent = meta.user_agent.map(|ua| self.capped(ua).into_owned());
-        if user_agent.as_deref().is_some_and(looks_like_bot) {
+        let url = url.or_else(|| meta.referer.map(|r| self.push_capped(r)));
+        let user_agent = meta.user_agent.map(|ua| self.push_capped(ua));
+        if user_agent.is_some_and(|ua| looks_like_bot(self.str(ua))) {
             self.flags.set(Flag::Bot);
         }
 
         let cookie = |name: &str| {
             meta.cookies.iter().flat_map(|h| cookie::Cookie::split_parse(*h)).filter_map(Result::ok).find(|c| c.name() == name).map(|c| c.value().to_owned())
         };
-        let fbp = take(self.fbp.take()).or_else(|| cookie("_fbp"));
-        let fbclid = url.as_deref().and_then(fbclid_of);
-        let fbc = take(self.fbc.take()).or_else(|| {
+        let fbp = fbp.or_else(|| cookie("_fbp").map(|v| self.push(&v)));
+        let fbclid = url.and_then(|u| fbclid_of(self.str(u)));
+        let fbc = fbc.or_else(|| {
             let from_cookie = cookie("_fbc");
-            match (&from_cookie, &fbclid) {
+            let from_cookie = match (&from_cookie, &fbclid) {
                 (Some(c), Some(clid)) if c.rsplit('.').next() != Some(clid.as_str()) => None,
-                (Some(_), _) => from_cookie,
-                (None, _) => None,
+                _ => from_cookie,
+            };
+            match (from_cookie, &fbclid) {
+                (Some(c), _) => Some(self.push(&c)),
+                (None, Some(clid)) => Some(self.push(&fbc_value(self.received_at, clid))),
+                (None, None) => None,
             }
-            .or_else(|| fbclid.as_ref().map(|clid| fbc_value(self.received_at, clid)))
         });
         for (k, v) in [("fbp", fbp), ("fbc", fbc)] {
             if let Some(v) = v {
-                self.user.insert(k.to_owned(), v);
+                let key = self.push(k);
+                self.upsert(MapName::User, key, v);
             }
         }
 
-        Hit {
-            schema: SCHEMA,
+        DraftHit {
             received_at: self.received_at,
+            text: self.text,
             pixel_id,
             event,
             event_id,
@@ -388,13 +565,128 @@ impl<'s> HitBuilder<'s> {
             url,
             referrer,
             client_ts,
-            attrs: self.attrs,
-            user: self.user,
-            test_event_code: take(self.test_event_code.take()),
+            test_event_code,
+            entries: self.entries,
             flags: self.flags,
-            extra: self.extra,
+        }
+    }
+}
+
+/// A finished hit still in its builder's text buffer. It writes its record line without building
+/// the [`Hit`] ([`DraftHit::write_line`]); [`DraftHit::to_hit`] builds that for an outlet that
+/// keeps hits. Both give the same record.
+#[derive(Debug)]
+pub struct DraftHit {
+    received_at: Timestamp,
+    text: String,
+    pixel_id: Option<Span>,
+    event: Option<Span>,
+    event_id: Span,
+    ip: Option<IpAddr>,
+    user_agent: Option<Span>,
+    url: Option<Span>,
+    referrer: Option<Span>,
+    client_ts: Option<i64>,
+    test_event_code: Option<Span>,
+    entries: Vec<Entry>,
+    flags: Flags,
+}
+
+impl DraftHit {
+    fn str(&self, span: Span) -> &str {
+        &self.text[span.range()]
+    }
+
+    fn opt(&self, span: Option<Span>) -> Option<&str> {
+        span.map(|s| self.str(s))
+    }
+
+    fn map(&self, map: MapName) -> impl Iterator<Item = (&str, &str)> {
+        self.entries.iter().filter(move |e| e.map == map).map(|e| (self.str(e.key), self.str(e.value)))
+    }
+
+    fn owned_map(&self, map: MapName) -> BTreeMap<String, String> {
+        self.map(map).map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+    }
+
+    /// The record as one NDJSON line, newline included, appended to `out`: the same bytes as
+    /// `self.to_hit().write_line(out)`, written from the buffer.
+    pub fn write_line(&self, out: &mut Vec<u8>) {
+        if write_line_within_limit(self, out).is_err() {
+            // Over the record limit: the Hit knows how to cut itself to fit.
+            self.to_hit().write_line(out);
+        }
+    }
+
+    /// The hit as an owned [`Hit`].
+    pub fn to_hit(&self) -> Hit {
+        let owned = |span: Option<Span>| span.map(|s| self.str(s).to_owned());
+        Hit {
+            schema: SCHEMA,
+            received_at: self.received_at,
+            pixel_id: owned(self.pixel_id),
+            event: owned(self.event),
+            event_id: self.str(self.event_id).to_owned(),
+            ip: self.ip,
+            user_agent: owned(self.user_agent),
+            url: owned(self.url),
+            referrer: owned(self.referrer),
+            client_ts: self.client_ts,
+            attrs: self.owned_map(MapName::Attrs),
+            user: self.owned_map(MapName::User),
+            test_event_code: owned(self.test_event_code),
+            flags: self.flags.clone(),
+            extra: self.owned_map(MapName::Extra),
             capi_failure: None,
         }
+    }
+}
+
+impl Fields for DraftHit {
+    fn received_at(&self) -> Timestamp {
+        self.received_at
+    }
+    fn pixel_id(&self) -> Option<&str> {
+        self.opt(self.pixel_id)
+    }
+    fn event(&self) -> Option<&str> {
+        self.opt(self.event)
+    }
+    fn event_id(&self) -> &str {
+        self.str(self.event_id)
+    }
+    fn ip(&self) -> Option<IpAddr> {
+        self.ip
+    }
+    fn user_agent(&self) -> Option<&str> {
+        self.opt(self.user_agent)
+    }
+    fn url(&self) -> Option<&str> {
+        self.opt(self.url)
+    }
+    fn referrer(&self) -> Option<&str> {
+        self.opt(self.referrer)
+    }
+    fn client_ts(&self) -> Option<i64> {
+        self.client_ts
+    }
+    fn attrs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.map(MapName::Attrs)
+    }
+    fn user(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.map(MapName::User)
+    }
+    fn test_event_code(&self) -> Option<&str> {
+        self.opt(self.test_event_code)
+    }
+    fn flags(&self) -> &Flags {
+        &self.flags
+    }
+    fn extra(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.map(MapName::Extra)
+    }
+    fn capi_failure(&self) -> Option<&CapiFailure> {
+        None
     }
 }
 
@@ -411,18 +703,8 @@ enum Field {
     Fbc,
 }
 
-/// Inserts unless the key is present; a different later value only raises a flag.
-fn insert_first(map: &mut BTreeMap<String, String>, key: &str, value: String, flags: &mut Flags) {
-    match map.entry(key.to_owned()) {
-        Entry::Vacant(e) => {
-            e.insert(value);
-        }
-        Entry::Occupied(e) => {
-            if *e.get() != value {
-                flags.set(Flag::DuplicateParam);
-            }
-        }
-    }
+impl Field {
+    const COUNT: usize = 9;
 }
 
 /// `fb.1.<ms>.<fbclid>`, the `_fbc` value Meta's pixel would have set (capi.md §7).

@@ -147,11 +147,37 @@ pub fn normalize(field: PiiField, raw: &str, rules: &PiiRules) -> Result<String,
 /// # Errors
 /// Same as [`normalize`].
 pub fn hash_field(field: PiiField, raw: &str, rules: &PiiRules) -> Result<String, Invalid> {
+    hash_field_hex(field, raw, rules).map(|hex| hex.as_str().to_owned())
+}
+
+/// A SHA-256 digest as 64 lowercase hex characters, on the stack.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct HexDigest([u8; 64]);
+
+impl HexDigest {
+    /// The digest's text.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("hex digits are ASCII")
+    }
+}
+
+impl fmt::Debug for HexDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// [`hash_field`] without the allocation: the digest comes back on the stack, for a caller that
+/// copies it into a buffer of its own.
+///
+/// # Errors
+/// Same as [`normalize`].
+pub fn hash_field_hex(field: PiiField, raw: &str, rules: &PiiRules) -> Result<HexDigest, Invalid> {
     let (norm, already_hashed) = normalize_inner(field, raw, rules)?;
     Ok(if already_hashed {
-        norm.into_owned()
+        HexDigest(norm.as_bytes().try_into().expect("a passed-through digest is 64 hex digits"))
     } else {
-        sha256_hex(&norm)
+        sha256_digest_hex(&norm)
     })
 }
 
@@ -232,10 +258,15 @@ fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
+#[cfg(test)]
+fn sha256_hex(s: &str) -> String {
+    sha256_digest_hex(s).as_str().to_owned()
+}
+
 /// SHA-256 of the UTF-8 bytes as 64 lowercase hex chars. (sha2 0.11 returns a
 /// `hybrid_array::Array`, which does not implement `LowerHex` in hybrid-array 0.4, hence the loop;
 /// it fills a byte array, since pushing 64 `char`s one by one costs more than the hash itself.)
-fn sha256_hex(s: &str) -> String {
+fn sha256_digest_hex(s: &str) -> HexDigest {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(s.as_bytes());
     let mut out = [0u8; 64];
@@ -243,7 +274,7 @@ fn sha256_hex(s: &str) -> String {
         pair[0] = HEX[usize::from(b >> 4)];
         pair[1] = HEX[usize::from(b & 0x0f)];
     }
-    std::str::from_utf8(&out).expect("hex digits are ASCII").to_owned()
+    HexDigest(out)
 }
 
 /// Deliberately simple: exactly one '@', non-empty local part, a dotted domain with no empty

@@ -1,5 +1,6 @@
 //! Property test of the parameter parser: whatever the query string, building the hit never
-//! panics, the record is exactly one valid JSON line, personal data is hashed, and limits hold.
+//! panics, the record is exactly one valid JSON line, personal data is hashed, and limits hold;
+//! and the line written straight from the builder's buffer is the line of the built `Hit`.
 
 use pixelgate::hit::Timestamp;
 use pixelgate::params::{HitBuilder, Limits, ParseSettings, RequestMeta};
@@ -55,6 +56,29 @@ proptest! {
                 prop_assert!(h.len() == 64 && h.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')), "{}={}", field, h);
             }
         }
+    }
+
+    #[test]
+    fn the_line_from_the_buffer_is_the_line_of_the_hit(
+        q in query(),
+        ua in any::<Option<String>>(),
+        referer in proptest::option::of(prop_oneof![Just("https://a.example/p?fbclid=Zz9".to_owned()), any::<String>()]),
+        cookie in proptest::option::of(prop_oneof![Just("_fbp=fb.1.2.3; _fbc=fb.1.2.Zz9".to_owned()), any::<String>()]),
+        extra in proptest::collection::vec((piece(), piece()), 0..4),
+        max_params in 1usize..64,
+        max_value_bytes in 1usize..600,
+    ) {
+        let settings = ParseSettings { limits: Limits { max_params, max_value_bytes, max_key_bytes: 24 }, ..Default::default() };
+        let mut b = HitBuilder::new(&settings, Timestamp::now());
+        b.add_encoded(&q);
+        for (k, v) in &extra {
+            b.add(k, v);
+        }
+        let draft = b.finish_draft(RequestMeta { user_agent: ua.as_deref(), referer: referer.as_deref(), cookies: cookie.iter().map(String::as_str).collect(), ..Default::default() });
+        let (mut direct, mut built) = (Vec::new(), Vec::new());
+        draft.write_line(&mut direct);
+        draft.to_hit().write_line(&mut built);
+        prop_assert_eq!(String::from_utf8(direct).unwrap(), String::from_utf8(built).unwrap());
     }
 
     #[test]

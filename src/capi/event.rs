@@ -103,8 +103,8 @@ pub struct Converted {
 }
 
 /// The hit's pixel id if Meta would take it (1–32 digits), else why not.
-pub fn pixel_id(hit: &Hit) -> Result<&str, Reject> {
-    match hit.pixel_id.as_deref() {
+pub fn pixel_id(id: Option<&str>) -> Result<&str, Reject> {
+    match id {
         None | Some("") => Err(Reject::new("rejected_missing_pixel_id", "the hit has no pixel id")),
         Some(id) if id.len() <= 32 && id.bytes().all(|b| b.is_ascii_digit()) => Ok(id),
         Some(_) => Err(Reject::new("rejected_bad_pixel_id", "the pixel id is not 1-32 digits")),
@@ -132,7 +132,7 @@ pub fn meta_event_name(name: &str) -> &str {
 
 /// Builds the server event for `hit` as of `now`, or says why Meta would reject it.
 pub fn to_server_event(hit: &Hit, now: SystemTime) -> Result<Converted, Reject> {
-    pixel_id(hit)?;
+    pixel_id(hit.pixel_id.as_deref())?;
     let event_name = match hit.event.as_deref().map(str::trim) {
         Some(name) if !name.is_empty() => meta_event_name(name).to_owned(),
         _ => return Err(Reject::new("rejected_missing_event", "the hit has no event name")),

@@ -136,6 +136,11 @@ impl<C: SendEvents, T: TokenSource> Forwarder<C, T> {
                 job = rx.recv() => match job {
                     None => break,
                     Some(Job::Hit(hit)) => self.accept(hit).await,
+                    Some(Job::Records(records)) => {
+                        // Not sent to a hit outlet's queue; counted if it ever were.
+                        tracing::error!(records = records.count(), "record lines reached the Conversions API queue; dropped");
+                        metrics::counter!(m::RECORDS_DROPPED, "outlet" => "capi", "reason" => "not_a_hit").increment(records.count() as u64);
+                    }
                     Some(Job::Tick) => {
                         self.send_due(Instant::now()).await;
                         metrics::gauge!(m::QUEUE_DEPTH, "outlet" => "capi").set(rx.len() as f64);
@@ -166,7 +171,7 @@ impl<C: SendEvents, T: TokenSource> Forwarder<C, T> {
 
     /// Puts a hit in its pixel's batch, sending the batch if that fills it.
     async fn accept(&mut self, hit: Arc<QueuedHit>) {
-        let pixel_id = match event::pixel_id(&hit) {
+        let pixel_id = match event::pixel_id(hit.pixel_id.as_deref()) {
             Ok(id) => id.to_owned(),
             Err(reject) => {
                 // No pixel, no token, no Meta destination: the raw record (flagged
@@ -272,7 +277,7 @@ impl<C: SendEvents, T: TokenSource> Forwarder<C, T> {
                 metrics::counter!(m::CAPI_EVENTS, "outcome" => "failed", "reason" => "internal").increment(hits.len() as u64);
                 for hit in hits {
                     let failure = CapiFailure { reason: "internal", detail: format!("the delivery task failed: {err}"), code: None, attempts: 0 };
-                    self.shared.sink.submit(hit.capi_failed(failure));
+                    self.shared.sink.submit_hit(hit.capi_failed(failure));
                 }
             }
         }
@@ -420,7 +425,7 @@ impl<C, T> Outcomes<'_, C, T> {
                 attempts,
                 test: self.test,
             });
-            self.shared.sink.submit(hit.capi_failed(CapiFailure { reason, detail: detail.to_owned(), code, attempts }));
+            self.shared.sink.submit_hit(hit.capi_failed(CapiFailure { reason, detail: detail.to_owned(), code, attempts }));
         }
         self.shared.deliveries.record(self.pixel_id, log);
     }

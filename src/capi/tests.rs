@@ -202,7 +202,7 @@ fn start(meta: &FakeMeta, tokens: &Arc<MemTokens>, config: CapiConfig) -> Harnes
 impl Harness {
     fn submit(&self, pixel: &str, ids: impl IntoIterator<Item = usize>) {
         for i in ids {
-            self.capi.submit(hit(pixel, &format!("e{i}"), Some(UA), None));
+            self.capi.submit_hit(hit(pixel, &format!("e{i}"), Some(UA), None));
         }
     }
 
@@ -473,11 +473,11 @@ async fn events_meta_would_reject_are_recorded_and_not_sent() {
     let meta = FakeMeta::default();
     let tokens = MemTokens::with(&[("111", 1)]);
     let mut h = start(&meta, &tokens, config());
-    h.capi.submit(hit("111", "no-ua", None, None));
+    h.capi.submit_hit(hit("111", "no-ua", None, None));
     h.submit("111", 0..2);
     // A pixel without a token: neither sent nor recorded (counted as skipped).
-    h.capi.submit(hit("999", "x1", None, None));
-    h.capi.submit(hit("999", "x2", Some(UA), None));
+    h.capi.submit_hit(hit("999", "x1", None, None));
+    h.capi.submit_hit(hit("999", "x2", Some(UA), None));
     h.capi.flush().await;
     assert_eq!(sorted(meta.accepted()), ids(0..2));
     assert!(meta.calls().iter().all(|c| c.pixel_id == "111"));
@@ -492,8 +492,8 @@ async fn test_event_codes_travel_in_their_own_requests() {
     let meta = FakeMeta::default();
     let tokens = MemTokens::with(&[("111", 1)]);
     let h = start(&meta, &tokens, config());
-    h.capi.submit(hit("111", "live", Some(UA), None));
-    h.capi.submit(hit("111", "test", Some(UA), Some("TEST9")));
+    h.capi.submit_hit(hit("111", "live", Some(UA), None));
+    h.capi.submit_hit(hit("111", "test", Some(UA), Some("TEST9")));
     h.capi.flush().await;
     let calls: HashMap<Option<String>, Vec<String>> = meta.calls().into_iter().map(|c| (c.test_event_code, c.event_ids)).collect();
     assert_eq!(calls, HashMap::from([(None, vec!["live".to_owned()]), (Some("TEST9".to_owned()), vec!["test".to_owned()])]));
@@ -588,7 +588,7 @@ async fn the_closing_flag_alone_cuts_a_backoff_short() {
     let cfg = CapiConfig { backoff_initial: Duration::from_secs(30), backoff_max: Duration::from_secs(30), retry_budget: Duration::from_secs(120), ..config() };
     let forwarder = CapiForwarder::start_with(meta.clone(), cfg, capi_rx, tokens.clone(), Dispatcher::new(vec![sink_queue]), Arc::new(Deliveries::default()), closing.clone());
     let capi = Dispatcher::new(vec![capi_queue]);
-    capi.submit(hit("1", "a", Some(UA), None));
+    capi.submit_hit(hit("1", "a", Some(UA), None));
     let flushed = tokio::spawn({
         let capi = capi.clone();
         async move { capi.flush().await }

@@ -27,9 +27,9 @@ use metrics::Counter;
 
 use crate::admin::{self, Admin};
 use crate::dispatch::{Captured, Dispatcher, Shaper};
-use crate::hit::{Hit, Timestamp};
+use crate::hit::{Fields, Timestamp};
 use crate::metrics as m;
-use crate::params::{HitBuilder, ParseSettings, RequestHead};
+use crate::params::{DraftHit, HitBuilder, ParseSettings, RequestHead};
 use crate::sink::Health;
 use crate::tokens::TokenCache;
 use body::BodyLimits;
@@ -186,13 +186,13 @@ fn query_params<'s>(parse: &'s ParseSettings, received_at: Timestamp, head: &Req
 
 /// Finishes a pixel request's hit from its parameters (query string, then body) and its head:
 /// client address, user agent, page URL fallback, cookies; counts its flags.
-fn shape(head: &RequestHead, mut hit: HitBuilder<'_>) -> Hit {
+fn shape(head: &RequestHead, mut hit: HitBuilder<'_>) -> DraftHit {
     let ip = head.client_ip(hit.flags_mut());
-    let hit = hit.finish(head.meta(ip));
-    for flag in hit.flags.iter() {
+    let hit = hit.finish_draft(head.meta(ip));
+    for flag in hit.flags().iter() {
         metrics::counter!(m::HIT_FLAGS, "flag" => flag.as_str()).increment(1);
     }
-    tracing::debug!(method = %head.method, path = head.path(), pixel_id = hit.pixel_id.as_deref(), event = hit.event.as_deref(), event_id = %hit.event_id, flags = ?hit.flags, "hit");
+    tracing::debug!(method = %head.method, path = head.path(), pixel_id = hit.pixel_id(), event = hit.event(), event_id = hit.event_id(), flags = ?hit.flags(), "hit");
     hit
 }
 

@@ -8,53 +8,53 @@ use std::io::Write as _;
 use std::net::IpAddr;
 use std::time::UNIX_EPOCH;
 
-use super::{BTreeMap, Hit, Timestamp};
+use super::{Fields, Timestamp};
 
 /// Appends `hit` as one JSON object (no newline).
-pub(super) fn write_hit(out: &mut Vec<u8>, hit: &Hit) {
+pub(super) fn write_hit<F: Fields>(out: &mut Vec<u8>, hit: &F) {
     out.reserve(512);
     out.extend_from_slice(b"{\"schema\":");
-    string(out, hit.schema);
+    string(out, super::SCHEMA);
     out.extend_from_slice(b",\"received_at\":");
-    timestamp(out, hit.received_at);
+    timestamp(out, hit.received_at());
     out.extend_from_slice(b",\"pixel_id\":");
-    opt(out, hit.pixel_id.as_deref());
+    opt(out, hit.pixel_id());
     out.extend_from_slice(b",\"event\":");
-    opt(out, hit.event.as_deref());
+    opt(out, hit.event());
     out.extend_from_slice(b",\"event_id\":");
-    string(out, &hit.event_id);
+    string(out, hit.event_id());
     out.extend_from_slice(b",\"ip\":");
-    match hit.ip {
+    match hit.ip() {
         Some(ip) => ip_addr(out, ip),
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"user_agent\":");
-    opt(out, hit.user_agent.as_deref());
+    opt(out, hit.user_agent());
     out.extend_from_slice(b",\"url\":");
-    opt(out, hit.url.as_deref());
+    opt(out, hit.url());
     out.extend_from_slice(b",\"referrer\":");
-    opt(out, hit.referrer.as_deref());
+    opt(out, hit.referrer());
     out.extend_from_slice(b",\"client_ts\":");
-    match hit.client_ts {
+    match hit.client_ts() {
         Some(ts) => out.extend_from_slice(itoa::Buffer::new().format(ts).as_bytes()),
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"attrs\":");
-    map(out, &hit.attrs);
+    map(out, hit.attrs());
     out.extend_from_slice(b",\"user\":");
-    map(out, &hit.user);
+    map(out, hit.user());
     out.extend_from_slice(b",\"test_event_code\":");
-    opt(out, hit.test_event_code.as_deref());
+    opt(out, hit.test_event_code());
     out.extend_from_slice(b",\"flags\":[");
-    for (i, flag) in hit.flags.iter().enumerate() {
+    for (i, flag) in hit.flags().iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         string(out, flag.as_str());
     }
     out.extend_from_slice(b"],\"extra\":");
-    map(out, &hit.extra);
-    if let Some(failure) = &hit.capi_failure {
+    map(out, hit.extra());
+    if let Some(failure) = hit.capi_failure() {
         // Rare (one record per given-up delivery): serde is fine here.
         out.extend_from_slice(b",\"capi_failure\":");
         serde_json::to_writer(&mut *out, failure).expect("strings and numbers always serialise");
@@ -69,9 +69,9 @@ fn opt(out: &mut Vec<u8>, value: Option<&str>) {
     }
 }
 
-fn map(out: &mut Vec<u8>, m: &BTreeMap<String, String>) {
+fn map<'a>(out: &mut Vec<u8>, entries: impl Iterator<Item = (&'a str, &'a str)>) {
     out.push(b'{');
-    for (i, (k, v)) in m.iter().enumerate() {
+    for (i, (k, v)) in entries.enumerate() {
         if i > 0 {
             out.push(b',');
         }
@@ -185,7 +185,7 @@ mod tests {
 
     use proptest::prelude::*;
 
-    use super::super::{CapiFailure, Flag, Flags, SCHEMA};
+    use super::super::{CapiFailure, Flag, Flags, Hit, SCHEMA};
     use super::*;
 
     fn text() -> impl Strategy<Value = String> {

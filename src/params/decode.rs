@@ -1,36 +1,43 @@
 //! `application/x-www-form-urlencoded` decoding in one pass, for the pixel's hot path.
 //!
-//! Same results as `form_urlencoded::parse` (a property test holds it to that), but a value
-//! without `%` or `+` is borrowed, a value with them is decoded straight into one buffer and
-//! checked as UTF-8 once, and what was wrong (an invalid escape, invalid UTF-8 decoded lossily)
-//! is reported instead of being found again by rescanning.
+//! Same results as `form_urlencoded::parse` (a property test holds it to that). [`raw_pairs`]
+//! splits without decoding; [`decode_into`] appends a decoded name or value to the hit builder's
+//! buffer (text without `%` or `+` is copied as it is, escaped text is decoded in one pass and
+//! checked as UTF-8 once) and reports what was wrong (an invalid escape, invalid UTF-8 decoded
+//! lossily) instead of it being found again by rescanning. [`pairs`] gives decoded pairs, borrowed
+//! where nothing needed decoding, for readers of other URLs.
 
 use std::borrow::Cow;
 
-/// One decoded `key=value` pair and whether decoding it met invalid input.
+/// One decoded `key=value` pair.
 pub struct Pair<'a> {
     pub key: Cow<'a, str>,
     pub value: Cow<'a, str>,
-    /// An invalid percent-escape (kept literally) or invalid UTF-8 (replaced by U+FFFD).
-    pub bad_encoding: bool,
 }
 
-/// The pairs of `input`, skipping empty pieces as `form_urlencoded` does.
+/// The pairs of `input`, skipping empty pieces as `form_urlencoded` does. Invalid escapes are
+/// kept literally and invalid UTF-8 is replaced by U+FFFD, silently: [`decode_into`] says so.
 pub fn pairs(input: &str) -> impl Iterator<Item = Pair<'_>> {
-    Pairs { rest: input }
+    raw_pairs(input).map(|(key, value)| Pair { key: decode(key), value: decode(value) })
+}
+
+/// The `key=value` pieces of `input` as they are, not decoded, skipping empty pieces (a piece
+/// without `=` is a key with an empty value). Decode each part with [`decode_into`].
+pub fn raw_pairs(input: &str) -> impl Iterator<Item = (&str, &str)> {
+    RawPairs { rest: input }
 }
 
 /// Splits at `&` and then `=`, as `str` at ASCII bytes, so pieces that need no decoding need no
 /// UTF-8 check either. One forward scan per piece: `str::split` and `split_once` cost more in
 /// set-up than the few bytes of a typical name or value.
-struct Pairs<'a> {
+struct RawPairs<'a> {
     rest: &'a str,
 }
 
-impl<'a> Iterator for Pairs<'a> {
-    type Item = Pair<'a>;
+impl<'a> Iterator for RawPairs<'a> {
+    type Item = (&'a str, &'a str);
 
-    fn next(&mut self) -> Option<Pair<'a>> {
+    fn next(&mut self) -> Option<(&'a str, &'a str)> {
         loop {
             if self.rest.is_empty() {
                 return None;
@@ -42,14 +49,10 @@ impl<'a> Iterator for Pairs<'a> {
             if piece.is_empty() {
                 continue;
             }
-            let (key, value) = match find_byte(b'=', piece.as_bytes()) {
+            return Some(match find_byte(b'=', piece.as_bytes()) {
                 Some(eq) => (&piece[..eq], &piece[eq + 1..]),
                 None => (piece, ""),
-            };
-            let mut bad_encoding = false;
-            let key = decode(key, &mut bad_encoding);
-            let value = decode(value, &mut bad_encoding);
-            return Some(Pair { key, value, bad_encoding });
+            });
         }
     }
 }
@@ -78,13 +81,46 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
-/// Decodes `+` and `%XX`; sets `bad` on an invalid escape or invalid UTF-8.
-fn decode<'a>(text: &'a str, bad: &mut bool) -> Cow<'a, str> {
+/// Decodes `+` and `%XX`, borrowing text that has neither.
+fn decode(text: &str) -> Cow<'_, str> {
     let raw = text.as_bytes();
     let Some(first) = find_escape(raw) else {
         return Cow::Borrowed(text);
     };
     let mut out = Vec::with_capacity(raw.len());
+    unescape(raw, first, &mut out);
+    match String::from_utf8(out) {
+        Ok(s) => Cow::Owned(s),
+        Err(e) => Cow::Owned(String::from_utf8_lossy(e.as_bytes()).into_owned()),
+    }
+}
+
+/// Appends `text` decoded to `out`, as [`pairs`] decodes it; returns whether it met an invalid
+/// escape or invalid UTF-8. `scratch` is working space for escaped text, reused across calls.
+pub fn decode_into(text: &str, out: &mut String, scratch: &mut Vec<u8>) -> bool {
+    let raw = text.as_bytes();
+    let Some(first) = find_escape(raw) else {
+        out.push_str(text);
+        return false;
+    };
+    scratch.clear();
+    let bad = unescape(raw, first, scratch);
+    match std::str::from_utf8(scratch) {
+        Ok(s) => {
+            out.push_str(s);
+            bad
+        }
+        Err(_) => {
+            out.push_str(&String::from_utf8_lossy(scratch));
+            true
+        }
+    }
+}
+
+/// Appends `raw` with `+` and `%XX` decoded to `out`, given the position of its first `%` or `+`;
+/// returns whether an escape was invalid (kept literally).
+fn unescape(raw: &[u8], first: usize, out: &mut Vec<u8>) -> bool {
+    let mut bad = false;
     out.extend_from_slice(&raw[..first]);
     let mut i = first;
     while i < raw.len() {
@@ -96,7 +132,7 @@ fn decode<'a>(text: &'a str, bad: &mut bool) -> Cow<'a, str> {
                     i += 2;
                 }
                 _ => {
-                    *bad = true;
+                    bad = true;
                     out.push(b'%');
                 }
             },
@@ -109,17 +145,7 @@ fn decode<'a>(text: &'a str, bad: &mut bool) -> Cow<'a, str> {
         }
         i += 1;
     }
-    utf8(out, bad)
-}
-
-fn utf8(bytes: Vec<u8>, bad: &mut bool) -> Cow<'static, str> {
-    match String::from_utf8(bytes) {
-        Ok(s) => Cow::Owned(s),
-        Err(e) => {
-            *bad = true;
-            Cow::Owned(String::from_utf8_lossy(e.as_bytes()).into_owned())
-        }
-    }
+    bad
 }
 
 #[cfg(test)]
@@ -139,14 +165,21 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(5_000))]
-        /// Same pairs as `form_urlencoded::parse`, and `bad_encoding` exactly when the input has
-        /// an invalid escape or decodes to invalid UTF-8 (inputs without a literal U+FFFD).
+        /// Same pairs as `form_urlencoded::parse`; the arena decoder gives the same text and says
+        /// "bad" exactly when the input has an invalid escape or decodes to invalid UTF-8 (inputs
+        /// without a literal U+FFFD).
         #[test]
         fn decodes_like_form_urlencoded(input in "([a-z=&+%]|%[0-9a-fA-F]{2}|%[0-9a-gz]{0,2}|%[89a-fA-F][0-9a-f]|é|😀){0,30}") {
             let ours: Vec<(String, String)> = pairs(&input).map(|p| (p.key.into_owned(), p.value.into_owned())).collect();
             let theirs: Vec<(String, String)> = form_urlencoded::parse(input.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
             prop_assert_eq!(ours, theirs);
-            prop_assert_eq!(pairs(&input).any(|p| p.bad_encoding), reference_bad(&input));
+            let (mut arena, mut scratch, mut bad) = (String::new(), Vec::new(), false);
+            for ((k, v), pair) in raw_pairs(&input).zip(pairs(&input)) {
+                let start = arena.len();
+                bad |= decode_into(k, &mut arena, &mut scratch) | decode_into(v, &mut arena, &mut scratch);
+                prop_assert_eq!(&arena[start..], format!("{}{}", pair.key, pair.value));
+            }
+            prop_assert_eq!(bad, reference_bad(&input));
         }
     }
 
@@ -156,6 +189,5 @@ mod tests {
         assert!(matches!(p[0].value, Cow::Borrowed("1")));
         assert_eq!(p[1].value, "x y");
         assert!(matches!(p[2].value, Cow::Borrowed("")));
-        assert!(!p.iter().any(|p| p.bad_encoding));
     }
 }

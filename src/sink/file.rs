@@ -120,18 +120,17 @@ impl Writer {
             let mut hits = 0u64;
             for job in jobs.drain(..) {
                 match job {
+                    Job::Records(records) => {
+                        self.start_line(records.received_at(), closing);
+                        self.buf.extend_from_slice(records.lines());
+                        self.buffered += records.count() as u64;
+                        hits += records.count() as u64;
+                    }
                     Job::Hit(hit) => {
-                        let t = hit.received_at;
-                        if self.buf_time.is_some_and(|b| b.unix_hour() != t.unix_hour()) {
-                            self.write_out(closing);
-                        }
-                        self.buf_time = Some(t);
+                        self.start_line(hit.received_at, closing);
                         hit.write_line(&mut self.buf);
                         self.buffered += 1;
                         hits += 1;
-                        if self.buf.len() >= MAX_BUFFER_BYTES {
-                            self.write_out(closing);
-                        }
                     }
                     Job::Barrier(ack) => {
                         self.write_out(closing);
@@ -160,6 +159,15 @@ impl Writer {
         for ack in shutdown_acks {
             let _ = ack.send(());
         }
+    }
+
+    /// Makes room in `buf` for lines received at `t`: writes out what it holds first if that is
+    /// from another hour, or if it is full.
+    fn start_line(&mut self, t: Timestamp, closing: bool) {
+        if self.buf_time.is_some_and(|b| b.unix_hour() != t.unix_hour()) || self.buf.len() >= MAX_BUFFER_BYTES {
+            self.write_out(closing);
+        }
+        self.buf_time = Some(t);
     }
 
     /// Appends `buf` to the file of its partition, retrying once a second while the disk fails.

@@ -112,14 +112,15 @@ impl<C: PutRecords> Consumer<C> {
             tokio::select! {
                 job = rx.recv() => match job {
                     None => break,
+                    Some(Job::Records(records)) => {
+                        for line in records.each_line() {
+                            self.take_line(line, &rx).await;
+                        }
+                    }
                     Some(Job::Hit(hit)) => {
                         let mut line = Vec::with_capacity(1024);
                         hit.write_line(&mut line);
-                        let size = super::encoded_len(line.len());
-                        if let Some(batch) = self.batcher.push(Bytes::from(line), size) {
-                            self.send(batch).await;
-                            metrics::gauge!(m::QUEUE_DEPTH, "outlet" => "firehose").set(rx.len() as f64);
-                        }
+                        self.take_line(Bytes::from(line), &rx).await;
                     }
                     Some(Job::Tick) => {
                         if let Some(batch) = self.batcher.take_if_due(Instant::now()) {
@@ -151,6 +152,15 @@ impl<C: PutRecords> Consumer<C> {
         self.shut_down().await;
         for ack in shutdown_acks {
             let _ = ack.send(());
+        }
+    }
+
+    /// Adds one record line to the open batch, sending the batch when it is full.
+    async fn take_line(&mut self, line: Bytes, rx: &mpsc::Receiver<Job>) {
+        let size = super::encoded_len(line.len());
+        if let Some(batch) = self.batcher.push(line, size) {
+            self.send(batch).await;
+            metrics::gauge!(m::QUEUE_DEPTH, "outlet" => "firehose").set(rx.len() as f64);
         }
     }
 

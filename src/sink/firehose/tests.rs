@@ -145,7 +145,7 @@ struct Harness {
 }
 
 fn start(fake: &FakeFirehose, config: FirehoseConfig) -> Harness {
-    let (queue, rx) = OutletQueue::new("firehose", 100_000);
+    let (queue, rx) = OutletQueue::for_records("firehose", 100_000);
     let health = Arc::new(Health::default());
     let sink = FirehoseSink::start_with(fake.clone(), config, rx, health.clone()).unwrap();
     Harness { dispatcher: Dispatcher::new(vec![queue]), sink, health }
@@ -177,7 +177,7 @@ fn submit(h: &Harness, ids: std::ops::Range<usize>) -> Vec<Bytes> {
     ids.map(|i| {
         let hit = hit(i);
         let expected = line(&hit);
-        h.dispatcher.submit(hit);
+        h.dispatcher.submit_hit(hit);
         expected
     })
     .collect()
@@ -255,7 +255,7 @@ async fn an_oversize_hit_travels_as_a_typed_record_within_the_limits() {
         }
         let hit = b.finish(Default::default());
         expected.push(line(&hit));
-        h.dispatcher.submit(hit);
+        h.dispatcher.submit_hit(hit);
     }
     h.dispatcher.flush().await;
     assert_exactly_once(&fake.accepted(), &expected);
