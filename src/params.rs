@@ -243,16 +243,18 @@ fn place(text: &str, key: Span) -> Place {
     }
 }
 
-/// Collects parameters for one hit. Decoded names and values, and the digests of personal data,
-/// go one after another into one text buffer; the hit's fields are ranges of it, so shaping a
-/// hit allocates that buffer and a list of map entries rather than a string per field. The
-/// finished [`DraftHit`] writes its record line straight from the buffer.
+/// Collects parameters for one hit. The encoded input, what of it had to be decoded, and the
+/// digests of personal data go one after another into one text buffer; the hit's fields are
+/// ranges of it, so shaping a hit allocates that buffer and a list of map entries rather than a
+/// string per field, and copies a name or value only if it has to be decoded. The finished
+/// [`DraftHit`] writes its record line straight from the buffer.
 pub struct HitBuilder<'s> {
     settings: &'s ParseSettings,
     received_at: Timestamp,
     seen: usize,
-    /// What the fields below are ranges of. Text of a parameter that is not kept is cut off
-    /// again at once (the plaintext of personal data as soon as it is hashed).
+    /// What the fields below are ranges of: each encoded input as it came, then what had to be
+    /// decoded, digests and the head's values. Decoded text of a parameter that is not kept (the
+    /// plaintext of personal data once it is hashed) is cut off again at once.
     text: String,
     /// Working space for decoding escaped text.
     scratch: Vec<u8>,
@@ -285,7 +287,8 @@ impl<'s> HitBuilder<'s> {
             text: String::new(),
             scratch: Vec::new(),
             slots: [None; Field::COUNT],
-            entries: Vec::new(),
+            // A typical hit's attrs and user data without growing.
+            entries: Vec::with_capacity(8),
             flags: Flags::default(),
         }
     }
@@ -298,15 +301,17 @@ impl<'s> HitBuilder<'s> {
     /// Adds the pairs of a query string or form body (`application/x-www-form-urlencoded`),
     /// flagging invalid percent-escapes and invalid UTF-8, which are decoded lossily.
     pub fn add_encoded(&mut self, input: &str) {
-        // Room for the decoded text (never longer than the input) and what finishing adds
-        // (digests, user agent, cookies' values) in the common case: growing copies it all.
-        self.text.reserve(input.len() + 512);
+        // The input is copied in whole: names and values with nothing to decode (most) are
+        // ranges of that copy, and only escaped ones are decoded after it. Room is made for
+        // those and for what finishing adds (digests, user agent, cookies' values) in the common
+        // case: growing copies it all.
+        self.text.reserve(2 * input.len() + 512);
+        let base = self.text.len();
+        self.text.push_str(input);
         for (raw_key, raw_value) in decode::raw_pairs(input) {
             let mark = self.text.len();
-            let bad_key = decode::decode_into(raw_key, &mut self.text, &mut self.scratch);
-            let key = Span::to_end(&self.text, mark);
-            let bad_value = decode::decode_into(raw_value, &mut self.text, &mut self.scratch);
-            let value = Span::to_end(&self.text, key.end as usize);
+            let (key, bad_key) = self.decoded(base, input, raw_key);
+            let (value, bad_value) = self.decoded(base, input, raw_value);
             if bad_key || bad_value {
                 self.flags.set(Flag::BadEncoding);
             }
@@ -314,6 +319,18 @@ impl<'s> HitBuilder<'s> {
                 break;
             }
         }
+    }
+
+    /// `raw`, a slice of `input` (copied to the text at `base`), decoded: the range of the copy
+    /// if it needs no decoding, else appended decoded; and whether it met invalid input.
+    fn decoded(&mut self, base: usize, input: &str, raw: &str) -> (Span, bool) {
+        if decode::is_plain(raw) {
+            let start = base + (raw.as_ptr() as usize - input.as_ptr() as usize);
+            return (Span { start: start as u32, end: (start + raw.len()) as u32 }, false);
+        }
+        let start = self.text.len();
+        let bad = decode::decode_into(raw, &mut self.text, &mut self.scratch);
+        (Span::to_end(&self.text, start), bad)
     }
 
     /// Adds one decoded parameter. Returns false once the parameter limit is reached.

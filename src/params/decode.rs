@@ -22,7 +22,8 @@ pub fn pairs(input: &str) -> impl Iterator<Item = Pair<'_>> {
 }
 
 /// The `key=value` pieces of `input` as they are, not decoded, skipping empty pieces (a piece
-/// without `=` is a key with an empty value). Decode each part with [`decode_into`].
+/// without `=` is a key with an empty value). Each part is a slice of `input`. Decode each part
+/// with [`decode_into`].
 pub fn raw_pairs(input: &str) -> impl Iterator<Item = (&str, &str)> {
     RawPairs { rest: input }
 }
@@ -49,9 +50,11 @@ impl<'a> Iterator for RawPairs<'a> {
             if piece.is_empty() {
                 continue;
             }
+            // Both parts are slices of `input`, even an absent value (empty, at the piece's
+            // end): callers locate them in it.
             return Some(match find_byte(b'=', piece.as_bytes()) {
                 Some(eq) => (&piece[..eq], &piece[eq + 1..]),
-                None => (piece, ""),
+                None => (piece, &piece[piece.len()..]),
             });
         }
     }
@@ -93,6 +96,11 @@ fn decode(text: &str) -> Cow<'_, str> {
         Ok(s) => Cow::Owned(s),
         Err(e) => Cow::Owned(String::from_utf8_lossy(e.as_bytes()).into_owned()),
     }
+}
+
+/// Whether `text` decodes to itself (it has no `%` or `+`).
+pub fn is_plain(text: &str) -> bool {
+    find_escape(text.as_bytes()).is_none()
 }
 
 /// Appends `text` decoded to `out`, as [`pairs`] decodes it; returns whether it met an invalid
