@@ -227,15 +227,36 @@ pub type Shaper = Arc<dyn Fn(Captured) -> DraftHit + Send + Sync>;
 
 /// Most bytes of lines an intake task gathers before it hands them on.
 const MAX_LINES_BYTES: usize = 1024 * 1024;
-/// Room a batch of lines starts with: [`INTAKE_BATCH`] records of a typical size.
-const LINES_CAPACITY: usize = INTAKE_BATCH * 768;
 
-/// Record lines being gathered for the raw-record outlets.
+/// Record lines being gathered for the raw-record outlets. The buffer handed on is counted
+/// against the budget by its capacity, not its length, and the next one starts at the size the
+/// last one filled, so what is held stays within twice what is counted for (a Firehose batch
+/// keeps lines alive past their job).
 #[derive(Default)]
 struct Lines {
     buf: Vec<u8>,
     count: usize,
     received_at: Option<Timestamp>,
+}
+
+impl Lines {
+    /// Drops what a write cut short left after the last whole line.
+    fn repair(&mut self) {
+        let whole = self.buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        self.buf.truncate(whole);
+        if self.count == 0 {
+            self.buf.clear();
+            self.received_at = None;
+        }
+    }
+}
+
+/// How far an intake task got with a captured request, for counting what a panic cost.
+#[derive(Clone, Copy)]
+enum Stage {
+    Shaping,
+    Writing,
+    Offering,
 }
 
 /// Most captured requests an intake task shapes before it lets other tasks run.
@@ -376,11 +397,7 @@ impl Dispatcher {
         if lines.received_at.is_some_and(|t| t.unix_hour() != at.unix_hour()) || lines.buf.len() >= MAX_LINES_BYTES {
             self.send_lines(lines);
         }
-        if lines.received_at.is_none() {
-            lines.received_at = Some(at);
-            // Sized for a batch of typical records: growing a buffer copies it.
-            lines.buf.reserve(LINES_CAPACITY);
-        }
+        lines.received_at.get_or_insert(at);
         write(&mut lines.buf);
         lines.count += 1;
     }
@@ -389,8 +406,11 @@ impl Dispatcher {
     fn send_lines(&self, lines: &mut Lines) {
         let Some(received_at) = lines.received_at.take() else { return };
         let count = std::mem::take(&mut lines.count);
-        let buf = std::mem::take(&mut lines.buf);
-        let bytes = buf.len() + std::mem::size_of::<Records>();
+        // The next batch starts at this one's size: the buffer is counted by its capacity,
+        // so it is never reserved larger than batches have needed.
+        let next = Vec::with_capacity(lines.buf.len());
+        let buf = std::mem::replace(&mut lines.buf, next);
+        let bytes = buf.capacity() + std::mem::size_of::<Records>();
         let records_outlets = || self.outlets.iter().filter(|o| o.records);
         if !self.reserve(bytes) {
             for outlet in records_outlets() {
@@ -416,20 +436,21 @@ impl Dispatcher {
     /// Queues the hit `make` builds for every hit outlet whose gate lets `pixel_id`'s hits
     /// through; builds nothing if none does.
     fn offer_hit(&self, pixel_id: Option<&str>, make: impl FnOnce() -> Hit) {
-        let wants = |o: &&OutletQueue| !o.records && o.gate.as_ref().is_none_or(|gate| gate(pixel_id));
-        if !self.outlets.iter().any(|o| wants(&o)) {
+        // Each gate asked once (a gate counts what it turns away); outlets are a handful.
+        let wanted: Vec<&OutletQueue> = self.outlets.iter().filter(|o| !o.records && o.gate.as_ref().is_none_or(|gate| gate(pixel_id))).collect();
+        if wanted.is_empty() {
             return;
         }
         let hit = make();
         let bytes = hit.approx_bytes();
         if !self.reserve(bytes) {
-            for outlet in self.outlets.iter().filter(wants) {
+            for outlet in &wanted {
                 self.dropped(outlet.name, "queue_bytes_full", 1);
             }
             return;
         }
         let hit = Arc::new(QueuedHit { hit, bytes, budget: self.queued_bytes.clone() });
-        for outlet in self.outlets.iter().filter(wants) {
+        for outlet in wanted {
             if let Err(err) = outlet.tx.try_send(Job::Hit(hit.clone())) {
                 self.dropped(outlet.name, send_error(&err), 1);
             }
@@ -538,18 +559,31 @@ async fn run_intake(mut rx: mpsc::Receiver<Intake>, shaper: Shaper, outlets: Dis
         for job in batch.drain(..) {
             match job {
                 Intake::Captured(captured, bytes) => {
-                    // A bug in shaping one request must not stop the task, and with it every
-                    // later hit: that request is counted as dropped instead.
-                    let shaped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shaper(captured)));
+                    // A bug in shaping one request or writing its line must not stop the task,
+                    // and with it every later hit: that hit is counted as dropped instead, for
+                    // the outlets it had not reached.
+                    let stage = std::cell::Cell::new(Stage::Shaping);
+                    let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        let hit = shaper(captured);
+                        stage.set(Stage::Writing);
+                        outlets.gather(&mut lines, &hit, |out| hit.write_line(out));
+                        stage.set(Stage::Offering);
+                        outlets.offer_hit(hit.pixel_id(), || hit.to_hit());
+                    }));
                     outlets.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
-                    match shaped {
-                        Ok(hit) => {
-                            outlets.gather(&mut lines, &hit, |out| hit.write_line(out));
-                            outlets.offer_hit(hit.pixel_id(), || hit.to_hit());
-                        }
-                        Err(_) => {
-                            tracing::error!("shaping a captured pixel request panicked; its hit is dropped");
-                            outlets.dropped_everywhere("shaping_failed");
+                    if done.is_err() {
+                        tracing::error!("shaping a captured pixel request or writing its record panicked; its hit is dropped");
+                        match stage.get() {
+                            Stage::Shaping => outlets.dropped_everywhere("shaping_failed"),
+                            Stage::Writing => {
+                                lines.repair();
+                                outlets.dropped_everywhere("shaping_failed");
+                            }
+                            Stage::Offering => {
+                                for outlet in outlets.outlets.iter().filter(|o| !o.records) {
+                                    outlets.dropped(outlet.name, "shaping_failed", 1);
+                                }
+                            }
                         }
                     }
                 }
@@ -663,6 +697,16 @@ mod tests {
         consumer.await.unwrap();
         assert!(seen.lock().unwrap().is_empty());
         assert_eq!(dispatcher.queued_bytes.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_line_cut_short_is_dropped_and_whole_lines_stay() {
+        let mut lines = Lines { buf: b"{\"a\":1}\n{\"b\":2}\n{\"c\"".to_vec(), count: 2, received_at: Some(Timestamp::now()) };
+        lines.repair();
+        assert_eq!(lines.buf, b"{\"a\":1}\n{\"b\":2}\n");
+        let mut first = Lines { buf: b"{\"c\"".to_vec(), count: 0, received_at: Some(Timestamp::now()) };
+        first.repair();
+        assert!(first.buf.is_empty() && first.received_at.is_none());
     }
 
     #[tokio::test]
