@@ -167,9 +167,15 @@ struct Span {
 }
 
 impl Span {
-    /// `start..text.len()`. Text is bounded by the parameter limits far below 4 GiB.
+    /// `start..text.len()`. [`HitBuilder::fits`] keeps text below 4 GiB.
     fn to_end(text: &str, start: usize) -> Span {
         Span { start: start as u32, end: text.len() as u32 }
+    }
+
+    /// Where `part`, a slice of `input`, lies in the copy of `input` at `base` of a text.
+    fn of_copy(base: usize, input: &str, part: &str) -> Span {
+        let start = base + (part.as_ptr() as usize - input.as_ptr() as usize);
+        Span { start: start as u32, end: (start + part.len()) as u32 }
     }
 
     /// Where `part` lies in `text`, if it is a slice of it.
@@ -253,8 +259,9 @@ pub struct HitBuilder<'s> {
     received_at: Timestamp,
     seen: usize,
     /// What the fields below are ranges of: each encoded input as it came, then what had to be
-    /// decoded, digests and the head's values. Decoded text of a parameter that is not kept (the
-    /// plaintext of personal data once it is hashed) is cut off again at once.
+    /// decoded, digests and the head's values. Decoded text of a parameter that is not kept is cut
+    /// off again at once; the plaintext of personal data, once hashed, is cut off if it was
+    /// decoded and overwritten with `*` in the input's copy if not.
     text: String,
     /// Working space for decoding escaped text.
     scratch: Vec<u8>,
@@ -305,6 +312,9 @@ impl<'s> HitBuilder<'s> {
         // ranges of that copy, and only escaped ones are decoded after it. Room is made for
         // those and for what finishing adds (digests, user agent, cookies' values) in the common
         // case: growing copies it all.
+        if !self.fits(2 * input.len()) {
+            return;
+        }
         self.text.reserve(2 * input.len() + 512);
         let base = self.text.len();
         self.text.push_str(input);
@@ -315,18 +325,29 @@ impl<'s> HitBuilder<'s> {
             if bad_key || bad_value {
                 self.flags.set(Flag::BadEncoding);
             }
-            if !self.add_at(mark, key, value) {
+            if !self.add_at(mark, key, value, Some(Span::of_copy(base, input, raw_value))) {
                 break;
             }
         }
+    }
+
+    /// Whether `more` bytes of text still fit the ranges' 32-bit offsets (with room for what
+    /// finishing adds); input that does not is ignored and flagged `oversize`. Only a body limit
+    /// set to gigabytes gets near it.
+    fn fits(&mut self, more: usize) -> bool {
+        const MAX_TEXT: usize = u32::MAX as usize - 1024 * 1024;
+        let fits = self.text.len().saturating_add(more) <= MAX_TEXT;
+        if !fits {
+            self.flags.set(Flag::Oversize);
+        }
+        fits
     }
 
     /// `raw`, a slice of `input` (copied to the text at `base`), decoded: the range of the copy
     /// if it needs no decoding, else appended decoded; and whether it met invalid input.
     fn decoded(&mut self, base: usize, input: &str, raw: &str) -> (Span, bool) {
         if decode::is_plain(raw) {
-            let start = base + (raw.as_ptr() as usize - input.as_ptr() as usize);
-            return (Span { start: start as u32, end: (start + raw.len()) as u32 }, false);
+            return (Span::of_copy(base, input, raw), false);
         }
         let start = self.text.len();
         let bad = decode::decode_into(raw, &mut self.text, &mut self.scratch);
@@ -335,16 +356,21 @@ impl<'s> HitBuilder<'s> {
 
     /// Adds one decoded parameter. Returns false once the parameter limit is reached.
     pub fn add(&mut self, key: &str, value: &str) -> bool {
+        if !self.fits(key.len() + value.len()) {
+            return true;
+        }
         let mark = self.text.len();
         self.text.push_str(key);
         let key = Span::to_end(&self.text, mark);
         self.text.push_str(value);
         let value = Span::to_end(&self.text, key.end as usize);
-        self.add_at(mark, key, value)
+        self.add_at(mark, key, value, None)
     }
 
-    /// Adds the parameter whose name and value are the text from `mark` on.
-    fn add_at(&mut self, mark: usize, key: Span, value: Span) -> bool {
+    /// Adds the parameter whose name and value are `key` and `value`, decoded text from `mark`
+    /// on; `sent` is the value as sent when it is a range of an input's copy (personal data is
+    /// overwritten there once hashed).
+    fn add_at(&mut self, mark: usize, key: Span, value: Span, sent: Option<Span>) -> bool {
         let limits = &self.settings.limits;
         if self.seen >= limits.max_params {
             self.flags.set(Flag::TooManyParams);
@@ -361,7 +387,7 @@ impl<'s> HitBuilder<'s> {
         let kept = match place(&self.text, key) {
             Place::Slot(field, rank) => self.fill(field, value, rank),
             Place::Attr(name) => self.insert_first(MapName::Attrs, name, value),
-            Place::User(name) => return self.add_user(mark, name, value),
+            Place::User(name) => return self.add_user(mark, name, value, sent),
             Place::Extra => self.insert_first(MapName::Extra, key, value),
             Place::Nowhere => false,
         };
@@ -405,19 +431,19 @@ impl<'s> HitBuilder<'s> {
 
     /// A user attribute: personal data hashed, any other key kept as sent, under its lowercase
     /// name.
-    fn add_user(&mut self, mark: usize, name: UserName, value: Span) -> bool {
+    fn add_user(&mut self, mark: usize, name: UserName, value: Span, sent: Option<Span>) -> bool {
         if value.len() == 0 {
             self.text.truncate(mark);
             return true;
         }
         match name {
-            UserName::Known(field) => self.add_pii(mark, field, value),
+            UserName::Known(field) => self.add_pii(mark, field, value, sent),
             UserName::Sent(span) => {
-                let sent = self.str(span);
-                let lowered = sent.bytes().any(|b| b.is_ascii_uppercase()).then(|| sent.to_ascii_lowercase());
-                let lower = lowered.as_deref().unwrap_or(sent);
+                let given = self.str(span);
+                let lowered = given.bytes().any(|b| b.is_ascii_uppercase()).then(|| given.to_ascii_lowercase());
+                let lower = lowered.as_deref().unwrap_or(given);
                 match PiiField::from_key(user_alias(lower).unwrap_or(lower)) {
-                    Some(field) => self.add_pii(mark, field, value),
+                    Some(field) => self.add_pii(mark, field, value, sent),
                     None => {
                         let key = match lowered {
                             Some(lower) => self.push(&lower),
@@ -433,11 +459,15 @@ impl<'s> HitBuilder<'s> {
         true
     }
 
-    /// Personal data: its digest under the field's key; the plaintext (the text from `mark` on)
-    /// is cut from the buffer at once. An invalid value is dropped with a flag.
-    fn add_pii(&mut self, mark: usize, field: PiiField, value: Span) {
+    /// Personal data: its digest under the field's key. The plaintext leaves the buffer at once:
+    /// decoded text (from `mark` on) is cut off, the value as sent (`sent`, a range of the
+    /// input's copy) overwritten. An invalid value is dropped with a flag.
+    fn add_pii(&mut self, mark: usize, field: PiiField, value: Span, sent: Option<Span>) {
         let digest = pii::hash_field_hex(field, self.str(value), &self.settings.pii);
         self.text.truncate(mark);
+        if let Some(sent) = sent {
+            self.scrub(sent);
+        }
         match digest {
             Ok(hex) => {
                 let key = self.push(field.key());
@@ -503,6 +533,24 @@ impl<'s> HitBuilder<'s> {
         match self.find(map, key) {
             Ok(i) => self.entries[i].value = value,
             Err(i) => self.entries.insert(i, Entry { map, key, value }),
+        }
+    }
+
+    /// Overwrites `span` with as many `*` bytes, a run of whole characters at a time, so the text
+    /// keeps its length and every other range stays valid.
+    fn scrub(&mut self, span: Span) {
+        const STARS: &str = "****************************************************************";
+        let mut at = span.start as usize;
+        while at < span.end as usize {
+            let mut end = (at + STARS.len()).min(span.end as usize);
+            while !self.text.is_char_boundary(end) {
+                end -= 1;
+            }
+            if end == at {
+                end = at + self.text[at..].chars().next().map_or(1, char::len_utf8);
+            }
+            self.text.replace_range(at..end, &STARS[..end - at]);
+            at = end;
         }
     }
 
@@ -592,7 +640,6 @@ impl<'s> HitBuilder<'s> {
 /// A finished hit still in its builder's text buffer. It writes its record line without building
 /// the [`Hit`] ([`DraftHit::write_line`]); [`DraftHit::to_hit`] builds that for an outlet that
 /// keeps hits. Both give the same record.
-#[derive(Debug)]
 pub struct DraftHit {
     received_at: Timestamp,
     text: String,
@@ -607,6 +654,13 @@ pub struct DraftHit {
     test_event_code: Option<Span>,
     entries: Vec<Entry>,
     flags: Flags,
+}
+
+/// The fields only: the buffer may still hold text of parameters that were not kept.
+impl std::fmt::Debug for DraftHit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DraftHit").field("pixel_id", &self.pixel_id()).field("event", &self.event()).field("event_id", &self.event_id()).field("flags", &self.flags).finish_non_exhaustive()
+    }
 }
 
 impl DraftHit {
@@ -850,6 +904,21 @@ mod tests {
         let h = b.finish(RequestMeta::default());
         assert_eq!(h.event.as_deref(), Some("aé"));
         assert!(h.flags.contains(Flag::Oversize));
+    }
+
+    #[test]
+    fn no_plaintext_personal_data_stays_in_the_buffer() {
+        let settings = ParseSettings::default();
+        let mut b = HitBuilder::new(&settings, Timestamp::now());
+        b.add_encoded("usat_em=jane%40example.com&email=Bob@Mail.io&ud%5Bph%5D=%2B1+650+555+1212&usat_fn=Zo%C3%AB&usat_ln=not%20valid%21%21&x=keep");
+        b.add("usat_ct", "Springfield");
+        let draft = b.finish_draft(RequestMeta::default());
+        for plain in ["jane", "example", "bob", "mail.io", "650", "555", "zo", "valid", "springfield"] {
+            assert!(!draft.text.to_lowercase().contains(plain), "{plain} in {:?}", draft.text);
+        }
+        assert!(draft.text.contains("keep"));
+        assert_eq!(draft.to_hit().user.len(), 5, "em (twice: the first kept), ph, fn, ln, ct hashed");
+        assert!(!format!("{draft:?}").contains("****"), "Debug shows fields, not the buffer");
     }
 
     #[test]
