@@ -160,13 +160,14 @@ fn first_escape(bytes: &[u8]) -> Option<usize> {
 /// x86-64 CPU) tests a block in a few instructions, where the portable eight-byte test takes
 /// several times as many. Record lines are mostly user agents, URLs and digests, so this is most
 /// of the encoder's time.
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 fn wide_scan(bytes: &[u8]) -> usize {
     use std::arch::x86_64::{__m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8};
     let mut i = 0;
     while i + 16 <= bytes.len() {
-        // SAFETY: SSE2 is in the x86-64 baseline, so these intrinsics are always available; the
-        // unaligned load reads bytes[i..i + 16], inside the slice by the loop condition.
+        // SAFETY: compiled only where SSE2 is enabled (the cfg above), so the intrinsics are
+        // available; the unaligned load reads bytes[i..i + 16], inside the slice by the loop
+        // condition.
         let mask = unsafe {
             let x = _mm_loadu_si128(bytes.as_ptr().add(i).cast::<__m128i>());
             let quote = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'"' as i8));
@@ -183,7 +184,7 @@ fn wide_scan(bytes: &[u8]) -> usize {
     i
 }
 
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 fn wide_scan(_: &[u8]) -> usize {
     0
 }
