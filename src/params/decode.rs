@@ -1,10 +1,11 @@
 //! `application/x-www-form-urlencoded` decoding in one pass, for the pixel's hot path.
 //!
-//! Same results as `form_urlencoded::parse` (a property test holds it to that). [`raw_pairs`]
-//! splits without decoding; [`decode_into`] appends a decoded name or value to the hit builder's
-//! buffer (text without `%` or `+` is copied as it is, escaped text is decoded in one pass and
-//! checked as UTF-8 once) and reports what was wrong (an invalid escape, invalid UTF-8 decoded
-//! lossily) instead of it being found again by rescanning. [`pairs`] gives decoded pairs, borrowed
+//! Same results as `form_urlencoded::parse` (a property test holds it to that).
+//! [`marked_pairs`] splits without decoding and says where each part's first escape is, from one
+//! scan for `&`, `=`, `%` and `+`; [`decode_escaped_into`] appends an escaped name or value to the
+//! hit builder's buffer (decoded in one pass and checked as UTF-8 once) and reports what was wrong
+//! (an invalid escape, invalid UTF-8 decoded lossily) instead of it being found again by
+//! rescanning. [`pairs`] gives decoded pairs, borrowed
 //! where nothing needed decoding, for readers of other URLs.
 
 use std::borrow::Cow;
@@ -23,46 +24,136 @@ pub fn pairs(input: &str) -> impl Iterator<Item = Pair<'_>> {
 
 /// The `key=value` pieces of `input` as they are, not decoded, skipping empty pieces (a piece
 /// without `=` is a key with an empty value). Each part is a slice of `input`. Decode each part
-/// with [`decode_into`].
+/// with [`decode_escaped_into`] where it has an escape.
 pub fn raw_pairs(input: &str) -> impl Iterator<Item = (&str, &str)> {
-    RawPairs { rest: input }
+    marked_pairs(input).map(|p| (p.key, p.value))
 }
 
-/// Splits at `&` and then `=`, as `str` at ASCII bytes, so pieces that need no decoding need no
-/// UTF-8 check either. One forward scan per piece: `str::split` and `split_once` cost more in
-/// set-up than the few bytes of a typical name or value.
+/// One `key=value` piece as sent, and where each part's first `%` or `+` is: a part without one
+/// decodes to itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawPair<'a> {
+    pub key: &'a str,
+    pub value: &'a str,
+    pub key_escape: Option<usize>,
+    pub value_escape: Option<usize>,
+}
+
+/// [`raw_pairs`] with each part's first escape, found in the same scan: decode a part with
+/// [`decode_escaped_into`] only if it has one.
+pub fn marked_pairs(input: &str) -> impl Iterator<Item = RawPair<'_>> {
+    RawPairs { input, start: 0, marks: Marks::new(input.as_bytes()) }
+}
+
+/// Splits at `&` and then the first `=`, as `str` at ASCII bytes, so pieces that need no
+/// decoding need no UTF-8 check either. The bytes that matter (`&`, `=`, `%`, `+`) are found
+/// 64 at a time by [`Marks`]; the rest of the input is never looked at byte by byte.
 struct RawPairs<'a> {
-    rest: &'a str,
+    input: &'a str,
+    /// Where the next piece starts.
+    start: usize,
+    marks: Marks<'a>,
 }
 
 impl<'a> Iterator for RawPairs<'a> {
-    type Item = (&'a str, &'a str);
+    type Item = RawPair<'a>;
 
-    fn next(&mut self) -> Option<(&'a str, &'a str)> {
+    fn next(&mut self) -> Option<RawPair<'a>> {
+        let bytes = self.input.as_bytes();
         loop {
-            if self.rest.is_empty() {
+            if self.start >= bytes.len() {
                 return None;
             }
-            let bytes = self.rest.as_bytes();
-            let end = find_byte(b'&', bytes).unwrap_or(bytes.len());
-            let piece = &self.rest[..end];
-            self.rest = self.rest.get(end + 1..).unwrap_or("");
-            if piece.is_empty() {
+            let (mut eq, mut key_escape, mut value_escape) = (None, None, None);
+            let end = loop {
+                let Some(at) = self.marks.next() else { break bytes.len() };
+                match bytes[at] {
+                    b'&' => break at,
+                    b'=' if eq.is_none() => eq = Some(at),
+                    b'=' => {}
+                    _ if eq.is_none() => _ = key_escape.get_or_insert(at),
+                    _ => _ = value_escape.get_or_insert(at),
+                }
+            };
+            let start = std::mem::replace(&mut self.start, end + 1);
+            if end == start {
                 continue;
             }
             // Both parts are slices of `input`, even an absent value (empty, at the piece's
             // end): callers locate them in it.
-            return Some(match find_byte(b'=', piece.as_bytes()) {
-                Some(eq) => (&piece[..eq], &piece[eq + 1..]),
-                None => (piece, &piece[piece.len()..]),
+            let (key_end, value_start) = eq.map_or((end, end), |eq| (eq, eq + 1));
+            return Some(RawPair {
+                key: &self.input[start..key_end],
+                value: &self.input[value_start..end],
+                key_escape: key_escape.map(|at| at - start),
+                value_escape: value_escape.map(|at| at - value_start),
             });
         }
     }
 }
 
-/// The first `needle`: a plain loop for the short pieces most are, memchr for long ones.
-fn find_byte(needle: u8, raw: &[u8]) -> Option<usize> {
-    if raw.len() < 32 { raw.iter().position(|&b| b == needle) } else { memchr::memchr(needle, raw) }
+/// The positions of `&`, `=`, `%` and `+` in a byte string, in order.
+struct Marks<'a> {
+    bytes: &'a [u8],
+    /// Start of the 64-byte block `mask` describes.
+    block: usize,
+    /// One bit per byte of the block still to report.
+    mask: u64,
+}
+
+impl<'a> Marks<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Marks { bytes, block: 0, mask: block_mask(bytes, 0) }
+    }
+
+    fn next(&mut self) -> Option<usize> {
+        while self.mask == 0 {
+            self.block += 64;
+            if self.block >= self.bytes.len() {
+                return None;
+            }
+            self.mask = block_mask(self.bytes, self.block);
+        }
+        let at = self.block + self.mask.trailing_zeros() as usize;
+        self.mask &= self.mask - 1;
+        Some(at)
+    }
+}
+
+/// The marks of `bytes[start..start + 64]` (zero past the end) as bits, lowest first.
+fn block_mask(bytes: &[u8], start: usize) -> u64 {
+    let rest = bytes.get(start..).unwrap_or_default();
+    match rest.first_chunk::<64>() {
+        Some(block) => marks_in(block),
+        None => {
+            let mut block = [0u8; 64];
+            block[..rest.len()].copy_from_slice(rest);
+            marks_in(&block)
+        }
+    }
+}
+
+/// SSE2 (part of every x86-64 CPU) compares sixteen bytes with each mark in one instruction.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+fn marks_in(block: &[u8; 64]) -> u64 {
+    use std::arch::x86_64::{__m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8};
+    let mut mask = 0;
+    for (k, lane) in block.chunks_exact(16).enumerate() {
+        // SAFETY: compiled only where SSE2 is enabled (the cfg above), so the intrinsics are
+        // available; the unaligned load reads the sixteen bytes of `lane`.
+        let bits = unsafe {
+            let x = _mm_loadu_si128(lane.as_ptr().cast::<__m128i>());
+            let is = |b: u8| _mm_cmpeq_epi8(x, _mm_set1_epi8(b as i8));
+            _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(is(b'&'), is(b'=')), _mm_or_si128(is(b'%'), is(b'+'))))
+        };
+        mask |= u64::from(bits as u16) << (16 * k);
+    }
+    mask
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+fn marks_in(block: &[u8; 64]) -> u64 {
+    block.iter().enumerate().filter(|(_, b)| matches!(b, b'&' | b'=' | b'%' | b'+')).fold(0, |mask, (i, _)| mask | 1 << i)
 }
 
 /// The first `%` or `+`. Most names and values are a few bytes long, where a plain loop beats
@@ -98,21 +189,23 @@ fn decode(text: &str) -> Cow<'_, str> {
     }
 }
 
-/// Whether `text` decodes to itself (it has no `%` or `+`).
-pub fn is_plain(text: &str) -> bool {
-    find_escape(text.as_bytes()).is_none()
-}
-
 /// Appends `text` decoded to `out`, as [`pairs`] decodes it; returns whether it met an invalid
 /// escape or invalid UTF-8. `scratch` is working space for escaped text, reused across calls.
-pub fn decode_into(text: &str, out: &mut String, scratch: &mut Vec<u8>) -> bool {
-    let raw = text.as_bytes();
-    let Some(first) = find_escape(raw) else {
-        out.push_str(text);
-        return false;
-    };
+#[cfg(test)]
+fn decode_into(text: &str, out: &mut String, scratch: &mut Vec<u8>) -> bool {
+    match find_escape(text.as_bytes()) {
+        Some(first) => decode_escaped_into(text, first, out, scratch),
+        None => {
+            out.push_str(text);
+            false
+        }
+    }
+}
+
+/// [`decode_into`] for text whose first `%` or `+` is known to be at `first`.
+pub fn decode_escaped_into(text: &str, first: usize, out: &mut String, scratch: &mut Vec<u8>) -> bool {
     scratch.clear();
-    let bad = unescape(raw, first, scratch);
+    let bad = unescape(text.as_bytes(), first, scratch);
     match std::str::from_utf8(scratch) {
         Ok(s) => {
             out.push_str(s);
@@ -128,6 +221,8 @@ pub fn decode_into(text: &str, out: &mut String, scratch: &mut Vec<u8>) -> bool 
 /// Appends `raw` with `+` and `%XX` decoded to `out`, given the position of its first `%` or `+`;
 /// returns whether an escape was invalid (kept literally).
 fn unescape(raw: &[u8], first: usize, out: &mut Vec<u8>) -> bool {
+    // Decoded text is never longer.
+    out.reserve(raw.len());
     let mut bad = false;
     out.extend_from_slice(&raw[..first]);
     let mut i = first;
@@ -182,7 +277,10 @@ mod tests {
             let theirs: Vec<(String, String)> = form_urlencoded::parse(input.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
             prop_assert_eq!(ours, theirs);
             let (mut arena, mut scratch, mut bad) = (String::new(), Vec::new(), false);
-            for ((k, v), pair) in raw_pairs(&input).zip(pairs(&input)) {
+            for (marked, pair) in marked_pairs(&input).zip(pairs(&input)) {
+                prop_assert_eq!(marked.key_escape, find_escape(marked.key.as_bytes()));
+                prop_assert_eq!(marked.value_escape, find_escape(marked.value.as_bytes()));
+                let (k, v) = (marked.key, marked.value);
                 let start = arena.len();
                 bad |= decode_into(k, &mut arena, &mut scratch) | decode_into(v, &mut arena, &mut scratch);
                 prop_assert_eq!(&arena[start..], format!("{}{}", pair.key, pair.value));
