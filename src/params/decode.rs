@@ -153,6 +153,12 @@ fn marks_in(block: &[u8; 64]) -> u64 {
 
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 fn marks_in(block: &[u8; 64]) -> u64 {
+    marks_in_bytes(block)
+}
+
+/// The portable form of [`marks_in`] (compiled everywhere, so tests hold the two together).
+#[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2", not(test)), allow(dead_code))]
+fn marks_in_bytes(block: &[u8; 64]) -> u64 {
     block.iter().enumerate().filter(|(_, b)| matches!(b, b'&' | b'=' | b'%' | b'+')).fold(0, |mask, (i, _)| mask | 1 << i)
 }
 
@@ -286,6 +292,16 @@ mod tests {
                 prop_assert_eq!(&arena[start..], format!("{}{}", pair.key, pair.value));
             }
             prop_assert_eq!(bad, reference_bad(&input));
+        }
+    }
+
+    proptest! {
+        /// The vector and portable mark finders agree on every block.
+        #[test]
+        fn both_mark_finders_agree(block in proptest::array::uniform32(prop_oneof![Just(b'&'), Just(b'='), Just(b'%'), Just(b'+'), any::<u8>()]), shift in 0usize..33) {
+            let mut full = [b'a'; 64];
+            full[shift..shift + 32].copy_from_slice(&block);
+            prop_assert_eq!(marks_in(&full), marks_in_bytes(&full));
         }
     }
 
