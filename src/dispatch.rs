@@ -293,6 +293,8 @@ impl Dispatcher {
     /// holding at most [`DEFAULT_MAX_QUEUED_BYTES`]
     /// of waiting hits.
     pub fn new(outlets: Vec<OutletQueue>) -> Self {
+        // `offer_hit` marks the outlets a hit goes to in one word.
+        assert!(outlets.len() <= 64, "at most 64 outlets");
         Dispatcher {
             outlets: outlets.into(),
             queued_bytes: Arc::new(AtomicUsize::new(0)),
@@ -436,21 +438,26 @@ impl Dispatcher {
     /// Queues the hit `make` builds for every hit outlet whose gate lets `pixel_id`'s hits
     /// through; builds nothing if none does.
     fn offer_hit(&self, pixel_id: Option<&str>, make: impl FnOnce() -> Hit) {
-        // Each gate asked once (a gate counts what it turns away); outlets are a handful.
-        let wanted: Vec<&OutletQueue> = self.outlets.iter().filter(|o| !o.records && o.gate.as_ref().is_none_or(|gate| gate(pixel_id))).collect();
-        if wanted.is_empty() {
+        // Each gate asked once (a gate counts what it turns away); the answers are kept as one
+        // bit per outlet, so offering a hit allocates nothing.
+        let wanted = self.outlets.iter().enumerate().fold(0u64, |wanted, (i, o)| {
+            let wants = !o.records && o.gate.as_ref().is_none_or(|gate| gate(pixel_id));
+            wanted | u64::from(wants) << i
+        });
+        if wanted == 0 {
             return;
         }
+        let wanted = || self.outlets.iter().enumerate().filter(move |(i, _)| wanted >> i & 1 == 1).map(|(_, o)| o);
         let hit = make();
         let bytes = hit.approx_bytes();
         if !self.reserve(bytes) {
-            for outlet in &wanted {
+            for outlet in wanted() {
                 self.dropped(outlet.name, "queue_bytes_full", 1);
             }
             return;
         }
         let hit = Arc::new(QueuedHit { hit, bytes, budget: self.queued_bytes.clone() });
-        for outlet in wanted {
+        for outlet in wanted() {
             if let Err(err) = outlet.tx.try_send(Job::Hit(hit.clone())) {
                 self.dropped(outlet.name, send_error(&err), 1);
             }

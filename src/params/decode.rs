@@ -5,8 +5,8 @@
 //! scan for `&`, `=`, `%` and `+`; [`decode_escaped_into`] appends an escaped name or value to the
 //! hit builder's buffer (decoded in one pass and checked as UTF-8 once) and reports what was wrong
 //! (an invalid escape, invalid UTF-8 decoded lossily) instead of it being found again by
-//! rescanning. [`pairs`] gives decoded pairs, borrowed
-//! where nothing needed decoding, for readers of other URLs.
+//! rescanning. [`pairs`] gives decoded pairs, borrowed where nothing needed decoding, for readers
+//! of other URLs.
 
 use std::borrow::Cow;
 
