@@ -17,16 +17,10 @@ pub struct Pair<'a> {
 }
 
 /// The pairs of `input`, skipping empty pieces as `form_urlencoded` does. Invalid escapes are
-/// kept literally and invalid UTF-8 is replaced by U+FFFD, silently: [`decode_into`] says so.
+/// kept literally and invalid UTF-8 is replaced by U+FFFD, silently: [`decode_escaped_into`]
+/// says so.
 pub fn pairs(input: &str) -> impl Iterator<Item = Pair<'_>> {
-    raw_pairs(input).map(|(key, value)| Pair { key: decode(key), value: decode(value) })
-}
-
-/// The `key=value` pieces of `input` as they are, not decoded, skipping empty pieces (a piece
-/// without `=` is a key with an empty value). Each part is a slice of `input`. Decode each part
-/// with [`decode_escaped_into`] where it has an escape.
-pub fn raw_pairs(input: &str) -> impl Iterator<Item = (&str, &str)> {
-    marked_pairs(input).map(|p| (p.key, p.value))
+    marked_pairs(input).map(|p| Pair { key: decode(p.key, p.key_escape), value: decode(p.value, p.value_escape) })
 }
 
 /// One `key=value` piece as sent, and where each part's first `%` or `+` is: a part without one
@@ -39,8 +33,9 @@ pub struct RawPair<'a> {
     pub value_escape: Option<usize>,
 }
 
-/// [`raw_pairs`] with each part's first escape, found in the same scan: decode a part with
-/// [`decode_escaped_into`] only if it has one.
+/// The `key=value` pieces of `input` as they are, not decoded, skipping empty pieces (a piece
+/// without `=` is a key with an empty value), each part a slice of `input` with its first
+/// escape, found in the same scan: decode a part with [`decode_escaped_into`] only if it has one.
 pub fn marked_pairs(input: &str) -> impl Iterator<Item = RawPair<'_>> {
     RawPairs { input, start: 0, marks: Marks::new(input.as_bytes()) }
 }
@@ -181,14 +176,13 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
-/// Decodes `+` and `%XX`, borrowing text that has neither.
-fn decode(text: &str) -> Cow<'_, str> {
-    let raw = text.as_bytes();
-    let Some(first) = find_escape(raw) else {
+/// Decodes `+` and `%XX` given the first one's position, borrowing text that has neither.
+fn decode(text: &str, escape: Option<usize>) -> Cow<'_, str> {
+    let Some(first) = escape else {
         return Cow::Borrowed(text);
     };
-    let mut out = Vec::with_capacity(raw.len());
-    unescape(raw, first, &mut out);
+    let mut out = Vec::new();
+    unescape(text.as_bytes(), first, &mut out);
     match String::from_utf8(out) {
         Ok(s) => Cow::Owned(s),
         Err(e) => Cow::Owned(String::from_utf8_lossy(e.as_bytes()).into_owned()),
