@@ -263,8 +263,6 @@ pub struct HitBuilder<'s> {
     /// off again at once; the plaintext of personal data, once hashed, is cut off if it was
     /// decoded and overwritten with `*` in the input's copy if not.
     text: String,
-    /// Working space for decoding escaped text.
-    scratch: Vec<u8>,
     slots: [Slot; Field::COUNT],
     /// The attrs, user and extra maps, sorted by map then key; the first value of a key stays.
     entries: Vec<Entry>,
@@ -292,7 +290,6 @@ impl<'s> HitBuilder<'s> {
             received_at,
             seen: 0,
             text: String::new(),
-            scratch: Vec::new(),
             slots: [None; Field::COUNT],
             // A typical hit's attrs and user data without growing.
             entries: Vec::with_capacity(8),
@@ -351,7 +348,7 @@ impl<'s> HitBuilder<'s> {
             return (Span::of_copy(base, input, raw), false);
         };
         let start = self.text.len();
-        let bad = decode::decode_escaped_into(raw, first, &mut self.text, &mut self.scratch);
+        let bad = decode::decode_escaped_into(raw, first, &mut self.text);
         (Span::to_end(&self.text, start), bad)
     }
 

@@ -3,7 +3,8 @@
 //! Same results as `form_urlencoded::parse` (a property test holds it to that).
 //! [`marked_pairs`] splits without decoding and says where each part's first escape is, from one
 //! scan for `&`, `=`, `%` and `+`; [`decode_escaped_into`] appends an escaped name or value to the
-//! hit builder's buffer (decoded in one pass and checked as UTF-8 once) and reports what was wrong
+//! hit builder's buffer (decoded in one pass, in place, and checked as UTF-8 only if an escape
+//! decoded above ASCII) and reports what was wrong
 //! (an invalid escape, invalid UTF-8 decoded lossily) instead of it being found again by
 //! rescanning. [`pairs`] gives decoded pairs, borrowed where nothing needed decoding, for readers
 //! of other URLs.
@@ -157,14 +158,10 @@ fn marks_in_bytes(block: &[u8; 64]) -> u64 {
     block.iter().enumerate().filter(|(_, b)| matches!(b, b'&' | b'=' | b'%' | b'+')).fold(0, |mask, (i, _)| mask | 1 << i)
 }
 
-/// The first `%` or `+`. Most names and values are a few bytes long, where a plain loop beats
-/// setting up memchr's vector search.
+/// The first `%` or `+`, found directly (the tests' reference for [`Marks`]).
+#[cfg(test)]
 fn find_escape(raw: &[u8]) -> Option<usize> {
-    if raw.len() < 32 {
-        raw.iter().position(|&b| b == b'%' || b == b'+')
-    } else {
-        memchr::memchr2(b'%', b'+', raw)
-    }
+    raw.iter().position(|&b| b == b'%' || b == b'+')
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -182,7 +179,7 @@ fn decode(text: &str, escape: Option<usize>) -> Cow<'_, str> {
         return Cow::Borrowed(text);
     };
     let mut out = Vec::new();
-    unescape(text.as_bytes(), first, &mut out);
+    let _ = unescape(text.as_bytes(), first, &mut out);
     match String::from_utf8(out) {
         Ok(s) => Cow::Owned(s),
         Err(e) => Cow::Owned(String::from_utf8_lossy(e.as_bytes()).into_owned()),
@@ -190,11 +187,11 @@ fn decode(text: &str, escape: Option<usize>) -> Cow<'_, str> {
 }
 
 /// Appends `text` decoded to `out`, as [`pairs`] decodes it; returns whether it met an invalid
-/// escape or invalid UTF-8. `scratch` is working space for escaped text, reused across calls.
+/// escape or invalid UTF-8.
 #[cfg(test)]
-fn decode_into(text: &str, out: &mut String, scratch: &mut Vec<u8>) -> bool {
+fn decode_into(text: &str, out: &mut String) -> bool {
     match find_escape(text.as_bytes()) {
-        Some(first) => decode_escaped_into(text, first, out, scratch),
+        Some(first) => decode_escaped_into(text, first, out),
         None => {
             out.push_str(text);
             false
@@ -202,53 +199,60 @@ fn decode_into(text: &str, out: &mut String, scratch: &mut Vec<u8>) -> bool {
     }
 }
 
-/// [`decode_into`] for text whose first `%` or `+` is known to be at `first`.
-pub fn decode_escaped_into(text: &str, first: usize, out: &mut String, scratch: &mut Vec<u8>) -> bool {
-    scratch.clear();
-    let bad = unescape(text.as_bytes(), first, scratch);
-    match std::str::from_utf8(scratch) {
-        Ok(s) => {
-            out.push_str(s);
-            bad
-        }
-        Err(_) => {
-            out.push_str(&String::from_utf8_lossy(scratch));
-            true
-        }
+/// [`decode_into`] for text whose first `%` or `+` is known to be at `first`: decoded straight
+/// into `out`'s buffer, checked as UTF-8 only if an escape decoded to a byte above ASCII.
+pub fn decode_escaped_into(text: &str, first: usize, out: &mut String) -> bool {
+    let start = out.len();
+    // Taken out while bytes are appended, so a panic leaves `out` empty, never invalid.
+    let mut bytes = std::mem::take(out).into_bytes();
+    let (bad_escape, high) = unescape(text.as_bytes(), first, &mut bytes);
+    let valid = !high || std::str::from_utf8(&bytes[start..]).is_ok();
+    if !valid {
+        let lossy = String::from_utf8_lossy(&bytes[start..]).into_owned();
+        bytes.truncate(start);
+        bytes.extend_from_slice(lossy.as_bytes());
     }
+    debug_assert!(std::str::from_utf8(&bytes[start..]).is_ok());
+    // SAFETY: `bytes[..start]` was a `String`. What `unescape` appended is runs of `text` (a
+    // `str`) cut at ASCII bytes, so whole characters, and decoded escapes; unless one decoded
+    // to a byte above ASCII (`high`) that is valid UTF-8, and if one did it was checked above
+    // and replaced by its lossy form when invalid.
+    *out = unsafe { String::from_utf8_unchecked(bytes) };
+    bad_escape || !valid
 }
 
-/// Appends `raw` with `+` and `%XX` decoded to `out`, given the position of its first `%` or `+`;
-/// returns whether an escape was invalid (kept literally).
-fn unescape(raw: &[u8], first: usize, out: &mut Vec<u8>) -> bool {
-    // Decoded text is never longer.
-    out.reserve(raw.len());
-    let mut bad = false;
-    out.extend_from_slice(&raw[..first]);
-    let mut i = first;
+/// Appends `raw` with `+` and `%XX` decoded to `out`, given the position of its first `%` or
+/// `+`; returns whether an escape was invalid (kept literally) and whether one decoded to a
+/// byte above ASCII (the result may then not be UTF-8).
+fn unescape(raw: &[u8], first: usize, out: &mut Vec<u8>) -> (bool, bool) {
+    let start = out.len();
+    // Decoded text is never longer: room for all of it, written in place byte by byte (names
+    // and values are short, and their plain runs shorter: a copy call per run costs more).
+    out.resize(start + raw.len(), 0);
+    let dst = &mut out[start..];
+    dst[..first].copy_from_slice(&raw[..first]);
+    let (mut i, mut n, mut bad, mut high) = (first, first, false, false);
     while i < raw.len() {
-        match raw[i] {
-            b'+' => out.push(b' '),
+        dst[n] = match raw[i] {
+            b'+' => b' ',
             b'%' => match (raw.get(i + 1).copied().and_then(hex), raw.get(i + 2).copied().and_then(hex)) {
                 (Some(hi), Some(lo)) => {
-                    out.push(hi << 4 | lo);
                     i += 2;
+                    high |= hi >= 8;
+                    hi << 4 | lo
                 }
                 _ => {
                     bad = true;
-                    out.push(b'%');
+                    b'%'
                 }
             },
-            _ => {
-                let next = find_escape(&raw[i..]).map_or(raw.len(), |n| i + n);
-                out.extend_from_slice(&raw[i..next]);
-                i = next;
-                continue;
-            }
-        }
+            b => b,
+        };
+        n += 1;
         i += 1;
     }
-    bad
+    out.truncate(start + n);
+    (bad, high)
 }
 
 #[cfg(test)]
@@ -276,13 +280,13 @@ mod tests {
             let ours: Vec<(String, String)> = pairs(&input).map(|p| (p.key.into_owned(), p.value.into_owned())).collect();
             let theirs: Vec<(String, String)> = form_urlencoded::parse(input.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
             prop_assert_eq!(ours, theirs);
-            let (mut arena, mut scratch, mut bad) = (String::new(), Vec::new(), false);
+            let (mut arena, mut bad) = (String::new(), false);
             for (marked, pair) in marked_pairs(&input).zip(pairs(&input)) {
                 prop_assert_eq!(marked.key_escape, find_escape(marked.key.as_bytes()));
                 prop_assert_eq!(marked.value_escape, find_escape(marked.value.as_bytes()));
                 let (k, v) = (marked.key, marked.value);
                 let start = arena.len();
-                bad |= decode_into(k, &mut arena, &mut scratch) | decode_into(v, &mut arena, &mut scratch);
+                bad |= decode_into(k, &mut arena) | decode_into(v, &mut arena);
                 prop_assert_eq!(&arena[start..], format!("{}{}", pair.key, pair.value));
             }
             prop_assert_eq!(bad, reference_bad(&input));
