@@ -3,7 +3,7 @@
 //! It writes exactly the bytes `serde_json` writes for [`Hit`] (field order, escapes, number
 //! forms); a property test holds it to that. Strings are scanned for the three things JSON must
 //! escape (`"`, `\` and control characters), which almost no value has, and copied in the same
-//! pass, sixteen bytes at a time (eight without SSE2).
+//! pass straight into the line's spare room, sixteen bytes at a time with SSE2.
 
 use std::io::Write as _;
 use std::net::IpAddr;
@@ -126,81 +126,105 @@ fn ip_addr(out: &mut Vec<u8>, ip: IpAddr) {
 }
 
 /// Bytes JSON must escape in a string: `"`, `\` and C0 controls.
+#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
 const fn needs_escape(b: u8) -> bool {
     b < 0x20 || b == b'"' || b == b'\\'
 }
 
-/// Whether any of the eight bytes needs escaping (exact: SWAR "has byte less than" / "has zero").
-fn chunk_needs_escape(x: u64) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH != 0;
-    (x.wrapping_sub(ONES * 0x20) & !x & HIGH) != 0 || has_zero(x ^ (ONES * b'"' as u64)) || has_zero(x ^ (ONES * b'\\' as u64))
-}
+/// [`needs_escape`] as a table: one load per byte in the portable loop.
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+static ESCAPED: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = needs_escape(b as u8);
+        b += 1;
+    }
+    table
+};
 
-/// Appends the leading bytes of `bytes` that need no escaping to `out` and returns how many:
-/// the scan and the copy in one pass, in fixed-size blocks (a copy of a known size is a move or
-/// two, where a copy call per string cost more than the scan).
+/// Appends the leading bytes of `bytes` that need no escaping to `out` and returns how many.
+/// Room is made once and the scan writes straight into it, sixteen bytes at a time, the last
+/// block padded: no capacity check or copy call per string or run (record strings are mostly
+/// a few bytes long, where those cost more than the scan).
 fn copy_plain(out: &mut Vec<u8>, bytes: &[u8]) -> usize {
-    let mut i = copy_plain_wide(out, bytes);
-    while let Some(chunk) = bytes.get(i..i + 8) {
-        let chunk: &[u8; 8] = chunk.try_into().expect("eight bytes");
-        if chunk_needs_escape(u64::from_le_bytes(*chunk)) {
-            break;
-        }
-        out.extend_from_slice(chunk);
-        i += 8;
-    }
-    while let Some(&b) = bytes.get(i) {
-        if needs_escape(b) {
-            break;
-        }
-        out.push(b);
-        i += 1;
-    }
-    i
+    // Sixteen bytes of slack: blocks are stored whole.
+    out.reserve(bytes.len() + 16);
+    let len = out.len();
+    let n = copy_plain_into(&mut out.spare_capacity_mut()[..bytes.len() + 16], bytes);
+    // SAFETY: `copy_plain_into` wrote at least the `n` bytes it reports to the spare capacity.
+    unsafe { out.set_len(len + n) };
+    n
 }
 
-/// [`copy_plain`] in 16-byte blocks while whole blocks need no escaping: SSE2 (part of every
-/// x86-64 CPU) tests a block in a few instructions, where the portable eight-byte test takes
-/// several times as many. Record lines are mostly user agents, URLs and digests, so this is most
-/// of the encoder's time.
+/// [`copy_plain`]'s scan: writes `src` to `dst` (sixteen bytes longer) up to the first byte
+/// that needs escaping, and returns how many bytes that is. SSE2 (part of every x86-64 CPU)
+/// tests a block in a few instructions.
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-fn copy_plain_wide(out: &mut Vec<u8>, bytes: &[u8]) -> usize {
-    use std::arch::x86_64::{__m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8};
-    let mut i = 0;
-    while let Some(block) = bytes.get(i..i + 16) {
-        let block: &[u8; 16] = block.try_into().expect("sixteen bytes");
+fn copy_plain_into(dst: &mut [std::mem::MaybeUninit<u8>], src: &[u8]) -> usize {
+    use std::arch::x86_64::{__m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8, _mm_storeu_si128};
+    assert!(dst.len() >= src.len() + 16);
+    // Stores the block at `dst[at..at + 16]`; the bits of its bytes that need escaping.
+    let copy_block = |dst: &mut [std::mem::MaybeUninit<u8>], at: usize, block: &[u8; 16]| {
         // SAFETY: compiled only where SSE2 is enabled (the cfg above), so the intrinsics are
-        // available; the unaligned load reads the sixteen bytes of `block`.
-        let mask = unsafe {
+        // available; the unaligned load reads `block` and the unaligned store writes
+        // `dst[at..at + 16]`, in bounds: callers pass `at <= src.len()` and `dst` is sixteen
+        // bytes longer than `src` (asserted above).
+        unsafe {
             let x = _mm_loadu_si128(block.as_ptr().cast::<__m128i>());
+            _mm_storeu_si128(dst.as_mut_ptr().add(at).cast::<__m128i>(), x);
             let quote = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'"' as i8));
             let backslash = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'\\' as i8));
             // x <= 0x1f (unsigned) exactly when min(x, 0x1f) == x.
             let control = _mm_cmpeq_epi8(_mm_min_epu8(x, _mm_set1_epi8(0x1f)), x);
-            _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control))
-        };
-        if mask != 0 {
-            let n = mask.trailing_zeros() as usize;
-            out.extend_from_slice(&block[..n]);
-            return i + n;
+            _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control)) as u32
         }
-        out.extend_from_slice(block);
+    };
+    let mut i = 0;
+    while let Some(block) = src.get(i..).and_then(<[u8]>::first_chunk::<16>) {
+        let mask = copy_block(dst, i, block);
+        if mask != 0 {
+            return i + mask.trailing_zeros() as usize;
+        }
         i += 16;
     }
-    i
+    let rest = &src[i..];
+    if rest.is_empty() {
+        return i;
+    }
+    // The last bytes padded with spaces (plain), read with at most two fixed-size copies.
+    let mut block = [b' '; 16];
+    let n = rest.len();
+    if n >= 8 {
+        block[..8].copy_from_slice(&rest[..8]);
+        block[n - 8..n].copy_from_slice(&rest[n - 8..]);
+    } else if n >= 4 {
+        block[..4].copy_from_slice(&rest[..4]);
+        block[n - 4..n].copy_from_slice(&rest[n - 4..]);
+    } else {
+        // One to three bytes: first, middle and last cover them (a loop became a copy call).
+        (block[0], block[n / 2], block[n - 1]) = (rest[0], rest[n / 2], rest[n - 1]);
+    }
+    let mask = copy_block(dst, i, &block) & ((1 << n) - 1);
+    if mask != 0 { i + mask.trailing_zeros() as usize } else { src.len() }
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
-fn copy_plain_wide(_: &mut Vec<u8>, _: &[u8]) -> usize {
-    0
+fn copy_plain_into(dst: &mut [std::mem::MaybeUninit<u8>], src: &[u8]) -> usize {
+    for (i, &b) in src.iter().enumerate() {
+        if ESCAPED[b as usize] {
+            return i;
+        }
+        dst[i].write(b);
+    }
+    src.len()
 }
 
 /// Appends `s` as a JSON string, escaping as `serde_json` does.
 fn string(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
-    out.reserve(bytes.len() + 2);
+    // The quotes and the text, with the plain copy's slack.
+    out.reserve(bytes.len() + 2 + 16);
     out.push(b'"');
     let mut at = 0;
     loop {
@@ -238,7 +262,7 @@ mod tests {
 
     fn text() -> impl Strategy<Value = String> {
         // Mostly the characters that matter to JSON: quotes, backslashes, controls, DEL,
-        // multi-byte UTF-8, and runs long enough to exercise the eight-byte scan.
+        // multi-byte UTF-8, and runs long enough to exercise the sixteen-byte scan.
         prop_oneof![
             "[\\x00-\\x7f]{0,40}",
             "[a-z0-9\"\\\\\\n\\t\\x01\\x1f\\x7fé€😀 ]{0,40}",
@@ -292,6 +316,25 @@ mod tests {
             let mut ours = Vec::new();
             write_hit(&mut ours, &hit);
             prop_assert_eq!(String::from_utf8(ours).unwrap(), serde_json::to_string(&hit).unwrap());
+        }
+    }
+
+    #[test]
+    fn the_plain_copy_stops_at_the_first_byte_to_escape_for_every_byte_length_and_position() {
+        for len in 0..40 {
+            for pos in 0..=len {
+                for special in 0..=255u8 {
+                    let mut s = vec![b'a'; len];
+                    if pos < len {
+                        s[pos] = special;
+                    }
+                    let mut out = b"prefix".to_vec();
+                    let n = copy_plain(&mut out, &s);
+                    let expected = s.iter().position(|&b| needs_escape(b)).unwrap_or(len);
+                    assert_eq!(n, expected, "byte {special:#x} at {pos} of {len}");
+                    assert_eq!(out, [b"prefix", &s[..n]].concat());
+                }
+            }
         }
     }
 
