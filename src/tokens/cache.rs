@@ -7,7 +7,6 @@
 //! Concurrent misses for one pixel share one store read (moka's `or_try_insert_with`), so a
 //! burst for an uncached pixel cannot stampede the store.
 
-use std::collections::HashMap;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -107,7 +106,9 @@ pub struct TokenCache {
     /// every hit ([`TokenCache::known_tokenless`]), so the hits of pixels that never get a token
     /// do not even enter the forwarder's queue. Written under the same lock that the changes this
     /// process makes clear it with, after bumping `changes`, so it never outlives a change.
-    tokenless: RwLock<HashMap<Box<str>, Instant>>,
+    /// Hashed with foldhash (seeded per process): the read is on every hit's path, where
+    /// SipHash cost more than the rest of the lookup.
+    tokenless: RwLock<foldhash::HashMap<Box<str>, Instant>>,
     settings: CacheSettings,
 }
 
