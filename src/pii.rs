@@ -267,12 +267,21 @@ fn sha256_hex(s: &str) -> String {
 /// `hybrid_array::Array`, which does not implement `LowerHex` in hybrid-array 0.4, hence the loop;
 /// it fills a byte array, since pushing 64 `char`s one by one costs more than the hash itself.)
 fn sha256_digest_hex(s: &str) -> HexDigest {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+    /// Each byte's two hex digits: one load and store per byte.
+    static HEX_PAIRS: [[u8; 2]; 256] = {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut pairs = [[0; 2]; 256];
+        let mut b = 0;
+        while b < 256 {
+            pairs[b] = [HEX[b >> 4], HEX[b & 0x0f]];
+            b += 1;
+        }
+        pairs
+    };
     let digest = Sha256::digest(s.as_bytes());
     let mut out = [0u8; 64];
-    for (pair, &b) in out.chunks_exact_mut(2).zip(digest.iter()) {
-        pair[0] = HEX[usize::from(b >> 4)];
-        pair[1] = HEX[usize::from(b & 0x0f)];
+    for (pair, &b) in out.as_chunks_mut::<2>().0.iter_mut().zip(digest.iter()) {
+        *pair = HEX_PAIRS[usize::from(b)];
     }
     HexDigest(out)
 }
