@@ -78,9 +78,14 @@ impl<'a> Iterator for RawPairs<'a> {
             // Both parts are slices of `input`, even an absent value (empty, at the piece's
             // end): callers locate them in it.
             let (key_end, value_start) = eq.map_or((end, end), |eq| (eq, eq + 1));
+            debug_assert!(start <= key_end && key_end <= value_start && value_start <= end && end <= bytes.len());
+            // SAFETY: in bounds (`start <= key_end <= value_start <= end <= len`), and each bound
+            // is 0, the input's length, or the position of an ASCII `&` or `=` or one past it, so
+            // a character boundary: the checks of `&input[..]` would only repeat that.
+            let (key, value) = unsafe { (self.input.get_unchecked(start..key_end), self.input.get_unchecked(value_start..end)) };
             return Some(RawPair {
-                key: &self.input[start..key_end],
-                value: &self.input[value_start..end],
+                key,
+                value,
                 key_escape: key_escape.map(|at| at - start),
                 value_escape: value_escape.map(|at| at - value_start),
             });
