@@ -131,18 +131,6 @@ const fn needs_escape(b: u8) -> bool {
     b < 0x20 || b == b'"' || b == b'\\'
 }
 
-/// [`needs_escape`] as a table: one load per byte in the portable loop.
-#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
-static ESCAPED: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        table[b] = needs_escape(b as u8);
-        b += 1;
-    }
-    table
-};
-
 /// Appends the leading bytes of `bytes` that need no escaping to `out` and returns how many.
 /// Room is made once and the scan writes straight into it, sixteen bytes at a time, the last
 /// block padded: no capacity check or copy call per string or run (record strings are mostly
@@ -212,7 +200,7 @@ fn copy_plain_into(dst: &mut [std::mem::MaybeUninit<u8>], src: &[u8]) -> usize {
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 fn copy_plain_into(dst: &mut [std::mem::MaybeUninit<u8>], src: &[u8]) -> usize {
     for (i, &b) in src.iter().enumerate() {
-        if ESCAPED[b as usize] {
+        if needs_escape(b) {
             return i;
         }
         dst[i].write(b);
