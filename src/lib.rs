@@ -48,6 +48,7 @@ pub mod retry;
 pub mod runtime;
 pub mod secret;
 pub mod sink;
+mod simd;
 pub mod telemetry;
 pub mod tokens;
 

@@ -54,6 +54,10 @@ struct RawPairs<'a> {
 impl<'a> Iterator for RawPairs<'a> {
     type Item = RawPair<'a>;
 
+    // Inlined into the caller's loop: returned through memory, the pair was written in
+    // eight-byte halves and read back in sixteen-byte ones, which waits for the stores
+    // (no store forwarding).
+    #[inline(always)]
     fn next(&mut self) -> Option<RawPair<'a>> {
         let bytes = self.input.as_bytes();
         loop {
@@ -123,33 +127,58 @@ impl<'a> Marks<'a> {
 
 /// The marks of `bytes[start..start + 64]` (zero past the end) as bits, lowest first.
 fn block_mask(bytes: &[u8], start: usize) -> u64 {
-    let rest = bytes.get(start..).unwrap_or_default();
-    match rest.first_chunk::<64>() {
+    match bytes.get(start..).and_then(<[u8]>::first_chunk::<64>) {
         Some(block) => marks_in(block),
-        None => {
-            let mut block = [0u8; 64];
-            block[..rest.len()].copy_from_slice(rest);
-            marks_in(&block)
-        }
+        None => tail_marks(bytes, start),
     }
 }
 
 /// SSE2 (part of every x86-64 CPU) compares sixteen bytes with each mark in one instruction.
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+fn lane_marks(x: std::arch::x86_64::__m128i) -> u64 {
+    use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8};
+    // SAFETY: compiled only where SSE2 is enabled (the cfg above), so the intrinsics are available.
+    let bits = unsafe {
+        let is = |b: u8| _mm_cmpeq_epi8(x, _mm_set1_epi8(b as i8));
+        _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(is(b'&'), is(b'=')), _mm_or_si128(is(b'%'), is(b'+'))))
+    };
+    u64::from(bits as u16)
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 fn marks_in(block: &[u8; 64]) -> u64 {
-    use std::arch::x86_64::{__m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8};
+    block.as_chunks::<16>().0.iter().enumerate().fold(0, |mask, (k, lane)| mask | lane_marks(crate::simd::load(lane)) << (16 * k))
+}
+
+/// [`block_mask`] of the last, partial block: whole lanes loaded as they are, the rest as the
+/// input's last sixteen bytes (their new bits only) or, for input shorter than that, assembled
+/// in registers ([`crate::simd::load_short`]); never copied to a padded buffer first.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+fn tail_marks(bytes: &[u8], start: usize) -> u64 {
+    use crate::simd::{load, load_short};
     let mut mask = 0;
-    for (k, lane) in block.chunks_exact(16).enumerate() {
-        // SAFETY: compiled only where SSE2 is enabled (the cfg above), so the intrinsics are
-        // available; the unaligned load reads the sixteen bytes of `lane`.
-        let bits = unsafe {
-            let x = _mm_loadu_si128(lane.as_ptr().cast::<__m128i>());
-            let is = |b: u8| _mm_cmpeq_epi8(x, _mm_set1_epi8(b as i8));
-            _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(is(b'&'), is(b'=')), _mm_or_si128(is(b'%'), is(b'+'))))
+    let mut at = start;
+    while let Some(lane) = bytes.get(at..).and_then(<[u8]>::first_chunk::<16>) {
+        mask |= lane_marks(load(lane)) << (at - start);
+        at += 16;
+    }
+    let left = bytes.len().saturating_sub(at);
+    if left > 0 {
+        let bits = match bytes.last_chunk::<16>() {
+            Some(last) => lane_marks(load(last)) >> (16 - left),
+            None => lane_marks(load_short(&bytes[at..])),
         };
-        mask |= u64::from(bits as u16) << (16 * k);
+        mask |= bits << (at - start);
     }
     mask
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+fn tail_marks(bytes: &[u8], start: usize) -> u64 {
+    let rest = bytes.get(start..).unwrap_or_default();
+    let mut block = [0u8; 64];
+    block[..rest.len()].copy_from_slice(rest);
+    marks_in(&block)
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
@@ -305,6 +334,21 @@ mod tests {
             let mut full = [b'a'; 64];
             full[shift..shift + 32].copy_from_slice(&block);
             prop_assert_eq!(marks_in(&full), marks_in_bytes(&full));
+        }
+    }
+
+    #[test]
+    fn every_block_of_every_length_finds_its_marks() {
+        // Marks at every other position or so, so each lane and each tail length has some.
+        let input: Vec<u8> = (0..200).map(|i| [b'a', b'&', b'b', b'=', b'%', b'c', b'+'][i * 5 % 7]).collect();
+        for len in 0..=input.len() {
+            let bytes = &input[..len];
+            for start in (0..len.max(1)).step_by(64) {
+                let mut padded = [0u8; 64];
+                let rest = &bytes[start.min(len)..];
+                padded[..rest.len().min(64)].copy_from_slice(&rest[..rest.len().min(64)]);
+                assert_eq!(block_mask(bytes, start), marks_in_bytes(&padded), "{len} bytes, block at {start}");
+            }
         }
     }
 
