@@ -104,25 +104,64 @@ fn timestamp(out: &mut Vec<u8>, t: Timestamp) {
     let ms = since.subsec_millis();
     out.push(b'"');
     out.extend_from_slice(&text);
-    out.extend_from_slice(&[b'.', b'0' + (ms / 100) as u8, b'0' + (ms / 10 % 10) as u8, b'0' + (ms % 10) as u8, b'Z', b'"']);
+    let [hundreds, tens, ones] = [ms / 100, ms / 10 % 10, ms % 10].map(|d| b'0' + d as u8);
+    put_bytes(out, 6, |room| {
+        for b in [b'.', hundreds, tens, ones, b'Z', b'"'] {
+            room.put(b);
+        }
+    });
 }
 
 fn ip_addr(out: &mut Vec<u8>, ip: IpAddr) {
-    out.push(b'"');
     match ip {
-        IpAddr::V4(v4) => {
+        IpAddr::V4(v4) => put_bytes(out, 17, |room| {
+            room.put(b'"');
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push(b'.');
+                    room.put(b'.');
                 }
-                out.extend_from_slice(itoa::Buffer::new().format(octet).as_bytes());
+                if octet >= 100 {
+                    room.put(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    room.put(b'0' + octet / 10 % 10);
+                }
+                room.put(b'0' + octet % 10);
             }
-        }
+            room.put(b'"');
+        }),
         IpAddr::V6(_) => {
-            let _ = write!(out, "{ip}");
+            let _ = write!(out, "\"{ip}\"");
         }
     }
-    out.push(b'"');
+}
+
+/// Appends at most `max` bytes, written one by one by `fill` straight into `out`'s spare room.
+/// A short run of bytes gathered in a stack array first is copied by a `memcpy` call (or read
+/// back whole before its byte stores have retired); pushing them one by one checks the
+/// capacity each time.
+fn put_bytes(out: &mut Vec<u8>, max: usize, fill: impl FnOnce(&mut Room<'_>)) {
+    out.reserve(max);
+    let len = out.len();
+    let mut room = Room { spare: &mut out.spare_capacity_mut()[..max], n: 0 };
+    fill(&mut room);
+    let n = room.n;
+    // SAFETY: `Room::put` initialised `spare[..n]`, the first `n` bytes after the length.
+    unsafe { out.set_len(len + n) };
+}
+
+/// The spare room [`put_bytes`] fills.
+struct Room<'a> {
+    spare: &'a mut [std::mem::MaybeUninit<u8>],
+    n: usize,
+}
+
+impl Room<'_> {
+    #[inline(always)]
+    fn put(&mut self, b: u8) {
+        self.spare[self.n].write(b);
+        self.n += 1;
+    }
 }
 
 /// Bytes JSON must escape in a string: `"`, `\` and C0 controls.
