@@ -193,6 +193,35 @@ impl Span {
     }
 }
 
+/// The keys a builder adds to the record itself (personal-data fields in [`PiiField::ALL`] order,
+/// then `fbp`, `fbc`, `ts`), at the start of every builder's text: each is a range of it rather
+/// than a copy per hit.
+const KEYS: &str = "emphfnlngedbctstzpcountryexternal_idf5firstf5lastfidobddobmdobyfbpfbcts";
+
+/// Where each personal-data field's key lies in [`KEYS`].
+const PII_KEYS: [Span; PiiField::ALL.len()] = {
+    let mut spans = [Span { start: 0, end: 0 }; PiiField::ALL.len()];
+    let (mut i, mut at) = (0, 0);
+    while i < spans.len() {
+        let len = PiiField::ALL[i].key().len() as u32;
+        spans[i] = Span { start: at, end: at + len };
+        at += len;
+        i += 1;
+    }
+    spans
+};
+
+/// Where `fbp`, `fbc` and `ts` lie in [`KEYS`].
+const FBP_KEY: Span = Span { start: KEYS.len() as u32 - 8, end: KEYS.len() as u32 - 5 };
+const FBC_KEY: Span = Span { start: KEYS.len() as u32 - 5, end: KEYS.len() as u32 - 2 };
+const TS_KEY: Span = Span { start: KEYS.len() as u32 - 2, end: KEYS.len() as u32 };
+
+/// A personal-data field's key, in [`KEYS`].
+fn pii_key(field: PiiField) -> Span {
+    let i = PiiField::ALL.iter().position(|&f| f == field).expect("every field is in ALL");
+    PII_KEYS[i]
+}
+
 /// The record map an entry belongs to; entries sort by map, then key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum MapName {
@@ -289,7 +318,13 @@ impl<'s> HitBuilder<'s> {
             settings,
             received_at,
             seen: 0,
-            text: String::new(),
+            text: {
+                // Room for a typical query string, what decoding and finishing add, and `KEYS`:
+                // `add_encoded` then need not grow it.
+                let mut text = String::with_capacity(1024);
+                text.push_str(KEYS);
+                text
+            },
             slots: [None; Field::COUNT],
             // A typical hit's attrs and user data without growing.
             entries: Vec::with_capacity(8),
@@ -468,7 +503,7 @@ impl<'s> HitBuilder<'s> {
         }
         match digest {
             Ok(hex) => {
-                let key = self.push(field.key());
+                let key = pii_key(field);
                 let value = self.push(hex.as_str());
                 if !self.insert_first(MapName::User, key, value) {
                     self.text.truncate(mark);
@@ -548,6 +583,52 @@ impl<'s> HitBuilder<'s> {
         unsafe { self.text.as_bytes_mut()[range].fill(b'*') };
     }
 
+    /// `fbc` when no parameter sent one: the `_fbc` cookie (`from_cookie`) unless the page URL
+    /// carries another click id; else `fb.1.<ms>.<fbclid>`, the value Meta's pixel would have
+    /// set (capi.md §7), from the page URL's `fbclid`, built in place at the end of the text.
+    fn derived_fbc(&mut self, url: Option<Span>, from_cookie: Option<String>) -> Option<Span> {
+        let mark = self.text.len();
+        self.text.push_str("fb.1.");
+        self.text.push_str(itoa::Buffer::new().format(self.received_at.unix_millis()));
+        self.text.push('.');
+        let clid_start = self.text.len();
+        let has_clid = url.is_some_and(|url| self.push_fbclid(url));
+        let built = Span::to_end(&self.text, mark);
+        let clid = Span::to_end(&self.text, clid_start);
+        match from_cookie {
+            Some(c) if !has_clid || c.rsplit('.').next() == Some(self.str(clid)) => {
+                self.text.truncate(mark);
+                Some(self.push(&c))
+            }
+            _ if has_clid => Some(built),
+            _ => {
+                self.text.truncate(mark);
+                None
+            }
+        }
+    }
+
+    /// Appends the `fbclid` query parameter of the page URL at `url`, decoded, case preserved;
+    /// false if it has none.
+    fn push_fbclid(&mut self, url: Span) -> bool {
+        let url_text = self.str(url);
+        let Some(raw) = fbclid_in(url_text) else { return false };
+        match raw.value_escape {
+            None => {
+                let range = Span::within(&self.text, raw.value).expect("the click id is part of the URL").range();
+                // SAFETY: `range` is a `str` slice of the text, so whole characters: appending a
+                // copy of it keeps the text UTF-8.
+                unsafe { self.text.as_mut_vec().extend_from_within(range) };
+            }
+            Some(first) => {
+                // Rare: an escaped click id. Decoded from a copy, as the text grows meanwhile.
+                let value = raw.value.to_owned();
+                decode::decode_escaped_into(&value, first, &mut self.text);
+            }
+        }
+        true
+    }
+
     /// Finishes the hit with what the request carries besides its parameters.
     pub fn finish(self, meta: RequestMeta<'_>) -> Hit {
         self.finish_draft(meta).to_hit()
@@ -577,8 +658,7 @@ impl<'s> HitBuilder<'s> {
                 Ok(ts) => Some(ts),
                 Err(_) => {
                     self.flags.set(Flag::BadTs);
-                    let key = self.push("ts");
-                    self.insert_first(MapName::Extra, key, raw);
+                    self.insert_first(MapName::Extra, TS_KEY, raw);
                     None
                 }
             },
@@ -593,23 +673,10 @@ impl<'s> HitBuilder<'s> {
             meta.cookies.iter().flat_map(|h| cookie::Cookie::split_parse(*h)).filter_map(Result::ok).find(|c| c.name() == name).map(|c| c.value().to_owned())
         };
         let fbp = fbp.or_else(|| cookie("_fbp").map(|v| self.push(&v)));
-        let fbclid = url.and_then(|u| fbclid_of(self.str(u)));
-        let fbc = fbc.or_else(|| {
-            let from_cookie = cookie("_fbc");
-            let from_cookie = match (&from_cookie, &fbclid) {
-                (Some(c), Some(clid)) if c.rsplit('.').next() != Some(clid.as_str()) => None,
-                _ => from_cookie,
-            };
-            match (from_cookie, &fbclid) {
-                (Some(c), _) => Some(self.push(&c)),
-                (None, Some(clid)) => Some(self.push(&fbc_value(self.received_at, clid))),
-                (None, None) => None,
-            }
-        });
-        for (k, v) in [("fbp", fbp), ("fbc", fbc)] {
-            if let Some(v) = v {
-                let key = self.push(k);
-                self.upsert(MapName::User, key, v);
+        let fbc = fbc.or_else(|| self.derived_fbc(url, cookie("_fbc")));
+        for (key, value) in [(FBP_KEY, fbp), (FBC_KEY, fbc)] {
+            if let Some(value) = value {
+                self.upsert(MapName::User, key, value);
             }
         }
 
@@ -772,24 +839,14 @@ impl Field {
     const COUNT: usize = 9;
 }
 
-/// `fb.1.<ms>.<fbclid>`, the `_fbc` value Meta's pixel would have set (capi.md §7).
-fn fbc_value(at: Timestamp, fbclid: &str) -> String {
-    let mut v = String::with_capacity(20 + fbclid.len());
-    v.push_str("fb.1.");
-    v.push_str(itoa::Buffer::new().format(at.unix_millis()));
-    v.push('.');
-    v.push_str(fbclid);
-    v
-}
-
-/// The `fbclid` query parameter of a page URL, decoded, case preserved.
-fn fbclid_of(url: &str) -> Option<String> {
+/// The `fbclid` query parameter of a page URL (the first with a value), as sent.
+fn fbclid_in(url: &str) -> Option<decode::RawPair<'_>> {
     // memchr: `str::split_once(char)` walks the URL byte by byte.
     let query = &url[memchr::memchr(b'?', url.as_bytes())? + 1..];
     let query = memchr::memchr(b'#', query.as_bytes()).map_or(query, |end| &query[..end]);
-    // Most page URLs carry no click id: skip decoding their queries.
+    // Most page URLs carry no click id: skip splitting their queries.
     memchr::memmem::find(query.as_bytes(), b"fbclid")?;
-    decode::pairs(query).find(|p| p.key == "fbclid" && !p.value.is_empty()).map(|p| p.value.into_owned())
+    decode::marked_pairs(query).find(|p| !p.value.is_empty() && decode::decoded(p.key, p.key_escape) == "fbclid")
 }
 
 /// User-agent fragments of crawlers, monitors, previews and HTTP libraries.
@@ -832,6 +889,36 @@ mod tests {
         let mut b = HitBuilder::new(&settings, Timestamp::now());
         b.add_encoded(query);
         b.finish(RequestMeta::default())
+    }
+
+    #[test]
+    fn the_builder_s_own_keys_are_where_their_ranges_say() {
+        let key = |span: Span| &KEYS[span.range()];
+        for (i, field) in PiiField::ALL.into_iter().enumerate() {
+            assert_eq!(key(PII_KEYS[i]), field.key());
+            assert_eq!(pii_key(field), PII_KEYS[i]);
+        }
+        assert_eq!([key(FBP_KEY), key(FBC_KEY), key(TS_KEY)], ["fbp", "fbc", "ts"]);
+        assert_eq!(PII_KEYS[PII_KEYS.len() - 1].end, FBP_KEY.start, "nothing else in KEYS");
+    }
+
+    #[test]
+    fn fbc_comes_from_the_page_url_s_click_id_unless_a_cookie_has_the_same_one() {
+        let settings = ParseSettings::default();
+        let at = Timestamp(std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123));
+        let fbc = |query: &str, cookies: Vec<&str>| {
+            let mut b = HitBuilder::new(&settings, at);
+            b.add_encoded(query);
+            b.finish(RequestMeta { cookies, ..RequestMeta::default() }).user.get("fbc").cloned()
+        };
+        let url = "url=https%3A%2F%2Fs.example%2Fp%3Fa%3D1%26fbclid%3DAbC%252B1%26fbclid%3Dx%23frag";
+        assert_eq!(fbc(url, vec![]).as_deref(), Some("fb.1.1700000000123.AbC+1"), "decoded once more, case kept");
+        assert_eq!(fbc("url=https%3A%2F%2Fs.example%2Fp%3Ffbclid%3DAbC", vec!["_fbc=fb.1.1.AbC"]).as_deref(), Some("fb.1.1.AbC"));
+        assert_eq!(fbc("url=https%3A%2F%2Fs.example%2Fp%3Ffbclid%3DNew", vec!["_fbc=fb.1.1.Old"]).as_deref(), Some("fb.1.1700000000123.New"));
+        assert_eq!(fbc("url=https%3A%2F%2Fs.example%2Fp%3Ffbcl%69d%3DK", vec![]).as_deref(), Some("fb.1.1700000000123.K"), "an escaped name");
+        assert_eq!(fbc("url=https%3A%2F%2Fs.example%2Fp%3Ffbclid%3D", vec!["_fbc=fb.1.1.C"]).as_deref(), Some("fb.1.1.C"));
+        assert_eq!(fbc("url=https%3A%2F%2Fs.example%2Fp%3Fx%3D1", vec![]), None);
+        assert_eq!(fbc("fbc=fb.1.2.P&url=https%3A%2F%2Fs.example%2Fp%3Ffbclid%3DQ", vec![]).as_deref(), Some("fb.1.2.P"), "a parameter wins");
     }
 
     #[test]

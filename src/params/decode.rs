@@ -6,12 +6,12 @@
 //! hit builder's buffer (decoded in one pass, in place, and checked as UTF-8 only if an escape
 //! decoded above ASCII) and reports what was wrong
 //! (an invalid escape, invalid UTF-8 decoded lossily) instead of it being found again by
-//! rescanning. [`pairs`] gives decoded pairs, borrowed where nothing needed decoding, for readers
-//! of other URLs.
+//! rescanning. [`decoded`] decodes one part, borrowing it when it needs no decoding.
 
 use std::borrow::Cow;
 
-/// One decoded `key=value` pair.
+/// One decoded `key=value` pair (the tests' view of a query).
+#[cfg(test)]
 pub struct Pair<'a> {
     pub key: Cow<'a, str>,
     pub value: Cow<'a, str>,
@@ -20,8 +20,9 @@ pub struct Pair<'a> {
 /// The pairs of `input`, skipping empty pieces as `form_urlencoded` does. Invalid escapes are
 /// kept literally and invalid UTF-8 is replaced by U+FFFD, silently: [`decode_escaped_into`]
 /// says so.
+#[cfg(test)]
 pub fn pairs(input: &str) -> impl Iterator<Item = Pair<'_>> {
-    marked_pairs(input).map(|p| Pair { key: decode(p.key, p.key_escape), value: decode(p.value, p.value_escape) })
+    marked_pairs(input).map(|p| Pair { key: decoded(p.key, p.key_escape), value: decoded(p.value, p.value_escape) })
 }
 
 /// One `key=value` piece as sent, and where each part's first `%` or `+` is: a part without one
@@ -208,7 +209,7 @@ fn hex(b: u8) -> Option<u8> {
 }
 
 /// Decodes `+` and `%XX` given the first one's position, borrowing text that has neither.
-fn decode(text: &str, escape: Option<usize>) -> Cow<'_, str> {
+pub fn decoded(text: &str, escape: Option<usize>) -> Cow<'_, str> {
     let Some(first) = escape else {
         return Cow::Borrowed(text);
     };
@@ -258,35 +259,92 @@ pub fn decode_escaped_into(text: &str, first: usize, out: &mut String) -> bool {
 /// Appends `raw` with `+` and `%XX` decoded to `out`, given the position of its first `%` or
 /// `+`; returns whether an escape was invalid (kept literally) and whether one decoded to a
 /// byte above ASCII (the result may then not be UTF-8).
+///
+/// Written straight into `out`'s spare room: plain runs a block at a time by [`copy_run`]
+/// (no `memcpy` call per run, no zeroing first), each escape as its one byte.
 fn unescape(raw: &[u8], first: usize, out: &mut Vec<u8>) -> (bool, bool) {
+    debug_assert!(matches!(raw.get(first), Some(b'%' | b'+')));
+    // Decoded text is never longer than `raw`; blocks are stored whole, sixteen bytes of slack.
+    out.reserve(raw.len() + 16);
     let start = out.len();
-    // Decoded text is never longer: room for all of it, written in place byte by byte (names
-    // and values are short, and their plain runs shorter: a copy call per run costs more).
-    out.resize(start + raw.len(), 0);
-    let dst = &mut out[start..];
-    dst[..first].copy_from_slice(&raw[..first]);
-    let (mut i, mut n, mut bad, mut high) = (first, first, false, false);
-    while i < raw.len() {
-        dst[n] = match raw[i] {
-            b'+' => b' ',
-            b'%' => match (raw.get(i + 1).copied().and_then(hex), raw.get(i + 2).copied().and_then(hex)) {
+    let dst = &mut out.spare_capacity_mut()[..raw.len() + 16];
+    let (mut i, mut n, mut bad, mut high) = (0, 0, false, false);
+    loop {
+        let run = copy_run(&mut dst[n..], &raw[i..]);
+        i += run;
+        n += run;
+        let Some(&c) = raw.get(i) else { break };
+        let decoded = if c == b'+' {
+            i += 1;
+            b' '
+        } else {
+            match (raw.get(i + 1).copied().and_then(hex), raw.get(i + 2).copied().and_then(hex)) {
                 (Some(hi), Some(lo)) => {
-                    i += 2;
+                    i += 3;
                     high |= hi >= 8;
                     hi << 4 | lo
                 }
                 _ => {
+                    i += 1;
                     bad = true;
                     b'%'
                 }
-            },
-            b => b,
+            }
         };
+        dst[n].write(decoded);
         n += 1;
-        i += 1;
     }
-    out.truncate(start + n);
+    // SAFETY: `copy_run` and the loop initialised `dst[..n]`, the `n` bytes after the length.
+    unsafe { out.set_len(start + n) };
     (bad, high)
+}
+
+/// Copies `src` to `dst` (sixteen bytes longer) up to its first `%` or `+`; returns how many
+/// bytes that is. Sixteen at a time with SSE2 (part of every x86-64 CPU), the last partial block
+/// assembled in registers.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+fn copy_run(dst: &mut [std::mem::MaybeUninit<u8>], src: &[u8]) -> usize {
+    use std::arch::x86_64::{__m128i, _mm_cmpeq_epi8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8, _mm_storeu_si128};
+
+    use crate::simd::{load, load_short};
+    assert!(dst.len() >= src.len() + 16);
+    // Stores `x` at `dst[at..at + 16]`; the bits of its `%` and `+` bytes.
+    let copy_block = |dst: &mut [std::mem::MaybeUninit<u8>], at: usize, x: __m128i| {
+        assert!(at + 16 <= dst.len());
+        // SAFETY: compiled only where SSE2 is enabled (the cfg above), so the intrinsics are
+        // available; the unaligned store writes `dst[at..at + 16]`, in bounds (asserted).
+        unsafe {
+            _mm_storeu_si128(dst.as_mut_ptr().add(at).cast::<__m128i>(), x);
+            let is = |b: u8| _mm_cmpeq_epi8(x, _mm_set1_epi8(b as i8));
+            _mm_movemask_epi8(_mm_or_si128(is(b'%'), is(b'+'))) as u32
+        }
+    };
+    let mut k = 0;
+    while let Some(block) = src.get(k..).and_then(<[u8]>::first_chunk::<16>) {
+        let mask = copy_block(dst, k, load(block));
+        if mask != 0 {
+            return k + mask.trailing_zeros() as usize;
+        }
+        k += 16;
+    }
+    let left = src.len() - k;
+    if left == 0 {
+        return k;
+    }
+    // Spaces pad the block: neither `%` nor `+`.
+    let mask = copy_block(dst, k, load_short(&src[k..]));
+    if mask != 0 { k + mask.trailing_zeros() as usize } else { src.len() }
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+fn copy_run(dst: &mut [std::mem::MaybeUninit<u8>], src: &[u8]) -> usize {
+    for (k, &b) in src.iter().enumerate() {
+        if b == b'%' || b == b'+' {
+            return k;
+        }
+        dst[k].write(b);
+    }
+    src.len()
 }
 
 #[cfg(test)]
