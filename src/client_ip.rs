@@ -6,7 +6,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use http::HeaderMap;
 use http::header::HeaderName;
 
 use crate::hit::{Flag, Flags};
@@ -15,11 +14,12 @@ use crate::hit::{Flag, Flags};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerIp(pub IpAddr);
 
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// The `X-Forwarded-For` lines of `headers` joined with `,`: the same hops as the lines read one
-/// by one, in one buffer that can outlive the request.
-pub fn forwarded_for(headers: &HeaderMap) -> Vec<u8> {
+/// by one, in one buffer (the tests' helper; a captured request head joins them the same way).
+#[cfg(test)]
+pub fn forwarded_for(headers: &http::HeaderMap) -> Vec<u8> {
     let mut joined = Vec::new();
     for (i, line) in headers.get_all(&X_FORWARDED_FOR).iter().enumerate() {
         if i > 0 {
@@ -31,7 +31,7 @@ pub fn forwarded_for(headers: &HeaderMap) -> Vec<u8> {
 }
 
 /// The client address under a policy of `trusted` proxies in front of the peer, given the
-/// request's `X-Forwarded-For` hops ([`forwarded_for`]).
+/// request's `X-Forwarded-For` lines joined with `,`.
 ///
 /// With `trusted == 0` the peer is the client and `X-Forwarded-For` is ignored, so a spoofed
 /// header changes nothing. With `trusted == N` the peer is the N-th proxy and the client is the
@@ -79,6 +79,8 @@ fn canonical(ip: IpAddr) -> IpAddr {
 
 #[cfg(test)]
 mod tests {
+    use http::HeaderMap;
+
     use super::*;
 
     fn xff(values: &[&str]) -> HeaderMap {

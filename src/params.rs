@@ -307,8 +307,8 @@ pub struct RequestMeta<'a> {
     pub user_agent: Option<&'a str>,
     /// `Referer`, the page URL of last resort.
     pub referer: Option<&'a str>,
-    /// `Cookie` header values, for `_fbp` / `_fbc`.
-    pub cookies: Vec<&'a str>,
+    /// The `Cookie` header (several lines joined with `; `), for `_fbp` / `_fbc`.
+    pub cookies: Option<&'a str>,
 }
 
 impl<'s> HitBuilder<'s> {
@@ -670,7 +670,7 @@ impl<'s> HitBuilder<'s> {
         }
 
         let cookie = |name: &str| {
-            meta.cookies.iter().flat_map(|h| cookie::Cookie::split_parse(*h)).filter_map(Result::ok).find(|c| c.name() == name).map(|c| c.value().to_owned())
+            meta.cookies.into_iter().flat_map(cookie::Cookie::split_parse).filter_map(Result::ok).find(|c| c.name() == name).map(|c| c.value().to_owned())
         };
         let fbp = fbp.or_else(|| cookie("_fbp").map(|v| self.push(&v)));
         let fbc = fbc.or_else(|| self.derived_fbc(url, cookie("_fbc")));
@@ -906,19 +906,19 @@ mod tests {
     fn fbc_comes_from_the_page_url_s_click_id_unless_a_cookie_has_the_same_one() {
         let settings = ParseSettings::default();
         let at = Timestamp(std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123));
-        let fbc = |query: &str, cookies: Vec<&str>| {
+        let fbc = |query: &str, cookies: Option<&str>| {
             let mut b = HitBuilder::new(&settings, at);
             b.add_encoded(query);
             b.finish(RequestMeta { cookies, ..RequestMeta::default() }).user.get("fbc").cloned()
         };
         let url = "url=https%3A%2F%2Fs.example%2Fp%3Fa%3D1%26fbclid%3DAbC%252B1%26fbclid%3Dx%23frag";
-        assert_eq!(fbc(url, vec![]).as_deref(), Some("fb.1.1700000000123.AbC+1"), "decoded once more, case kept");
-        assert_eq!(fbc("url=https%3A%2F%2Fs.example%2Fp%3Ffbclid%3DAbC", vec!["_fbc=fb.1.1.AbC"]).as_deref(), Some("fb.1.1.AbC"));
-        assert_eq!(fbc("url=https%3A%2F%2Fs.example%2Fp%3Ffbclid%3DNew", vec!["_fbc=fb.1.1.Old"]).as_deref(), Some("fb.1.1700000000123.New"));
-        assert_eq!(fbc("url=https%3A%2F%2Fs.example%2Fp%3Ffbcl%69d%3DK", vec![]).as_deref(), Some("fb.1.1700000000123.K"), "an escaped name");
-        assert_eq!(fbc("url=https%3A%2F%2Fs.example%2Fp%3Ffbclid%3D", vec!["_fbc=fb.1.1.C"]).as_deref(), Some("fb.1.1.C"));
-        assert_eq!(fbc("url=https%3A%2F%2Fs.example%2Fp%3Fx%3D1", vec![]), None);
-        assert_eq!(fbc("fbc=fb.1.2.P&url=https%3A%2F%2Fs.example%2Fp%3Ffbclid%3DQ", vec![]).as_deref(), Some("fb.1.2.P"), "a parameter wins");
+        assert_eq!(fbc(url, None).as_deref(), Some("fb.1.1700000000123.AbC+1"), "decoded once more, case kept");
+        assert_eq!(fbc("url=https%3A%2F%2Fs.example%2Fp%3Ffbclid%3DAbC", Some("_fbc=fb.1.1.AbC")).as_deref(), Some("fb.1.1.AbC"));
+        assert_eq!(fbc("url=https%3A%2F%2Fs.example%2Fp%3Ffbclid%3DNew", Some("_fbc=fb.1.1.Old")).as_deref(), Some("fb.1.1700000000123.New"));
+        assert_eq!(fbc("url=https%3A%2F%2Fs.example%2Fp%3Ffbcl%69d%3DK", None).as_deref(), Some("fb.1.1700000000123.K"), "an escaped name");
+        assert_eq!(fbc("url=https%3A%2F%2Fs.example%2Fp%3Ffbclid%3D", Some("_fbc=fb.1.1.C")).as_deref(), Some("fb.1.1.C"));
+        assert_eq!(fbc("url=https%3A%2F%2Fs.example%2Fp%3Fx%3D1", None), None);
+        assert_eq!(fbc("fbc=fb.1.2.P&url=https%3A%2F%2Fs.example%2Fp%3Ffbclid%3DQ", None).as_deref(), Some("fb.1.2.P"), "a parameter wins");
     }
 
     #[test]

@@ -74,7 +74,7 @@ proptest! {
         for (k, v) in &extra {
             b.add(k, v);
         }
-        let draft = b.finish_draft(RequestMeta { user_agent: ua.as_deref(), referer: referer.as_deref(), cookies: cookie.iter().map(String::as_str).collect(), ..Default::default() });
+        let draft = b.finish_draft(RequestMeta { user_agent: ua.as_deref(), referer: referer.as_deref(), cookies: cookie.as_deref(), ..Default::default() });
         let (mut direct, mut built) = (Vec::new(), Vec::new());
         draft.write_line(&mut direct);
         draft.to_hit().write_line(&mut built);

@@ -291,7 +291,7 @@ mod tests {
         let settings = ParseSettings::default();
         let mut b = HitBuilder::new(&settings, Timestamp(received));
         b.add_encoded(query);
-        b.finish(RequestMeta { ip: Some("2001:db8::1".parse().unwrap()), user_agent: ua, referer: None, cookies: vec![] })
+        b.finish(RequestMeta { ip: Some("2001:db8::1".parse().unwrap()), user_agent: ua, referer: None, cookies: None })
     }
 
     #[test]

@@ -231,7 +231,7 @@ fn hit(pixel: &str, event_id: &str, ua: Option<&str>, test_event_code: Option<&s
     if let Some(code) = test_event_code {
         b.add("test_event_code", code);
     }
-    b.finish(RequestMeta { ip: Some("192.0.2.7".parse().unwrap()), user_agent: ua, referer: None, cookies: vec![] })
+    b.finish(RequestMeta { ip: Some("192.0.2.7".parse().unwrap()), user_agent: ua, referer: None, cookies: None })
 }
 
 fn ids(range: std::ops::Range<usize>) -> Vec<String> {

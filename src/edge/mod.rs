@@ -192,7 +192,7 @@ fn shape(head: &RequestHead, mut hit: HitBuilder<'_>) -> DraftHit {
     for flag in hit.flags().iter() {
         metrics::counter!(m::HIT_FLAGS, "flag" => flag.as_str()).increment(1);
     }
-    tracing::debug!(method = %head.method, path = head.path(), pixel_id = hit.pixel_id(), event = hit.event(), event_id = hit.event_id(), flags = ?hit.flags(), "hit");
+    tracing::debug!(method = head.method(), path = head.path(), pixel_id = hit.pixel_id(), event = hit.event(), event_id = hit.event_id(), flags = ?hit.flags(), "hit");
     hit
 }
 

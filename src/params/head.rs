@@ -18,23 +18,54 @@ use crate::hit::Flags;
 
 /// A request head as shaping reads it: method, path, query string, the address the front door
 /// saw, and the headers a hit takes something from.
+///
+/// Kept small (under 100 bytes): it is moved into the intake's queue, out of it and into the
+/// shaper, and a move of more than 128 bytes is a `memcpy` call each time.
 #[derive(Debug)]
 pub struct RequestHead {
-    /// The request's method, for the debug log.
-    pub method: Method,
-    /// Path, query, `User-Agent`, `Referer` and `Cookie` values, one after another.
-    text: String,
-    path: Range<usize>,
-    query: Option<Range<usize>>,
-    user_agent: Option<Range<usize>>,
-    referer: Option<Range<usize>>,
-    cookies: Vec<Range<usize>>,
-    /// `X-Forwarded-For` values joined with `,` (kept only when proxies are trusted).
-    forwarded_for: Vec<u8>,
+    /// Path and query (`path?query`), then the `User-Agent`, `Referer`, `Cookie` and (with
+    /// trusted proxies) `X-Forwarded-For` values, one after another. Every part but the last
+    /// was a `str`.
+    text: Box<[u8]>,
+    /// End of the path, at the start of `text`.
+    path_end: u32,
+    query: Part,
+    user_agent: Part,
+    referer: Part,
+    /// Every `Cookie` line, joined with `; ` (one cookie string to split).
+    cookies: Part,
+    /// Every `X-Forwarded-For` line, joined with `,` (kept only when proxies are trusted).
+    forwarded_for: Part,
     /// How many proxies in front of the peer are trusted (`--trusted-proxies`).
-    trusted_proxies: usize,
+    trusted_proxies: u32,
+    /// The request's method, for the debug log.
+    method: Verb,
     /// The address of whoever connected to the front door.
     peer: Option<IpAddr>,
+}
+
+/// A range of [`RequestHead::text`], or none.
+#[derive(Debug, Clone, Copy)]
+struct Part {
+    start: u32,
+    end: u32,
+}
+
+impl Part {
+    const NONE: Part = Part { start: u32::MAX, end: u32::MAX };
+
+    fn range(self) -> Option<Range<usize>> {
+        (self.start != u32::MAX).then_some(self.start as usize..self.end as usize)
+    }
+}
+
+/// The methods a pixel request comes with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verb {
+    Get,
+    Head,
+    Post,
+    Other,
 }
 
 impl RequestHead {
@@ -49,54 +80,110 @@ impl RequestHead {
         let user_agent = header_str(headers, &header::USER_AGENT);
         let referer = header_str(headers, &header::REFERER);
         let cookies = || headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok());
-        let len = path.len() + [query, user_agent, referer].iter().flatten().map(|s| s.len()).sum::<usize>() + cookies().map(str::len).sum::<usize>();
-        let mut text = String::with_capacity(len);
-        let path = push(&mut text, path);
-        let query = query.map(|q| push(&mut text, q));
-        let user_agent = user_agent.map(|ua| push(&mut text, ua));
-        let referer = referer.map(|r| push(&mut text, r));
-        let cookies = cookies().map(|c| push(&mut text, c)).collect();
-        let forwarded_for = if trusted_proxies > 0 { client_ip::forwarded_for(headers) } else { Vec::new() };
+        let forwarded_for = || headers.get_all(&client_ip::X_FORWARDED_FOR).iter().map(|v| v.as_bytes());
+        let trusted = trusted_proxies > 0;
+        let len = path.len()
+            + query.map_or(0, |q| q.len() + 1)
+            + user_agent.map_or(0, str::len)
+            + referer.map_or(0, str::len)
+            + cookies().map(|c| c.len() + 2).sum::<usize>()
+            + if trusted { forwarded_for().map(|f| f.len() + 1).sum() } else { 0 };
+        let mut text = Vec::with_capacity(len);
+        // The URI's path and query are one string in hyper's request; copied as one.
+        let (path_and_query, query) = match (parts.uri.path_and_query(), query) {
+            (Some(pq), Some(q)) if pq.as_str().len() == path.len() + 1 + q.len() => (pq.as_str(), Part { start: (path.len() + 1) as u32, end: pq.as_str().len() as u32 }),
+            _ => (path, Part::NONE),
+        };
+        text.extend_from_slice(path_and_query.as_bytes());
+        let (user_agent, referer) = (push(&mut text, user_agent), push(&mut text, referer));
+        let cookies = join(&mut text, cookies().map(str::as_bytes), b"; ");
+        let forwarded_for = if trusted { join(&mut text, forwarded_for(), b",") } else { Part::NONE };
+        let method = match parts.method {
+            Method::GET => Verb::Get,
+            Method::HEAD => Verb::Head,
+            Method::POST => Verb::Post,
+            _ => Verb::Other,
+        };
         let peer = peer.or_else(|| parts.extensions.get::<PeerIp>().map(|p| p.0));
-        RequestHead { method: parts.method.clone(), text, path, query, user_agent, referer, cookies, forwarded_for, trusted_proxies, peer }
+        RequestHead {
+            text: text.into_boxed_slice(),
+            path_end: path.len() as u32,
+            query,
+            user_agent,
+            referer,
+            cookies,
+            forwarded_for,
+            trusted_proxies: u32::try_from(trusted_proxies).unwrap_or(u32::MAX),
+            method,
+            peer,
+        }
+    }
+
+    /// A part of the text that was copied from a `str`.
+    fn str(&self, part: Part) -> Option<&str> {
+        let range = part.range()?;
+        debug_assert!(std::str::from_utf8(&self.text[range.clone()]).is_ok());
+        // SAFETY: every part but `forwarded_for` (never read here) is a copy of a `str`, or of
+        // several joined with ASCII separators.
+        Some(unsafe { std::str::from_utf8_unchecked(&self.text[range]) })
+    }
+
+    /// The request's method (`GET`, `HEAD`, `POST`; `OTHER` for none of those).
+    pub fn method(&self) -> &'static str {
+        match self.method {
+            Verb::Get => "GET",
+            Verb::Head => "HEAD",
+            Verb::Post => "POST",
+            Verb::Other => "OTHER",
+        }
     }
 
     /// The request path.
     pub fn path(&self) -> &str {
-        &self.text[self.path.clone()]
+        self.str(Part { start: 0, end: self.path_end }).expect("the path is always there")
     }
 
     /// The query string, without the `?`.
     pub fn query(&self) -> Option<&str> {
-        self.query.clone().map(|r| &self.text[r])
+        self.str(self.query)
     }
 
     /// The client address under the trusted-proxy policy the head was captured with
     /// ([`client_ip::resolve`]).
     pub fn client_ip(&self, flags: &mut Flags) -> Option<IpAddr> {
-        client_ip::resolve(self.peer, &self.forwarded_for, self.trusted_proxies, flags)
+        let forwarded_for = self.forwarded_for.range().map_or(&[][..], |r| &self.text[r]);
+        client_ip::resolve(self.peer, forwarded_for, self.trusted_proxies as usize, flags)
     }
 
     /// What the hit takes from the head besides its parameters, with the client address `ip`.
     pub fn meta(&self, ip: Option<IpAddr>) -> RequestMeta<'_> {
-        RequestMeta {
-            ip,
-            user_agent: self.user_agent.clone().map(|r| &self.text[r]),
-            referer: self.referer.clone().map(|r| &self.text[r]),
-            cookies: self.cookies.iter().map(|r| &self.text[r.clone()]).collect(),
-        }
+        RequestMeta { ip, user_agent: self.str(self.user_agent), referer: self.str(self.referer), cookies: self.str(self.cookies) }
     }
 
     /// Approximate heap bytes, for the queue's byte budget.
     pub fn approx_bytes(&self) -> usize {
-        std::mem::size_of::<RequestHead>() + self.text.capacity() + self.forwarded_for.capacity() + self.cookies.capacity() * std::mem::size_of::<Range<usize>>()
+        std::mem::size_of::<RequestHead>() + self.text.len()
     }
 }
 
-fn push(text: &mut String, s: &str) -> Range<usize> {
+/// Appends `s`; where it is.
+fn push(text: &mut Vec<u8>, s: Option<&str>) -> Part {
+    let Some(s) = s else { return Part::NONE };
+    let start = text.len() as u32;
+    text.extend_from_slice(s.as_bytes());
+    Part { start, end: text.len() as u32 }
+}
+
+/// Appends `lines` joined with `separator`; where they are (none if there are none).
+fn join<'h>(text: &mut Vec<u8>, lines: impl Iterator<Item = &'h [u8]>, separator: &[u8]) -> Part {
     let start = text.len();
-    text.push_str(s);
-    start..text.len()
+    for (i, line) in lines.enumerate() {
+        if i > 0 {
+            text.extend_from_slice(separator);
+        }
+        text.extend_from_slice(line);
+    }
+    if text.len() == start { Part::NONE } else { Part { start: start as u32, end: text.len() as u32 } }
 }
 
 /// A header's value when it is visible ASCII (`HeaderValue::to_str`); other values are ignored.
@@ -128,11 +215,12 @@ mod tests {
             ("x-forwarded-for", b"203.0.113.7"),
         ]);
         let head = RequestHead::capture(&p, None, 0);
-        assert_eq!((head.method.as_str(), head.path(), head.query()), ("GET", "/tr/", Some("id=1&ev=PageView")));
+        assert_eq!((head.method(), head.path(), head.query()), ("GET", "/tr/", Some("id=1&ev=PageView")));
         let meta = head.meta(None);
         assert_eq!((meta.user_agent, meta.referer), (Some("Mozilla/5.0"), Some("https://shop.example/a")));
-        assert_eq!(meta.cookies, ["_fbp=fb.1.1.2", "_fbc=fb.1.1.x"]);
-        assert!(head.forwarded_for.is_empty(), "X-Forwarded-For is not read without trusted proxies");
+        assert_eq!(meta.cookies, Some("_fbp=fb.1.1.2; _fbc=fb.1.1.x"), "every line, as one cookie string");
+        assert!(head.forwarded_for.range().is_none(), "X-Forwarded-For is not read without trusted proxies");
+        assert!(std::mem::size_of::<RequestHead>() <= 96, "small enough to move without a memcpy call");
         let mut flags = Flags::default();
         assert_eq!(head.client_ip(&mut flags), Some("10.0.0.9".parse().unwrap()), "the request's PeerIp");
 
@@ -151,6 +239,12 @@ mod tests {
         let head = RequestHead::capture(&p, door, 2);
         assert_eq!(head.client_ip(&mut flags), Some("203.0.113.7".parse().unwrap()));
         assert!(!flags.contains(Flag::BadForwardedFor));
-        assert!(head.approx_bytes() > head.text.len() + head.forwarded_for.len());
+        assert!(head.approx_bytes() > head.text.len());
+
+        // No query, no headers: the path alone.
+        let bare = RequestHead::capture(&http::Request::post("/p.gif").body(()).unwrap().into_parts().0, door, 0);
+        assert_eq!((bare.method(), bare.path(), bare.query()), ("POST", "/p.gif", None));
+        let meta = bare.meta(None);
+        assert_eq!((meta.user_agent, meta.referer, meta.cookies), (None, None, None));
     }
 }
