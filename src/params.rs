@@ -76,33 +76,53 @@ pub fn classify(key: &str) -> Concept<'_> {
     if let Some(c) = fixed(key) {
         return c;
     }
+    // No fixed name starts with a convention's prefix, so the order of these two is free.
+    if let Some(c) = convention(key) {
+        return c;
+    }
     if key.bytes().any(|b| b.is_ascii_uppercase()) {
         if let Some(c) = fixed(&key.to_ascii_lowercase()) {
             return c;
         }
     }
-    fn named(k: &str) -> Option<&str> {
-        (!k.is_empty()).then_some(k)
-    }
+    bare_contact(key).map_or(Concept::Extra, Concept::User)
+}
+
+/// An event or user attribute by one of the conventions (`evat_k`, `cd[k]`, `x-fb-cd-k`;
+/// `usat_k`, `ud[k]`, `x-fb-ud-k`), prefixes in any ASCII case, the name not empty.
+fn convention(key: &str) -> Option<Concept<'_>> {
     fn prefixed<'k>(key: &'k str, prefix: &str) -> Option<&'k str> {
         key.get(..prefix.len()).filter(|p| p.eq_ignore_ascii_case(prefix)).map(|_| &key[prefix.len()..])
     }
     fn bracketed<'k>(key: &'k str, prefix: &str) -> Option<&'k str> {
         prefixed(key, prefix)?.strip_suffix(']')
     }
-    if let Some(k) = prefixed(key, "evat_").or_else(|| bracketed(key, "cd[")).or_else(|| prefixed(key, "x-fb-cd-")).and_then(named) {
-        return Concept::Attr(k);
+    // The first bytes tell the prefixes apart (`| 0x20` lowercases an ASCII letter and maps no
+    // other byte onto one): one test per key instead of one per prefix.
+    let lower = |at: usize| key.as_bytes().get(at).map(|b| b | 0x20);
+    let (user, name) = match lower(0)? {
+        b'e' => (false, prefixed(key, "evat_")?),
+        b'c' => (false, bracketed(key, "cd[")?),
+        b'u' if lower(1)? == b's' => (true, prefixed(key, "usat_")?),
+        b'u' => (true, bracketed(key, "ud[")?),
+        b'x' => match prefixed(key, "x-fb-cd-") {
+            Some(name) => (false, name),
+            None => (true, prefixed(key, "x-fb-ud-")?),
+        },
+        _ => return None,
+    };
+    if name.is_empty() {
+        return None;
     }
-    if let Some(k) = prefixed(key, "usat_").or_else(|| bracketed(key, "ud[")).or_else(|| prefixed(key, "x-fb-ud-")).and_then(named) {
-        return if k.eq_ignore_ascii_case("fbp") {
-            Concept::Fbp
-        } else if k.eq_ignore_ascii_case("fbc") {
-            Concept::Fbc
-        } else {
-            Concept::User(k)
-        };
-    }
-    bare_contact(key).map_or(Concept::Extra, Concept::User)
+    Some(if !user {
+        Concept::Attr(name)
+    } else if name.eq_ignore_ascii_case("fbp") {
+        Concept::Fbp
+    } else if name.eq_ignore_ascii_case("fbc") {
+        Concept::Fbc
+    } else {
+        Concept::User(name)
+    })
 }
 
 /// The fixed names, lowercase.
@@ -919,6 +939,43 @@ mod tests {
         assert_eq!(fbc("url=https%3A%2F%2Fs.example%2Fp%3Ffbclid%3D", Some("_fbc=fb.1.1.C")).as_deref(), Some("fb.1.1.C"));
         assert_eq!(fbc("url=https%3A%2F%2Fs.example%2Fp%3Fx%3D1", None), None);
         assert_eq!(fbc("fbc=fb.1.2.P&url=https%3A%2F%2Fs.example%2Fp%3Ffbclid%3DQ", None).as_deref(), Some("fb.1.2.P"), "a parameter wins");
+    }
+
+    /// The straightforward reading of the conventions: every prefix tried in turn.
+    fn classify_reference(key: &str) -> Concept<'_> {
+        if let Some(c) = fixed(key).or_else(|| fixed(&key.to_ascii_lowercase())) {
+            return c;
+        }
+        let prefixed = |prefix: &str| key.get(..prefix.len()).filter(|p| p.eq_ignore_ascii_case(prefix)).map(|_| &key[prefix.len()..]);
+        let bracketed = |prefix: &str| prefixed(prefix)?.strip_suffix(']');
+        fn named(k: &str) -> Option<&str> {
+            (!k.is_empty()).then_some(k)
+        }
+        if let Some(k) = prefixed("evat_").or_else(|| bracketed("cd[")).or_else(|| prefixed("x-fb-cd-")).and_then(named) {
+            return Concept::Attr(k);
+        }
+        if let Some(k) = prefixed("usat_").or_else(|| bracketed("ud[")).or_else(|| prefixed("x-fb-ud-")).and_then(named) {
+            return match k.to_ascii_lowercase().as_str() {
+                "fbp" => Concept::Fbp,
+                "fbc" => Concept::Fbc,
+                _ => Concept::User(k),
+            };
+        }
+        bare_contact(key).map_or(Concept::Extra, Concept::User)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(5_000))]
+        /// The first-byte dispatch classifies every key as trying each prefix in turn does.
+        #[test]
+        fn classify_agrees_with_trying_every_prefix(
+            prefix in "(?i)(evat_|usat_|cd\\[|ud\\[|x-fb-cd-|x-fb-ud-|e|u|c|x|x-fb-|us|ud|pixel_id|event|id|_|)",
+            name in "(?i)(fbp|fbc|em|email|value|phone|[a-z\\[\\]_-]{0,6}|é)",
+            close in proptest::bool::ANY,
+        ) {
+            let key = format!("{prefix}{name}{}", if close { "]" } else { "" });
+            proptest::prop_assert_eq!(classify(&key), classify_reference(&key), "{}", key);
+        }
     }
 
     #[test]
