@@ -37,6 +37,7 @@ pub mod app;
 pub mod batch;
 pub mod capi;
 pub mod client_ip;
+mod clock;
 pub mod config;
 pub mod dispatch;
 pub mod edge;

@@ -7,8 +7,9 @@
 //! and a client that stops reading its answers (hyper then stops reading its requests) alike. A
 //! request head over `max_header_bytes` gets hyper's `431`/`414`.
 //!
-//! Those deadlines cost a request two atomic stores and a clock read (so a stamp is exact and no
-//! connection is cut early): one sweeper task per listener reads the
+//! Those deadlines cost a request two atomic stores and a read of the coarse clock
+//! ([`crate::clock`]; the deadline is padded by its resolution, so no connection is cut early):
+//! one sweeper task per listener reads the
 //! per-connection stamps a few times a second and shuts the late sockets down (a second descriptor
 //! of each socket is kept for that), where hyper's own header timer would arm and disarm a timer
 //! for every request. Shutdown works through the same table: idle connections get their read side
@@ -24,7 +25,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -128,8 +129,8 @@ struct Table {
     listener: &'static str,
     open: Mutex<HashMap<u64, Arc<Conn>>>,
     next_id: AtomicU64,
-    /// What stamps count from.
-    epoch: Instant,
+    /// How long a connection may go without a request head, plus the resolution of the clock
+    /// stamps are read from ([`crate::clock`]), so none is cut early.
     timeout_ms: u64,
     stopping: AtomicBool,
 }
@@ -153,8 +154,7 @@ impl Table {
             listener,
             open: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
-            epoch: Instant::now(),
-            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1),
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1).saturating_add(crate::clock::resolution_ms()),
             stopping: AtomicBool::new(false),
         }
     }
@@ -164,9 +164,10 @@ impl Table {
         Duration::from_millis((self.timeout_ms / 4).clamp(10, 250))
     }
 
-    /// Milliseconds since `epoch` (never [`BUSY`]).
+    /// The coarse clock's milliseconds (never [`BUSY`]): stamping every request with the precise
+    /// clock cost a visible share of a pixel hit.
     fn now(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
+        crate::clock::now_ms().min(BUSY - 1)
     }
 
     fn open(self: &Arc<Self>, stream: &TcpStream) -> Option<(u64, Arc<Conn>)> {

@@ -107,8 +107,9 @@ pub struct TokenCache {
     /// do not even enter the forwarder's queue. Written under the same lock that the changes this
     /// process makes clear it with, after bumping `changes`, so it never outlives a change.
     /// Hashed with foldhash (seeded per process): the read is on every hit's path, where
-    /// SipHash cost more than the rest of the lookup.
-    tokenless: RwLock<foldhash::HashMap<Box<str>, Instant>>,
+    /// SipHash cost more than the rest of the lookup. Each entry holds until when, on the coarse
+    /// clock ([`crate::clock::now_ms`]).
+    tokenless: RwLock<foldhash::HashMap<Box<str>, u64>>,
     settings: CacheSettings,
 }
 
@@ -124,7 +125,8 @@ impl TokenCache {
     /// nothing this process changed since says otherwise). Never waits; `false` when unknown.
     pub fn known_tokenless(&self, pixel_id: &str) -> bool {
         let tokenless = self.tokenless.read().unwrap_or_else(|e| e.into_inner());
-        tokenless.get(pixel_id).is_some_and(|until| Instant::now() < *until)
+        // The coarse clock: this runs for every hit.
+        tokenless.get(pixel_id).is_some_and(|&until| crate::clock::now_ms() < until)
     }
 
     /// Remembers a fresh "no usable token" read, unless a change landed since `seen`.
@@ -133,14 +135,15 @@ impl TokenCache {
         if self.changes.load(Ordering::SeqCst) != seen {
             return;
         }
-        let now = Instant::now();
+        let now = crate::clock::now_ms();
         if tokenless.len() as u64 >= self.settings.capacity {
             tokenless.retain(|_, until| now < *until);
             if tokenless.len() as u64 >= self.settings.capacity {
                 return;
             }
         }
-        tokenless.insert(pixel_id.into(), now + self.settings.negative_ttl);
+        let ttl = u64::try_from(self.settings.negative_ttl.as_millis()).unwrap_or(u64::MAX);
+        tokenless.insert(pixel_id.into(), now.saturating_add(ttl));
     }
 
     /// Records that this process changed the pixel's token: bumps `changes` and forgets a
