@@ -248,15 +248,27 @@ fn copy_plain_into(dst: &mut [std::mem::MaybeUninit<u8>], src: &[u8]) -> usize {
 /// Appends `s` as a JSON string, escaping as `serde_json` does.
 fn string(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
-    // The quotes and the text, with the plain copy's slack.
+    // The common case in one go: room for the quotes, the text and the copy's sixteen bytes of
+    // slack made once, the quotes written in place, one length update.
     out.reserve(bytes.len() + 2 + 16);
-    out.push(b'"');
-    let mut at = 0;
-    loop {
-        at += copy_plain(out, &bytes[at..]);
-        let Some(&b) = bytes.get(at) else { break };
+    let len = out.len();
+    let spare = &mut out.spare_capacity_mut()[..bytes.len() + 2 + 16];
+    spare[0].write(b'"');
+    let n = copy_plain_into(&mut spare[1..], bytes);
+    if n == bytes.len() {
+        spare[1 + n].write(b'"');
+        // SAFETY: the opening quote, the `n` bytes `copy_plain_into` wrote and the closing quote
+        // initialised the first `n + 2` bytes of the spare room.
+        unsafe { out.set_len(len + n + 2) };
+        return;
+    }
+    // SAFETY: the opening quote and the `n` plain bytes before the first to escape are written.
+    unsafe { out.set_len(len + 1 + n) };
+    let mut at = n;
+    while let Some(&b) = bytes.get(at) {
         escape(out, b);
         at += 1;
+        at += copy_plain(out, &bytes[at..]);
     }
     out.push(b'"');
 }
