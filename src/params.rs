@@ -745,8 +745,16 @@ impl std::fmt::Debug for DraftHit {
 }
 
 impl DraftHit {
+    /// A field's text. Read for every field of every record written: sliced without the bounds
+    /// and boundary checks, which the builder made true when it made the range.
     fn str(&self, span: Span) -> &str {
-        &self.text[span.range()]
+        let range = span.range();
+        debug_assert!(self.text.get(range.clone()).is_some(), "a range of the text, on character boundaries");
+        // SAFETY: every range a `DraftHit` holds was made by its builder from a `str` slice of
+        // the text, from what was pushed onto it, or cut with `is_char_boundary` (`capped`):
+        // in bounds and on character boundaries. The text only grew after, and a later
+        // truncation never cuts below a range still held (it drops what it cuts).
+        unsafe { self.text.get_unchecked(range) }
     }
 
     fn opt(&self, span: Option<Span>) -> Option<&str> {
