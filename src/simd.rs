@@ -1,5 +1,5 @@
-//! Sixteen-byte blocks of short strings for the SSE2 scans of the hot path (the record encoder's
-//! escape scan, the query splitter's mark scan).
+//! Sixteen-byte blocks for the SSE2 scans of the hot path (the record encoder's escape scan, the
+//! query splitter's mark scan, the query decoder's copy of plain runs).
 //!
 //! A scan's last, partial block is assembled in registers, never in a stack buffer: a block
 //! written byte-wise (or by `memcpy`) and then read back whole cannot be forwarded from the
@@ -8,7 +8,8 @@
 
 #![cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 
-use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_set_epi64x};
+use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_set_epi64x, _mm_storeu_si128};
+use std::mem::MaybeUninit;
 
 /// The block of `bytes[..16]`.
 #[inline(always)]
@@ -41,6 +42,45 @@ pub(crate) fn load_short(bytes: &[u8]) -> __m128i {
     };
     // SAFETY: SSE2 is enabled (the module's cfg).
     unsafe { _mm_set_epi64x(hi as i64, lo as i64) }
+}
+
+/// Copies `src` into `dst` (at least sixteen bytes longer) up to the first byte `marks` flags
+/// and returns how many bytes that is (`src.len()` if none). `marks` gives a block's flagged
+/// bytes as bits, lowest first.
+///
+/// Whole blocks are stored as they are scanned, so a run costs no `memcpy` call. The last
+/// partial block is never assembled in memory: a string of sixteen bytes or more ends with the
+/// overlapping block of its last sixteen bytes (only its new bits count), a shorter one is
+/// [`load_short`]; `marks` must not flag the space that pads it.
+#[inline(always)]
+pub(crate) fn copy_until(dst: &mut [MaybeUninit<u8>], src: &[u8], marks: impl Fn(__m128i) -> u32) -> usize {
+    assert!(dst.len() >= src.len() + 16);
+    // Stores `x` at `dst[at..at + 16]`; its flagged bytes.
+    let mut copy_block = |at: usize, x: __m128i| {
+        assert!(at + 16 <= dst.len());
+        // SAFETY: SSE2 is enabled (the module's cfg); the unaligned store writes
+        // `dst[at..at + 16]`, in bounds (asserted).
+        unsafe { _mm_storeu_si128(dst.as_mut_ptr().add(at).cast::<__m128i>(), x) };
+        marks(x)
+    };
+    let n = src.len();
+    let mut i = 0;
+    while let Some(block) = src.get(i..).and_then(<[u8]>::first_chunk::<16>) {
+        let mask = copy_block(i, load(block));
+        if mask != 0 {
+            return i + mask.trailing_zeros() as usize;
+        }
+        i += 16;
+    }
+    let left = n - i;
+    if left == 0 {
+        return n;
+    }
+    let mask = match src.last_chunk::<16>() {
+        Some(last) => copy_block(n - 16, load(last)) >> (16 - left),
+        None => copy_block(0, load_short(src)) & ((1 << n) - 1),
+    };
+    if mask != 0 { i + mask.trailing_zeros() as usize } else { n }
 }
 
 #[cfg(test)]

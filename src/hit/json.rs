@@ -186,52 +186,20 @@ fn copy_plain(out: &mut Vec<u8>, bytes: &[u8]) -> usize {
 
 /// [`copy_plain`]'s scan: writes `src` to `dst` (sixteen bytes longer) up to the first byte
 /// that needs escaping, and returns how many bytes that is. SSE2 (part of every x86-64 CPU)
-/// tests a block in a few instructions.
-///
-/// The last partial block never goes through memory: a string of sixteen bytes or more ends
-/// with the overlapping block of its last sixteen bytes, a shorter one is assembled in
-/// registers, padded with spaces (plain) ([`crate::simd::load_short`]).
+/// tests a block in a few instructions ([`crate::simd::copy_until`]).
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 fn copy_plain_into(dst: &mut [std::mem::MaybeUninit<u8>], src: &[u8]) -> usize {
-    use std::arch::x86_64::{__m128i, _mm_cmpeq_epi8, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8, _mm_storeu_si128};
-
-    use crate::simd::{load, load_short};
-    assert!(dst.len() >= src.len() + 16);
-    // Stores `x` at `dst[at..at + 16]`; the bits of its bytes that need escaping.
-    let copy_block = |dst: &mut [std::mem::MaybeUninit<u8>], at: usize, x: __m128i| {
-        assert!(at + 16 <= dst.len());
-        // SAFETY: compiled only where SSE2 is enabled (the cfg above), so the intrinsics are
-        // available; the unaligned store writes `dst[at..at + 16]`, in bounds (asserted).
+    use std::arch::x86_64::{__m128i, _mm_cmpeq_epi8, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8};
+    crate::simd::copy_until(dst, src, |x: __m128i| {
+        // SAFETY: compiled only where SSE2 is enabled (the cfg above).
         unsafe {
-            _mm_storeu_si128(dst.as_mut_ptr().add(at).cast::<__m128i>(), x);
             let quote = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'"' as i8));
             let backslash = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'\\' as i8));
             // x <= 0x1f (unsigned) exactly when min(x, 0x1f) == x.
             let control = _mm_cmpeq_epi8(_mm_min_epu8(x, _mm_set1_epi8(0x1f)), x);
             _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control)) as u32
         }
-    };
-    let n = src.len();
-    let mut i = 0;
-    while let Some(block) = src.get(i..).and_then(<[u8]>::first_chunk::<16>) {
-        let mask = copy_block(dst, i, load(block));
-        if mask != 0 {
-            return i + mask.trailing_zeros() as usize;
-        }
-        i += 16;
-    }
-    let left = n - i;
-    if left == 0 {
-        return n;
-    }
-    if let Some(last) = src.last_chunk::<16>() {
-        // The last sixteen bytes, overlapping what was copied: only their new bits count.
-        let mask = copy_block(dst, n - 16, load(last)) >> (16 - left);
-        return if mask != 0 { i + mask.trailing_zeros() as usize } else { n };
-    }
-    // A string shorter than sixteen bytes.
-    let mask = copy_block(dst, 0, load_short(src)) & ((1 << n) - 1);
-    if mask != 0 { mask.trailing_zeros() as usize } else { n }
+    })
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]

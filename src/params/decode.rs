@@ -300,40 +300,18 @@ fn unescape(raw: &[u8], first: usize, out: &mut Vec<u8>) -> (bool, bool) {
 }
 
 /// Copies `src` to `dst` (sixteen bytes longer) up to its first `%` or `+`; returns how many
-/// bytes that is. Sixteen at a time with SSE2 (part of every x86-64 CPU), the last partial block
-/// assembled in registers.
+/// bytes that is. Sixteen at a time with SSE2 (part of every x86-64 CPU,
+/// [`crate::simd::copy_until`]).
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 fn copy_run(dst: &mut [std::mem::MaybeUninit<u8>], src: &[u8]) -> usize {
-    use std::arch::x86_64::{__m128i, _mm_cmpeq_epi8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8, _mm_storeu_si128};
-
-    use crate::simd::{load, load_short};
-    assert!(dst.len() >= src.len() + 16);
-    // Stores `x` at `dst[at..at + 16]`; the bits of its `%` and `+` bytes.
-    let copy_block = |dst: &mut [std::mem::MaybeUninit<u8>], at: usize, x: __m128i| {
-        assert!(at + 16 <= dst.len());
-        // SAFETY: compiled only where SSE2 is enabled (the cfg above), so the intrinsics are
-        // available; the unaligned store writes `dst[at..at + 16]`, in bounds (asserted).
+    use std::arch::x86_64::{__m128i, _mm_cmpeq_epi8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8};
+    crate::simd::copy_until(dst, src, |x: __m128i| {
+        // SAFETY: compiled only where SSE2 is enabled (the cfg above).
         unsafe {
-            _mm_storeu_si128(dst.as_mut_ptr().add(at).cast::<__m128i>(), x);
             let is = |b: u8| _mm_cmpeq_epi8(x, _mm_set1_epi8(b as i8));
             _mm_movemask_epi8(_mm_or_si128(is(b'%'), is(b'+'))) as u32
         }
-    };
-    let mut k = 0;
-    while let Some(block) = src.get(k..).and_then(<[u8]>::first_chunk::<16>) {
-        let mask = copy_block(dst, k, load(block));
-        if mask != 0 {
-            return k + mask.trailing_zeros() as usize;
-        }
-        k += 16;
-    }
-    let left = src.len() - k;
-    if left == 0 {
-        return k;
-    }
-    // Spaces pad the block: neither `%` nor `+`.
-    let mask = copy_block(dst, k, load_short(&src[k..]));
-    if mask != 0 { k + mask.trailing_zeros() as usize } else { src.len() }
+    })
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
