@@ -11,7 +11,9 @@ pub(crate) fn now_ms() -> u64 {
     imp::now_ms()
 }
 
-/// How far [`now_ms`] may lag the true time, in whole milliseconds (at least 1).
+/// How far a difference of two [`now_ms`] readings may fall short of the true time between
+/// them, in whole milliseconds: the clock's tick rounded up, plus one for the readings' cut to
+/// whole milliseconds.
 pub(crate) fn resolution_ms() -> u64 {
     imp::resolution_ms()
 }
@@ -38,7 +40,10 @@ mod imp {
 
     pub(super) fn resolution_ms() -> u64 {
         static RES: OnceLock<u64> = OnceLock::new();
-        *RES.get_or_init(|| read(libc::CLOCK_MONOTONIC_COARSE, libc::clock_getres).map_or(1, |ts| millis(ts) + 1).max(1))
+        *RES.get_or_init(|| {
+            let tick_ns = read(libc::CLOCK_MONOTONIC_COARSE, libc::clock_getres).map_or(1_000_000, |ts| (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64));
+            tick_ns.div_ceil(1_000_000).max(1) + 1
+        })
     }
 }
 
@@ -53,6 +58,7 @@ mod imp {
     }
 
     pub(super) fn resolution_ms() -> u64 {
+        // Whole milliseconds cut from a precise clock.
         1
     }
 }
@@ -65,11 +71,18 @@ mod tests {
 
     #[test]
     fn keeps_up_with_the_precise_clock_within_its_resolution() {
-        let (start, precise) = (now_ms(), Instant::now());
+        // The precise clock read around and inside the coarse readings: however the thread is
+        // scheduled, the coarse interval lies between the inner and the outer precise one.
+        let outer = Instant::now();
+        let start = now_ms();
+        let inner = Instant::now();
         std::thread::sleep(Duration::from_millis(30));
-        let (coarse, precise) = (now_ms() - start, precise.elapsed().as_millis() as u64);
+        let inner = inner.elapsed().as_millis() as u64;
+        let coarse = now_ms() - start;
+        let outer = outer.elapsed().as_millis() as u64;
         let res = resolution_ms();
         assert!((1..=20).contains(&res), "resolution {res} ms");
-        assert!(coarse + res >= precise && coarse <= precise + res, "coarse {coarse} ms, precise {precise} ms, resolution {res} ms");
+        assert!(coarse + res >= inner, "coarse {coarse} ms, at least {inner} ms passed, resolution {res} ms");
+        assert!(coarse <= outer + res, "coarse {coarse} ms, at most {outer} ms passed, resolution {res} ms");
     }
 }

@@ -389,6 +389,24 @@ mod tests {
     }
 
     #[test]
+    fn plain_runs_of_every_block_length_around_escapes_decode_like_form_urlencoded() {
+        let lengths = [0, 1, 7, 8, 15, 16, 17, 31, 32, 33, 47];
+        for escape in ["%41", "+", "%e2%82%ac", "%zz", "%4", "%"] {
+            for &before in &lengths {
+                for &between in &lengths {
+                    let input = format!("k={}{escape}{}{escape}{}", "a".repeat(before), "b".repeat(between), "c".repeat(before));
+                    let value = marked_pairs(&input).next().unwrap();
+                    let mut ours = String::new();
+                    let bad = decode_into(value.value, &mut ours);
+                    let theirs = form_urlencoded::parse(input.as_bytes()).next().unwrap().1;
+                    assert_eq!(ours, theirs, "{input}");
+                    assert_eq!(bad, reference_bad(&input), "{input}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn plain_values_are_borrowed() {
         let p: Vec<_> = pairs("a=1&b=x%20y&c").collect();
         assert!(matches!(p[0].value, Cow::Borrowed("1")));

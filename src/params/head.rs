@@ -82,19 +82,29 @@ impl RequestHead {
         let cookies = || headers.get_all(header::COOKIE).iter().filter_map(visible_ascii);
         let forwarded_for = || headers.get_all(&client_ip::X_FORWARDED_FOR).iter().map(|v| v.as_bytes());
         let trusted = trusted_proxies > 0;
-        let len = path.len()
-            + query.map_or(0, |q| q.len() + 1)
+        // hyper keeps the URI's path and query as one string: copied as one when it is exactly
+        // `path?query` (an absolute URI without a path has a made-up `/` path: copied apart).
+        let path_and_query =
+            parts.uri.path_and_query().map(|pq| pq.as_str()).filter(|pq| query.is_some_and(|q| pq.len() == path.len() + 1 + q.len()) && pq.starts_with(path));
+        let len = path_and_query.map_or(path.len() + query.map_or(0, str::len), str::len)
             + user_agent.map_or(0, str::len)
             + referer.map_or(0, str::len)
-            + cookies().map(|c| c.len() + 2).sum::<usize>()
-            + if trusted { forwarded_for().map(|f| f.len() + 1).sum() } else { 0 };
+            + joined_len(cookies().map(str::len), 2)
+            + if trusted { joined_len(forwarded_for().map(<[u8]>::len), 1) } else { 0 };
+        // Ranges are u32 (`u32::MAX` meaning none); a head is capped far below that (hyper's
+        // header limit, API Gateway's payload limit).
+        assert!(len < u32::MAX as usize, "a request head of {len} bytes");
         let mut text = Vec::with_capacity(len);
-        // The URI's path and query are one string in hyper's request; copied as one.
-        let (path_and_query, query) = match (parts.uri.path_and_query(), query) {
-            (Some(pq), Some(q)) if pq.as_str().len() == path.len() + 1 + q.len() => (pq.as_str(), Part { start: (path.len() + 1) as u32, end: pq.as_str().len() as u32 }),
-            _ => (path, Part::NONE),
+        let query = match path_and_query {
+            Some(pq) => {
+                text.extend_from_slice(pq.as_bytes());
+                Part { start: (path.len() + 1) as u32, end: pq.len() as u32 }
+            }
+            None => {
+                text.extend_from_slice(path.as_bytes());
+                push(&mut text, query)
+            }
         };
-        text.extend_from_slice(path_and_query.as_bytes());
         let (user_agent, referer) = (push(&mut text, user_agent), push(&mut text, referer));
         let cookies = join(&mut text, cookies().map(str::as_bytes), b"; ");
         let forwarded_for = if trusted { join(&mut text, forwarded_for(), b",") } else { Part::NONE };
@@ -105,6 +115,7 @@ impl RequestHead {
             _ => Verb::Other,
         };
         let peer = peer.or_else(|| parts.extensions.get::<PeerIp>().map(|p| p.0));
+        debug_assert_eq!(text.len(), len, "room made for exactly the head, so boxing it does not reallocate");
         RequestHead {
             text: text.into_boxed_slice(),
             path_end: path.len() as u32,
@@ -174,6 +185,12 @@ fn push(text: &mut Vec<u8>, s: Option<&str>) -> Part {
     Part { start, end: text.len() as u32 }
 }
 
+/// The length of lines of `lines` bytes joined with a separator of `sep` bytes.
+fn joined_len(lines: impl Iterator<Item = usize>, sep: usize) -> usize {
+    let (n, len) = lines.fold((0usize, 0), |(n, len), l| (n + 1, len + l));
+    len + n.saturating_sub(1) * sep
+}
+
 /// Appends `lines` joined with `separator`; where they are (none if there are none).
 fn join<'h>(text: &mut Vec<u8>, lines: impl Iterator<Item = &'h [u8]>, separator: &[u8]) -> Part {
     let start = text.len();
@@ -238,6 +255,20 @@ mod tests {
         // A user agent with bytes that are not visible ASCII is ignored, as `HeaderValue::to_str` does.
         let head = RequestHead::capture(&parts(&[("user-agent", b"caf\xe9")]), None, 0);
         assert_eq!(head.meta(None).user_agent, None);
+    }
+
+    #[test]
+    fn a_cookie_line_that_is_not_ascii_is_left_out_and_a_made_up_path_keeps_its_query() {
+        let p = parts(&[("cookie", b"a=1"), ("cookie", b"b=caf\xe9"), ("cookie", b"c=3"), ("x-forwarded-for", b"192.0.2.1")]);
+        // The debug assertion in `capture` checks the room it made was exact, for each of these.
+        let head = RequestHead::capture(&p, None, 1);
+        assert_eq!(head.meta(None).cookies, Some("a=1; c=3"));
+        let mut flags = Flags::default();
+        assert_eq!(head.client_ip(&mut flags), Some("192.0.2.1".parse().unwrap()));
+
+        let absolute = http::Request::get("http://px.example?id=1").body(()).unwrap().into_parts().0;
+        let head = RequestHead::capture(&absolute, None, 0);
+        assert_eq!((head.path(), head.query()), ("/", Some("id=1")));
     }
 
     #[test]
