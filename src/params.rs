@@ -607,47 +607,35 @@ impl<'s> HitBuilder<'s> {
     /// `fbc` when no parameter sent one: the `_fbc` cookie (`from_cookie`) unless the page URL
     /// carries another click id; else `fb.1.<ms>.<fbclid>`, the value Meta's pixel would have
     /// set (capi.md §7), from the page URL's `fbclid`, built in place at the end of the text.
+    /// Nothing is written for a page URL without a click id (most hits).
     fn derived_fbc(&mut self, url: Option<Span>, from_cookie: Option<String>) -> Option<Span> {
+        let Some(clid) = url.and_then(|url| fbclid_in(self.str(url))) else {
+            return from_cookie.map(|c| self.push(&c));
+        };
+        let (raw, escape) = (Span::within(&self.text, clid.value).expect("the click id is part of the URL"), clid.value_escape);
         let mark = self.text.len();
         self.text.push_str("fb.1.");
         self.text.push_str(itoa::Buffer::new().format(self.received_at.unix_millis()));
         self.text.push('.');
         let clid_start = self.text.len();
-        let has_clid = url.is_some_and(|url| self.push_fbclid(url));
-        let built = Span::to_end(&self.text, mark);
-        let clid = Span::to_end(&self.text, clid_start);
-        match from_cookie {
-            Some(c) if !has_clid || c.rsplit('.').next() == Some(self.str(clid)) => {
-                self.text.truncate(mark);
-                Some(self.push(&c))
-            }
-            _ if has_clid => Some(built),
-            _ => {
-                self.text.truncate(mark);
-                None
-            }
-        }
-    }
-
-    /// Appends the `fbclid` query parameter of the page URL at `url`, decoded, case preserved;
-    /// false if it has none.
-    fn push_fbclid(&mut self, url: Span) -> bool {
-        let url_text = self.str(url);
-        let Some(raw) = fbclid_in(url_text) else { return false };
-        match raw.value_escape {
-            None => {
-                let range = Span::within(&self.text, raw.value).expect("the click id is part of the URL").range();
-                // SAFETY: `range` is a `str` slice of the text, so whole characters: appending a
-                // copy of it keeps the text UTF-8.
-                unsafe { self.text.as_mut_vec().extend_from_within(range) };
-            }
+        match escape {
+            // SAFETY: `raw` is a `str` slice of the text, so whole characters: appending a copy
+            // of it keeps the text UTF-8.
+            None => unsafe { self.text.as_mut_vec().extend_from_within(raw.range()) },
             Some(first) => {
                 // Rare: an escaped click id. Decoded from a copy, as the text grows meanwhile.
-                let value = raw.value.to_owned();
+                let value = self.str(raw).to_owned();
                 decode::decode_escaped_into(&value, first, &mut self.text);
             }
         }
-        true
+        let clid = Span::to_end(&self.text, clid_start);
+        match from_cookie {
+            Some(c) if c.rsplit('.').next() == Some(self.str(clid)) => {
+                self.text.truncate(mark);
+                Some(self.push(&c))
+            }
+            _ => Some(Span::to_end(&self.text, mark)),
+        }
     }
 
     /// Finishes the hit with what the request carries besides its parameters.
