@@ -41,7 +41,8 @@ mod imp {
     pub(super) fn resolution_ms() -> u64 {
         static RES: OnceLock<u64> = OnceLock::new();
         *RES.get_or_init(|| {
-            let tick_ns = read(libc::CLOCK_MONOTONIC_COARSE, libc::clock_getres).map_or(1_000_000, |ts| (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64));
+            let tick_ns =
+                read(libc::CLOCK_MONOTONIC_COARSE, libc::clock_getres).map_or(1_000_000, |ts| (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64));
             tick_ns.div_ceil(1_000_000).max(1) + 1
         })
     }

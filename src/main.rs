@@ -5,12 +5,14 @@
 use std::process::ExitCode;
 
 use pixelgate::App;
+use pixelgate::config::{Cli, Command};
+use pixelgate::error::ConfigError;
+use pixelgate::runtime::lambda::is_lambda;
 
 /// mimalloc: a hit makes a dozen small allocations that die together on another thread;
 /// under glibc malloc they were ~12% of the pixel's CPU profile.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use pixelgate::config::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse_or_exit();
@@ -27,20 +29,15 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match &cli.command {
-            None | Some(Command::Serve) if pixelgate::runtime::lambda::is_lambda() => {
-                pixelgate::runtime::lambda::run(&cli.global, &cli.serve_args(), shutdown_signal()).await
-            }
-            None | Some(Command::Serve) => {
-                let app = App::build(&cli.global, &cli.serve_args()).await?;
-                app.run_until_stopped(shutdown_signal()).await
-            }
-            Some(Command::Tokens(command)) => pixelgate::tokens::cli::run(&cli.global, command).await,
+            None | Some(Command::Serve) if is_lambda() => pixelgate::app::lambda::run(cli.settings()?, shutdown_signal()).await,
+            None | Some(Command::Serve) => App::build(cli.settings()?).await?.run_until_stopped(shutdown_signal()).await,
+            Some(Command::Tokens(command)) => pixelgate::tokens::cli::run(&cli.store_settings(), command).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            let config_error = err.downcast_ref::<pixelgate::config::ConfigError>().is_some();
+            let config_error = err.downcast_ref::<ConfigError>().is_some();
             eprintln!("{}", if config_error { format!("{err}") } else { format!("pixelgate: {err:#}") });
             ExitCode::from(if config_error { 2 } else { 1 })
         }

@@ -1,4 +1,5 @@
-//! Metric names, their descriptions, and the process-wide Prometheus recorder.
+//! Metric names, their descriptions, and the process-wide Prometheus recorder
+//! (`docs/operations.md#metrics`). The `/metrics` endpoint is `runtime::metrics_listener`.
 //!
 //! Labels only ever take values from closed sets (flag names, outlet names, reasons, methods),
 //! so no request data, personal data or token can reach a metric.
@@ -74,7 +75,11 @@ fn describe() {
     describe_counter!(RECORDS_DROPPED, Unit::Count, "Records given up, by outlet and reason.");
     describe_counter!(SINK_WRITE_ERRORS, Unit::Count, "Failed sink write attempts; the records are retried.");
     describe_histogram!(SINK_BATCH_RECORDS, Unit::Count, "Records per sink write (per PutRecordBatch request for Firehose).");
-    describe_counter!(FIREHOSE_REQUESTS, Unit::Count, "Firehose PutRecordBatch requests, by outcome (ok, partial, throttled, unavailable, timeout, unreachable, not_found, rejected, other).");
+    describe_counter!(
+        FIREHOSE_REQUESTS,
+        Unit::Count,
+        "Firehose PutRecordBatch requests, by outcome (ok, partial, throttled, unavailable, timeout, unreachable, not_found, rejected, other)."
+    );
     describe_counter!(FIREHOSE_RETRIES, Unit::Count, "Records sent to Firehose again after a failure, by reason.");
     describe_counter!(RECORDS_SPOOLED, Unit::Count, "Records written to the disk spool while Firehose could not take them.");
     describe_counter!(RECORDS_REPLAYED, Unit::Count, "Spooled records delivered to Firehose by the replay.");
@@ -83,58 +88,6 @@ fn describe() {
     describe_gauge!(CONNECTIONS_OPEN, Unit::Count, "Open client connections, by listener.");
     describe_counter!(CONNECTIONS_ACCEPTED, Unit::Count, "Client connections accepted, by listener.");
     describe_counter!(CONNECTIONS_TIMED_OUT, Unit::Count, "Connections closed by a timeout: no complete request head in time, or an answer the client would not read.");
-}
-
-/// The `/metrics` endpoint, served on `--metrics-listen` only.
-#[derive(Clone)]
-pub struct MetricsService {
-    handle: PrometheusHandle,
-    /// Flushed through its intake before each scrape, so the hits answered before the scrape are
-    /// counted in it (their flags are counted when the intake shapes them).
-    intake: Option<crate::dispatch::Dispatcher>,
-}
-
-impl MetricsService {
-    /// A service rendering `handle`.
-    pub fn new(handle: PrometheusHandle) -> Self {
-        MetricsService { handle, intake: None }
-    }
-
-    /// Waits (at most [`SCRAPE_INTAKE_WAIT`]) for `dispatcher`'s intake before each scrape.
-    pub fn with_intake(mut self, dispatcher: crate::dispatch::Dispatcher) -> Self {
-        self.intake = Some(dispatcher);
-        self
-    }
-}
-
-/// Longest a scrape waits for the intake; a scrape is never held up longer by a busy intake.
-pub const SCRAPE_INTAKE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
-
-impl<B: Send + 'static> tower_service::Service<http::Request<B>> for MetricsService {
-    type Response = http::Response<crate::edge::EdgeBody>;
-    type Error = std::convert::Infallible;
-    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if req.uri().path() != "/metrics" {
-            return Box::pin(std::future::ready(Ok(crate::edge::json_error(http::StatusCode::NOT_FOUND, "only /metrics is served here"))));
-        }
-        let (handle, intake) = (self.handle.clone(), self.intake.clone());
-        Box::pin(async move {
-            if let Some(dispatcher) = intake {
-                let _ = tokio::time::timeout(SCRAPE_INTAKE_WAIT, dispatcher.flush_intake()).await;
-            }
-            handle.run_upkeep();
-            Ok(http::Response::builder()
-                .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
-                .body(http_body_util::Full::new(bytes::Bytes::from(handle.render())))
-                .expect("static response"))
-        })
-    }
 }
 
 /// Conversions API events by outcome (`sent`, `failed`, `skipped`) and reason (closed sets).
@@ -160,7 +113,11 @@ pub const CAPI_CUSTOM_DATA_DROPPED: &str = "pixelgate_capi_custom_data_dropped_t
 /// recorder is installed).
 pub fn describe_capi() {
     describe_counter!(CAPI_EVENTS, Unit::Count, "Conversions API events, by outcome (sent, failed, skipped) and reason.");
-    describe_counter!(CAPI_REQUESTS, Unit::Count, "Conversions API requests, by result (ok, timeout, unreachable, rate_limited, server_error, invalid_token, invalid_parameter, permission_denied, client_error, client_unavailable).");
+    describe_counter!(
+        CAPI_REQUESTS,
+        Unit::Count,
+        "Conversions API requests, by result (ok, timeout, unreachable, rate_limited, server_error, invalid_token, invalid_parameter, permission_denied, client_error, client_unavailable)."
+    );
     describe_histogram!(CAPI_BATCH_EVENTS, Unit::Count, "Events per Conversions API request.");
     describe_histogram!(CAPI_REQUEST_SECONDS, Unit::Seconds, "Duration of one Conversions API request.");
     describe_histogram!(LAMBDA_DRAIN_SECONDS, Unit::Seconds, "Under Lambda: time from the INVOKE event to the invocation's records and Conversions API calls being done.");

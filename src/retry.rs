@@ -36,3 +36,35 @@ impl RetryPolicy {
         half + half.mul_f64(rand::random::<f64>())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy { attempt_timeout: Duration::from_secs(1), backoff_initial: Duration::from_millis(100), backoff_max: Duration::from_secs(1), budget: Duration::from_secs(10) }
+    }
+
+    #[test]
+    fn backoff_is_full_jitter_below_a_doubling_capped_ceiling() {
+        let p = policy();
+        for (retry, ceiling) in [(0, 100), (1, 200), (2, 400), (3, 800), (4, 1000), (40, 1000)] {
+            let waits: Vec<u128> = (0..200).map(|_| p.backoff(retry).as_millis()).collect();
+            assert!(waits.iter().all(|w| *w <= ceiling), "retry {retry}: {waits:?}");
+            assert!(waits.iter().any(|w| *w < ceiling / 2), "full jitter reaches the lower half");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_with_jitter() {
+        let p = policy();
+        for (retry, ceiling) in [(0, 100), (1, 200), (2, 400), (3, 800), (4, 1000), (30, 1000)] {
+            for _ in 0..50 {
+                let d = p.backoff_at_least_half(retry).as_millis() as u64;
+                assert!(d >= ceiling / 2 && d <= ceiling, "retry {retry}: {d} ms");
+            }
+        }
+        let spread: std::collections::HashSet<_> = (0..20).map(|_| p.backoff_at_least_half(3)).collect();
+        assert!(spread.len() > 1, "jitter varies the wait");
+    }
+}

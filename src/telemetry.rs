@@ -3,7 +3,16 @@
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{ConfigError, LogFormat};
+use crate::error::ConfigError;
+
+/// Log output formats (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
 
 /// Installs the global subscriber. Fails on a filter that does not parse.
 pub fn init(format: LogFormat, filter: &str) -> Result<(), ConfigError> {

@@ -223,10 +223,7 @@ fn scripted_answers_come_back_in_order_then_normal_processing_resumes() {
     let b = body(vec![event("Lead")]);
     let got: Vec<(u16, Value)> = (0..6).map(|_| post(&g, &events_path(), &b)).collect();
     let summary: Vec<(u16, Value)> = got.iter().map(|(s, a)| (*s, a["error"]["code"].clone())).collect();
-    assert_eq!(
-        summary,
-        vec![(400, json!(100)), (400, json!(190)), (400, json!(613)), (500, json!(1)), (400, json!(613)), (200, Value::Null)]
-    );
+    assert_eq!(summary, vec![(400, json!(100)), (400, json!(190)), (400, json!(613)), (500, json!(1)), (400, json!(613)), (200, Value::Null)]);
     assert_eq!(got[2].1["error"]["is_transient"], true);
     assert_eq!(got[2].1["error"]["error_subcode"], 1_487_742);
     assert_eq!(got[5].1["events_received"], 1);

@@ -145,7 +145,8 @@ const PHONE_CC: &str = "Meta docs (capi.md §4): a phone must include the countr
 const NFC: &str = "NFC: a decomposed accent hashes like Meta's precomposed doc example (Valéry → 08e1996b…); the SDK hashes the bytes as given";
 const NAME_PUNCT: &str = "Meta docs fn/ln (capi.md §4, §5.3): lowercase, no punctuation or spaces; the SDK only lowercases and trims (§5.1)";
 const EMPTY: &str = "no letters (or nothing at all) left after normalising: dropped; the SDK hashes what is left, even the empty string";
-const CITY_PUNCT: &str = "Meta docs ct: no punctuation or special characters (capi.md §4, §5.3: keep letters only); the SDK removes only digits, dots, whitespace, dashes and parentheses";
+const CITY_PUNCT: &str =
+    "Meta docs ct: no punctuation or special characters (capi.md §4, §5.3: keep letters only); the SDK removes only digits, dots, whitespace, dashes and parentheses";
 const GENDER: &str = "capi.md §5.3: the words female/male (any case, trimmed) map to f/m; the SDK's UserData only takes its Gender enum, i.e. exactly 'f' or 'm'";
 const DOB: &str = "Meta docs db: YYYYMMDD, year 1900..now (capi.md §4, §5.3): we parse dates into that and drop impossible ones; the SDK hashes the string verbatim (§5.1)";
 const STATE: &str = "Meta docs st: US 2-letter ANSI code (capi.md §4); §5.3 maps US state and Canadian province names; the SDK has no map";

@@ -2,17 +2,50 @@
 //! panics, the record is exactly one valid JSON line, personal data is hashed, and limits hold;
 //! and the line written straight from the builder's buffer is the line of the built `Hit`.
 
-use pixelgate::hit::Timestamp;
 use pixelgate::params::{HitBuilder, Limits, ParseSettings, RequestMeta};
+use pixelgate::record::Timestamp;
 use proptest::prelude::*;
 
 /// Cases per property; the closing note quotes this number.
 const CASES: u32 = 20_000;
 
 const KEYS: &[&str] = &[
-    "pixel_id", "id", "pid", "event", "ev", "event_id", "eid", "url", "dl", "ref", "rl", "ts", "test_event_code", "fbp", "fbc", "gtmcb", "_",
-    "evat_value", "cd[currency]", "x-fb-cd-content_ids", "usat_em", "ud[ph]", "x-fb-ud-fn", "usat_ln", "ud[ge]", "usat_db", "usat_ct", "usat_st",
-    "usat_zp", "usat_country", "usat_external_id", "ud[", "cd[]", "evat_", "usat_", "",
+    "pixel_id",
+    "id",
+    "pid",
+    "event",
+    "ev",
+    "event_id",
+    "eid",
+    "url",
+    "dl",
+    "ref",
+    "rl",
+    "ts",
+    "test_event_code",
+    "fbp",
+    "fbc",
+    "gtmcb",
+    "_",
+    "evat_value",
+    "cd[currency]",
+    "x-fb-cd-content_ids",
+    "usat_em",
+    "ud[ph]",
+    "x-fb-ud-fn",
+    "usat_ln",
+    "ud[ge]",
+    "usat_db",
+    "usat_ct",
+    "usat_st",
+    "usat_zp",
+    "usat_country",
+    "usat_external_id",
+    "ud[",
+    "cd[]",
+    "evat_",
+    "usat_",
+    "",
 ];
 const PII: &[&str] = &["em", "ph", "fn", "ln", "ge", "db", "ct", "st", "zp", "country", "external_id"];
 

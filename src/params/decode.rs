@@ -67,7 +67,9 @@ impl<'a> Iterator for RawPairs<'a> {
             }
             let (mut eq, mut key_escape, mut value_escape) = (None, None, None);
             let end = loop {
-                let Some(at) = self.marks.next() else { break bytes.len() };
+                let Some(at) = self.marks.next() else {
+                    break bytes.len();
+                };
                 match bytes[at] {
                     b'&' => break at,
                     b'=' if eq.is_none() => eq = Some(at),
@@ -88,12 +90,7 @@ impl<'a> Iterator for RawPairs<'a> {
             // is 0, the input's length, or the position of an ASCII `&` or `=` or one past it, so
             // a character boundary: the checks of `&input[..]` would only repeat that.
             let (key, value) = unsafe { (self.input.get_unchecked(start..key_end), self.input.get_unchecked(value_start..end)) };
-            return Some(RawPair {
-                key,
-                value,
-                key_escape: key_escape.map(|at| at - start),
-                value_escape: value_escape.map(|at| at - value_start),
-            });
+            return Some(RawPair { key, value, key_escape: key_escape.map(|at| at - start), value_escape: value_escape.map(|at| at - value_start) });
         }
     }
 }
@@ -333,9 +330,7 @@ mod tests {
 
     fn reference_bad(input: &str) -> bool {
         let b = input.as_bytes();
-        let bad_escape = b.iter().enumerate().any(|(i, &c)| {
-            c == b'%' && !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit) && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
-        });
+        let bad_escape = b.iter().enumerate().any(|(i, &c)| c == b'%' && !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit) && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit)));
         let lossy = |s: &Cow<'_, str>| matches!(s, Cow::Owned(o) if o.contains('\u{FFFD}'));
         bad_escape || form_urlencoded::parse(b).any(|(k, v)| lossy(&k) || lossy(&v))
     }

@@ -13,8 +13,8 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method};
 
 use super::RequestMeta;
-use crate::client_ip::{self, PeerIp};
-use crate::hit::Flags;
+use super::client_ip::{self, PeerIp};
+use crate::record::Flags;
 
 /// A request head as shaping reads it: method, path, query string, the address the front door
 /// saw, and the headers a hit takes something from.
@@ -84,8 +84,7 @@ impl RequestHead {
         let trusted = trusted_proxies > 0;
         // hyper keeps the URI's path and query as one string: copied as one when it is exactly
         // `path?query` (an absolute URI without a path has a made-up `/` path: copied apart).
-        let path_and_query =
-            parts.uri.path_and_query().map(|pq| pq.as_str()).filter(|pq| query.is_some_and(|q| pq.len() == path.len() + 1 + q.len()) && pq.starts_with(path));
+        let path_and_query = parts.uri.path_and_query().map(|pq| pq.as_str()).filter(|pq| query.is_some_and(|q| pq.len() == path.len() + 1 + q.len()) && pq.starts_with(path));
         let len = path_and_query.map_or(path.len() + query.map_or(0, str::len), str::len)
             + user_agent.map_or(0, str::len)
             + referer.map_or(0, str::len)
@@ -222,7 +221,7 @@ fn visible_ascii(value: &HeaderValue) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hit::Flag;
+    use crate::record::Flag;
 
     fn parts(headers: &[(&str, &[u8])]) -> http::request::Parts {
         let mut req = http::Request::get("/tr/?id=1&ev=PageView").body(()).unwrap();

@@ -55,13 +55,7 @@ pub struct ServerOptions {
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        ServerOptions {
-            name: "pixel",
-            max_connections: 10_000,
-            header_read_timeout: Duration::from_secs(10),
-            max_header_bytes: 32 * 1024,
-            shutdown_grace: Duration::from_secs(10),
-        }
+        ServerOptions { name: "pixel", max_connections: 10_000, header_read_timeout: Duration::from_secs(10), max_header_bytes: 32 * 1024, shutdown_grace: Duration::from_secs(10) }
     }
 }
 
@@ -274,14 +268,8 @@ impl<F: Future + Unpin> Future for Handling<F> {
     }
 }
 
-async fn connection<S>(
-    stream: TcpStream,
-    service: S,
-    http: Arc<http1::Builder>,
-    listener: &'static str,
-    permit: OwnedSemaphorePermit,
-    registered: Registered,
-) where
+async fn connection<S>(stream: TcpStream, service: S, http: Arc<http1::Builder>, listener: &'static str, permit: OwnedSemaphorePermit, registered: Registered)
+where
     S: tower_service::Service<Request<Incoming>, Response = Response<EdgeBody>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + Unpin + 'static,
 {

@@ -15,12 +15,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
-
 use super::Health;
-use crate::dispatch::Job;
-use crate::hit::Timestamp;
 use crate::metrics as m;
+use crate::pipeline::{Job, RecordJobs};
+use crate::record::Timestamp;
 
 /// Suffix of a file still being written.
 const OPEN_SUFFIX: &str = ".ndjson.open";
@@ -53,14 +51,12 @@ pub struct FileSink {
 
 impl FileSink {
     /// Takes the directory lock, recovers files a previous run left open, and starts the writer
-    /// thread on `rx`. `closing` is the queue's shutdown flag ([`crate::dispatch::OutletQueue::closing`]):
+    /// thread on `rx`. `closing` is the queue's shutdown flag ([`crate::pipeline::RecordOutlet::closing`]):
     /// once it is up, a failing disk is retried a bounded number of times, then given up and counted.
-    pub fn start(config: FileSinkConfig, rx: mpsc::Receiver<Job>, health: Arc<Health>, closing: Arc<AtomicBool>) -> io::Result<FileSink> {
+    pub fn start(config: FileSinkConfig, rx: RecordJobs, health: Arc<Health>, closing: Arc<AtomicBool>) -> io::Result<FileSink> {
         fs::create_dir_all(&config.dir)?;
         let lock = File::create(config.dir.join(".lock"))?;
-        lock.try_lock().map_err(|_| {
-            io::Error::new(io::ErrorKind::WouldBlock, format!("another pixelgate process is writing to {}", config.dir.display()))
-        })?;
+        lock.try_lock().map_err(|_| io::Error::new(io::ErrorKind::WouldBlock, format!("another pixelgate process is writing to {}", config.dir.display())))?;
         recover(&config.dir)?;
         let writer = Writer { config, health, closing, gave_up: false, file: None, buf: Vec::with_capacity(256 * 1024), buf_time: None, buffered: 0, _lock: lock };
         let thread = std::thread::Builder::new().name("pixelgate-file-sink".into()).spawn(move || writer.run(rx))?;
@@ -104,7 +100,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+    fn run(mut self, mut rx: RecordJobs) {
         let mut jobs = Vec::with_capacity(MAX_BATCH);
         let mut closing = false;
         let mut shutdown_acks = Vec::new();
@@ -120,17 +116,11 @@ impl Writer {
             let mut hits = 0u64;
             for job in jobs.drain(..) {
                 match job {
-                    Job::Records(records) => {
+                    Job::Deliver(records) => {
                         self.start_line(records.received_at(), closing);
                         self.buf.extend_from_slice(records.lines());
                         self.buffered += records.count() as u64;
                         hits += records.count() as u64;
-                    }
-                    Job::Hit(hit) => {
-                        self.start_line(hit.received_at, closing);
-                        hit.write_line(&mut self.buf);
-                        self.buffered += 1;
-                        hits += 1;
                     }
                     Job::Barrier(ack) => {
                         self.write_out(closing);

@@ -1,13 +1,30 @@
-//! Raw-record sinks: where every hit's NDJSON line ends up.
+//! Raw-record sinks: where every hit's NDJSON line ends up (`docs/records.md#files`,
+//! `docs/firehose.md`).
 //!
-//! Each sink is the consumer of one outlet queue ([`crate::dispatch`]). `file` (the embedded
-//! default) writes hourly-partitioned NDJSON files under `<data-dir>/raw/`; `firehose` sends the
-//! same lines to Amazon Kinesis Data Firehose, spooling to `<data-dir>/spool/` while it cannot.
+//! Each sink is the consumer of one raw-record outlet queue ([`crate::pipeline::RecordOutlet`]).
+//! [`file`] (the embedded default) writes hourly-partitioned NDJSON files under
+//! `<data-dir>/raw/`; [`firehose`] sends the same lines to Amazon Kinesis Data Firehose,
+//! spooling to `<data-dir>/spool/` while it cannot.
 
 pub mod file;
 pub mod firehose;
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+
+use self::file::{FileSink, FileSinkConfig};
+use self::firehose::{FirehoseConfig, FirehoseSink};
+use crate::pipeline::RecordOutlet;
+
+/// Which sink, with its settings (`--sink`).
+#[derive(Debug, Clone)]
+pub enum SinkSettings {
+    /// NDJSON files.
+    File(FileSinkConfig),
+    /// Kinesis Data Firehose.
+    Firehose(FirehoseConfig),
+}
 
 /// Whether a sink can currently deliver, and if not, why. Read by `/readyz`.
 #[derive(Debug, Default)]
@@ -45,7 +62,23 @@ pub enum RunningSink {
 }
 
 impl RunningSink {
-    /// Waits for the sink to finish after its queue got a [`crate::dispatch::Job::Shutdown`].
+    /// Starts the sink `settings` name on a fresh outlet queue of `capacity` records.
+    pub async fn start(settings: &SinkSettings, capacity: usize, health: Arc<Health>) -> anyhow::Result<(RecordOutlet, RunningSink)> {
+        match settings {
+            SinkSettings::File(config) => {
+                let (outlet, rx) = RecordOutlet::new("file", capacity);
+                let sink = FileSink::start(config.clone(), rx, health, outlet.closing())
+                    .with_context(|| format!("cannot write records under {} (--data-dir [PIXELGATE_DATA_DIR])", config.dir.display()))?;
+                Ok((outlet, RunningSink::File(sink)))
+            }
+            SinkSettings::Firehose(config) => {
+                let (outlet, rx) = RecordOutlet::new("firehose", capacity);
+                Ok((outlet, RunningSink::Firehose(FirehoseSink::start(config.clone(), rx, health).await?)))
+            }
+        }
+    }
+
+    /// Waits for the sink to finish after its queue got a [`crate::pipeline::Job::Shutdown`].
     pub async fn join(self) {
         match self {
             RunningSink::File(sink) => {

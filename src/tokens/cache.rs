@@ -16,6 +16,7 @@ use moka::future::Cache;
 
 use super::{Secret, StoreError, StoredToken, TokenStatus, TokenStatusView, TokenStore};
 use crate::metrics as m;
+use crate::record::PixelId;
 
 /// A token the forwarder may use, with the version to pass to [`TokenCache::mark_invalid`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,12 +80,12 @@ impl TtlByKind {
     }
 }
 
-impl Expiry<String, Cached> for TtlByKind {
-    fn expire_after_create(&self, _: &String, value: &Cached, _: Instant) -> Option<Duration> {
+impl Expiry<PixelId, Cached> for TtlByKind {
+    fn expire_after_create(&self, _: &PixelId, value: &Cached, _: Instant) -> Option<Duration> {
         self.ttl(value)
     }
 
-    fn expire_after_update(&self, _: &String, value: &Cached, _: Instant, _: Option<Duration>) -> Option<Duration> {
+    fn expire_after_update(&self, _: &PixelId, value: &Cached, _: Instant, _: Option<Duration>) -> Option<Duration> {
         self.ttl(value)
     }
 }
@@ -92,7 +93,7 @@ impl Expiry<String, Cached> for TtlByKind {
 /// The token cache over a [`TokenStore`].
 pub struct TokenCache {
     store: TokenStore,
-    cache: Cache<String, Cached>,
+    cache: Cache<PixelId, Cached>,
     store_reads: AtomicU64,
     /// Bumped after every change this process writes to the store (set, delete, invalidate). A
     /// store read that overlapped a change may have cached what the change replaced; the reader
@@ -109,7 +110,7 @@ pub struct TokenCache {
     /// Hashed with foldhash (seeded per process): the read is on every hit's path, where
     /// SipHash cost more than the rest of the lookup. Each entry holds until when, on the coarse
     /// clock ([`crate::clock::now_ms`]).
-    tokenless: RwLock<foldhash::HashMap<Box<str>, u64>>,
+    tokenless: RwLock<foldhash::HashMap<PixelId, u64>>,
     settings: CacheSettings,
 }
 
@@ -123,14 +124,14 @@ impl TokenCache {
 
     /// Whether a store read within the negative TTL found no usable token for the pixel (and
     /// nothing this process changed since says otherwise). Never waits; `false` when unknown.
-    pub fn known_tokenless(&self, pixel_id: &str) -> bool {
+    pub fn known_tokenless(&self, pixel: &PixelId) -> bool {
         let tokenless = self.tokenless.read().unwrap_or_else(|e| e.into_inner());
         // The coarse clock: this runs for every hit.
-        tokenless.get(pixel_id).is_some_and(|&until| crate::clock::now_ms() < until)
+        tokenless.get(pixel).is_some_and(|&until| crate::clock::now_ms() < until)
     }
 
     /// Remembers a fresh "no usable token" read, unless a change landed since `seen`.
-    fn remember_tokenless(&self, pixel_id: &str, seen: u64) {
+    fn remember_tokenless(&self, pixel: &PixelId, seen: u64) {
         let mut tokenless = self.tokenless.write().unwrap_or_else(|e| e.into_inner());
         if self.changes.load(Ordering::SeqCst) != seen {
             return;
@@ -143,16 +144,22 @@ impl TokenCache {
             }
         }
         let ttl = u64::try_from(self.settings.negative_ttl.as_millis()).unwrap_or(u64::MAX);
-        tokenless.insert(pixel_id.into(), now.saturating_add(ttl));
+        tokenless.insert(*pixel, now.saturating_add(ttl));
     }
 
     /// Records that this process changed the pixel's token: bumps `changes` and forgets a
     /// remembered "no token".
-    fn changed(&self, pixel_id: &str) -> u64 {
+    fn changed(&self, pixel: &PixelId) -> u64 {
         let mut tokenless = self.tokenless.write().unwrap_or_else(|e| e.into_inner());
         let before = self.changes.fetch_add(1, Ordering::SeqCst);
-        tokenless.remove(pixel_id);
+        tokenless.remove(pixel);
         before
+    }
+
+    /// What the cache knows of the pixel without asking the store: `Some(true)` a usable token,
+    /// `Some(false)` none (or an invalid one), `None` not cached.
+    pub async fn known(&self, pixel: &PixelId) -> Option<bool> {
+        self.cache.get(pixel).await.map(|c| matches!(c, Cached::Usable(_)))
     }
 
     /// The store behind the cache (e.g. for `/readyz`: `tokens.store().check()`).
@@ -168,76 +175,76 @@ impl TokenCache {
 
     /// The pixel's token if it is set and active. Reads the store on a miss; concurrent misses
     /// for one pixel share that read. A store error is not cached.
-    pub async fn usable(&self, pixel_id: &str) -> Result<Option<UsableToken>, StoreError> {
-        if let Some(cached) = self.cache.get(pixel_id).await {
+    pub async fn usable(&self, pixel: &PixelId) -> Result<Option<UsableToken>, StoreError> {
+        if let Some(cached) = self.cache.get(pixel).await {
             self.counted[0].increment(1);
             return Ok(cached.usable());
         }
         let seen = self.changes.load(Ordering::SeqCst);
         let entry = self
             .cache
-            .entry_by_ref(pixel_id)
+            .entry_by_ref(pixel)
             .or_try_insert_with(async {
                 self.store_reads.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!(m::TOKEN_STORE_READS).increment(1);
-                self.store.get(pixel_id).await.map(|stored| Cached::of(stored.as_ref()))
+                self.store.get(pixel).await.map(|stored| Cached::of(stored.as_ref()))
             })
             .await
             .map_err(|e| StoreError::clone(&e))?;
         self.counted[entry.is_fresh() as usize].increment(1);
         if entry.is_fresh() {
             if self.changes.load(Ordering::SeqCst) != seen {
-                self.cache.invalidate(pixel_id).await;
+                self.cache.invalidate(pixel).await;
             } else if matches!(entry.value(), Cached::Unusable) {
-                self.remember_tokenless(pixel_id, seen);
+                self.remember_tokenless(pixel, seen);
             }
         }
         Ok(entry.into_value().usable())
     }
 
     /// Stores or replaces the pixel's token; this cache uses it at once.
-    pub async fn set(&self, pixel_id: &str, token: Secret) -> Result<TokenStatusView, StoreError> {
-        let stored = self.store.set(pixel_id, token).await?;
-        self.changed(pixel_id);
-        self.cache.insert(pixel_id.to_owned(), Cached::of(Some(&stored))).await;
-        Ok(TokenStatusView::of(pixel_id, Some(&stored)))
+    pub async fn set(&self, pixel: &PixelId, token: Secret) -> Result<TokenStatusView, StoreError> {
+        let stored = self.store.set(pixel, token).await?;
+        self.changed(pixel);
+        self.cache.insert(*pixel, Cached::of(Some(&stored))).await;
+        Ok(TokenStatusView::of(pixel, Some(&stored)))
     }
 
     /// Removes the pixel's token; `false` if there was none. This cache stops using it at once.
-    pub async fn delete(&self, pixel_id: &str) -> Result<bool, StoreError> {
-        let existed = self.store.delete(pixel_id).await?;
-        self.changed(pixel_id);
-        self.cache.insert(pixel_id.to_owned(), Cached::Unusable).await;
+    pub async fn delete(&self, pixel: &PixelId) -> Result<bool, StoreError> {
+        let existed = self.store.delete(pixel).await?;
+        self.changed(pixel);
+        self.cache.insert(*pixel, Cached::Unusable).await;
         Ok(existed)
     }
 
     /// The pixel's token status, read from the store (not the cache).
-    pub async fn status(&self, pixel_id: &str) -> Result<TokenStatusView, StoreError> {
-        Ok(TokenStatusView::of(pixel_id, self.store.get(pixel_id).await?.as_ref()))
+    pub async fn status(&self, pixel: &PixelId) -> Result<TokenStatusView, StoreError> {
+        Ok(TokenStatusView::of(pixel, self.store.get(pixel).await?.as_ref()))
     }
 
     /// Meta rejected the token of `version`: marks it invalid in the store unless it was
     /// replaced since, and stops using it. `true` if this call flipped it.
-    pub async fn mark_invalid(&self, pixel_id: &str, version: u64) -> Result<bool, StoreError> {
+    pub async fn mark_invalid(&self, pixel: &PixelId, version: u64) -> Result<bool, StoreError> {
         // A burst of rejections of one token: once the entry no longer holds that version (this
         // cache flipped or replaced it), the others need no store call.
-        if let Some(cached) = self.cache.get(pixel_id).await
+        if let Some(cached) = self.cache.get(pixel).await
             && !matches!(&cached, Cached::Usable(t) if t.version == version)
         {
             return Ok(false);
         }
         let before = self.changes.load(Ordering::SeqCst);
-        let flipped = self.store.mark_invalid(pixel_id, version).await?;
+        let flipped = self.store.mark_invalid(pixel, version).await?;
         // Not this call's own bump: a set or delete that landed meanwhile wins over our entry.
-        let undisturbed = self.changed(pixel_id) == before;
+        let undisturbed = self.changed(pixel) == before;
         if flipped && undisturbed {
             // Counted and logged by the caller (the forwarder), once per rejected version.
-            tracing::info!(pixel_id, "access token marked invalid in the store");
-            self.cache.insert(pixel_id.to_owned(), Cached::Unusable).await;
+            tracing::info!(pixel_id = %pixel, "access token marked invalid in the store");
+            self.cache.insert(*pixel, Cached::Unusable).await;
         } else {
             // The store holds something newer (or nothing), or a change landed meanwhile: read
             // it again on next use.
-            self.cache.invalidate(pixel_id).await;
+            self.cache.invalidate(pixel).await;
         }
         Ok(flipped)
     }
@@ -248,6 +255,10 @@ mod tests {
     use super::*;
     use crate::tokens::LocalStore;
     use std::sync::Arc;
+
+    fn p(id: &str) -> PixelId {
+        PixelId::parse(id).unwrap()
+    }
 
     async fn cache(settings: CacheSettings) -> (tempfile::TempDir, Arc<TokenCache>, TokenStore) {
         let dir = tempfile::tempdir().unwrap();
@@ -264,82 +275,82 @@ mod tests {
     #[tokio::test]
     async fn changes_elsewhere_show_after_the_ttls() {
         let (_dir, cache, other) = cache(short()).await;
-        assert_eq!(cache.usable("1").await.unwrap(), None);
-        let first = other.set("1", Secret::new("a")).await.unwrap();
-        assert_eq!(cache.usable("1").await.unwrap(), None, "'no token' is cached");
+        assert_eq!(cache.usable(&p("1")).await.unwrap(), None);
+        let first = other.set(&p("1"), Secret::new("a")).await.unwrap();
+        assert_eq!(cache.usable(&p("1")).await.unwrap(), None, "'no token' is cached");
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let got = cache.usable("1").await.unwrap().unwrap();
+        let got = cache.usable(&p("1")).await.unwrap().unwrap();
         assert_eq!((got.token.expose(), got.version), ("a", first.version), "after the negative TTL");
-        other.set("1", Secret::new("b")).await.unwrap();
+        other.set(&p("1"), Secret::new("b")).await.unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(cache.usable("1").await.unwrap().unwrap().token.expose(), "a", "still within the positive TTL");
+        assert_eq!(cache.usable(&p("1")).await.unwrap().unwrap().token.expose(), "a", "still within the positive TTL");
         tokio::time::sleep(Duration::from_millis(400)).await;
-        assert_eq!(cache.usable("1").await.unwrap().unwrap().token.expose(), "b", "after the positive TTL");
+        assert_eq!(cache.usable(&p("1")).await.unwrap().unwrap().token.expose(), "b", "after the positive TTL");
         assert_eq!(cache.store_reads(), 3);
     }
 
     #[tokio::test]
     async fn own_changes_apply_at_once() {
         let (_dir, cache, other) = cache(CacheSettings::default()).await;
-        assert_eq!(cache.usable("1").await.unwrap(), None);
-        let view = cache.set("1", Secret::new("a")).await.unwrap();
+        assert_eq!(cache.usable(&p("1")).await.unwrap(), None);
+        let view = cache.set(&p("1"), Secret::new("a")).await.unwrap();
         assert_eq!((view.set, view.status), (true, Some(TokenStatus::Active)));
-        let a = cache.usable("1").await.unwrap().unwrap();
-        assert!(cache.delete("1").await.unwrap());
-        assert_eq!(cache.usable("1").await.unwrap(), None);
-        assert!(!cache.status("1").await.unwrap().set);
+        let a = cache.usable(&p("1")).await.unwrap().unwrap();
+        assert!(cache.delete(&p("1")).await.unwrap());
+        assert_eq!(cache.usable(&p("1")).await.unwrap(), None);
+        assert!(!cache.status(&p("1")).await.unwrap().set);
         assert_eq!(cache.store_reads(), 1);
 
-        cache.set("1", Secret::new("b")).await.unwrap();
-        let b = cache.usable("1").await.unwrap().unwrap();
-        assert!(!cache.mark_invalid("1", a.version).await.unwrap(), "an old version never invalidates a newer token");
-        assert_eq!(cache.usable("1").await.unwrap(), Some(b.clone()));
-        assert!(cache.mark_invalid("1", b.version).await.unwrap());
-        assert!(!cache.mark_invalid("1", b.version).await.unwrap());
-        assert_eq!(cache.usable("1").await.unwrap(), None);
-        assert_eq!(other.get("1").await.unwrap().unwrap().status, TokenStatus::Invalid);
-        assert_eq!(cache.status("1").await.unwrap().status, Some(TokenStatus::Invalid));
+        cache.set(&p("1"), Secret::new("b")).await.unwrap();
+        let b = cache.usable(&p("1")).await.unwrap().unwrap();
+        assert!(!cache.mark_invalid(&p("1"), a.version).await.unwrap(), "an old version never invalidates a newer token");
+        assert_eq!(cache.usable(&p("1")).await.unwrap(), Some(b.clone()));
+        assert!(cache.mark_invalid(&p("1"), b.version).await.unwrap());
+        assert!(!cache.mark_invalid(&p("1"), b.version).await.unwrap());
+        assert_eq!(cache.usable(&p("1")).await.unwrap(), None);
+        assert_eq!(other.get(&p("1")).await.unwrap().unwrap().status, TokenStatus::Invalid);
+        assert_eq!(cache.status(&p("1")).await.unwrap().status, Some(TokenStatus::Invalid));
     }
 
     #[tokio::test]
     async fn a_pixel_read_without_token_is_known_tokenless_until_the_negative_ttl_or_a_change() {
         let (_dir, cache, other) = cache(short()).await;
-        assert!(!cache.known_tokenless("1"), "nothing read yet");
-        assert_eq!(cache.usable("1").await.unwrap(), None);
-        assert!(cache.known_tokenless("1"));
-        assert!(!cache.known_tokenless("2"));
+        assert!(!cache.known_tokenless(&p("1")), "nothing read yet");
+        assert_eq!(cache.usable(&p("1")).await.unwrap(), None);
+        assert!(cache.known_tokenless(&p("1")));
+        assert!(!cache.known_tokenless(&p("2")));
         // Set elsewhere: still "no token" here until the negative TTL has passed, as the cache.
-        other.set("1", Secret::new("a")).await.unwrap();
-        assert!(cache.known_tokenless("1"));
+        other.set(&p("1"), Secret::new("a")).await.unwrap();
+        assert!(cache.known_tokenless(&p("1")));
         tokio::time::sleep(Duration::from_millis(250)).await;
-        assert!(!cache.known_tokenless("1"), "expired with the cache entry");
-        assert!(cache.usable("1").await.unwrap().is_some());
-        assert!(!cache.known_tokenless("1"), "a usable token is never tokenless");
+        assert!(!cache.known_tokenless(&p("1")), "expired with the cache entry");
+        assert!(cache.usable(&p("1")).await.unwrap().is_some());
+        assert!(!cache.known_tokenless(&p("1")), "a usable token is never tokenless");
 
         // A change made through this cache applies at once.
-        assert_eq!(cache.usable("3").await.unwrap(), None);
-        assert!(cache.known_tokenless("3"));
-        cache.set("3", Secret::new("b")).await.unwrap();
-        assert!(!cache.known_tokenless("3"));
+        assert_eq!(cache.usable(&p("3")).await.unwrap(), None);
+        assert!(cache.known_tokenless(&p("3")));
+        cache.set(&p("3"), Secret::new("b")).await.unwrap();
+        assert!(!cache.known_tokenless(&p("3")));
 
         // A read that overlapped a change is not remembered.
         let seen = cache.changes.load(Ordering::SeqCst);
-        cache.delete("4").await.unwrap();
-        cache.remember_tokenless("4", seen);
-        assert!(!cache.known_tokenless("4"));
+        cache.delete(&p("4")).await.unwrap();
+        cache.remember_tokenless(&p("4"), seen);
+        assert!(!cache.known_tokenless(&p("4")));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_misses_share_one_store_read() {
         let (_dir, cache, other) = cache(CacheSettings::default()).await;
-        let set = other.set("42", Secret::new("tok")).await.unwrap();
+        let set = other.set(&p("42"), Secret::new("tok")).await.unwrap();
         let barrier = Arc::new(tokio::sync::Barrier::new(1000));
         let tasks: Vec<_> = (0..1000)
             .map(|_| {
                 let (cache, barrier) = (cache.clone(), barrier.clone());
                 tokio::spawn(async move {
                     barrier.wait().await;
-                    cache.usable("42").await
+                    cache.usable(&p("42")).await
                 })
             })
             .collect();
@@ -347,23 +358,5 @@ mod tests {
             assert_eq!(t.await.unwrap().unwrap().map(|t| t.version), Some(set.version));
         }
         assert_eq!(cache.store_reads(), 1);
-    }
-}
-
-/// The forwarder's view of the cache: store errors become a message (never carrying a token),
-/// and a failed invalidation is logged, since the forwarder also remembers the rejected version.
-impl crate::capi::TokenSource for TokenCache {
-    async fn usable(&self, pixel_id: &str) -> Result<Option<UsableToken>, String> {
-        TokenCache::usable(self, pixel_id).await.map_err(|e| e.to_string())
-    }
-
-    async fn known(&self, pixel_id: &str) -> Option<bool> {
-        self.cache.get(pixel_id).await.map(|c| matches!(c, Cached::Usable(_)))
-    }
-
-    async fn mark_invalid(&self, pixel_id: &str, version: u64) {
-        if let Err(err) = TokenCache::mark_invalid(self, pixel_id, version).await {
-            tracing::warn!(pixel_id, error = %err, "could not mark the access token invalid in the store; it stays unused by this process");
-        }
     }
 }

@@ -9,24 +9,49 @@ use std::io::Read;
 
 use anyhow::Context;
 
-use super::{DynamoStore, Secret, TokenStatusView, TokenStore};
-use crate::config::{ConfigError, GlobalArgs, TokensCommand};
+use super::{DynamoStore, Secret, StoreSettings, TokenStatusView, TokenStore};
+use crate::error::ConfigError;
+use crate::record::PixelId;
+
+/// `pixelgate tokens …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum TokensCommand {
+    /// Store or replace a pixel's access token, read from standard input (never from the
+    /// command line); prints the pixel's token status as JSON.
+    Set {
+        /// The pixel id (1-32 digits).
+        pixel_id: PixelId,
+    },
+    /// Print a pixel's token status as one JSON object (never the token).
+    Status {
+        /// The pixel id (1-32 digits).
+        pixel_id: PixelId,
+    },
+    /// Remove a pixel's access token; prints the status afterwards.
+    Delete {
+        /// The pixel id (1-32 digits).
+        pixel_id: PixelId,
+    },
+    /// Create the --dynamodb-table table (on-demand billing), e.g. in a local emulator;
+    /// does nothing if it exists.
+    CreateTable,
+}
 
 /// Longest token read from standard input (Meta's are a few hundred bytes).
 const MAX_TOKEN_BYTES: u64 = 8 * 1024;
 
 /// Runs one `tokens` command, printing its JSON answer on standard output.
-pub async fn run(global: &GlobalArgs, command: &TokensCommand) -> anyhow::Result<()> {
+pub async fn run(store: &StoreSettings, command: &TokensCommand) -> anyhow::Result<()> {
     if let TokensCommand::CreateTable = command {
-        let Some(table) = global.dynamodb_table.as_deref().filter(|t| !t.is_empty()) else {
+        let Some(table) = store.dynamodb_table.as_deref().filter(|t| !t.is_empty()) else {
             return Err(ConfigError("tokens create-table needs --dynamodb-table [PIXELGATE_DYNAMODB_TABLE]".into()).into());
         };
         let created = DynamoStore::from_env(table).await?.create_table().await?;
         println!("{}", serde_json::json!({ "table": table, "created": created }));
         return Ok(());
     }
-    global.validate_tokens()?;
-    let store = TokenStore::open(global).await?;
+    store.validate()?;
+    let store = TokenStore::open(store).await?;
     let view = match command {
         TokensCommand::Set { pixel_id } => {
             let token = read_token(std::io::stdin().lock())?;

@@ -52,9 +52,7 @@ impl DynamoStore {
     /// A store over `table` from the standard AWS environment.
     pub async fn from_env(table: &str) -> anyhow::Result<DynamoStore> {
         let sdk = aws_config::defaults(BehaviorVersion::latest())
-            .timeout_config(
-                TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).operation_attempt_timeout(ATTEMPT_TIMEOUT).operation_timeout(CALL_TIMEOUT).build(),
-            )
+            .timeout_config(TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).operation_attempt_timeout(ATTEMPT_TIMEOUT).operation_timeout(CALL_TIMEOUT).build())
             .load()
             .await;
         if sdk.region().is_none() {
@@ -79,15 +77,7 @@ impl DynamoStore {
 
     /// The pixel's token, if one is stored.
     pub async fn get(&self, pixel_id: &str) -> Result<Option<StoredToken>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pixel_id", Self::key(pixel_id))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| self.error("GetItem", e))?;
+        let out = self.client.get_item().table_name(&self.table).key("pixel_id", Self::key(pixel_id)).consistent_read(true).send().await.map_err(|e| self.error("GetItem", e))?;
         out.item().map(|item| parse_item(pixel_id, item)).transpose()
     }
 
@@ -110,14 +100,7 @@ impl DynamoStore {
 
     /// Removes the pixel's token; `false` if there was none.
     pub async fn delete(&self, pixel_id: &str) -> Result<bool, StoreError> {
-        let result = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .key("pixel_id", Self::key(pixel_id))
-            .condition_expression("attribute_exists(pixel_id)")
-            .send()
-            .await;
+        let result = self.client.delete_item().table_name(&self.table).key("pixel_id", Self::key(pixel_id)).condition_expression("attribute_exists(pixel_id)").send().await;
         match result {
             Ok(_) => Ok(true),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
@@ -166,11 +149,7 @@ impl DynamoStore {
     /// already existed.
     pub async fn create_table(&self) -> Result<bool, StoreError> {
         let key = KeySchemaElement::builder().attribute_name("pixel_id").key_type(KeyType::Hash).build().map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let attr = AttributeDefinition::builder()
-            .attribute_name("pixel_id")
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let attr = AttributeDefinition::builder().attribute_name("pixel_id").attribute_type(ScalarAttributeType::S).build().map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let created = match self.client.create_table().table_name(&self.table).key_schema(key).attribute_definitions(attr).billing_mode(BillingMode::PayPerRequest).send().await {
             Ok(_) => true,
             Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => false,

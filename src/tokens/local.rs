@@ -62,7 +62,9 @@ impl LocalStore {
                 .optional()
             })
             .await?;
-        let Some((token, status, updated_at_ms, version)) = row else { return Ok(None) };
+        let Some((token, status, updated_at_ms, version)) = row else {
+            return Ok(None);
+        };
         let status = TokenStatus::parse(&status).ok_or_else(|| StoreError::Malformed(format!("pixel {pixel_id}: unknown status")))?;
         Ok(Some(StoredToken { token: Secret::new(token), status, updated_at_ms, version: version as u64 }))
     }

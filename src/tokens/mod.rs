@@ -20,7 +20,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConfigError, GlobalArgs, TokensKind};
+use std::path::PathBuf;
+
+use crate::error::ConfigError;
+use crate::record::PixelId;
 pub use crate::secret::Secret;
 pub use cache::{CacheSettings, TokenCache, UsableToken};
 pub use dynamodb::DynamoStore;
@@ -83,13 +86,8 @@ pub struct TokenStatusView {
 
 impl TokenStatusView {
     /// The view of `stored` for `pixel_id`.
-    pub fn of(pixel_id: &str, stored: Option<&StoredToken>) -> TokenStatusView {
-        TokenStatusView {
-            pixel_id: pixel_id.to_owned(),
-            set: stored.is_some(),
-            status: stored.map(|s| s.status),
-            updated_at: stored.map(|s| rfc3339_ms(s.updated_at_ms)),
-        }
+    pub fn of(pixel: &PixelId, stored: Option<&StoredToken>) -> TokenStatusView {
+        TokenStatusView { pixel_id: pixel.to_string(), set: stored.is_some(), status: stored.map(|s| s.status), updated_at: stored.map(|s| rfc3339_ms(s.updated_at_ms)) }
     }
 }
 
@@ -109,11 +107,6 @@ pub(crate) fn new_version() -> u64 {
     rand::random::<u64>() >> 1
 }
 
-/// Is `s` a pixel id: 1 to 32 ASCII digits?
-pub fn is_pixel_id(s: &str) -> bool {
-    (1..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
-}
-
 /// A token store failure. Messages name the store and what went wrong, never a token.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -125,6 +118,41 @@ pub enum StoreError {
     Malformed(String),
 }
 
+/// Which store holds the tokens (`--tokens`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    /// Embedded store under <data-dir>.
+    Local,
+    /// Amazon DynamoDB.
+    Dynamodb,
+}
+
+/// Where the token store lives.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// `--tokens`.
+    pub kind: StoreKind,
+    /// `--data-dir`: the embedded store's home.
+    pub data_dir: PathBuf,
+    /// `--dynamodb-table`.
+    pub dynamodb_table: Option<String>,
+}
+
+impl StoreSettings {
+    /// Checks what the kind needs: a table for DynamoDB.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match self.kind {
+            StoreKind::Local => Ok(()),
+            StoreKind::Dynamodb => self.table().map(|_| ()),
+        }
+    }
+
+    /// The DynamoDB table, or the error that names the flag.
+    pub fn table(&self) -> Result<&str, ConfigError> {
+        self.dynamodb_table.as_deref().filter(|t| !t.is_empty()).ok_or_else(|| ConfigError("--tokens dynamodb needs --dynamodb-table [PIXELGATE_DYNAMODB_TABLE]".into()))
+    }
+}
+
 /// The configured token store (`--tokens`).
 pub enum TokenStore {
     /// SQLite under `<data-dir>`.
@@ -134,48 +162,43 @@ pub enum TokenStore {
 }
 
 impl TokenStore {
-    /// Opens the store `--tokens` names. Errors are one line naming the flag and env var.
-    pub async fn open(global: &GlobalArgs) -> anyhow::Result<TokenStore> {
-        match global.tokens {
-            TokensKind::Local => Ok(TokenStore::Local(LocalStore::open(&global.data_dir).await?)),
-            TokensKind::Dynamodb => {
-                let Some(table) = global.dynamodb_table.as_deref().filter(|t| !t.is_empty()) else {
-                    return Err(ConfigError("--tokens dynamodb needs --dynamodb-table [PIXELGATE_DYNAMODB_TABLE]".into()).into());
-                };
-                Ok(TokenStore::Dynamodb(DynamoStore::from_env(table).await?))
-            }
+    /// Opens the store the settings name. Errors are one line naming the flag and env var.
+    pub async fn open(settings: &StoreSettings) -> anyhow::Result<TokenStore> {
+        match settings.kind {
+            StoreKind::Local => Ok(TokenStore::Local(LocalStore::open(&settings.data_dir).await?)),
+            StoreKind::Dynamodb => Ok(TokenStore::Dynamodb(DynamoStore::from_env(settings.table()?).await?)),
         }
     }
 
     /// The pixel's token, if one is stored.
-    pub async fn get(&self, pixel_id: &str) -> Result<Option<StoredToken>, StoreError> {
+    pub async fn get(&self, pixel: &PixelId) -> Result<Option<StoredToken>, StoreError> {
         match self {
-            TokenStore::Local(s) => s.get(pixel_id).await,
-            TokenStore::Dynamodb(s) => s.get(pixel_id).await,
+            TokenStore::Local(s) => s.get(pixel.as_str()).await,
+            TokenStore::Dynamodb(s) => s.get(pixel.as_str()).await,
         }
     }
 
     /// Stores or replaces the pixel's token, active, with a fresh version.
-    pub async fn set(&self, pixel_id: &str, token: Secret) -> Result<StoredToken, StoreError> {
+    pub async fn set(&self, pixel: &PixelId, token: Secret) -> Result<StoredToken, StoreError> {
         match self {
-            TokenStore::Local(s) => s.set(pixel_id, token).await,
-            TokenStore::Dynamodb(s) => s.set(pixel_id, token).await,
+            TokenStore::Local(s) => s.set(pixel.as_str(), token).await,
+            TokenStore::Dynamodb(s) => s.set(pixel.as_str(), token).await,
         }
     }
 
     /// Removes the pixel's token; `false` if there was none.
-    pub async fn delete(&self, pixel_id: &str) -> Result<bool, StoreError> {
+    pub async fn delete(&self, pixel: &PixelId) -> Result<bool, StoreError> {
         match self {
-            TokenStore::Local(s) => s.delete(pixel_id).await,
-            TokenStore::Dynamodb(s) => s.delete(pixel_id).await,
+            TokenStore::Local(s) => s.delete(pixel.as_str()).await,
+            TokenStore::Dynamodb(s) => s.delete(pixel.as_str()).await,
         }
     }
 
     /// Marks the token invalid if it is still the active one of `version`; `true` if it did.
-    pub async fn mark_invalid(&self, pixel_id: &str, version: u64) -> Result<bool, StoreError> {
+    pub async fn mark_invalid(&self, pixel: &PixelId, version: u64) -> Result<bool, StoreError> {
         match self {
-            TokenStore::Local(s) => s.mark_invalid(pixel_id, version).await,
-            TokenStore::Dynamodb(s) => s.mark_invalid(pixel_id, version).await,
+            TokenStore::Local(s) => s.mark_invalid(pixel.as_str(), version).await,
+            TokenStore::Dynamodb(s) => s.mark_invalid(pixel.as_str(), version).await,
         }
     }
 
@@ -203,17 +226,11 @@ mod tests {
 
     #[test]
     fn status_view_serialises_as_the_spec_says() {
-        let none = serde_json::to_string(&TokenStatusView::of("123", None)).unwrap();
+        let none = serde_json::to_string(&TokenStatusView::of(&"123".parse().unwrap(), None)).unwrap();
         assert_eq!(none, r#"{"pixel_id":"123","set":false,"status":null,"updated_at":null}"#);
         let t = StoredToken { token: Secret::new("EAAB-secret"), status: TokenStatus::Invalid, updated_at_ms: 1_700_000_000_123, version: 7 };
-        let some = serde_json::to_string(&TokenStatusView::of("123", Some(&t))).unwrap();
+        let some = serde_json::to_string(&TokenStatusView::of(&"123".parse().unwrap(), Some(&t))).unwrap();
         assert_eq!(some, r#"{"pixel_id":"123","set":true,"status":"invalid","updated_at":"2023-11-14T22:13:20.123Z"}"#);
         assert!(!format!("{t:?}").contains("EAAB"));
-    }
-
-    #[test]
-    fn pixel_ids_are_1_to_32_digits() {
-        assert!(is_pixel_id("1") && is_pixel_id(&"9".repeat(32)));
-        assert!(!is_pixel_id("") && !is_pixel_id(&"9".repeat(33)) && !is_pixel_id("12a") && !is_pixel_id("-1") && !is_pixel_id("١"));
     }
 }

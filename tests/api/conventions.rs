@@ -15,11 +15,9 @@ async fn record_of(app: &TestApp, query: &str) -> Value {
 #[tokio::test]
 async fn pixel_id_event_and_event_id_in_every_convention() {
     let app = spawn_app(&[]).await;
-    for (q, pixel, event, eid) in [
-        ("pixel_id=11&event=Purchase&event_id=a", "11", "Purchase", "a"),
-        ("id=22&ev=PageView&eid=b", "22", "PageView", "b"),
-        ("pid=33&ev=Lead&eid=c", "33", "Lead", "c"),
-    ] {
+    for (q, pixel, event, eid) in
+        [("pixel_id=11&event=Purchase&event_id=a", "11", "Purchase", "a"), ("id=22&ev=PageView&eid=b", "22", "PageView", "b"), ("pid=33&ev=Lead&eid=c", "33", "Lead", "c")]
+    {
         let r = record_of(&app, q).await;
         assert_eq!((r["pixel_id"].as_str(), r["event"].as_str(), r["event_id"].as_str()), (Some(pixel), Some(event), Some(eid)), "{q}");
         assert_eq!(r["flags"], json!([]), "{q}");
@@ -99,12 +97,7 @@ async fn fbp_and_fbc_from_parameters_cookies_or_the_fbclid() {
     let r = record_of(&app, "pixel_id=1&event=Lead&fbp=fb.1.1596403881668.1116446470&ud[fbc]=fb.1.1554763741205.AbCdEf").await;
     assert_eq!(r["user"], json!({"fbp": "fb.1.1596403881668.1116446470", "fbc": "fb.1.1554763741205.AbCdEf"}));
 
-    app.client
-        .get(app.url("/p.gif?pixel_id=1&event=Lead&event_id=cookie"))
-        .header("cookie", "a=1; _fbp=fb.1.1.222; _fbc=fb.1.2.XyZ")
-        .send()
-        .await
-        .unwrap();
+    app.client.get(app.url("/p.gif?pixel_id=1&event=Lead&event_id=cookie")).header("cookie", "a=1; _fbp=fb.1.1.222; _fbc=fb.1.2.XyZ").send().await.unwrap();
     let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
     let r = record_of(&app, "pixel_id=1&event=Purchase&event_id=clid&url=https%3A%2F%2Fshop.example.com%2Fcheckout%3Fa%3D1%26fbclid%3DAbC123%23top").await;
     let recs = app.records().await;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use pixelgate::App;
 use pixelgate::config::Cli;
-use pixelgate::dispatch::Dispatcher;
+use pixelgate::pipeline::Dispatcher;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -39,7 +39,7 @@ pub async fn spawn_app_on(listen: &str, extra: &[&str]) -> TestApp {
     args.push(&dir);
     args.extend_from_slice(extra);
     let cli = Cli::try_parse_args(&args).expect("test flags parse");
-    let app = App::build(&cli.global, &cli.serve_args()).await.expect("app builds");
+    let app = App::build(cli.settings().expect("valid settings")).await.expect("app builds");
     let (addr, metrics_addr, dispatcher) = (app.local_addr(), app.metrics_addr(), app.dispatcher());
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run_until_stopped(async {

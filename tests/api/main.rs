@@ -1,10 +1,10 @@
 //! Black-box tests over real sockets: the in-process app on port 0, or the real binary.
 
 mod client_ip;
-mod config;
-mod conventions;
 #[path = "../common/mod.rs"]
 mod common;
+mod config;
+mod conventions;
 mod helpers;
 mod hostile;
 mod operations;

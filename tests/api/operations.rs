@@ -48,7 +48,7 @@ async fn metrics_live_on_their_own_listener_and_count_this_process() {
 #[tokio::test]
 async fn a_disk_outage_makes_readyz_fail_while_the_pixel_answers_and_loses_nothing() {
     let app = spawn_app(&[]).await;
-    let year = pixelgate::hit::Timestamp::now().hour_prefix()[..4].to_owned();
+    let year = pixelgate::record::Timestamp::now().hour_prefix()[..4].to_owned();
     let blocker = app.data.path().join("raw").join(&year);
     std::fs::write(&blocker, b"not a directory").unwrap();
     for i in 0..20 {
@@ -83,7 +83,7 @@ async fn a_disk_outage_makes_readyz_fail_while_the_pixel_answers_and_loses_nothi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_while_the_disk_fails_gives_up_within_bounds_and_says_so() {
     let mut bin = spawn_binary(&[], &[]);
-    let year = pixelgate::hit::Timestamp::now().hour_prefix()[..4].to_owned();
+    let year = pixelgate::record::Timestamp::now().hour_prefix()[..4].to_owned();
     std::fs::create_dir_all(bin.data.join("raw")).unwrap();
     std::fs::write(bin.data.join("raw").join(year), b"not a directory").unwrap();
     let browser = reqwest::Client::builder().user_agent(BROWSER_UA).build().unwrap();
@@ -96,10 +96,7 @@ async fn sigterm_while_the_disk_fails_gives_up_within_bounds_and_says_so() {
     assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
     assert!(status.success());
     let logs = bin.logs();
-    let given_up: u32 = logs
-        .lines()
-        .filter(|l| l.contains("gave up records at shutdown"))
-        .filter_map(|l| l.split("records=").nth(1)?.split_whitespace().next()?.parse::<u32>().ok())
-        .sum();
+    let given_up: u32 =
+        logs.lines().filter(|l| l.contains("gave up records at shutdown")).filter_map(|l| l.split("records=").nth(1)?.split_whitespace().next()?.parse::<u32>().ok()).sum();
     assert_eq!(given_up, 3, "every queued record is accounted for: {logs}");
 }

@@ -151,8 +151,7 @@ async fn a_hit_meta_would_reject_is_not_sent_and_recorded_with_the_reason() {
         (!failed_records(&r).is_empty()).then_some(r)
     });
     assert_eq!(events.iter().map(|e| e.event_id().unwrap()).collect::<Vec<_>>(), ["with-agent"]);
-    let sent_ids: Vec<_> =
-        fake.requests().iter().flat_map(|r| r.body.as_ref().unwrap()["data"].as_array().unwrap().clone()).map(|e| e["event_id"].clone()).collect();
+    let sent_ids: Vec<_> = fake.requests().iter().flat_map(|r| r.body.as_ref().unwrap()["data"].as_array().unwrap().clone()).map(|e| e["event_id"].clone()).collect();
     assert_eq!(sent_ids, [json!("with-agent")], "the hit without a user agent never went to Meta");
 
     let failed = failed_records(&records);

@@ -251,9 +251,7 @@ impl Server {
     /// SIGTERM, then the exit status (panics if it does not exit within 30 s).
     pub fn terminate(&mut self) -> ExitStatus {
         let logs = (self.stdout.clone(), self.stderr.clone());
-        crate::common::terminate(&mut self.child, || {
-            format!("{}{}", std::fs::read_to_string(&logs.0).unwrap_or_default(), std::fs::read_to_string(&logs.1).unwrap_or_default())
-        })
+        crate::common::terminate(&mut self.child, || format!("{}{}", std::fs::read_to_string(&logs.0).unwrap_or_default(), std::fs::read_to_string(&logs.1).unwrap_or_default()))
     }
 
     /// Scrapes `/metrics`, stops the server with SIGTERM (it must exit 0), and checks that none

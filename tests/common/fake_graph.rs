@@ -55,8 +55,7 @@ pub const MAX_FUTURE: Duration = Duration::from_secs(5 * 60);
 pub const HASHED_KEYS: [&str; 11] = ["em", "ph", "fn", "ln", "ge", "db", "ct", "st", "zp", "country", "external_id"];
 
 /// `capi.md` §2.
-pub const ACTION_SOURCES: [&str; 9] =
-    ["email", "website", "app", "phone_call", "chat", "physical_store", "system_generated", "business_messaging", "other"];
+pub const ACTION_SOURCES: [&str; 9] = ["email", "website", "app", "phone_call", "chat", "physical_store", "system_generated", "business_messaging", "other"];
 
 /// What the fake answers to one request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -188,16 +187,7 @@ impl fmt::Debug for GraphRequest {
         write!(
             f,
             "#{} {} {} → {} {:?} {:?} token_in_query={} token_in_body={} token_ok={} body={}",
-            self.index,
-            self.method,
-            self.path,
-            self.status,
-            self.rule,
-            self.message,
-            self.token_in_query,
-            self.token_in_body,
-            self.token_ok,
-            body
+            self.index, self.method, self.path, self.status, self.rule, self.message, self.token_in_query, self.token_in_body, self.token_ok, body
         )
     }
 }
@@ -372,11 +362,7 @@ impl FakeGraph {
 
     fn timed_out(&self, n: usize, timeout: Duration) -> ! {
         let state = self.shared.lock();
-        panic!(
-            "fake graph: {} event(s) accepted within {timeout:?}, wanted {n}; requests:\n{:#?}",
-            state.events.len(),
-            state.requests
-        )
+        panic!("fake graph: {} event(s) accepted within {timeout:?}, wanted {n}; requests:\n{:#?}", state.events.len(), state.requests)
     }
 }
 
@@ -484,13 +470,7 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
         let mut s = shared.lock();
         let test_event_code = body.as_ref().and_then(|b| b.get("test_event_code")).and_then(Value::as_str).map(str::to_owned);
         for event in &outcome.accepted {
-            s.events.push(GraphEvent {
-                pixel_id: pixel_id.clone(),
-                version: version.clone(),
-                test_event_code: test_event_code.clone(),
-                request: index,
-                event: event.clone(),
-            });
+            s.events.push(GraphEvent { pixel_id: pixel_id.clone(), version: version.clone(), test_event_code: test_event_code.clone(), request: index, event: event.clone() });
         }
         let r = &mut s.requests[index];
         r.status = outcome.status.as_u16();
@@ -504,10 +484,7 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
         h.insert("content-type", "application/json; charset=UTF-8".parse().unwrap());
         h.insert("x-fb-trace-id", trace.parse().unwrap());
         if outcome.error_code == Some(190) {
-            h.insert(
-                "www-authenticate",
-                "OAuth \"Facebook Platform\" \"invalid_token\" \"Invalid OAuth access token - Cannot parse access token\"".parse().unwrap(),
-            );
+            h.insert("www-authenticate", "OAuth \"Facebook Platform\" \"invalid_token\" \"Invalid OAuth access token - Cannot parse access token\"".parse().unwrap());
         }
         resp
     };
@@ -549,9 +526,10 @@ pub fn mask(token: &str) -> String {
 fn parse_path(path: &str) -> Option<(String, String)> {
     let mut parts = path.trim_start_matches('/').split('/');
     let (version, pixel, events) = (parts.next()?, parts.next()?, parts.next()?);
-    let version_ok = version.strip_prefix('v').and_then(|v| v.split_once('.')).is_some_and(|(a, b)| {
-        !a.is_empty() && !b.is_empty() && a.bytes().all(|c| c.is_ascii_digit()) && b.bytes().all(|c| c.is_ascii_digit())
-    });
+    let version_ok = version
+        .strip_prefix('v')
+        .and_then(|v| v.split_once('.'))
+        .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty() && a.bytes().all(|c| c.is_ascii_digit()) && b.bytes().all(|c| c.is_ascii_digit()));
     let pixel_ok = !pixel.is_empty() && pixel.bytes().all(|c| c.is_ascii_digit());
     (parts.next().is_none() && events == "events" && version_ok && pixel_ok).then(|| (version.to_owned(), pixel.to_owned()))
 }
@@ -561,14 +539,7 @@ fn error(status: StatusCode, code: u16, subcode: u32, message: &str, rule: Optio
     if subcode != 0 {
         e["error_subcode"] = json!(subcode);
     }
-    Outcome {
-        status,
-        body: json!({ "error": e }),
-        error_code: Some(code),
-        rule,
-        message: Some(message.to_owned()),
-        accepted: Vec::new(),
-    }
+    Outcome { status, body: json!({ "error": e }), error_code: Some(code), rule, message: Some(message.to_owned()), accepted: Vec::new() }
 }
 
 fn reject(rule: Rule, message: String, trace: &str) -> Outcome {
@@ -581,15 +552,7 @@ fn reject(rule: Rule, message: String, trace: &str) -> Outcome {
 }
 
 /// Normal processing of one request, in Meta's order: path, token placement, token, body.
-fn process(
-    method: &str,
-    version: &str,
-    pixel: &str,
-    token_in_query: bool,
-    token: TokenVerdict,
-    body: Option<&Value>,
-    trace: &str,
-) -> Outcome {
+fn process(method: &str, version: &str, pixel: &str, token_in_query: bool, token: TokenVerdict, body: Option<&Value>, trace: &str) -> Outcome {
     if method != "POST" || pixel.is_empty() {
         return reject(Rule::Path, format!("Unsupported request: only POST /{{version}}/{{pixel_id}}/events is faked (version {version:?})"), trace);
     }
@@ -734,10 +697,5 @@ fn validate_event(e: &Value, now: i64) -> Result<(), (Rule, String)> {
 fn cookie_ok(s: &str) -> bool {
     let parts: Vec<&str> = s.split('.').collect();
     let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
-    (parts.len() == 4 || parts.len() == 5)
-        && parts[0] == "fb"
-        && digits(parts[1])
-        && digits(parts[2])
-        && !parts[3].is_empty()
-        && !s.chars().any(char::is_whitespace)
+    (parts.len() == 4 || parts.len() == 5) && parts[0] == "fb" && digits(parts[1]) && digits(parts[2]) && !parts[3].is_empty() && !s.chars().any(char::is_whitespace)
 }

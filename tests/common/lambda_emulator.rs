@@ -163,12 +163,7 @@ pub struct Emulator {
 impl Emulator {
     /// Binds 127.0.0.1:0; invocations get `timeout` as the function timeout.
     pub fn start(timeout: Duration) -> Emulator {
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
-            changed: Condvar::new(),
-            version: tokio::sync::watch::Sender::new(0),
-            timeout,
-        });
+        let shared = Arc::new(Shared { state: Mutex::new(State::default()), changed: Condvar::new(), version: tokio::sync::watch::Sender::new(0), timeout });
         let serving = shared.clone();
         let server = HttpServer::start("lambda-emulator", move |req| handle(req, serving.clone()));
         Emulator { server, shared }
@@ -178,7 +173,6 @@ impl Emulator {
     pub fn runtime_api(&self) -> String {
         self.server.addr().to_string()
     }
-
 
     /// From now on, stops `pid` when an invocation ends and continues it when the next one starts.
     pub fn freeze_between_invocations(&self, pid: u32) {
@@ -230,12 +224,10 @@ impl Emulator {
         self.shared.lock().invocations[i].clone()
     }
 
-
     /// The extensions registered so far.
     pub fn extensions(&self) -> Vec<RegisteredExtension> {
         self.shared.lock().extensions.clone()
     }
-
 
     /// Error reports (`init/error`, `exit/error`): (path, body).
     pub fn errors(&self) -> Vec<(String, String)> {
@@ -291,11 +283,8 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let answer = match (method.as_str(), segments.as_slice()) {
         ("POST", ["2020-01-01", "extension", "register"]) => {
-            let events: Vec<String> = serde_json::from_str::<Value>(&text)
-                .ok()
-                .and_then(|v| v.get("events").cloned())
-                .and_then(|e| serde_json::from_value(e).ok())
-                .unwrap_or_default();
+            let events: Vec<String> =
+                serde_json::from_str::<Value>(&text).ok().and_then(|v| v.get("events").cloned()).and_then(|e| serde_json::from_value(e).ok()).unwrap_or_default();
             let mut s = shared.lock();
             let Some(name) = extension_name else {
                 s.violations.push("extension register without Lambda-Extension-Name".into());
@@ -401,7 +390,11 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
             } else {
                 let inv = &mut s.invocations[i];
                 inv.response_at = Some(now);
-                if *outcome == "response" { inv.response = Some(value) } else { inv.error = Some(value) }
+                if *outcome == "response" {
+                    inv.response = Some(value)
+                } else {
+                    inv.error = Some(value)
+                }
                 s.maybe_end(i);
             }
             drop(s);

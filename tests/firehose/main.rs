@@ -4,9 +4,9 @@
 //! read back. The retry cases moto cannot stage (partial failures, throttling) are unit tests
 //! beside the sink, against a scripted fake behind the same client seam.
 
-mod delivery;
 #[path = "../common/mod.rs"]
 mod common;
+mod delivery;
 mod helpers;
 #[path = "../common/moto.rs"]
 mod moto;

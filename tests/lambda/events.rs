@@ -46,11 +46,7 @@ fn expect_answer(file: &str, inv: &Invocation) {
 
 /// The files in `events/`, sorted.
 fn event_files() -> Vec<String> {
-    let mut files: Vec<String> = std::fs::read_dir(events_dir())
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.ends_with(".json"))
-        .collect();
+    let mut files: Vec<String> = std::fs::read_dir(events_dir()).unwrap().filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.ends_with(".json")).collect();
     files.sort();
     files
 }

@@ -193,7 +193,13 @@ impl SlowProxy {
     }
 }
 
-async fn forward(req: Request<Incoming>, client: reqwest::Client, upstream: String, delay: Duration, log: Arc<Mutex<Vec<ProxiedCall>>>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn forward(
+    req: Request<Incoming>,
+    client: reqwest::Client,
+    upstream: String,
+    delay: Duration,
+    log: Arc<Mutex<Vec<ProxiedCall>>>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let received = Instant::now();
     let (parts, body) = req.into_parts();
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();

@@ -75,7 +75,7 @@ async fn cli_writes_and_the_cache_reads_once_for_a_burst() {
             let (cache, barrier) = (cache.clone(), barrier.clone());
             tokio::spawn(async move {
                 barrier.wait().await;
-                cache.usable("987654321").await
+                cache.usable(&"987654321".parse().unwrap()).await
             })
         })
         .collect();
@@ -91,9 +91,9 @@ async fn cli_writes_and_the_cache_reads_once_for_a_burst() {
     assert_eq!(cache.store_reads(), 1);
 
     // Meta rejects it: the conditional write flips it, and the CLI sees it.
-    assert!(cache.mark_invalid("987654321", versions[0]).await.unwrap());
+    assert!(cache.mark_invalid(&"987654321".parse().unwrap(), versions[0]).await.unwrap());
     assert_eq!(run(&["status", "987654321"], "").json()["status"], "invalid");
-    assert_eq!(cache.usable("987654321").await.unwrap(), None);
+    assert_eq!(cache.usable(&"987654321".parse().unwrap()).await.unwrap(), None);
 
     // A new token set meanwhile is never invalidated by a rejection of the old one.
     run(&["set", "987654321"], "EAABnewer\n").json();

@@ -197,4 +197,3 @@ fn from_sdk<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>
         _ => PutError::Other(text),
     }
 }
-

@@ -12,16 +12,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::{FirehoseConfig, Status};
 use super::client::PutRecords;
 use super::deliver::{Undelivered, deliver};
 use super::spool::{Appended, Spool};
+use super::{FirehoseConfig, Status};
 use crate::batch::{Batch, Batcher};
-use crate::dispatch::Job;
 use crate::metrics as m;
+use crate::pipeline::{Job, RecordJobs};
 use crate::sink::Health;
 
 /// The spool, shared by the consumer (appends) and the replay task (reads, acks). Every call
@@ -104,7 +104,7 @@ impl<C: PutRecords> Consumer<C> {
 
     /// Serves the queue until a [`Job::Shutdown`] (or every sender is gone), then flushes,
     /// spools what cannot be sent within the shutdown timeout, and answers.
-    pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+    pub(super) async fn run(mut self, mut rx: RecordJobs) {
         self.ensure_replay();
         let mut shutdown_acks = Vec::new();
         loop {
@@ -112,15 +112,10 @@ impl<C: PutRecords> Consumer<C> {
             tokio::select! {
                 job = rx.recv() => match job {
                     None => break,
-                    Some(Job::Records(records)) => {
+                    Some(Job::Deliver(records)) => {
                         for line in records.each_line() {
                             self.take_line(line, &rx).await;
                         }
-                    }
-                    Some(Job::Hit(hit)) => {
-                        let mut line = Vec::with_capacity(1024);
-                        hit.write_line(&mut line);
-                        self.take_line(Bytes::from(line), &rx).await;
                     }
                     Some(Job::Tick) => {
                         if let Some(batch) = self.batcher.take_if_due(Instant::now()) {
@@ -156,7 +151,7 @@ impl<C: PutRecords> Consumer<C> {
     }
 
     /// Adds one record line to the open batch, sending the batch when it is full.
-    async fn take_line(&mut self, line: Bytes, rx: &mpsc::Receiver<Job>) {
+    async fn take_line(&mut self, line: Bytes, rx: &RecordJobs) {
         let size = super::encoded_len(line.len());
         if let Some(batch) = self.batcher.push(line, size) {
             self.send(batch).await;
@@ -233,10 +228,7 @@ impl<C: PutRecords> Consumer<C> {
     /// if the spool already holds records (so that none overtakes them), else handing them back.
     /// What does not fit or cannot be written is given up, counted and logged.
     async fn spool_records(&mut self, records: Vec<Bytes>, behind_backlog: bool) -> Option<Vec<Bytes>> {
-        let appended = self
-            .spool
-            .run(move |s| if behind_backlog && s.is_empty() { Err(records) } else { Ok(s.append(&records).map_err(|e| (e, records))) })
-            .await;
+        let appended = self.spool.run(move |s| if behind_backlog && s.is_empty() { Err(records) } else { Ok(s.append(&records).map_err(|e| (e, records))) }).await;
         match appended {
             Err(records) => return Some(records),
             Ok(appended) => self.count_spooled(appended),
@@ -266,13 +258,8 @@ impl<C: PutRecords> Consumer<C> {
         if self.replay.as_ref().is_some_and(|t| !t.is_finished()) || self.spool.is_empty() {
             return;
         }
-        let replay = Replay {
-            client: self.client.clone(),
-            config: self.config.clone(),
-            status: self.status.clone(),
-            spool: self.spool.clone(),
-            stop: self.stop_replay.subscribe(),
-        };
+        let replay =
+            Replay { client: self.client.clone(), config: self.config.clone(), status: self.status.clone(), spool: self.spool.clone(), stop: self.stop_replay.subscribe() };
         self.replay = Some(tokio::spawn(replay.run()));
     }
 

@@ -6,10 +6,11 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use super::client::{PutError, PutRecords};
-use super::retry::{RetryAction, RetryPolicy, classify};
 use super::Status;
+use super::client::{PutError, PutRecords};
+use super::retry::{RetryAction, classify};
 use crate::metrics as m;
+use crate::retry::RetryPolicy;
 
 /// Records that could not be delivered, handed back for the spool.
 #[derive(Debug)]

@@ -11,7 +11,7 @@
 //!   cannot take, replayed oldest first.
 //! * `consumer` — the outlet's queue consumer, on a thread of its own: batches by count, bytes
 //!   and age ([`crate::batch`]), keeps a bounded number of deliveries in flight, spools, replays,
-//!   and honours the [`crate::dispatch::Job`] protocol.
+//!   and honours the [`crate::pipeline::Job`] protocol.
 
 pub mod client;
 mod consumer;
@@ -26,14 +26,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use self::client::{PutRecords, SdkFirehose, StreamCheck};
-use self::retry::RetryPolicy;
 use super::Health;
 use crate::batch::BatchLimits;
-use crate::config::ConfigError;
-use crate::dispatch::Job;
+use crate::error::ConfigError;
+use crate::pipeline::RecordJobs;
+use crate::retry::RetryPolicy;
 
 /// Most records in one `PutRecordBatch` request. "Each PutRecordBatch request supports up to 500
 /// records" — <https://docs.aws.amazon.com/firehose/latest/APIReference/API_PutRecordBatch.html>.
@@ -47,7 +47,7 @@ pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 /// Largest record: "Each record in the request can be as large as 1,000 KB (before base64
 /// encoding)" (same page). The shared encoder already caps every line at this size, cutting an
 /// over-long hit to a typed `oversize` record.
-pub const MAX_RECORD_BYTES: usize = crate::hit::MAX_RECORD_BYTES;
+pub const MAX_RECORD_BYTES: usize = crate::record::MAX_RECORD_BYTES;
 
 /// The size a record of `len` bytes adds to a request: base64 of the data plus the
 /// `{"Data":""},` around it.
@@ -118,7 +118,7 @@ impl FirehoseSink {
     /// [`ConfigError`]; a stream that cannot be checked (unreachable, no
     /// `firehose:DescribeDeliveryStream` permission) starts the sink degraded: records spool
     /// until Firehose takes them.
-    pub async fn start(config: FirehoseConfig, rx: mpsc::Receiver<Job>, health: Arc<Health>) -> anyhow::Result<FirehoseSink> {
+    pub async fn start(config: FirehoseConfig, rx: RecordJobs, health: Arc<Health>) -> anyhow::Result<FirehoseSink> {
         let config = config.validate();
         let spool = open_spool(&config)?;
         let (started_tx, started) = oneshot::channel();
@@ -139,14 +139,14 @@ impl FirehoseSink {
     }
 
     /// Starts the sink over a ready [`PutRecords`] (a fake, in tests).
-    pub fn start_with<C: PutRecords>(client: C, config: FirehoseConfig, rx: mpsc::Receiver<Job>, health: Arc<Health>) -> std::io::Result<FirehoseSink> {
+    pub fn start_with<C: PutRecords>(client: C, config: FirehoseConfig, rx: RecordJobs, health: Arc<Health>) -> std::io::Result<FirehoseSink> {
         let config = config.validate();
         let spool = open_spool(&config)?;
         let consumer = consumer::Consumer::new(client, config, health, spool);
         Ok(FirehoseSink { thread: spawn(consumer.run(rx))? })
     }
 
-    /// Waits for the consumer to finish (after a [`Job::Shutdown`]).
+    /// Waits for the consumer to finish (after a [`crate::pipeline::Job::Shutdown`]).
     pub async fn join(self) {
         let thread = self.thread;
         if !matches!(tokio::task::spawn_blocking(move || thread.join()).await, Ok(Ok(()))) {
@@ -162,9 +162,8 @@ fn spawn(future: impl Future<Output = ()> + Send + 'static) -> std::io::Result<s
 }
 
 fn open_spool(config: &FirehoseConfig) -> std::io::Result<spool::Spool> {
-    spool::Spool::open(&config.spool_dir, config.spool_max_bytes).map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot open the spool in {} (--data-dir [PIXELGATE_DATA_DIR]): {e}", config.spool_dir.display()))
-    })
+    spool::Spool::open(&config.spool_dir, config.spool_max_bytes)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot open the spool in {} (--data-dir [PIXELGATE_DATA_DIR]): {e}", config.spool_dir.display())))
 }
 
 /// The SDK client, once the stream has been checked.
@@ -175,8 +174,12 @@ async fn connect(config: &FirehoseConfig, health: &Health) -> anyhow::Result<Sdk
         .await
         .unwrap_or_else(|_| StreamCheck::Unknown(format!("no answer from Firehose within {:?}", config.retry.attempt_timeout)));
     match check {
-        StreamCheck::Active => tracing::info!(stream = %config.stream, region = client.region(), "Firehose delivery stream is active"),
-        StreamCheck::Missing(what) => return Err(ConfigError(format!("{what} (--firehose-stream [PIXELGATE_FIREHOSE_STREAM])")).into()),
+        StreamCheck::Active => {
+            tracing::info!(stream = %config.stream, region = client.region(), "Firehose delivery stream is active")
+        }
+        StreamCheck::Missing(what) => {
+            return Err(ConfigError(format!("{what} (--firehose-stream [PIXELGATE_FIREHOSE_STREAM])")).into());
+        }
         StreamCheck::Unknown(why) => {
             tracing::warn!(stream = %config.stream, reason = %why, "cannot confirm the Firehose delivery stream; starting anyway, records spool until it takes them");
             health.fail(why);

@@ -1,7 +1,6 @@
 //! The one place that decides what a `PutRecordBatch` answer means for the records in it, and
 //! how long to wait before trying again.
 
-
 use super::client::{PutError, PutOutcome};
 
 /// What to do after one attempt.
@@ -46,8 +45,6 @@ pub fn classify(result: Result<&PutOutcome, &PutError>) -> RetryAction {
     }
 }
 
-pub use crate::retry::RetryPolicy;
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -79,23 +76,5 @@ mod tests {
             assert!(matches!(classify(Err(&err)), RetryAction::Retry(_)), "{err}");
         }
         assert!(matches!(classify(Err(&PutError::Rejected("bad".into()))), RetryAction::DontRetry(_)));
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_its_cap_with_jitter() {
-        let p = RetryPolicy {
-            attempt_timeout: Duration::from_secs(1),
-            backoff_initial: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(1),
-            budget: Duration::from_secs(10),
-        };
-        for (retry, ceiling) in [(0, 100), (1, 200), (2, 400), (3, 800), (4, 1000), (30, 1000)] {
-            for _ in 0..50 {
-                let d = p.backoff_at_least_half(retry).as_millis() as u64;
-                assert!(d >= ceiling / 2 && d <= ceiling, "retry {retry}: {d} ms");
-            }
-        }
-        let spread: std::collections::HashSet<_> = (0..20).map(|_| p.backoff_at_least_half(3)).collect();
-        assert!(spread.len() > 1, "jitter varies the wait");
     }
 }

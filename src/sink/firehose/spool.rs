@@ -79,8 +79,7 @@ impl Spool {
     pub fn open(dir: &Path, max_bytes: u64) -> io::Result<Spool> {
         fs::create_dir_all(dir)?;
         let lock = File::create(dir.join(".lock"))?;
-        lock.try_lock()
-            .map_err(|_| io::Error::new(io::ErrorKind::WouldBlock, format!("another pixelgate process is using the spool in {}", dir.display())))?;
+        lock.try_lock().map_err(|_| io::Error::new(io::ErrorKind::WouldBlock, format!("another pixelgate process is using the spool in {}", dir.display())))?;
         let mut segments = Vec::new();
         for entry in fs::read_dir(dir)? {
             let path = entry?.path();
@@ -172,7 +171,9 @@ impl Spool {
     /// as counted by `size` (which is at least the record's length). `None` when the spool is
     /// empty.
     pub fn next_chunk(&mut self, max_records: usize, max_bytes: usize, size: impl Fn(usize) -> usize) -> io::Result<Option<Chunk>> {
-        let Some(seg) = self.segments.front() else { return Ok(None) };
+        let Some(seg) = self.segments.front() else {
+            return Ok(None);
+        };
         let mut file = File::open(&seg.path)?;
         file.seek(SeekFrom::Start(self.acked))?;
         let want = (seg.len - self.acked).min(max_bytes as u64);
@@ -181,7 +182,9 @@ impl Spool {
         let buf = Bytes::from(buf);
         let (mut records, mut pos, mut total) = (Vec::new(), 0, 0);
         while records.len() < max_records {
-            let Some(nl) = buf[pos..].iter().position(|&b| b == b'\n') else { break };
+            let Some(nl) = buf[pos..].iter().position(|&b| b == b'\n') else {
+                break;
+            };
             let line = buf.slice(pos..pos + nl + 1);
             if !records.is_empty() && total + size(line.len()) > max_bytes {
                 break;
@@ -199,7 +202,9 @@ impl Spool {
     /// Marks `chunk` acknowledged: moves the cursor past it and deletes its segment once every
     /// record in it is acknowledged.
     pub fn ack(&mut self, chunk: &Chunk) -> io::Result<()> {
-        let Some(seg) = self.segments.front() else { return Ok(()) };
+        let Some(seg) = self.segments.front() else {
+            return Ok(());
+        };
         if seg.id != chunk.segment || self.acked != chunk.start {
             return Err(io::Error::other(format!("acknowledgement out of order (segment {}, byte {})", chunk.segment, chunk.start)));
         }
@@ -219,7 +224,9 @@ impl Spool {
     }
 
     fn read_cursor(&self) -> u64 {
-        let Some(front) = self.segments.front() else { return 0 };
+        let Some(front) = self.segments.front() else {
+            return 0;
+        };
         let text = fs::read_to_string(self.dir.join(CURSOR)).unwrap_or_default();
         match text.split_whitespace().map(str::parse::<u64>).collect::<Result<Vec<_>, _>>().as_deref() {
             Ok([id, offset]) if *id == front.id && *offset < front.len => *offset,

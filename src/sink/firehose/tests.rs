@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::client::{PutError, PutOutcome, PutRecords, RecordFailure};
-use super::retry::RetryPolicy;
 use super::{FirehoseConfig, FirehoseSink, MAX_RECORD_BYTES, MAX_RECORDS_PER_REQUEST, MAX_REQUEST_BYTES, encoded_len};
 use crate::batch::BatchLimits;
-use crate::dispatch::{Dispatcher, OutletQueue};
-use crate::hit::{Hit, Timestamp};
 use crate::params::{HitBuilder, ParseSettings};
+use crate::pipeline::{Dispatcher, RecordOutlet};
+use crate::record::{Hit, Timestamp};
+use crate::retry::RetryPolicy;
 use crate::sink::Health;
 
 /// What the fake does with each request.
@@ -145,10 +145,10 @@ struct Harness {
 }
 
 fn start(fake: &FakeFirehose, config: FirehoseConfig) -> Harness {
-    let (queue, rx) = OutletQueue::for_records("firehose", 100_000);
+    let (queue, rx) = RecordOutlet::new("firehose", 100_000);
     let health = Arc::new(Health::default());
     let sink = FirehoseSink::start_with(fake.clone(), config, rx, health.clone()).unwrap();
-    Harness { dispatcher: Dispatcher::new(vec![queue]), sink, health }
+    Harness { dispatcher: Dispatcher::new(vec![queue], vec![]), sink, health }
 }
 
 impl Harness {

@@ -1,0 +1,88 @@
+//! [`Stack`]: everything behind a front door, wired: the raw-record sink, the token store and its
+//! cache, the forwarder with its gate, the dispatcher and intake in front of them, and the edge
+//! service's state. Both doors (the server and Lambda) build the same stack.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Settings;
+use crate::edge::admin::Admin;
+use crate::edge::{Edge, EdgeService};
+use crate::forward::meta::Meta;
+use crate::forward::{Deliveries, Forwarder, Gate, Wiring};
+use crate::pipeline::{Dispatcher, HitOutlet};
+use crate::sink::{Health, RunningSink};
+use crate::tokens::{TokenCache, TokenStore};
+
+/// The outlets and the dispatcher in front of them.
+pub struct Stack {
+    /// The edge service's shared state.
+    edge: Arc<Edge>,
+    /// Kept to flush or drain the outlets.
+    dispatcher: Dispatcher,
+    /// The raw-record sink, joined at shutdown.
+    sink: RunningSink,
+    /// The Meta forwarder, joined at shutdown.
+    forwarder: Forwarder,
+}
+
+impl Stack {
+    /// Starts the sink, opens the token store and starts the forwarder. Fails with a message
+    /// naming the setting that is wrong.
+    pub async fn start(settings: &Settings) -> anyhow::Result<Stack> {
+        let sink_health = Arc::new(Health::default());
+        let (sink_outlet, sink) = RunningSink::start(&settings.sink, settings.queue_capacity, sink_health.clone()).await?;
+
+        let store = TokenStore::open(&settings.tokens).await?;
+        let tokens = Arc::new(TokenCache::new(store, settings.token_cache));
+        let deliveries = Arc::new(Deliveries::default());
+        let gate = Arc::new(Gate::new(tokens.clone()));
+        let (forward_outlet, jobs) = HitOutlet::new("capi", settings.queue_capacity);
+        let forward_outlet = forward_outlet.with_gate(gate.for_outlet());
+        let wiring = Wiring { jobs, closing: forward_outlet.closing(), gate, sink: Dispatcher::new(vec![sink_outlet.clone()], vec![]), deliveries: deliveries.clone() };
+        let forwarder = Forwarder::start(Meta::new(&settings.meta, settings.forward.timeout), settings.forward.clone(), wiring);
+
+        // One intake task per runtime worker shapes the pixel requests the edge answered.
+        let workers = tokio::runtime::Handle::current().metrics().num_workers();
+        let dispatcher =
+            Dispatcher::new(vec![sink_outlet], vec![forward_outlet]).with_max_bytes(settings.queue_max_bytes).with_intake(workers, settings.queue_capacity, settings.parse.clone());
+        spawn_ticker(dispatcher.clone());
+
+        let admin = Admin::new(settings.admin_key.as_ref(), tokens.clone(), deliveries, settings.body.timeout);
+        let edge = Arc::new(Edge::new(settings.trusted_proxies, settings.body, dispatcher.clone(), sink_health, tokens, admin));
+        Ok(Stack { edge, dispatcher, sink, forwarder })
+    }
+
+    /// The edge service over this stack, for a front door to call.
+    pub fn service(&self) -> EdgeService {
+        EdgeService::new(self.edge.clone())
+    }
+
+    /// A handle to the outlets, to [`Dispatcher::flush`] them.
+    pub fn dispatcher(&self) -> Dispatcher {
+        self.dispatcher.clone()
+    }
+
+    /// Delivers everything queued (or accounts for it) and stops the outlets: the forwarder
+    /// first, so its `capi_failed` records still reach the sink.
+    pub async fn drain(self) {
+        self.dispatcher.shutdown().await;
+        self.forwarder.join().await;
+        self.sink.join().await;
+    }
+}
+
+/// Wakes idle outlet consumers once a second for time-based work (file rotation, batch ageing,
+/// restarting a spool replay).
+fn spawn_ticker(dispatcher: Dispatcher) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            if !dispatcher.tick() {
+                return;
+            }
+        }
+    });
+}

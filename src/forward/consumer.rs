@@ -1,0 +1,223 @@
+//! The forwarder's queue consumer: drains its hit outlet into batches per [`Key`], delivers
+//! each batch in a task of its own, and honours the [`Job`] protocol.
+//!
+//! It runs on the main runtime: a batch's work is one serialisation and one HTTP request, all of
+//! it async. Concurrency is bounded by a semaphore whose permit a delivery holds from its
+//! credentials lookup to its last retry; when every permit is taken the consumer stops reading
+//! its queue, the queue fills and the dispatcher counts the drops: memory stays bounded
+//! whatever the platform does.
+//!
+//! `Barrier` sends every open batch and waits for every delivery under way, retries included
+//! (the Lambda drain relies on this per invocation); `Tick` sends batches that are old enough;
+//! `Shutdown` sends everything, lets deliveries run for the shutdown timeout, then gives the
+//! rest up as `shutdown`. Deliveries watch the outlet's `closing` flag: once shutdown begins, a
+//! failed attempt is given up instead of retried.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Instant, SystemTime};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::{JoinHandle, JoinSet};
+
+use super::deliver::deliver;
+use super::destination::Destination;
+use super::gate::Credentials;
+use super::{ForwardConfig, Key, MAX_BATCH_BYTES, Pending, Shared};
+use crate::batch::{BatchLimits, Batcher};
+use crate::metrics as m;
+use crate::pipeline::{HitJobs, Job, QueuedHit};
+use crate::record::CapiFailure;
+
+/// The consumer task's state.
+pub(super) struct Consumer<D: Destination, S> {
+    shared: Arc<Shared<D, S>>,
+    config: ForwardConfig,
+    /// Open batches; a key is removed when its batch leaves, so idle pixels cost nothing.
+    batches: HashMap<Key, Batcher<Pending<D::Event>>>,
+    /// No later than the earliest deadline of the open batches (may be earlier: then the timer
+    /// fires, finds nothing due and recomputes).
+    next_deadline: Option<Instant>,
+    permits: Arc<Semaphore>,
+    in_flight: JoinSet<()>,
+    /// The hits of each delivery task, so that a task that dies is still accounted for.
+    in_flight_hits: HashMap<tokio::task::Id, Vec<Arc<QueuedHit>>>,
+    /// Turned true at the shutdown timeout: deliveries give up what they hold at once.
+    stop: Arc<watch::Sender<bool>>,
+    shutdown_timer: Option<JoinHandle<()>>,
+}
+
+impl<D: Destination, S: Credentials> Consumer<D, S> {
+    pub(super) fn new(shared: Arc<Shared<D, S>>, config: ForwardConfig) -> Self {
+        Consumer {
+            shared,
+            permits: Arc::new(Semaphore::new(config.max_concurrent_requests)),
+            config,
+            batches: HashMap::new(),
+            next_deadline: None,
+            in_flight: JoinSet::new(),
+            in_flight_hits: HashMap::new(),
+            stop: Arc::new(watch::channel(false).0),
+            shutdown_timer: None,
+        }
+    }
+
+    /// Serves the queue until a [`Job::Shutdown`] (or every sender is gone), then sends what is
+    /// open, waits for deliveries within the shutdown timeout, gives up the rest, and answers.
+    pub(super) async fn run(mut self, mut rx: HitJobs) {
+        let mut shutdown_acks = Vec::new();
+        loop {
+            tokio::select! {
+                job = rx.recv() => match job {
+                    None => break,
+                    Some(Job::Deliver(hit)) => self.accept(hit).await,
+                    Some(Job::Tick) => {
+                        self.send_due(Instant::now()).await;
+                        metrics::gauge!(m::QUEUE_DEPTH, "outlet" => "capi").set(rx.len() as f64);
+                    }
+                    Some(Job::Barrier(ack)) => {
+                        self.send_all().await;
+                        self.wait_in_flight().await;
+                        let _ = ack.send(());
+                    }
+                    Some(Job::Shutdown(ack)) => {
+                        // Jobs already queued behind it are still served: the loop ends once the
+                        // closed queue is empty.
+                        rx.close();
+                        self.shared.closing.store(true, Ordering::Relaxed);
+                        self.arm_shutdown_timer();
+                        shutdown_acks.push(ack);
+                    }
+                },
+                _ = sleep_until(self.next_deadline) => self.send_due(Instant::now()).await,
+                Some(done) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => self.reaped(done),
+            }
+        }
+        self.shut_down().await;
+        for ack in shutdown_acks {
+            let _ = ack.send(());
+        }
+    }
+
+    /// Puts a hit in its batch, sending the batch if that fills it.
+    async fn accept(&mut self, hit: Arc<QueuedHit>) {
+        // The dispatcher's gate let only hits with a valid pixel id through.
+        let Ok(pixel) = hit.pixel() else { return };
+        if !self.shared.gate.batches(&pixel).await {
+            return;
+        }
+        let event = self.shared.destination.event(&hit, SystemTime::now());
+        let key = Key { pixel, test_event_code: hit.test_event_code.clone() };
+        let size = hit.bytes();
+        let limits = BatchLimits { max_items: self.config.max_batch, max_bytes: MAX_BATCH_BYTES, max_age: self.config.flush_interval };
+        let batcher = self.batches.entry(key.clone()).or_insert_with(|| Batcher::new(limits));
+        let full = batcher.push(Pending { hit, event }, size);
+        if let Some(deadline) = batcher.deadline() {
+            self.next_deadline = Some(self.next_deadline.map_or(deadline, |d| d.min(deadline)));
+        }
+        if batcher.is_empty() {
+            self.batches.remove(&key);
+        }
+        if let Some(batch) = full {
+            self.send(key, batch.items).await;
+        }
+    }
+
+    /// Sends the batches due by `now` (or within an eighth of the interval of it, so that many
+    /// pixels with staggered deadlines wake the consumer a few times per interval, not once
+    /// per pixel).
+    async fn send_due(&mut self, now: Instant) {
+        let horizon = now + self.config.flush_interval / 8;
+        let due: Vec<Key> = self.batches.iter().filter(|(_, b)| b.deadline().is_some_and(|d| d <= horizon)).map(|(k, _)| k.clone()).collect();
+        for key in due {
+            if let Some(batch) = self.batches.remove(&key).and_then(|mut b| b.take()) {
+                self.send(key, batch.items).await;
+            }
+        }
+        self.next_deadline = self.batches.values().filter_map(Batcher::deadline).min();
+    }
+
+    /// Sends every open batch.
+    async fn send_all(&mut self) {
+        let keys: Vec<Key> = self.batches.keys().cloned().collect();
+        for key in keys {
+            if let Some(batch) = self.batches.remove(&key).and_then(|mut b| b.take()) {
+                self.send(key, batch.items).await;
+            }
+        }
+        self.next_deadline = None;
+    }
+
+    /// Starts a delivery for `items` once a permit is free (reaping finished deliveries meanwhile).
+    async fn send(&mut self, key: Key, items: Vec<Pending<D::Event>>) {
+        let permit: Option<OwnedSemaphorePermit> = loop {
+            tokio::select! {
+                permit = self.permits.clone().acquire_owned() => break permit.ok(),
+                Some(done) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => self.reaped(done),
+            }
+        };
+        let hits = items.iter().map(|p| p.hit.clone()).collect();
+        let (shared, stop) = (self.shared.clone(), self.stop.subscribe());
+        let task = self.in_flight.spawn(async move {
+            let _permit = permit;
+            deliver(&shared, key, items, stop).await;
+        });
+        self.in_flight_hits.insert(task.id(), hits);
+    }
+
+    /// Accounts for a finished delivery; a task that died leaves its events given up as `internal`.
+    fn reaped(&mut self, done: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
+        match done {
+            Ok((id, ())) => {
+                self.in_flight_hits.remove(&id);
+            }
+            Err(err) => {
+                let hits = self.in_flight_hits.remove(&err.id()).unwrap_or_default();
+                tracing::error!(destination = self.shared.destination.name(), events = hits.len(), error = %err, "a delivery task failed; its events are given up");
+                metrics::counter!(m::CAPI_EVENTS, "outcome" => "failed", "reason" => "internal").increment(hits.len() as u64);
+                for hit in hits {
+                    let failure = CapiFailure { reason: "internal", detail: format!("the delivery task failed: {err}"), code: None, attempts: 0 };
+                    self.shared.sink.submit_hit(hit.capi_failed(failure));
+                }
+            }
+        }
+    }
+
+    async fn wait_in_flight(&mut self) {
+        while let Some(done) = self.in_flight.join_next_with_id().await {
+            self.reaped(done);
+        }
+    }
+
+    /// From the moment shutdown is asked for, deliveries get the shutdown timeout; then they
+    /// give up what they hold.
+    fn arm_shutdown_timer(&mut self) {
+        if self.shutdown_timer.is_some() {
+            return;
+        }
+        let (stop, timeout, name) = (self.stop.clone(), self.config.shutdown_timeout, self.shared.destination.name());
+        self.shutdown_timer = Some(tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            tracing::warn!(destination = name, ?timeout, "deliveries still under way at the shutdown timeout; giving up the rest");
+            stop.send_replace(true);
+        }));
+    }
+
+    async fn shut_down(&mut self) {
+        self.shared.closing.store(true, Ordering::Relaxed);
+        self.arm_shutdown_timer();
+        self.send_all().await;
+        self.wait_in_flight().await;
+        if let Some(timer) = self.shutdown_timer.take() {
+            timer.abort();
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,263 @@
+//! One batch's delivery, for any destination: look the pixel's credentials up, give up what the
+//! platform would reject, send the rest, and act on each answer as the destination classifies
+//! it: done, retry after a backoff within the budget, credentials invalid, split the request to
+//! isolate a bad event, or give up. Every event ends accounted for ([`super::outcomes`]).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::destination::{Destination, Request, Verdict};
+use super::gate::Credentials;
+use super::outcomes::{Outcomes, Ready};
+use super::{Key, Pending, Shared};
+use crate::metrics as m;
+use crate::record::PixelId;
+use crate::tokens::UsableToken;
+
+/// Longest wait for the credentials store; beyond it the lookup counts as failed and is retried.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a failing credentials store is retried before the batch is given up.
+const LOOKUP_RETRY_BUDGET: Duration = Duration::from_secs(5);
+
+/// How often a delivery waiting out a backoff looks at the `closing` flag (an atomic, so it
+/// cannot be awaited).
+const CLOSING_POLL: Duration = Duration::from_millis(50);
+
+/// Most requests one batch may take to isolate invalid events by splitting; beyond it the rest
+/// is given up as `invalid_parameter` (one bad event in 1,000 takes about 21).
+const MAX_SPLIT_REQUESTS: u32 = 64;
+
+/// How a backoff wait ended.
+enum Woke {
+    /// The wait is over: try again.
+    Slept,
+    /// Shutdown began: give up instead of retrying.
+    Closing,
+    /// The shutdown timeout passed: give up everything held.
+    Stopped,
+}
+
+async fn backoff_sleep(wait: Duration, closing: &AtomicBool, stop: &mut watch::Receiver<bool>) -> Woke {
+    let until = Instant::now() + wait;
+    loop {
+        if *stop.borrow() {
+            return Woke::Stopped;
+        }
+        if closing.load(Ordering::Relaxed) {
+            return Woke::Closing;
+        }
+        let now = Instant::now();
+        if now >= until {
+            return Woke::Slept;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep((until - now).min(CLOSING_POLL)) => {}
+            _ = stop.wait_for(|stopped| *stopped) => return Woke::Stopped,
+        }
+    }
+}
+
+/// What the credentials lookup found.
+enum Lookup {
+    Found(UsableToken),
+    /// No usable credentials: the events are skipped, for this reason.
+    Skip(&'static str),
+    /// The store could not be asked within its retry budget.
+    Failed(String),
+    Stopped,
+}
+
+/// Delivers one batch: looks the credentials up, gives up what the platform would reject, sends
+/// the rest, retrying, splitting and giving up as the destination's [`Destination::classify`]
+/// says.
+pub(super) async fn deliver<D: Destination, S: Credentials>(shared: &Shared<D, S>, key: Key, items: Vec<Pending<D::Event>>, mut stop: watch::Receiver<bool>) {
+    let out = Outcomes { shared, key: &key };
+    let started = Instant::now();
+    let credentials = match lookup(shared, &key.pixel, &mut stop).await {
+        Lookup::Found(found) => found,
+        Lookup::Skip(reason) => return out.skipped(items.len(), reason),
+        Lookup::Failed(detail) => {
+            let hits = items.into_iter().map(|p| (p.hit, 0)).collect();
+            return out.failed(hits, "token_store_unavailable", &detail, None);
+        }
+        Lookup::Stopped => {
+            return out.failed(items.into_iter().map(|p| (p.hit, 0)).collect(), "shutdown", "shut down before the token lookup finished", None);
+        }
+    };
+
+    let mut ready = Vec::with_capacity(items.len());
+    for Pending { hit, event } in items {
+        match event {
+            Ok(event) => ready.push(Ready { hit, event, attempts: 0 }),
+            Err(reject) => out.failed(vec![(hit, 0)], reject.reason, &reject.detail, None),
+        }
+    }
+    let destination = &shared.destination;
+    // Chunks still to send, the next one last; whether the platform's event-index hint may be
+    // used on it.
+    let mut work: Vec<(Vec<Ready<D::Event>>, bool)> = vec![(ready, true)];
+    let policy = shared.policy;
+    let (mut retry, mut split_requests) = (0u32, 0u32);
+    while let Some((mut chunk, trust_hint)) = work.pop() {
+        if chunk.is_empty() {
+            continue;
+        }
+        loop {
+            for r in &mut chunk {
+                r.attempts += 1;
+            }
+            let result = {
+                let events: Vec<&D::Event> = chunk.iter().map(|r| &r.event).collect();
+                let request = Request { pixel: &key.pixel, credentials: &credentials.token, test_event_code: key.test_event_code.as_deref(), events: &events };
+                let sent_at = Instant::now();
+                let result = tokio::select! {
+                    r = tokio::time::timeout(policy.attempt_timeout, destination.send(request)) => Some(r.unwrap_or_else(|_| Err(destination.timed_out(policy.attempt_timeout)))),
+                    _ = stop.wait_for(|stopped| *stopped) => None,
+                };
+                if let Some(result) = &result {
+                    metrics::histogram!(m::CAPI_BATCH_EVENTS).record(events.len() as f64);
+                    metrics::histogram!(m::CAPI_REQUEST_SECONDS).record(sent_at.elapsed().as_secs_f64());
+                    metrics::counter!(m::CAPI_REQUESTS, "result" => destination.request_label(result.as_ref())).increment(1);
+                }
+                result
+            };
+            let Some(result) = result else {
+                let rest = std::iter::once(chunk).chain(work.into_iter().map(|(c, _)| c));
+                return out.failed_ready(rest, "shutdown", "shut down while a request was under way", None);
+            };
+            let (detail, code) = match &result {
+                Ok(_) => (String::new(), None),
+                Err(err) => (err.to_string(), destination.error_code(err)),
+            };
+            match destination.classify(result.as_ref()) {
+                Verdict::Done => {
+                    if let Ok(answer) = &result {
+                        out.sent(&chunk, answer);
+                    }
+                    break;
+                }
+                Verdict::Retry => {
+                    let wait = policy.backoff(retry);
+                    retry += 1;
+                    if shared.closing.load(Ordering::Relaxed) {
+                        out.failed_ready([chunk], "shutdown", &detail, code);
+                        break;
+                    }
+                    if started.elapsed() + wait > policy.budget {
+                        out.failed_ready([chunk], "retries_exhausted", &detail, code);
+                        break;
+                    }
+                    tracing::debug!(destination = destination.name(), pixel_id = %key.pixel, events = chunk.len(), retry, ?wait, %detail, "retrying a request");
+                    match backoff_sleep(wait, &shared.closing, &mut stop).await {
+                        Woke::Slept => continue,
+                        Woke::Closing => {
+                            out.failed_ready([chunk], "shutdown", &detail, code);
+                            break;
+                        }
+                        Woke::Stopped => {
+                            let rest = std::iter::once(chunk).chain(work.into_iter().map(|(c, _)| c));
+                            return out.failed_ready(rest, "shutdown", &detail, code);
+                        }
+                    }
+                }
+                Verdict::InvalidCredentials => {
+                    mark_invalid(shared, &key.pixel, credentials.version).await;
+                    let rest = std::iter::once(chunk).chain(work.into_iter().map(|(c, _)| c));
+                    return out.failed_ready(rest, "invalid_token", &detail, code);
+                }
+                Verdict::Split { hint } => {
+                    split_requests += 1;
+                    if chunk.len() == 1 {
+                        out.failed_ready([chunk], "invalid_parameter", &detail, code);
+                        break;
+                    }
+                    if split_requests >= MAX_SPLIT_REQUESTS {
+                        let rest = std::iter::once(chunk).chain(work.into_iter().map(|(c, _)| c));
+                        let detail = format!("{detail} (gave up isolating the invalid events after {split_requests} requests)");
+                        return out.failed_ready(rest, "invalid_parameter", &detail, code);
+                    }
+                    match hint.filter(|&i| trust_hint && i < chunk.len()) {
+                        // The platform named the event: send it alone first (which confirms
+                        // it), then the rest.
+                        Some(i) => {
+                            let suspect = chunk.remove(i);
+                            work.push((chunk, false));
+                            work.push((vec![suspect], false));
+                        }
+                        None => {
+                            let second = chunk.split_off(chunk.len() / 2);
+                            work.push((second, false));
+                            work.push((chunk, false));
+                        }
+                    }
+                    break;
+                }
+                Verdict::GiveUp { reason } => {
+                    out.failed_ready([chunk], reason, &detail, code);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The pixel's usable credentials, retrying a failing store briefly.
+async fn lookup<D, S: Credentials>(shared: &Shared<D, S>, pixel: &PixelId, stop: &mut watch::Receiver<bool>) -> Lookup {
+    let started = Instant::now();
+    let mut retry = 0;
+    loop {
+        let answer = tokio::select! {
+            r = tokio::time::timeout(LOOKUP_TIMEOUT, shared.gate.credentials().usable(pixel)) => r,
+            _ = stop.wait_for(|stopped| *stopped) => return Lookup::Stopped,
+        };
+        let err = match answer {
+            Ok(Ok(Some(found))) => {
+                let mut invalid = shared.invalid.lock().unwrap_or_else(|e| e.into_inner());
+                return match invalid.get(pixel) {
+                    // Equality, not order: a store's versions need not grow.
+                    Some(&bad) if bad == found.version => Lookup::Skip("invalid_token"),
+                    Some(_) => {
+                        invalid.remove(pixel);
+                        Lookup::Found(found)
+                    }
+                    None => Lookup::Found(found),
+                };
+            }
+            Ok(Ok(None)) => return Lookup::Skip("no_token"),
+            Ok(Err(err)) => format!("the token store failed: {err}"),
+            Err(_) => format!("the token store did not answer within {LOOKUP_TIMEOUT:?}"),
+        };
+        let wait = shared.policy.backoff(retry);
+        retry += 1;
+        if started.elapsed() + wait > LOOKUP_RETRY_BUDGET.min(shared.policy.budget) {
+            return Lookup::Failed(err);
+        }
+        tracing::debug!(pixel_id = %pixel, retry, error = %err, "retrying the token lookup");
+        match backoff_sleep(wait, &shared.closing, stop).await {
+            Woke::Slept => {}
+            Woke::Closing => return Lookup::Failed(err),
+            Woke::Stopped => return Lookup::Stopped,
+        }
+    }
+}
+
+/// The platform called this version of the pixel's credentials invalid: remember it here, tell
+/// the store, count and log it (never the credentials).
+async fn mark_invalid<D: Destination, S: Credentials>(shared: &Shared<D, S>, pixel: &PixelId, version: u64) {
+    let first = {
+        let mut invalid = shared.invalid.lock().unwrap_or_else(|e| e.into_inner());
+        let known = invalid.get(pixel) == Some(&version);
+        if !known {
+            invalid.insert(*pixel, version);
+        }
+        !known
+    };
+    if first {
+        metrics::counter!(m::CAPI_TOKENS_INVALIDATED).increment(1);
+        tracing::warn!(destination = shared.destination.name(), pixel_id = %pixel, version, "the platform says the pixel's access token is invalid or expired; forwarding for it stops until a new token is set");
+    }
+    shared.gate.credentials().mark_invalid(pixel, version).await;
+}

@@ -1,0 +1,129 @@
+//! [`Destination`]: what is particular to one platform (an ad platform's server-side events
+//! API) — how a hit becomes its event, how one request is sent, what an answer means. The rest
+//! of forwarding (queue, batching per key, concurrency, retries and splits, what is given up, the
+//! deliveries log, the credentials gate) is written once, in [`crate::forward`], for every
+//! destination. A new destination is a folder beside `meta/` that implements this trait.
+
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Map, Value};
+
+use crate::record::{Hit, PixelId};
+use crate::secret::Secret;
+
+/// One platform's events API.
+pub trait Destination: Send + Sync + 'static {
+    /// One event as the platform takes it.
+    type Event: Send + Sync + 'static;
+    /// The platform's answer to a request it took.
+    type Answer: Send + 'static;
+    /// Why a request got no success answer. Its text is for logs and the deliveries log and
+    /// never carries a credential.
+    type Error: std::fmt::Display + Send + 'static;
+
+    /// The platform's name in logs and records (`meta`).
+    fn name(&self) -> &'static str;
+
+    /// Most events one request may carry (the forwarder's `--…-batch-events` is clamped to it).
+    fn max_events(&self) -> usize;
+
+    /// The event for `hit` as of `now`, or why the platform would refuse it: refused before
+    /// sending, since a platform may reject a whole request for one bad event.
+    fn event(&self, hit: &Hit, now: SystemTime) -> Result<Self::Event, Reject>;
+
+    /// The name an event is sent under (the deliveries log shows it).
+    fn event_name<'e>(&self, event: &'e Self::Event) -> &'e str;
+
+    /// The name a hit would be sent under, for a hit given up before it was converted.
+    fn hit_event_name<'h>(&self, hit: &'h Hit) -> &'h str;
+
+    /// Sends one request: exactly one call, no retries (the forwarder decides those, from
+    /// [`Destination::classify`]).
+    fn send(&self, request: Request<'_, Self::Event>) -> impl Future<Output = Result<Self::Answer, Self::Error>> + Send;
+
+    /// The error of a request that had no answer within `after` (the forwarder times requests).
+    fn timed_out(&self, after: Duration) -> Self::Error;
+
+    /// What one attempt's result means for the events it carried.
+    fn classify(&self, result: Result<&Self::Answer, &Self::Error>) -> Verdict;
+
+    /// A label from a closed set for the requests metric (`ok`, `timeout`, `rate_limited`, …).
+    fn request_label(&self, result: Result<&Self::Answer, &Self::Error>) -> &'static str;
+
+    /// The platform's error code in a failure, if it gave one.
+    fn error_code(&self, error: &Self::Error) -> Option<i64>;
+
+    /// What the deliveries log shows of a success, per event of the request.
+    fn receipt(&self, answer: &Self::Answer) -> Receipt;
+}
+
+/// One request: events of one pixel that share a test-events code.
+#[derive(Debug)]
+pub struct Request<'a, E> {
+    /// The pixel the events are for.
+    pub pixel: &'a PixelId,
+    /// The pixel's credentials for the platform.
+    pub credentials: &'a Secret,
+    /// Routes the events to the platform's test view ("Test events").
+    pub test_event_code: Option<&'a str>,
+    /// At most [`Destination::max_events`] events.
+    pub events: &'a [&'a E],
+}
+
+impl<E> Clone for Request<'_, E> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<E> Copy for Request<'_, E> {}
+
+/// What to do after one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The platform took the events.
+    Done,
+    /// A failure that may pass (5xx, timeout, connection, throttling): send the same request
+    /// again after a backoff, within the retry budget.
+    Retry,
+    /// The credentials are expired or invalid: mark them invalid, give the events up.
+    InvalidCredentials,
+    /// At least one event is invalid and the platform rejected them all: split the request to
+    /// isolate it (a lone event is given up). `hint` is the position the platform named, if any.
+    Split {
+        /// Position in the request of the event the platform named.
+        hint: Option<usize>,
+    },
+    /// The platform will not take this request as it is, and retrying will not change that.
+    GiveUp {
+        /// A closed label for metrics and the failure record.
+        reason: &'static str,
+    },
+}
+
+/// Why an event is not sent: the platform would reject it (and perhaps its whole request).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    /// A closed label (metrics, `capi_failure.reason`), `rejected_…`.
+    pub reason: &'static str,
+    /// For a person.
+    pub detail: String,
+}
+
+impl Reject {
+    /// A rejection with its closed `reason` and a `detail` for a person.
+    pub fn new(reason: &'static str, detail: impl Into<String>) -> Self {
+        Reject { reason, detail: detail.into() }
+    }
+}
+
+/// What the deliveries log shows of a successful request (Meta: `events_received`,
+/// `fbtrace_id`), and how many events the platform says it took, when it says.
+#[derive(Debug, Clone, Default)]
+pub struct Receipt {
+    /// Events the platform counted; a mismatch with what was sent is logged.
+    pub counted: Option<u64>,
+    /// The platform's own fields, shown as they are (no personal data, no credentials).
+    pub fields: Map<String, Value>,
+}

@@ -1,0 +1,171 @@
+//! Forwarding: every hit of a pixel with credentials goes, off the answer path, to the pixel's
+//! destination as a server event (`docs/forwarding.md`).
+//!
+//! Everything that is not particular to one platform is written here, once:
+//!
+//! * [`gate`] — the "no credentials" gate ([`Gate`]), the one place that decides which hits are
+//!   worth forwarding, and [`Credentials`], where credentials come from.
+//! * `consumer` — the hit outlet's queue consumer: batches per [`Key`] (pixel and test-events
+//!   code) by count, bytes and age, a bounded number of deliveries in flight, the
+//!   barrier/tick/shutdown protocol.
+//! * `deliver` — one batch's way: credentials lookup, the retry/split loop driven by the
+//!   destination's [`Verdict`]s.
+//! * `outcomes` — sent, skipped, given up: metrics, the deliveries log, and a `capi_failed`
+//!   record in the raw-record sink for every event given up.
+//! * [`deliveries`] — the last deliveries per pixel, for the admin API.
+//! * [`destination`] — the [`Destination`] trait: what a platform is (event mapping, one request,
+//!   answer classification). [`meta`] is Meta's Conversions API.
+
+mod consumer;
+mod deliver;
+pub mod deliveries;
+pub mod destination;
+pub mod gate;
+pub mod meta;
+mod outcomes;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+pub use self::deliveries::{Deliveries, Delivery};
+pub use self::destination::{Destination, Receipt, Reject, Request, Verdict};
+pub use self::gate::{Credentials, Gate};
+use crate::pipeline::{Dispatcher, HitJobs, QueuedHit};
+use crate::record::PixelId;
+use crate::retry::RetryPolicy;
+
+/// Most (approximate) bytes of hits in one batch. Platforms document event counts, not request
+/// sizes; this keeps a request of 1,000 large hits within a few MiB.
+const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// Settings of forwarding, whatever the destination.
+#[derive(Debug, Clone)]
+pub struct ForwardConfig {
+    /// Most events per request (clamped to the destination's limit).
+    pub max_batch: usize,
+    /// Longest time an event waits for its batch to fill.
+    pub flush_interval: Duration,
+    /// Batches being delivered at once (their requests and retries), across all pixels.
+    pub max_concurrent_requests: usize,
+    /// Longest wait for one answer.
+    pub timeout: Duration,
+    /// Wait before the first retry; it doubles with each further one (full jitter).
+    pub backoff_initial: Duration,
+    /// Longest wait between two attempts.
+    pub backoff_max: Duration,
+    /// How long a batch is retried, from its first attempt, before it is given up.
+    pub retry_budget: Duration,
+    /// How long shutdown lets deliveries run before it gives the rest up as `shutdown`.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ForwardConfig {
+    fn default() -> Self {
+        ForwardConfig {
+            max_batch: 1000,
+            flush_interval: Duration::from_secs(1),
+            max_concurrent_requests: 32,
+            // Meta recommends a 1,500 ms client timeout.
+            timeout: Duration::from_millis(1500),
+            backoff_initial: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(5),
+            retry_budget: Duration::from_secs(20),
+            shutdown_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl ForwardConfig {
+    /// Clamps the settings to the destination's limit and to workable values.
+    pub fn validate(mut self, max_events: usize) -> Self {
+        self.max_batch = self.max_batch.clamp(1, max_events.max(1));
+        self.max_concurrent_requests = self.max_concurrent_requests.max(1);
+        self.flush_interval = self.flush_interval.max(Duration::from_millis(1));
+        self.backoff_max = self.backoff_max.max(self.backoff_initial);
+        self
+    }
+
+    /// The retry settings.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy { attempt_timeout: self.timeout, backoff_initial: self.backoff_initial, backoff_max: self.backoff_max, budget: self.retry_budget }
+    }
+}
+
+/// What the events of one request share: the pixel, and the test-events code (a request-level
+/// field on the platforms that have one).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Key {
+    /// The pixel.
+    pub pixel: PixelId,
+    /// The hit's test-events code.
+    pub test_event_code: Option<String>,
+}
+
+/// A hit waiting in a batch: its event, or why the platform would reject it. Rejections are only
+/// given up (with a record) once the pixel turns out to have credentials; otherwise they are
+/// skipped.
+struct Pending<E> {
+    hit: Arc<QueuedHit>,
+    event: Result<E, Reject>,
+}
+
+/// What the consumer and every delivery task share.
+struct Shared<D, S> {
+    destination: D,
+    gate: Arc<Gate<S>>,
+    /// Holds only the raw-record outlets: where `capi_failed` records go.
+    sink: Dispatcher,
+    deliveries: Arc<Deliveries>,
+    policy: RetryPolicy,
+    /// The outlet's flag, raised when shutdown begins.
+    closing: Arc<AtomicBool>,
+    /// The credentials version the platform last called invalid, per pixel: a batch whose
+    /// lookup raced the store's update (or a cache elsewhere that has not caught up) must not
+    /// use it again.
+    invalid: Mutex<HashMap<PixelId, u64>>,
+}
+
+/// The running forwarder of one destination: one task on the runtime that started it.
+pub struct Forwarder {
+    task: JoinHandle<()>,
+}
+
+/// What a forwarder consumes and where its outcomes go.
+pub struct Wiring<S> {
+    /// The hit outlet's receiving half.
+    pub jobs: HitJobs,
+    /// The outlet's shutdown flag ([`crate::pipeline::HitOutlet::closing`]).
+    pub closing: Arc<AtomicBool>,
+    /// The gate the outlet was built with.
+    pub gate: Arc<Gate<S>>,
+    /// A dispatcher holding only the raw-record outlets, for `capi_failed` records.
+    pub sink: Dispatcher,
+    /// The deliveries log the admin API reads.
+    pub deliveries: Arc<Deliveries>,
+}
+
+impl Forwarder {
+    /// Starts forwarding to `destination`. Must be called within a tokio runtime.
+    pub fn start<D: Destination, S: Credentials>(destination: D, config: ForwardConfig, wiring: Wiring<S>) -> Forwarder {
+        crate::metrics::describe_capi();
+        let config = config.validate(destination.max_events());
+        let Wiring { jobs, closing, gate, sink, deliveries } = wiring;
+        let shared = Arc::new(Shared { destination, gate, sink, deliveries, policy: config.retry_policy(), closing, invalid: Mutex::new(HashMap::new()) });
+        let consumer = consumer::Consumer::new(shared, config);
+        Forwarder { task: tokio::spawn(consumer.run(jobs)) }
+    }
+
+    /// Waits for the forwarder to finish (after a [`crate::pipeline::Job::Shutdown`] or once
+    /// every sender is gone).
+    pub async fn join(self) {
+        if let Err(err) = self.task.await {
+            tracing::error!(error = %err, "the forwarder task failed");
+        }
+    }
+}

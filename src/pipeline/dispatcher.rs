@@ -1,0 +1,348 @@
+//! [`Dispatcher`]: hands each hit to its outlets without ever making an answer wait.
+//!
+//! [`Dispatcher::submit_captured`] is the one way in for a door: the request goes to an intake
+//! task ([`super::intake`]), which shapes it and offers the result here: its record line to
+//! every raw-record outlet, the [`Hit`] to every hit outlet whose gate wants it. Offers use
+//! `try_send`: a full queue is counted and logged, never waited for. Waiting hits are bounded
+//! twice: by count per queue (records, for a raw-record outlet) and by their bytes across all
+//! queues, so a stalled outlet cannot take more memory than `--queue-max-bytes` whatever the hits
+//! carry.
+//!
+//! [`Dispatcher::flush`] resolves when everything submitted before it has been delivered or
+//! accounted for: graceful shutdown uses it, and so does the Lambda drain, per invocation.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::intake::{self, Intake};
+use super::outlet::{HitOutlet, Job, QueuedHit, RecordOutlet, Records, Reservation};
+use crate::metrics as m;
+use crate::params::{Captured, ParseSettings};
+use crate::record::{Fields, Hit, PixelId, PixelIdError, Timestamp};
+
+/// Default cap on the bytes of hits waiting in the queues (`--queue-max-bytes`).
+pub const DEFAULT_MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
+
+/// Most bytes of lines gathered before they are handed on.
+const MAX_LINES_BYTES: usize = 1024 * 1024;
+
+/// Record lines being gathered for the raw-record outlets. The buffer handed on is counted
+/// against the budget by its capacity, not its length, and the next one starts at the size the
+/// last one filled, so what is held stays within twice what is counted for (a Firehose batch
+/// keeps lines alive past their job).
+#[derive(Default)]
+pub(super) struct Lines {
+    pub(super) buf: Vec<u8>,
+    pub(super) count: usize,
+    pub(super) received_at: Option<Timestamp>,
+}
+
+impl Lines {
+    /// Drops what a write cut short left after the last whole line.
+    pub(super) fn repair(&mut self) {
+        let whole = self.buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        self.buf.truncate(whole);
+        if self.count == 0 {
+            self.buf.clear();
+            self.received_at = None;
+        }
+    }
+}
+
+/// Fans hits out to the outlets. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Dispatcher {
+    /// Raw-record outlets: every hit's line goes to each.
+    records: Arc<[RecordOutlet]>,
+    /// Hit outlets: a hit goes to those whose gate wants it. Drained before the raw-record
+    /// outlets, which they may feed (the forwarder's `capi_failed` records).
+    hits: Arc<[HitOutlet]>,
+    /// Bytes of hits waiting in any queue.
+    pub(super) queued_bytes: Arc<AtomicUsize>,
+    /// Most bytes of hits that may wait.
+    max_bytes: usize,
+    /// Unix second of the last "queue full" warning, so a flood logs once per interval.
+    last_full_warning: Arc<AtomicU64>,
+    /// The intake tasks' queues, one per runtime worker; empty without an intake.
+    intake: Arc<[mpsc::Sender<Intake>]>,
+}
+
+impl Dispatcher {
+    /// A dispatcher over the given outlets, holding at most [`DEFAULT_MAX_QUEUED_BYTES`] of
+    /// waiting hits.
+    pub fn new(records: Vec<RecordOutlet>, hits: Vec<HitOutlet>) -> Self {
+        // `offer_hit` marks the outlets a hit goes to in one word.
+        assert!(hits.len() <= 64, "at most 64 hit outlets");
+        Dispatcher {
+            records: records.into(),
+            hits: hits.into(),
+            queued_bytes: Arc::new(AtomicUsize::new(0)),
+            max_bytes: DEFAULT_MAX_QUEUED_BYTES,
+            last_full_warning: Arc::new(AtomicU64::new(0)),
+            intake: Arc::new([]),
+        }
+    }
+
+    /// Caps the bytes of waiting hits.
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Puts an intake in front of the outlets: `tasks` tasks, spawned on the current runtime,
+    /// each with a queue of `capacity` captured requests, shape what
+    /// [`Dispatcher::submit_captured`] hands them with `settings`. One task per runtime worker
+    /// keeps shaping as parallel as the answers.
+    pub fn with_intake(mut self, tasks: usize, capacity: usize, settings: ParseSettings) -> Self {
+        let outlets = self.clone();
+        let settings = Arc::new(settings);
+        self.intake = (0..tasks.max(1))
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(capacity.max(1));
+                tokio::spawn(intake::run(rx, settings.clone(), outlets.clone()));
+                tx
+            })
+            .collect();
+        self
+    }
+
+    /// Hands a captured pixel request to the intake (see [`Dispatcher::with_intake`]); never
+    /// waits. A full queue or byte budget drops it, counted for every outlet and logged.
+    pub fn submit_captured(&self, captured: Captured) {
+        thread_local! {
+            /// Each thread feeds one intake task, so a worker's hits are shaped together.
+            static SHARD: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+        }
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        assert!(!self.intake.is_empty(), "submit_captured needs Dispatcher::with_intake");
+        let bytes = captured.approx_bytes();
+        if !self.reserve(bytes) {
+            self.dropped_everywhere("queue_bytes_full");
+            return;
+        }
+        let mut shard = SHARD.get();
+        if shard == usize::MAX {
+            shard = NEXT.fetch_add(1, Ordering::Relaxed);
+            SHARD.set(shard);
+        }
+        if let Err(err) = self.intake[shard % self.intake.len()].try_send(Intake::Captured(captured, bytes)) {
+            self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            self.dropped_everywhere(send_error(&err));
+        }
+    }
+
+    /// Offers a hit that is already a [`Hit`] (an outlet's own record, e.g. the forwarder's
+    /// `capi_failed` records) like a shaped one: its line to the raw-record outlets, the hit to
+    /// the hit outlets that want it. Never waits.
+    pub fn submit_hit(&self, hit: Hit) {
+        let mut lines = Lines::default();
+        self.gather(&mut lines, &hit, |out| hit.write_line(out));
+        self.send_lines(&mut lines);
+        self.offer_hit(hit.pixel(), || hit);
+    }
+
+    /// Takes `bytes` from the budget of waiting hits; false (and nothing taken) if they do not fit.
+    fn reserve(&self, bytes: usize) -> bool {
+        if self.queued_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes > self.max_bytes {
+            self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Counts a hit lost before it reached any outlet as dropped for each of them.
+    pub(super) fn dropped_everywhere(&self, reason: &'static str) {
+        for name in self.records.iter().map(|o| o.queue.name).chain(self.hits.iter().map(|o| o.queue.name)) {
+            self.dropped(name, reason, 1);
+        }
+    }
+
+    /// Counts a hit lost after its record was handed on as dropped for each hit outlet.
+    pub(super) fn dropped_for_hit_outlets(&self, reason: &'static str) {
+        for outlet in self.hits.iter() {
+            self.dropped(outlet.queue.name, reason, 1);
+        }
+    }
+
+    /// Adds a record's line (written by `write`) to `lines`, first handing on what `lines`
+    /// holds if the record is from another hour or `lines` is full.
+    pub(super) fn gather<F: Fields>(&self, lines: &mut Lines, record: &F, write: impl FnOnce(&mut Vec<u8>)) {
+        if self.records.is_empty() {
+            return;
+        }
+        let at = record.received_at();
+        if lines.received_at.is_some_and(|t| t.unix_hour() != at.unix_hour()) || lines.buf.len() >= MAX_LINES_BYTES {
+            self.send_lines(lines);
+        }
+        lines.received_at.get_or_insert(at);
+        write(&mut lines.buf);
+        lines.count += 1;
+    }
+
+    /// Hands the gathered lines to every raw-record outlet, leaving `lines` empty.
+    pub(super) fn send_lines(&self, lines: &mut Lines) {
+        let Some(received_at) = lines.received_at.take() else {
+            return;
+        };
+        let count = std::mem::take(&mut lines.count);
+        // The next batch starts at this one's size: the buffer is counted by its capacity,
+        // so it is never reserved larger than batches have needed.
+        let next = Vec::with_capacity(lines.buf.len());
+        let buf = std::mem::replace(&mut lines.buf, next);
+        let bytes = buf.capacity() + std::mem::size_of::<Records>();
+        if !self.reserve(bytes) {
+            for outlet in self.records.iter() {
+                self.dropped(outlet.queue.name, "queue_bytes_full", count);
+            }
+            return;
+        }
+        let reservation = Arc::new(Reservation { bytes, budget: self.queued_bytes.clone() });
+        let lines = Bytes::from(buf);
+        for outlet in self.records.iter() {
+            if outlet.waiting.fetch_add(count, Ordering::Relaxed) + count > outlet.capacity {
+                outlet.waiting.fetch_sub(count, Ordering::Relaxed);
+                self.dropped(outlet.queue.name, "queue_full", count);
+                continue;
+            }
+            let job = Records { lines: lines.clone(), count, received_at, _bytes: reservation.clone(), waiting: outlet.waiting.clone() };
+            if let Err(err) = outlet.queue.tx.try_send(Job::Deliver(job)) {
+                self.dropped(outlet.queue.name, send_error(&err), count);
+            }
+        }
+    }
+
+    /// Queues the hit `make` builds for every hit outlet whose gate wants `pixel`'s hits; builds
+    /// nothing if none does.
+    pub(super) fn offer_hit(&self, pixel: Result<PixelId, PixelIdError>, make: impl FnOnce() -> Hit) {
+        // Each gate asked once (a gate counts what it turns away); the answers are kept as one
+        // bit per outlet, so offering a hit allocates nothing.
+        let wanted = self.hits.iter().enumerate().fold(0u64, |wanted, (i, o)| wanted | u64::from(o.wants(pixel)) << i);
+        if wanted == 0 {
+            return;
+        }
+        let wanted = || self.hits.iter().enumerate().filter(move |(i, _)| wanted >> i & 1 == 1).map(|(_, o)| o);
+        let hit = make();
+        let bytes = hit.approx_bytes();
+        if !self.reserve(bytes) {
+            for outlet in wanted() {
+                self.dropped(outlet.queue.name, "queue_bytes_full", 1);
+            }
+            return;
+        }
+        let hit = Arc::new(QueuedHit { hit, bytes, budget: self.queued_bytes.clone() });
+        for outlet in wanted() {
+            if let Err(err) = outlet.queue.tx.try_send(Job::Deliver(hit.clone())) {
+                self.dropped(outlet.queue.name, send_error(&err), 1);
+            }
+        }
+    }
+
+    /// Counts `n` hits given up for `outlet` and warns (at most every ten seconds).
+    fn dropped(&self, outlet: &'static str, reason: &'static str, n: usize) {
+        metrics::counter!(m::RECORDS_DROPPED, "outlet" => outlet, "reason" => reason).increment(n as u64);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let last = self.last_full_warning.load(Ordering::Relaxed);
+        if now >= last + 10 && self.last_full_warning.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            tracing::warn!(outlet, reason, "hits dropped: the outlet cannot keep up (see pixelgate_records_dropped_total)");
+        }
+    }
+
+    /// Resolves when every hit submitted before this call has been delivered by every outlet, or
+    /// given up and counted, and so has what the hit outlets fed to the raw-record outlets
+    /// meanwhile (the forwarder's `capi_failed` records). Returns at once for an outlet whose
+    /// consumer has stopped.
+    ///
+    /// Every outlet flushes at once, so a slow destination does not hold back the raw records
+    /// (under Lambda the drain may run out of time); then the raw-record outlets flush again.
+    pub async fn flush(&self) {
+        self.flush_intake().await;
+        let records = self.records.iter().map(|o| o.queue.answered(Job::Barrier));
+        let hits = self.hits.iter().map(|o| o.queue.answered(Job::Barrier));
+        futures_util::future::join(futures_util::future::join_all(records), futures_util::future::join_all(hits)).await;
+        if !self.hits.is_empty() {
+            futures_util::future::join_all(self.records.iter().map(|o| o.queue.answered(Job::Barrier))).await;
+        }
+    }
+
+    /// Resolves when every request captured before this call has been shaped and offered to the
+    /// outlets (not yet delivered): from then on its flags are counted. `/metrics` waits for it.
+    pub async fn flush_intake(&self) {
+        futures_util::future::join_all(self.intake.iter().map(|tx| intake::answered(tx, Intake::Barrier))).await;
+    }
+
+    /// Delivers what every outlet holds, then stops the consumers: the intake first, then the
+    /// hit outlets (which may feed the raw-record outlets), then the raw-record outlets. Each
+    /// outlet's closing flag is raised just before its shutdown job is queued. Later submissions
+    /// are counted as dropped (`outlet_closed`).
+    pub async fn shutdown(&self) {
+        futures_util::future::join_all(self.intake.iter().map(|tx| intake::answered(tx, Intake::Shutdown))).await;
+        for outlet in self.hits.iter() {
+            outlet.queue.closing.store(true, Ordering::Relaxed);
+            outlet.queue.answered(Job::Shutdown).await;
+        }
+        for outlet in self.records.iter() {
+            outlet.queue.closing.store(true, Ordering::Relaxed);
+            outlet.queue.answered(Job::Shutdown).await;
+        }
+    }
+
+    /// Wakes idle consumers for their time-based work. Returns false once every queue is closed.
+    pub fn tick(&self) -> bool {
+        let mut open = false;
+        for outlet in self.records.iter() {
+            open |= outlet.queue.tick();
+        }
+        for outlet in self.hits.iter() {
+            open |= outlet.queue.tick();
+        }
+        open
+    }
+}
+
+/// Why a `try_send` failed, as a metric label.
+pub(super) fn send_error<T>(err: &mpsc::error::TrySendError<T>) -> &'static str {
+    match err {
+        mpsc::error::TrySendError::Full(_) => "queue_full",
+        mpsc::error::TrySendError::Closed(_) => "outlet_closed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::{HitBuilder, RequestMeta};
+
+    #[test]
+    fn a_line_cut_short_is_dropped_and_whole_lines_stay() {
+        let mut lines = Lines { buf: b"{\"a\":1}\n{\"b\":2}\n{\"c\"".to_vec(), count: 2, received_at: Some(Timestamp::now()) };
+        lines.repair();
+        assert_eq!(lines.buf, b"{\"a\":1}\n{\"b\":2}\n");
+        let mut first = Lines { buf: b"{\"c\"".to_vec(), count: 0, received_at: Some(Timestamp::now()) };
+        first.repair();
+        assert!(first.buf.is_empty() && first.received_at.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_raw_record_outlet_holds_at_most_its_capacity_in_records() {
+        let (outlet, mut rx) = RecordOutlet::new("test", 5);
+        let dispatcher = Dispatcher::new(vec![outlet.clone()], vec![]);
+        let parse = ParseSettings::default();
+        for n in 0..8 {
+            let mut b = HitBuilder::new(&parse, Timestamp::now());
+            b.add_encoded(&format!("pixel_id=1&event=E&event_id=e{n}"));
+            dispatcher.submit_hit(b.finish(RequestMeta::default()));
+        }
+        assert_eq!(outlet.waiting.load(Ordering::Relaxed), 5);
+        let mut taken = 0;
+        while let Ok(Job::Deliver(records)) = rx.try_recv() {
+            taken += records.count();
+        }
+        assert_eq!(taken, 5, "three records over the capacity were dropped");
+        assert_eq!(outlet.waiting.load(Ordering::Relaxed), 0, "taking the records gives their places back");
+        assert_eq!(dispatcher.queued_bytes.load(Ordering::Relaxed), 0);
+    }
+}

@@ -1,0 +1,19 @@
+//! One way from a door to the outlets: door → intake → outlet queues → consumers.
+//!
+//! * [`intake`](self::intake) — tasks that shape captured requests into hits in batches
+//!   ([`crate::params::shape`]) and offer them to the outlets.
+//! * [`outlet`] — the typed queues: a raw-record outlet takes [`Records`] (record lines), a hit
+//!   outlet takes [`QueuedHit`]s it let through its [`Gate`]; both answer the same control
+//!   [`Job`]s (barrier, tick, shutdown).
+//! * [`dispatcher`] — [`Dispatcher`]: the fan-out, the byte budget, `flush` (everything before
+//!   it delivered: graceful shutdown and the Lambda drain rely on it) and `shutdown`.
+//!
+//! Nothing here ever makes an answer wait: every offer is a `try_send`, and what does not fit is
+//! counted (`pixelgate_records_dropped_total`) and logged.
+
+pub mod dispatcher;
+mod intake;
+pub mod outlet;
+
+pub use dispatcher::{DEFAULT_MAX_QUEUED_BYTES, Dispatcher};
+pub use outlet::{Gate, HitJobs, HitOutlet, Job, QueuedHit, RecordJobs, RecordOutlet, Records};

@@ -1,0 +1,234 @@
+//! The queues in front of the outlets, typed by what each outlet takes.
+//!
+//! A raw-record outlet (the file or Firehose sink) takes [`Records`]: each hit's record already
+//! written as its NDJSON line, many lines to a job, so the line is written once, on the thread
+//! that shaped the hit, and the sink only moves bytes. A hit outlet (the forwarder) takes each
+//! hit as a shared [`QueuedHit`], built only for the hits its [`Gate`] lets through. Both get
+//! the same control jobs ([`Job`]): a barrier to answer once everything before it is delivered,
+//! a tick for time-based work, and shutdown.
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::record::{Hit, PixelId, PixelIdError, Timestamp};
+
+/// A unit of work for an outlet's consumer, carrying `T` (what the outlet delivers).
+#[derive(Debug)]
+pub enum Job<T> {
+    /// Something to deliver.
+    Deliver(T),
+    /// Answer once everything queued before this job has been delivered or accounted for.
+    Barrier(oneshot::Sender<()>),
+    /// Nothing to deliver: a chance for time-based work (rotation, batch ageing) while idle.
+    Tick,
+    /// Deliver everything queued, release resources, answer, and stop. Jobs that race in behind
+    /// it are still delivered: the consumer closes its queue and drains it before answering.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// What a raw-record outlet's consumer receives.
+pub type RecordJobs = mpsc::Receiver<Job<Records>>;
+
+/// What a hit outlet's consumer receives.
+pub type HitJobs = mpsc::Receiver<Job<Arc<QueuedHit>>>;
+
+/// A hit while it waits in the queues. Its bytes count against the dispatcher's budget until the
+/// last outlet lets go of it.
+#[derive(Debug)]
+pub struct QueuedHit {
+    pub(super) hit: Hit,
+    pub(super) bytes: usize,
+    pub(super) budget: Arc<AtomicUsize>,
+}
+
+impl Deref for QueuedHit {
+    type Target = Hit;
+    fn deref(&self) -> &Hit {
+        &self.hit
+    }
+}
+
+impl QueuedHit {
+    /// The hit's approximate heap bytes, as counted against the queue budget.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl Drop for QueuedHit {
+    fn drop(&mut self) {
+        self.budget.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// Records as their NDJSON lines, newline included, one after another, all received in the same
+/// UTC hour (the file sink's partition). Their bytes count against the dispatcher's budget, and
+/// their number against the outlet's capacity, until the outlet lets go of them.
+#[derive(Debug)]
+pub struct Records {
+    pub(super) lines: Bytes,
+    pub(super) count: usize,
+    pub(super) received_at: Timestamp,
+    /// Shared by every outlet the lines went to: gives the bytes back when the last lets go.
+    pub(super) _bytes: Arc<Reservation>,
+    /// This outlet's count of waiting records.
+    pub(super) waiting: Arc<AtomicUsize>,
+}
+
+impl Records {
+    /// The lines, each ending in `\n`.
+    pub fn lines(&self) -> &Bytes {
+        &self.lines
+    }
+
+    /// How many records.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Receipt time of the first record; every record is from the same UTC hour.
+    pub fn received_at(&self) -> Timestamp {
+        self.received_at
+    }
+
+    /// Each line as its own buffer (no copy), newline included.
+    pub fn each_line(&self) -> impl Iterator<Item = Bytes> + '_ {
+        let mut start = 0;
+        std::iter::from_fn(move || {
+            let rest = &self.lines[start..];
+            let end = start + memchr::memchr(b'\n', rest)? + 1;
+            let line = self.lines.slice(start..end);
+            start = end;
+            Some(line)
+        })
+    }
+}
+
+impl Drop for Records {
+    fn drop(&mut self) {
+        self.waiting.fetch_sub(self.count, Ordering::Relaxed);
+    }
+}
+
+/// Bytes taken from the dispatcher's budget, given back on drop.
+#[derive(Debug)]
+pub(super) struct Reservation {
+    pub(super) bytes: usize,
+    pub(super) budget: Arc<AtomicUsize>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// Whether a hit outlet wants a hit, given its pixel id (or why it has none); asked before the
+/// hit is built and queued for it. A gate counts what it turns away.
+pub type Gate = Arc<dyn Fn(Result<PixelId, PixelIdError>) -> bool + Send + Sync>;
+
+/// The sending half of one outlet's queue, and the flag its consumer watches at shutdown.
+#[derive(Debug)]
+pub(super) struct Queue<T> {
+    /// Name used in logs and metric labels.
+    pub(super) name: &'static str,
+    /// Bounded so that memory stays bounded whatever the outlet's state.
+    pub(super) tx: mpsc::Sender<Job<T>>,
+    /// Set when shutdown begins, before the [`Job::Shutdown`] is queued, so a consumer stuck
+    /// retrying (and so not reading its queue) switches to its bounded give-up path.
+    pub(super) closing: Arc<AtomicBool>,
+}
+
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        Queue { name: self.name, tx: self.tx.clone(), closing: self.closing.clone() }
+    }
+}
+
+impl<T> Queue<T> {
+    fn new(name: &'static str, capacity: usize) -> (Queue<T>, mpsc::Receiver<Job<T>>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (Queue { name, tx, closing: Arc::new(AtomicBool::new(false)) }, rx)
+    }
+
+    /// Queues an answerable job and waits for its answer (at once if the consumer has stopped).
+    pub(super) async fn answered(&self, job: fn(oneshot::Sender<()>) -> Job<T>) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(job(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Offers a tick; false once the queue is closed.
+    pub(super) fn tick(&self) -> bool {
+        !matches!(self.tx.try_send(Job::Tick), Err(mpsc::error::TrySendError::Closed(_)))
+    }
+}
+
+/// A raw-record outlet's queue: holds at most `capacity` records (not jobs).
+#[derive(Debug, Clone)]
+pub struct RecordOutlet {
+    pub(super) queue: Queue<Records>,
+    /// Records waiting in the queue, bounded by `capacity`.
+    pub(super) waiting: Arc<AtomicUsize>,
+    pub(super) capacity: usize,
+}
+
+impl RecordOutlet {
+    /// A queue of `capacity` records for the raw-record outlet `name`, and its receiving half
+    /// for the consumer.
+    pub fn new(name: &'static str, capacity: usize) -> (RecordOutlet, RecordJobs) {
+        let capacity = capacity.max(1);
+        let (queue, rx) = Queue::new(name, capacity);
+        (RecordOutlet { queue, waiting: Arc::new(AtomicUsize::new(0)), capacity }, rx)
+    }
+
+    /// The flag raised when shutdown begins; for the consumer to watch while it retries.
+    pub fn closing(&self) -> Arc<AtomicBool> {
+        self.queue.closing.clone()
+    }
+}
+
+/// A hit outlet's queue, with the gate that decides which hits it wants.
+#[derive(Clone)]
+pub struct HitOutlet {
+    pub(super) queue: Queue<Arc<QueuedHit>>,
+    /// Hits this outlet would only discard (e.g. the forwarder, for a pixel known to have no
+    /// credentials) are not built or queued for it.
+    pub(super) gate: Option<Gate>,
+}
+
+impl std::fmt::Debug for HitOutlet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HitOutlet").field("name", &self.queue.name).field("gated", &self.gate.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl HitOutlet {
+    /// A queue of `capacity` hits for the hit outlet `name`, and its receiving half for the
+    /// consumer.
+    pub fn new(name: &'static str, capacity: usize) -> (HitOutlet, HitJobs) {
+        let (queue, rx) = Queue::new(name, capacity);
+        (HitOutlet { queue, gate: None }, rx)
+    }
+
+    /// Queues only the hits `gate` lets through.
+    pub fn with_gate(mut self, gate: Gate) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// The flag raised when shutdown begins; for the consumer to watch while it retries.
+    pub fn closing(&self) -> Arc<AtomicBool> {
+        self.queue.closing.clone()
+    }
+
+    /// Whether the hit of `pixel` goes to this outlet.
+    pub(super) fn wants(&self, pixel: Result<PixelId, PixelIdError>) -> bool {
+        self.gate.as_ref().is_none_or(|gate| gate(pixel))
+    }
+}

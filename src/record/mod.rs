@@ -1,0 +1,81 @@
+//! The raw record of one hit, in one room: the owned [`Hit`], the [`DraftHit`] still in its
+//! builder's buffer, the [`Fields`] view both give the one JSON encoder, the [`Flags`] that say
+//! what was wrong, the [`Timestamp`] and the [`PixelId`].
+//!
+//! The schema (field order and names) is public: see `docs/records.md#schema`. A record is built
+//! once, where the request is shaped (in `params`), and then only read by every outlet.
+
+mod draft;
+mod flags;
+mod hit;
+mod json;
+mod pixel_id;
+mod timestamp;
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+pub use draft::{DraftHit, DraftParts, Entry, MapName, Span};
+pub use flags::{Flag, Flags};
+pub use hit::{Hit, Truncation};
+pub use pixel_id::{PixelId, PixelIdError};
+pub use timestamp::Timestamp;
+
+/// Value of the `schema` field of every record.
+pub const SCHEMA: &str = "pixelgate.hit/1";
+
+/// Largest record line, newline included: Firehose's per-record limit (1,000 KiB), applied to
+/// every sink so that all of them write the same bytes for the same hit.
+pub const MAX_RECORD_BYTES: usize = 1_024_000;
+
+/// Read access to a record's fields, in schema order, so that one encoder writes the line of a
+/// [`Hit`] and of a hit still in its builder's buffer ([`DraftHit`]) alike. Map
+/// entries come sorted by key, as a `BTreeMap` gives them.
+pub trait Fields {
+    fn received_at(&self) -> Timestamp;
+    fn pixel_id(&self) -> Option<&str>;
+    fn event(&self) -> Option<&str>;
+    fn event_id(&self) -> &str;
+    fn ip(&self) -> Option<IpAddr>;
+    fn user_agent(&self) -> Option<&str>;
+    fn url(&self) -> Option<&str>;
+    fn referrer(&self) -> Option<&str>;
+    fn client_ts(&self) -> Option<i64>;
+    fn attrs(&self) -> impl Iterator<Item = (&str, &str)>;
+    fn user(&self) -> impl Iterator<Item = (&str, &str)>;
+    fn test_event_code(&self) -> Option<&str>;
+    fn flags(&self) -> &Flags;
+    fn extra(&self) -> impl Iterator<Item = (&str, &str)>;
+    fn capi_failure(&self) -> Option<&CapiFailure>;
+}
+
+/// Appends `record`'s NDJSON line, newline included, to `out`, unless the line would be over
+/// [`MAX_RECORD_BYTES`]: then `out` is left as it was and the error is the line's length (see
+/// [`Hit::write_line`], which cuts such a record to fit).
+pub fn write_line_within_limit<F: Fields>(record: &F, out: &mut Vec<u8>) -> Result<(), usize> {
+    let start = out.len();
+    json::write_hit(out, record);
+    out.push(b'\n');
+    let len = out.len() - start;
+    if len > MAX_RECORD_BYTES {
+        out.truncate(start);
+        return Err(len);
+    }
+    Ok(())
+}
+
+/// Why a hit's Conversions API delivery was given up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CapiFailure {
+    /// A closed label (also used in metrics), e.g. `invalid_token`, `rejected_no_user_agent`,
+    /// `retries_exhausted`, `invalid_parameter`.
+    pub reason: &'static str,
+    /// What Meta or the transport said, for a person; never carries the token.
+    pub detail: String,
+    /// Graph API error code, when Meta answered with one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<i64>,
+    /// How many requests carried the event (0 when it was never sent).
+    pub attempts: u32,
+}
