@@ -10,6 +10,8 @@
 
 use std::borrow::Cow;
 
+use crate::simd::{self, Stops};
+
 /// One decoded `key=value` pair (the tests' view of a query).
 #[cfg(test)]
 pub struct Pair<'a> {
@@ -106,7 +108,7 @@ struct Marks<'a> {
 
 impl<'a> Marks<'a> {
     fn new(bytes: &'a [u8]) -> Self {
-        Marks { bytes, block: 0, mask: block_mask(bytes, 0) }
+        Marks { bytes, block: 0, mask: simd::mask64(bytes, 0, Stops::QueryMark) }
     }
 
     fn next(&mut self) -> Option<usize> {
@@ -115,79 +117,12 @@ impl<'a> Marks<'a> {
             if self.block >= self.bytes.len() {
                 return None;
             }
-            self.mask = block_mask(self.bytes, self.block);
+            self.mask = simd::mask64(self.bytes, self.block, Stops::QueryMark);
         }
         let at = self.block + self.mask.trailing_zeros() as usize;
         self.mask &= self.mask - 1;
         Some(at)
     }
-}
-
-/// The marks of `bytes[start..start + 64]` (zero past the end) as bits, lowest first.
-fn block_mask(bytes: &[u8], start: usize) -> u64 {
-    match bytes.get(start..).and_then(<[u8]>::first_chunk::<64>) {
-        Some(block) => marks_in(block),
-        None => tail_marks(bytes, start),
-    }
-}
-
-/// SSE2 (part of every x86-64 CPU) compares sixteen bytes with each mark in one instruction.
-#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-fn lane_marks(x: std::arch::x86_64::__m128i) -> u64 {
-    use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8};
-    // SAFETY: compiled only where SSE2 is enabled (the cfg above), so the intrinsics are available.
-    let bits = unsafe {
-        let is = |b: u8| _mm_cmpeq_epi8(x, _mm_set1_epi8(b as i8));
-        _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(is(b'&'), is(b'=')), _mm_or_si128(is(b'%'), is(b'+'))))
-    };
-    u64::from(bits as u16)
-}
-
-#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-fn marks_in(block: &[u8; 64]) -> u64 {
-    block.as_chunks::<16>().0.iter().enumerate().fold(0, |mask, (k, lane)| mask | lane_marks(crate::simd::load(lane)) << (16 * k))
-}
-
-/// [`block_mask`] of the last, partial block: whole lanes loaded as they are, the rest as the
-/// input's last sixteen bytes (their new bits only) or, for input shorter than that, assembled
-/// in registers ([`crate::simd::load_short`]); never copied to a padded buffer first.
-#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-fn tail_marks(bytes: &[u8], start: usize) -> u64 {
-    use crate::simd::{load, load_short};
-    let mut mask = 0;
-    let mut at = start;
-    while let Some(lane) = bytes.get(at..).and_then(<[u8]>::first_chunk::<16>) {
-        mask |= lane_marks(load(lane)) << (at - start);
-        at += 16;
-    }
-    let left = bytes.len().saturating_sub(at);
-    if left > 0 {
-        let bits = match bytes.last_chunk::<16>() {
-            Some(last) => lane_marks(load(last)) >> (16 - left),
-            None => lane_marks(load_short(&bytes[at..])),
-        };
-        mask |= bits << (at - start);
-    }
-    mask
-}
-
-#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
-fn tail_marks(bytes: &[u8], start: usize) -> u64 {
-    let rest = bytes.get(start..).unwrap_or_default();
-    let mut block = [0u8; 64];
-    block[..rest.len()].copy_from_slice(rest);
-    marks_in(&block)
-}
-
-#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
-fn marks_in(block: &[u8; 64]) -> u64 {
-    marks_in_bytes(block)
-}
-
-/// The portable form of [`marks_in`] (compiled everywhere, so tests hold the two together).
-#[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2", not(test)), allow(dead_code))]
-fn marks_in_bytes(block: &[u8; 64]) -> u64 {
-    block.iter().enumerate().filter(|(_, b)| matches!(b, b'&' | b'=' | b'%' | b'+')).fold(0, |mask, (i, _)| mask | 1 << i)
 }
 
 /// The first `%` or `+`, found directly (the tests' reference for [`Marks`]).
@@ -257,7 +192,8 @@ pub fn decode_escaped_into(text: &str, first: usize, out: &mut String) -> bool {
 /// `+`; returns whether an escape was invalid (kept literally) and whether one decoded to a
 /// byte above ASCII (the result may then not be UTF-8).
 ///
-/// Written straight into `out`'s spare room: plain runs a block at a time by [`copy_run`]
+/// Written straight into `out`'s spare room: plain runs a block at a time by
+/// [`simd::copy_until`]
 /// (no `memcpy` call per run, no zeroing first), each escape as its one byte.
 fn unescape(raw: &[u8], first: usize, out: &mut Vec<u8>) -> (bool, bool) {
     debug_assert!(matches!(raw.get(first), Some(b'%' | b'+')));
@@ -267,7 +203,7 @@ fn unescape(raw: &[u8], first: usize, out: &mut Vec<u8>) -> (bool, bool) {
     let dst = &mut out.spare_capacity_mut()[..raw.len() + 16];
     let (mut i, mut n, mut bad, mut high) = (0, 0, false, false);
     loop {
-        let run = copy_run(&mut dst[n..], &raw[i..]);
+        let run = simd::copy_until(&mut dst[n..], &raw[i..], Stops::FormEscape);
         i += run;
         n += run;
         let Some(&c) = raw.get(i) else { break };
@@ -291,35 +227,9 @@ fn unescape(raw: &[u8], first: usize, out: &mut Vec<u8>) -> (bool, bool) {
         dst[n].write(decoded);
         n += 1;
     }
-    // SAFETY: `copy_run` and the loop initialised `dst[..n]`, the `n` bytes after the length.
+    // SAFETY: `copy_until` and the loop initialised `dst[..n]`, the `n` bytes after the length.
     unsafe { out.set_len(start + n) };
     (bad, high)
-}
-
-/// Copies `src` to `dst` (sixteen bytes longer) up to its first `%` or `+`; returns how many
-/// bytes that is. Sixteen at a time with SSE2 (part of every x86-64 CPU,
-/// [`crate::simd::copy_until`]).
-#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-fn copy_run(dst: &mut [std::mem::MaybeUninit<u8>], src: &[u8]) -> usize {
-    use std::arch::x86_64::{__m128i, _mm_cmpeq_epi8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8};
-    crate::simd::copy_until(dst, src, |x: __m128i| {
-        // SAFETY: compiled only where SSE2 is enabled (the cfg above).
-        unsafe {
-            let is = |b: u8| _mm_cmpeq_epi8(x, _mm_set1_epi8(b as i8));
-            _mm_movemask_epi8(_mm_or_si128(is(b'%'), is(b'+'))) as u32
-        }
-    })
-}
-
-#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
-fn copy_run(dst: &mut [std::mem::MaybeUninit<u8>], src: &[u8]) -> usize {
-    for (k, &b) in src.iter().enumerate() {
-        if b == b'%' || b == b'+' {
-            return k;
-        }
-        dst[k].write(b);
-    }
-    src.len()
 }
 
 #[cfg(test)]
@@ -355,31 +265,6 @@ mod tests {
                 prop_assert_eq!(&arena[start..], format!("{}{}", pair.key, pair.value));
             }
             prop_assert_eq!(bad, reference_bad(&input));
-        }
-    }
-
-    proptest! {
-        /// The vector and portable mark finders agree on every block.
-        #[test]
-        fn both_mark_finders_agree(block in proptest::array::uniform32(prop_oneof![Just(b'&'), Just(b'='), Just(b'%'), Just(b'+'), any::<u8>()]), shift in 0usize..33) {
-            let mut full = [b'a'; 64];
-            full[shift..shift + 32].copy_from_slice(&block);
-            prop_assert_eq!(marks_in(&full), marks_in_bytes(&full));
-        }
-    }
-
-    #[test]
-    fn every_block_of_every_length_finds_its_marks() {
-        // Marks at every other position or so, so each lane and each tail length has some.
-        let input: Vec<u8> = (0..200).map(|i| [b'a', b'&', b'b', b'=', b'%', b'c', b'+'][i * 5 % 7]).collect();
-        for len in 0..=input.len() {
-            let bytes = &input[..len];
-            for start in (0..len.max(1)).step_by(64) {
-                let mut padded = [0u8; 64];
-                let rest = &bytes[start.min(len)..];
-                padded[..rest.len().min(64)].copy_from_slice(&rest[..rest.len().min(64)]);
-                assert_eq!(block_mask(bytes, start), marks_in_bytes(&padded), "{len} bytes, block at {start}");
-            }
         }
     }
 

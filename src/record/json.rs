@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use std::time::UNIX_EPOCH;
 
 use super::{Fields, Timestamp};
+use crate::simd::{self, Stops};
 
 /// Appends `hit` as one JSON object (no newline).
 pub(super) fn write_hit<F: Fields>(out: &mut Vec<u8>, hit: &F) {
@@ -164,53 +165,19 @@ impl Room<'_> {
     }
 }
 
-/// Bytes JSON must escape in a string: `"`, `\` and C0 controls.
-#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
-const fn needs_escape(b: u8) -> bool {
-    b < 0x20 || b == b'"' || b == b'\\'
-}
-
 /// Appends the leading bytes of `bytes` that need no escaping to `out` and returns how many.
-/// Room is made once and the scan writes straight into it, sixteen bytes at a time, the last
-/// block padded: no capacity check or copy call per string or run (record strings are mostly
-/// a few bytes long, where those cost more than the scan).
+/// Room is made once and the scan writes straight into it, sixteen bytes at a time
+/// ([`simd::copy_until`]): no capacity check or copy call per string or run (record strings are
+/// mostly a few bytes long, where those cost more than the scan).
 fn copy_plain(out: &mut Vec<u8>, bytes: &[u8]) -> usize {
     // Sixteen bytes of slack: blocks are stored whole.
     out.reserve(bytes.len() + 16);
     let len = out.len();
-    let n = copy_plain_into(&mut out.spare_capacity_mut()[..bytes.len() + 16], bytes);
-    // SAFETY: `copy_plain_into` wrote at least the `n` bytes it reports to the spare capacity.
+    let n = simd::copy_until(&mut out.spare_capacity_mut()[..bytes.len() + 16], bytes, Stops::JsonEscape);
+    // SAFETY: `copy_until` initialised the first `n` bytes of the spare capacity, the `n` bytes
+    // after the length.
     unsafe { out.set_len(len + n) };
     n
-}
-
-/// [`copy_plain`]'s scan: writes `src` to `dst` (sixteen bytes longer) up to the first byte
-/// that needs escaping, and returns how many bytes that is. SSE2 (part of every x86-64 CPU)
-/// tests a block in a few instructions ([`crate::simd::copy_until`]).
-#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-fn copy_plain_into(dst: &mut [std::mem::MaybeUninit<u8>], src: &[u8]) -> usize {
-    use std::arch::x86_64::{__m128i, _mm_cmpeq_epi8, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8};
-    crate::simd::copy_until(dst, src, |x: __m128i| {
-        // SAFETY: compiled only where SSE2 is enabled (the cfg above).
-        unsafe {
-            let quote = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'"' as i8));
-            let backslash = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'\\' as i8));
-            // x <= 0x1f (unsigned) exactly when min(x, 0x1f) == x.
-            let control = _mm_cmpeq_epi8(_mm_min_epu8(x, _mm_set1_epi8(0x1f)), x);
-            _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control)) as u32
-        }
-    })
-}
-
-#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
-fn copy_plain_into(dst: &mut [std::mem::MaybeUninit<u8>], src: &[u8]) -> usize {
-    for (i, &b) in src.iter().enumerate() {
-        if needs_escape(b) {
-            return i;
-        }
-        dst[i].write(b);
-    }
-    src.len()
 }
 
 /// Appends `s` as a JSON string, escaping as `serde_json` does.
@@ -222,10 +189,10 @@ fn string(out: &mut Vec<u8>, s: &str) {
     let len = out.len();
     let spare = &mut out.spare_capacity_mut()[..bytes.len() + 2 + 16];
     spare[0].write(b'"');
-    let n = copy_plain_into(&mut spare[1..], bytes);
+    let n = simd::copy_until(&mut spare[1..], bytes, Stops::JsonEscape);
     if n == bytes.len() {
         spare[1 + n].write(b'"');
-        // SAFETY: the opening quote, the `n` bytes `copy_plain_into` wrote and the closing quote
+        // SAFETY: the opening quote, the `n` bytes `copy_until` wrote and the closing quote
         // initialised the first `n + 2` bytes of the spare room.
         unsafe { out.set_len(len + n + 2) };
         return;
@@ -326,7 +293,7 @@ mod tests {
                     }
                     let mut out = b"prefix".to_vec();
                     let n = copy_plain(&mut out, &s);
-                    let expected = s.iter().position(|&b| needs_escape(b)).unwrap_or(len);
+                    let expected = s.iter().position(|&b| Stops::JsonEscape.matches(b)).unwrap_or(len);
                     assert_eq!(n, expected, "byte {special:#x} at {pos} of {len}");
                     assert_eq!(out, [b"prefix", &s[..n]].concat());
                 }
