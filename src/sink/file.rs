@@ -55,8 +55,7 @@ impl FileSink {
     /// once it is up, a failing disk is retried a bounded number of times, then given up and counted.
     pub fn start(config: FileSinkConfig, rx: RecordJobs, health: Arc<Health>, closing: Arc<AtomicBool>) -> io::Result<FileSink> {
         fs::create_dir_all(&config.dir)?;
-        let lock = File::create(config.dir.join(".lock"))?;
-        lock.try_lock().map_err(|_| io::Error::new(io::ErrorKind::WouldBlock, format!("another pixelgate process is writing to {}", config.dir.display())))?;
+        let lock = take_lock(&config.dir)?;
         recover(&config.dir)?;
         let writer = Writer { config, health, closing, gave_up: false, file: None, buf: Vec::with_capacity(256 * 1024), buf_time: None, buffered: 0, _lock: lock };
         let thread = std::thread::Builder::new().name("pixelgate-file-sink".into()).spawn(move || writer.run(rx))?;
@@ -269,6 +268,22 @@ impl Writer {
 }
 
 /// `x.ndjson.open` → `x.ndjson`.
+/// One writer per directory: the lock file beside it (`raw.lock` next to `raw/`), so that nothing
+/// but records is under `raw/` (an `aws s3 sync` of it uploads records only). A lock left inside
+/// by an earlier version is taken too, then removed, so a server of that version still running on
+/// the same directory is refused rather than interleaved with.
+fn take_lock(dir: &Path) -> io::Result<File> {
+    let busy = || io::Error::new(io::ErrorKind::WouldBlock, format!("another pixelgate process is writing to {}", dir.display()));
+    let lock = File::create(dir.with_extension("lock"))?;
+    lock.try_lock().map_err(|_| busy())?;
+    let old = dir.join(".lock");
+    if old.exists() {
+        File::options().write(true).open(&old)?.try_lock().map_err(|_| busy())?;
+        fs::remove_file(&old)?;
+    }
+    Ok(lock)
+}
+
 fn final_name(open: &Path) -> PathBuf {
     let s = open.to_string_lossy();
     PathBuf::from(s.strip_suffix(".open").unwrap_or(&s).to_owned())
@@ -327,5 +342,21 @@ mod tests {
         assert_eq!(fs::read(sub.join("a.torn")).unwrap(), b"{\"n\"");
         assert!(!sub.join("b.ndjson").exists() && !sub.join("b.ndjson.open").exists());
         assert_eq!(fs::read(sub.join("b.torn")).unwrap(), b"{\"n\"");
+    }
+
+    #[test]
+    fn the_lock_is_beside_the_records_and_an_old_one_inside_is_taken_then_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = dir.path().join("raw");
+        fs::create_dir_all(&raw).unwrap();
+        fs::write(raw.join(".lock"), b"").unwrap();
+        let lock = take_lock(&raw).unwrap();
+        assert!(dir.path().join("raw.lock").exists());
+        assert!(!raw.join(".lock").exists(), "nothing but records under raw/");
+        assert!(take_lock(&raw).is_err(), "one writer per directory");
+        drop(lock);
+        let old = File::create(raw.join(".lock")).unwrap();
+        old.try_lock().unwrap();
+        assert!(take_lock(&raw).is_err(), "an older server still writing is refused");
     }
 }
