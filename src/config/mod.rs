@@ -209,7 +209,8 @@ impl Cli {
         }
     }
 
-    /// The settings from parsed arguments, with the defaults that differ under Lambda (SPEC §2):
+    /// The settings from parsed arguments, with the defaults that differ under Lambda
+    /// (`docs/configuration.md#under-lambda`):
     /// `--data-dir` is `/tmp/pixelgate`, the only writable place there.
     fn from_matches(matches: &clap::ArgMatches) -> Result<Cli, clap::Error> {
         let mut cli = Cli::from_arg_matches(matches)?;

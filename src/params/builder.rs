@@ -385,7 +385,7 @@ impl<'s> HitBuilder<'s> {
 
     /// `fbc` when no parameter sent one: the `_fbc` cookie (`from_cookie`) unless the page URL
     /// carries another click id; else `fb.1.<ms>.<fbclid>`, the value Meta's pixel would have
-    /// set (capi.md §7), from the page URL's `fbclid`, built in place at the end of the text.
+    /// set (`docs/forwarding.md#fbp-and-fbc`), from the page URL's `fbclid`, built in place at the end of the text.
     /// Nothing is written for a page URL without a click id (most hits).
     fn derived_fbc(&mut self, url: Option<Span>, from_cookie: Option<String>) -> Option<Span> {
         let Some(clid) = url.and_then(|url| fbclid_in(self.str(url))) else {

@@ -2,7 +2,7 @@
 //! `POST {graph_url}/{version}/{pixel_id}/events` and answers in our own types, so that the retry
 //! logic never sees reqwest and a scripted Meta can stand in for it in tests.
 //!
-//! The access token travels in the JSON body (capi.md §1, option 2), never in the URL, so it
+//! The access token travels in the JSON body (`docs/forwarding.md#the-request`), never in the URL, so it
 //! cannot land in access logs, proxies or the URL that reqwest errors carry. Error texts are our
 //! own, and any echo of the token in an answer is redacted before it leaves this module.
 

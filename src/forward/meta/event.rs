@@ -30,13 +30,13 @@ pub const SEND_MARGIN: Duration = Duration::from_secs(10 * 60);
 /// How far in the future a client time may be (clock skew) and still be used, clamped to now.
 pub const FUTURE_SKEW: Duration = Duration::from_secs(60);
 
-/// The only `action_source` a pixel hit can honestly claim (capi.md §8).
+/// The only `action_source` a pixel hit can honestly claim (`docs/forwarding.md#deduplication`).
 pub const ACTION_SOURCE: &str = "website";
 
 /// One server event, as Meta reads it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ServerEvent {
-    /// Meta name: GA4 names mapped (capi.md §9), anything else as sent.
+    /// Meta name: GA4 names mapped (`docs/forwarding.md#the-server-event`), anything else as sent.
     pub event_name: String,
     /// Unix seconds.
     pub event_time: i64,
@@ -90,7 +90,7 @@ pub struct Converted {
 }
 
 /// The Meta event name for a hit's event name: GA4 names that Meta's own sGTM tag maps
-/// (capi.md §9) become Meta standard events; everything else (Meta names, custom events) is
+/// (`docs/forwarding.md#the-server-event`) become Meta standard events; everything else (Meta names, custom events) is
 /// sent as it is.
 pub fn meta_event_name(name: &str) -> &str {
     match name {
@@ -170,7 +170,7 @@ fn event_time(client_ts: Option<i64>, received: SystemTime, now: SystemTime) -> 
     }
 }
 
-/// `user_data` keys Meta takes unhashed besides the browser ids (capi.md §4).
+/// `user_data` keys Meta takes unhashed besides the browser ids (`docs/forwarding.md#the-server-event`).
 const PASSTHROUGH_IDS: [&str; 10] = ["subscription_id", "fb_login_id", "lead_id", "anon_id", "madid", "page_id", "page_scoped_user_id", "ctwa_clid", "ig_account_id", "ig_sid"];
 
 fn user_data(hit: &Hit, client_user_agent: String) -> UserData {
