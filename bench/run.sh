@@ -22,7 +22,10 @@
 #   KEEP_TMP     1 = keep the scratch directory (logs, data, wrk output)
 #   SERVERS      which servers to run, in order      (default "pixelgate pixelgate_firehose nginx")
 #                also: hyper_bare - hyper answering the GIF with no pixel work
-#                (bench/bare_gif.rs), the HTTP stack's own ceiling
+#                (bench/bare_gif.rs), the HTTP stack's own ceiling;
+#                pixelgate_before - another build of pixelgate (BEFORE_BIN), run exactly as
+#                `pixelgate` is, to compare two commits in one run
+#   BEFORE_BIN   the binary pixelgate_before runs (e.g. a release build of the previous commit)
 #   STEADY       seconds of the steady 2k hits/s run of pixelgate_firehose (default 10)
 #   ROUNDS       run the SERVERS list this many times, interleaved     (default 1)
 #                Shared hosts change speed by tens of percent within minutes; with
@@ -63,8 +66,11 @@ PIXELGATE_BIN="$REPO_ROOT/target/release/pixelgate"
 BARE_BIN="$REPO_ROOT/target/release/examples/bare_gif"
 
 for server in $SERVERS; do
-    [[ "$server" =~ ^(pixelgate|pixelgate_firehose|nginx|hyper_bare)$ ]] || { echo "error: unknown server in SERVERS: $server" >&2; exit 2; }
+    [[ "$server" =~ ^(pixelgate|pixelgate_before|pixelgate_firehose|nginx|hyper_bare)$ ]] || { echo "error: unknown server in SERVERS: $server" >&2; exit 2; }
 done
+if [[ " $SERVERS " == *" pixelgate_before "* ]]; then
+    [[ -x "${BEFORE_BIN:-}" ]] || { echo "error: pixelgate_before needs BEFORE_BIN, an executable pixelgate binary" >&2; exit 2; }
+fi
 for knob in DURATION CONNECTIONS WARMUP STEADY; do
     [[ "${!knob}" =~ ^[1-9][0-9]*$ ]] || { echo "error: $knob must be a positive integer" >&2; exit 2; }
 done
@@ -246,13 +252,17 @@ compare_records() {
 # loads it, stops it, checks its records and calls add_row exactly once.
 # --------------------------------------------------------------------------
 
-# pixelgate with the local NDJSON sink.
-bench_pixelgate() {
-    local name=pixelgate dir="$RUN_DIR/pixelgate" port mport pid rss records hits dropped cpu
+# pixelgate with the local NDJSON sink: this build, or BEFORE_BIN's.
+bench_pixelgate() { bench_pixelgate_file pixelgate "$PIXELGATE_BIN"; }
+bench_pixelgate_before() { bench_pixelgate_file pixelgate_before "$BEFORE_BIN"; }
+
+# bench_pixelgate_file NAME BINARY
+bench_pixelgate_file() {
+    local name=$1 bin=$2 dir="$RUN_DIR/$1" port mport pid rss records hits dropped cpu
     mkdir -p "$dir/data"
     port=$(free_port); mport=$(free_port)
-    log "$name: starting on 127.0.0.1:$port (metrics :$mport)"
-    taskset -c "$SERVER_CPU" "$PIXELGATE_BIN" serve \
+    log "$name: starting $bin on 127.0.0.1:$port (metrics :$mport)"
+    taskset -c "$SERVER_CPU" "$bin" serve \
         --listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$mport" \
         --data-dir "$dir/data" --sink file 2>"$dir/stderr.log" &
     pid=$!
@@ -552,7 +562,12 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
         if [[ -n "${RPS[hyper_bare]:-}" ]]; then
             bare_ratio=$(awk -v a="${RPS[hyper_bare]}" -v b="${RPS[nginx]}" 'BEGIN { printf "; hyper_bare / nginx = %.3f", (b > 0 ? a / b : 0) }')
         fi
-        RATIOS+=("round $ROUND: pixelgate / nginx = ${PG_NGINX[-1]}$bare_ratio; user CPU per request: pixelgate ${USER_US[pixelgate]} µs, nginx ${USER_US[nginx]} µs")
+        before_ratio="" before_cpu=""
+        if [[ -n "${RPS[pixelgate_before]:-}" ]]; then
+            before_ratio=$(awk -v a="${RPS[pixelgate_before]}" -v b="${RPS[nginx]}" -v p="${RPS[pixelgate]}" 'BEGIN { printf "; pixelgate_before / nginx = %.3f; pixelgate / pixelgate_before = %.3f", (b > 0 ? a / b : 0), (a > 0 ? p / a : 0) }')
+            before_cpu=", pixelgate_before ${USER_US[pixelgate_before]} µs"
+        fi
+        RATIOS+=("round $ROUND: pixelgate / nginx = ${PG_NGINX[-1]}$before_ratio$bare_ratio; user CPU per request: pixelgate ${USER_US[pixelgate]} µs$before_cpu, nginx ${USER_US[nginx]} µs")
     fi
 done
 
