@@ -1,4 +1,5 @@
-//! SPEC §2: flags, env vars and one-line start-up errors, through the real binary.
+//! Flags, env vars and one-line start-up errors (`docs/configuration.md`), through the real
+//! binary.
 
 use std::process::Command;
 

@@ -1,4 +1,5 @@
-//! SPEC §4: every canonical name and alias lands in the same record field.
+//! Every canonical name and alias of a parameter (`docs/parameters.md#parameters`) lands in the
+//! same record field.
 
 use crate::helpers::{TestApp, spawn_app};
 use serde_json::{Value, json};

@@ -1,4 +1,5 @@
-//! SPEC §3.2: health, readiness and metrics; the sink surviving a disk outage.
+//! Health, readiness and metrics (`docs/operations.md#endpoints`); the sink surviving a disk
+//! outage.
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
-//! SPEC §4: personal data is normalised and SHA-256 hashed at the edge; no plaintext reaches a
-//! record, a log line or a metric.
+//! Personal data (`docs/parameters.md#personal-data`) is normalised and SHA-256 hashed at the
+//! edge; no plaintext reaches a record, a log line or a metric.
 
 use crate::helpers::{BROWSER_UA, files_below, read_records, spawn_app, spawn_binary};
 use serde_json::Value;

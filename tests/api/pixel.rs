@@ -1,4 +1,4 @@
-//! SPEC §3.1: the pixel answer, byte for byte.
+//! The pixel answer (`docs/parameters.md#the-pixel-answer`), byte for byte.
 
 use crate::helpers::{BROWSER_UA, raw_exchange, spawn_app};
 use pixelgate::edge::GIF;

@@ -1,5 +1,5 @@
-//! SPEC §6: SIGTERM stops accepting, answers what is in flight, flushes, exits 0 — and every hit
-//! answered before the signal is in the files afterwards, exactly once.
+//! SIGTERM stops accepting, answers what is in flight, flushes, exits 0 — and every hit answered
+//! before the signal is in the files afterwards, exactly once (`docs/operations.md#guarantees`).
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -2,8 +2,11 @@
 //! black-box tests: a real HTTP/1 server on `127.0.0.1:0`, on its own thread with its own Tokio
 //! runtime, so both async and blocking tests can use it.
 //!
-//! It is at least as strict as Meta (`capi.md` §1–§4, §10), and stricter where pixelgate has
-//! chosen to be (the token travels in the JSON body only, `external_id` is hashed):
+//! It is at least as strict as Meta (`docs/forwarding.md#the-request`,
+//! `docs/forwarding.md#the-server-event`, `docs/forwarding.md#limits`,
+//! `docs/parameters.md#personal-data`, `docs/forwarding.md#answers-and-retries`), and stricter
+//! where pixelgate has chosen to be (the token travels in the JSON body only, `external_id` is
+//! hashed):
 //! - JSON body, `data` an array of 1..=1000 events, `access_token` in the body; a token in the
 //!   URL query is refused (HTTP 400, code 100) and recorded as a violation;
 //! - every event has `event_name`, an integer `event_time` within the last 7 days and at most
@@ -44,9 +47,9 @@ use serde_json::{Value, json};
 
 use super::http_server::HttpServer;
 
-/// Most events per request (`capi.md` §3).
+/// Most events per request (`docs/forwarding.md#limits`).
 pub const MAX_EVENTS: usize = 1000;
-/// How old an `event_time` may be (`capi.md` §2: 7 days).
+/// How old an `event_time` may be (`docs/forwarding.md#the-server-event`: 7 days).
 pub const MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How far ahead of the fake's clock an `event_time` may be (Meta: unverified, "a few minutes").
 pub const MAX_FUTURE: Duration = Duration::from_secs(5 * 60);
@@ -54,7 +57,7 @@ pub const MAX_FUTURE: Duration = Duration::from_secs(5 * 60);
 /// `user_data` keys that must be SHA-256 hex.
 pub const HASHED_KEYS: [&str; 11] = ["em", "ph", "fn", "ln", "ge", "db", "ct", "st", "zp", "country", "external_id"];
 
-/// `capi.md` §2.
+/// `docs/forwarding.md#the-server-event`.
 pub const ACTION_SOURCES: [&str; 9] =
     ["email", "website", "app", "phone_call", "chat", "physical_store", "system_generated", "business_messaging", "other"];
 

@@ -18,7 +18,7 @@ pub struct Moto {
 }
 
 /// The Python of the venv `scripts/test` installed moto into (pinned in
-/// `tests/firehose/requirements.txt`).
+/// `tests/requirements.txt`).
 fn moto_python() -> PathBuf {
     let from_env = std::env::var_os("PIXELGATE_PYTHON").or_else(|| std::env::var_os("PIXELGATE_MOTO_PYTHON")).map(PathBuf::from);
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");

@@ -180,7 +180,8 @@ fn trusted_proxies_count_the_proxies_in_front_of_api_gateway() {
     }
 }
 
-/// Without `PIXELGATE_DATA_DIR`, Lambda's only writable place holds the records (SPEC §2).
+/// Without `PIXELGATE_DATA_DIR`, Lambda's only writable place holds the records
+/// (`docs/configuration.md`).
 #[test]
 fn the_data_dir_defaults_to_tmp_under_lambda() {
     let emulator = Emulator::start(Duration::from_secs(10));
