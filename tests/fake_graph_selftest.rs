@@ -69,6 +69,10 @@ fn events_path() -> String {
     format!("/v26.0/{PIXEL}/events")
 }
 
+/// A case of [`each_rule_refuses_what_breaks_it`]: what it breaks, how, and the error code and
+/// rule it must be refused with.
+type Breakage = (&'static str, Box<dyn Fn(&mut Value)>, u64, Rule);
+
 /// Asserts a Graph error with `code`, that the fake recorded `rule`, and that no event counted.
 fn assert_refused(g: &FakeGraph, (status, answer): (u16, Value), code: u64, rule: Rule) {
     assert_eq!(status, 400, "{answer}");
@@ -124,7 +128,7 @@ fn the_token_never_shows_in_what_the_fake_keeps_or_prints() {
 fn each_rule_refuses_what_breaks_it() {
     let path = events_path();
     let stale = now() - 7 * 24 * 3600 - 60;
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, u64, Rule)> = vec![
+    let cases: Vec<Breakage> = vec![
         ("hash not hex", Box::new(|b: &mut Value| b["data"][0]["user_data"]["em"] = json!(["john@example.com"])), 100, Rule::Hash),
         ("uppercase hex", Box::new(|b: &mut Value| b["data"][0]["user_data"]["ph"] = json!(H_EM.to_uppercase())), 100, Rule::Hash),
         ("63 hex chars", Box::new(|b: &mut Value| b["data"][0]["user_data"]["country"] = json!(&H_EM[1..])), 100, Rule::Hash),

@@ -338,10 +338,10 @@ fn our_hashes_match_the_python_sdk_except_the_documented_differences() {
                 case.input, case.cc, ours_plain, ours, sdk.plain, sdk.value, sdk.hashed, sdk.error
             )
         };
-        if let Some(want) = &case.fixture {
-            if &ours != want {
-                failures.push(format!("fixture disagrees with pixelgate::pii: {} (fixture {want:?})", describe()));
-            }
+        if let Some(want) = &case.fixture
+            && &ours != want
+        {
+            failures.push(format!("fixture disagrees with pixelgate::pii: {} (fixture {want:?})", describe()));
         }
         let listed = DIFFERENCES.iter().position(|d| d.field == key && d.input == case.input && d.cc == case.cc);
         let Some(i) = listed else {

@@ -417,10 +417,10 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
     let (version, pixel_id) = parse_path(&path).unwrap_or_default();
     let mut body: Option<Value> = serde_json::from_slice(&raw).ok();
     let token = body.as_ref().and_then(|b| b.get("access_token")).and_then(Value::as_str).map(str::to_owned).filter(|t| !t.is_empty());
-    if let Some(Value::Object(o)) = &mut body {
-        if let Some(t) = o.get_mut("access_token") {
-            *t = Value::String(mask(t.as_str().unwrap_or_default()));
-        }
+    if let Some(Value::Object(o)) = &mut body
+        && let Some(t) = o.get_mut("access_token")
+    {
+        *t = Value::String(mask(t.as_str().unwrap_or_default()));
     }
 
     let (index, answer, delay, trace) = {
@@ -633,10 +633,10 @@ fn now_secs() -> i64 {
 
 /// The body rules (everything but path and token); Ok with the events to record.
 pub fn validate(body: &Value, now: i64) -> Result<Vec<Value>, (Rule, String)> {
-    if let Some(code) = body.get("test_event_code") {
-        if !code.is_string() {
-            return Err((Rule::TestEventCode, "Param test_event_code must be a string".into()));
-        }
+    if let Some(code) = body.get("test_event_code")
+        && !code.is_string()
+    {
+        return Err((Rule::TestEventCode, "Param test_event_code must be a string".into()));
     }
     let data = match body.get("data") {
         Some(Value::Array(d)) => d,
@@ -656,7 +656,7 @@ fn validate_event(e: &Value, now: i64) -> Result<(), (Rule, String)> {
     if !e.is_object() {
         return Err((Rule::Data, "event must be an object".into()));
     }
-    if !e.get("event_name").and_then(Value::as_str).is_some_and(|n| !n.is_empty()) {
+    if e.get("event_name").and_then(Value::as_str).is_none_or(str::is_empty) {
         return Err((Rule::EventName, "The parameter event_name is required".into()));
     }
     let Some(time) = e.get("event_time").and_then(Value::as_i64) else {
@@ -693,26 +693,26 @@ fn validate_event(e: &Value, now: i64) -> Result<(), (Rule, String)> {
             }
         }
     }
-    if let Some(ip) = ud.get("client_ip_address") {
-        if !ip.as_str().is_some_and(|s| s.parse::<IpAddr>().is_ok()) {
-            return Err((Rule::ClientIp, "user_data.client_ip_address is not a valid IPv4/IPv6 address".into()));
-        }
+    if let Some(ip) = ud.get("client_ip_address")
+        && ip.as_str().is_none_or(|s| s.parse::<IpAddr>().is_err())
+    {
+        return Err((Rule::ClientIp, "user_data.client_ip_address is not a valid IPv4/IPv6 address".into()));
     }
     for key in ["fbp", "fbc"] {
-        if let Some(v) = ud.get(key) {
-            if !v.as_str().is_some_and(cookie_ok) {
-                return Err((Rule::Cookie, format!("user_data.{key} must be an unhashed fb.N.CREATION_MS.PAYLOAD cookie value")));
-            }
+        if let Some(v) = ud.get(key)
+            && !v.as_str().is_some_and(cookie_ok)
+        {
+            return Err((Rule::Cookie, format!("user_data.{key} must be an unhashed fb.N.CREATION_MS.PAYLOAD cookie value")));
         }
     }
     let ua = ud.get("client_user_agent");
-    if let Some(ua) = ua {
-        if !ua.is_string() {
-            return Err((Rule::UserAgent, "user_data.client_user_agent must be a string".into()));
-        }
+    if let Some(ua) = ua
+        && !ua.is_string()
+    {
+        return Err((Rule::UserAgent, "user_data.client_user_agent must be a string".into()));
     }
     if source == Some("website") {
-        if !ua.and_then(Value::as_str).is_some_and(|s| !s.trim().is_empty()) {
+        if ua.and_then(Value::as_str).is_none_or(|s| s.trim().is_empty()) {
             return Err((Rule::UserAgent, "website events require user_data.client_user_agent".into()));
         }
         let url = e.get("event_source_url").and_then(Value::as_str).unwrap_or_default();
@@ -724,10 +724,10 @@ fn validate_event(e: &Value, now: i64) -> Result<(), (Rule, String)> {
         let Some(cd) = cd.as_object() else {
             return Err((Rule::CustomData, "custom_data must be an object".into()));
         };
-        if let Some(v) = cd.get("value") {
-            if !v.is_number() {
-                return Err((Rule::CustomData, format!("custom_data.value must be a number, got {v}")));
-            }
+        if let Some(v) = cd.get("value")
+            && !v.is_number()
+        {
+            return Err((Rule::CustomData, format!("custom_data.value must be a number, got {v}")));
         }
     }
     Ok(())
