@@ -2,10 +2,9 @@
 //! of Meta's rules refuses what breaks it, and the scripted answers, delays and hangs behave.
 
 #[path = "common/fake_graph.rs"]
-#[allow(dead_code)]
-mod fake_graph;
+pub mod fake_graph;
 #[path = "common/http_server.rs"]
-mod http_server;
+pub mod http_server;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

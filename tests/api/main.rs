@@ -4,7 +4,7 @@ mod client_ip;
 mod config;
 mod conventions;
 #[path = "../common/mod.rs"]
-mod common;
+pub mod common;
 mod helpers;
 mod hostile;
 mod operations;

@@ -6,12 +6,12 @@
 
 mod delivery;
 #[path = "../common/mod.rs"]
-mod common;
+pub mod common;
 mod helpers;
 #[path = "../common/moto.rs"]
-mod moto;
+pub mod moto;
 mod outage;
 mod restart;
 mod startup;
 #[path = "../common/stream.rs"]
-mod stream;
+pub mod stream;

@@ -6,15 +6,14 @@
 //! complete, and the extension asks for its next event only after them.
 
 #[path = "../common/mod.rs"]
-mod common;
+pub mod common;
 #[path = "../common/lambda_emulator.rs"]
-mod emulator;
+pub mod emulator;
 mod helpers;
 #[path = "../common/moto.rs"]
-mod moto;
-#[allow(dead_code)]
+pub mod moto;
 #[path = "../common/stream.rs"]
-mod stream;
+pub mod stream;
 
 mod drain;
 mod events;

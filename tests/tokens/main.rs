@@ -6,4 +6,4 @@ mod cli;
 mod dynamodb;
 mod helpers;
 #[path = "../common/moto.rs"]
-mod moto;
+pub mod moto;
