@@ -1,14 +1,12 @@
 //! Tests of the fake Graph API itself (`tests/common/fake_graph.rs`): valid requests pass, each
 //! of Meta's rules refuses what breaks it, and the scripted answers, delays and hangs behave.
 
-#[path = "common/fake_graph.rs"]
-pub mod fake_graph;
-#[path = "common/http_server.rs"]
-pub mod http_server;
+#[path = "common/mod.rs"]
+pub mod common;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use fake_graph::{Answer, FakeGraph, Rule};
+use common::fake_graph::{Answer, FakeGraph, Rule, mask};
 use serde_json::{Value, json};
 
 const PIXEL: &str = "1234567890";
@@ -120,7 +118,7 @@ fn the_token_never_shows_in_what_the_fake_keeps_or_prints() {
     let printed = format!("{:?} {:?} {:?} {:?}", g.requests(), g.events(), g.violations(), g);
     assert!(!printed.contains(TOKEN) && !printed.contains("SECRET"), "{printed}");
     assert_eq!(g.requests()[1].body.as_ref().unwrap()["access_token"], "EAA… (35 chars)");
-    assert_eq!(fake_graph::mask("short"), "*** (5 chars)");
+    assert_eq!(mask("short"), "*** (5 chars)");
 }
 
 #[test]
