@@ -12,11 +12,15 @@
 //!
 //! No Python, no SDK or the wrong SDK version is a failure, never a skip.
 
+#[path = "common/mod.rs"]
+pub mod common;
+
 use std::collections::HashSet;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
+use common::python::python;
 use pixelgate::pii::{PiiField, PiiRules, hash_field, normalize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -248,23 +252,10 @@ fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// `$PIXELGATE_PYTHON`, else the repository's `.venv/bin/python`; panics if neither exists.
-fn python() -> PathBuf {
-    let from_env = std::env::var_os("PIXELGATE_PYTHON").map(PathBuf::from);
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    match from_env.or_else(|| venv.exists().then_some(venv)) {
-        Some(p) if p.exists() => p,
-        other => panic!(
-            "the hashing oracle needs Python with facebook-business (tests/requirements.txt) and found none ({}): run scripts/test, which installs it into .venv",
-            other.map_or("PIXELGATE_PYTHON unset and no .venv/bin/python".into(), |p| format!("{} does not exist", p.display()))
-        ),
-    }
-}
-
 /// Runs the oracle over `queries` (field, input) and returns its answers in order.
 fn ask_sdk(queries: &[(String, String)]) -> Vec<SdkAnswer> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracle/normalize.py");
-    let python = python();
+    let python = python("the hashing oracle (facebook-business)");
     let mut child = Command::new(&python)
         .arg(&script)
         .stdin(Stdio::piped())

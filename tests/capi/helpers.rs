@@ -70,7 +70,7 @@ impl Site {
     pub fn dynamodb(table: &str) -> Site {
         let mut site = Site::new();
         site.args = ["--tokens", "dynamodb", "--dynamodb-table", table].map(String::from).to_vec();
-        site.env = crate::moto::aws_env(&crate::moto::moto().endpoint);
+        site.env = crate::common::moto::aws_env(&crate::common::moto::moto().endpoint);
         let created = site.tokens(&["create-table"], "").json();
         assert_eq!(created["table"], table, "{created}");
         site

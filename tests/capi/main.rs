@@ -4,8 +4,6 @@
 #[path = "../common/mod.rs"]
 pub mod common;
 mod helpers;
-#[path = "../common/moto.rs"]
-pub mod moto;
 
 mod admin;
 mod dynamodb;

@@ -29,7 +29,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
-use super::common::http_server::HttpServer;
+use super::http_server::HttpServer;
 
 /// The function ARN the emulator reports.
 pub const FUNCTION_ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:pixelgate";

@@ -1,4 +1,5 @@
-//! Pieces the black-box test binaries (`tests/api`, `tests/capi`, `tests/firehose`) share.
+//! Pieces the test binaries share; each pulls them all in with
+//! `#[path = "../common/mod.rs"] pub mod common;`.
 //!
 //! Each binary declares the shared modules `pub mod`: they are the public surface of the test
 //! crate, and rustc does not report a reachable `pub` item as dead code, so what one binary
@@ -8,6 +9,16 @@
 pub mod fake_graph;
 /// The loopback HTTP server the fakes run on.
 pub mod http_server;
+/// An emulator of Lambda's Runtime and Extensions APIs.
+pub mod lambda_emulator;
+/// moto in server mode, standing in for AWS.
+pub mod moto;
+/// Proxies in front of moto that cut it or slow it down.
+pub mod proxy;
+/// The venv Python `scripts/test` installs.
+pub mod python;
+/// A Firehose delivery stream in moto, read back from S3.
+pub mod stream;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};

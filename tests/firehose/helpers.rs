@@ -1,19 +1,16 @@
-//! The real parts for the Firehose tests: moto in server mode (one per test binary, each test
-//! with its own bucket and delivery stream), a TCP proxy in front of it that a test can cut to
-//! stage an outage, the real `pixelgate` binary pointed at it through the standard AWS
-//! environment, and the S3 objects moto's delivery stream wrote, read back with `aws-sdk-s3`.
+//! The real parts for the Firehose tests: the real `pixelgate` binary pointed at moto (or the
+//! proxy in front of it that stages an outage, `crate::common::proxy`) through the standard AWS
+//! environment, and the load the tests put on it.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::AbortHandle;
 
 /// A browser user agent, so hits are not flagged `bot`.
 pub const BROWSER_UA: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/142.0.0.0 Safari/537.36";
@@ -23,77 +20,9 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-pub use crate::moto::{aws_env, moto};
-pub use crate::stream::create_stream;
-
-/// How the proxy treats traffic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Link {
-    /// Forwards to moto.
-    Up = 0,
-    /// Closes every connection at once: "connection refused/reset".
-    Refuse = 1,
-    /// Accepts and never answers: requests time out.
-    Blackhole = 2,
-}
-
-/// A TCP proxy in front of moto that a test can cut and restore.
-pub struct Proxy {
-    pub endpoint: String,
-    link: Arc<AtomicU8>,
-    live: Arc<Mutex<Vec<AbortHandle>>>,
-    accept: AbortHandle,
-}
-
-impl Proxy {
-    /// A proxy to `upstream` on a free loopback port.
-    pub async fn start(upstream: &str) -> Proxy {
-        let upstream: SocketAddr = upstream.trim_start_matches("http://").parse().unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let link = Arc::new(AtomicU8::new(Link::Up as u8));
-        let live: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let (l, conns) = (link.clone(), live.clone());
-        let accept = tokio::spawn(async move {
-            loop {
-                let Ok((mut client, _)) = listener.accept().await else { continue };
-                let task = match l.load(Ordering::SeqCst) {
-                    0 => tokio::spawn(async move {
-                        if let Ok(mut server) = TcpStream::connect(upstream).await {
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                        }
-                    }),
-                    1 => continue,
-                    _ => tokio::spawn(async move {
-                        let _hold = client;
-                        std::future::pending::<()>().await;
-                    }),
-                };
-                let mut conns = conns.lock().unwrap();
-                conns.retain(|c| !c.is_finished());
-                conns.push(task.abort_handle());
-            }
-        })
-        .abort_handle();
-        Proxy { endpoint, link, live, accept }
-    }
-
-    /// Switches the link; cutting it also drops every connection open through it.
-    pub fn set(&self, link: Link) {
-        self.link.store(link as u8, Ordering::SeqCst);
-        if link != Link::Up {
-            self.live.lock().unwrap().drain(..).for_each(|c| c.abort());
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.accept.abort();
-        self.live.lock().unwrap().drain(..).for_each(|c| c.abort());
-    }
-}
+pub use crate::common::moto::{aws_env, moto};
+pub use crate::common::proxy::{Link, Proxy};
+pub use crate::common::stream::create_stream;
 
 /// The real binary, running with the Firehose sink.
 pub struct Pixelgate {

@@ -4,14 +4,11 @@
 //! read back. The retry cases moto cannot stage (partial failures, throttling) are unit tests
 //! beside the sink, against a scripted fake behind the same client seam.
 
-mod delivery;
 #[path = "../common/mod.rs"]
 pub mod common;
 mod helpers;
-#[path = "../common/moto.rs"]
-pub mod moto;
+
+mod delivery;
 mod outage;
 mod restart;
 mod startup;
-#[path = "../common/stream.rs"]
-pub mod stream;

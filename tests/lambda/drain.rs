@@ -7,10 +7,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::common::fake_graph::{Answer, FakeGraph};
-use crate::emulator::Emulator;
+use crate::common::lambda_emulator::Emulator;
+use crate::common::moto::{aws_env, moto};
+use crate::common::stream::create_stream;
 use crate::helpers::{SlowProxy, ms, pixel_event, quantile, spawn, tokens};
-use crate::moto::{aws_env, moto};
-use crate::stream::create_stream;
 
 const DRAIN: &str = "pixelgate-drain";
 const FIREHOSE_DELAY: Duration = Duration::from_millis(50);

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::common::fake_graph::FakeGraph;
 use crate::common::read_records;
-use crate::emulator::{Emulator, Invocation};
+use crate::common::lambda_emulator::{Emulator, Invocation};
 use crate::helpers::{event, events_dir, spawn, tokens};
 
 const ADMIN_KEY: &str = "fake-admin-key-for-tests-only-0001";

@@ -1,21 +1,14 @@
-//! The function under test, started as Lambda starts it, plus a slow Firehose: an HTTP proxy in
-//! front of moto that answers each call a set time after moto did and logs when.
+//! The function under test, started as Lambda starts it, and the events of `events/`.
 
-use std::convert::Infallible;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use serde_json::Value;
 
-use crate::common::http_server::HttpServer;
-use crate::emulator::{Emulator, lambda_env};
+use crate::common::lambda_emulator::{Emulator, lambda_env};
+pub use crate::common::proxy::SlowProxy;
 
 /// The binary under test: `PIXELGATE_BIN` (e.g. the release build, for `bench/lambda.sh`), else
 /// the one cargo built for these tests.
@@ -158,66 +151,6 @@ pub fn tokens(data: &Path, args: &[&str], stdin: &str) -> String {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "tokens {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
-}
-
-/// One call through the [`SlowProxy`].
-#[derive(Debug, Clone)]
-pub struct ProxiedCall {
-    /// The AWS JSON-protocol operation (`X-Amz-Target`, e.g. `Firehose_20150804.PutRecordBatch`).
-    pub target: String,
-    pub received: Instant,
-    /// When the answer left the proxy.
-    pub answered: Instant,
-    pub status: u16,
-}
-
-/// An HTTP proxy to moto that holds every answer for `delay` after moto gave it: a Firehose
-/// that answers in `delay` (plus moto's own time).
-pub struct SlowProxy {
-    pub endpoint: String,
-    calls: Arc<Mutex<Vec<ProxiedCall>>>,
-    _server: HttpServer,
-}
-
-impl SlowProxy {
-    pub fn start(upstream: &str, delay: Duration) -> SlowProxy {
-        let calls: Arc<Mutex<Vec<ProxiedCall>>> = Arc::default();
-        let (log, upstream, client) = (calls.clone(), upstream.trim_end_matches('/').to_owned(), reqwest::Client::new());
-        let server = HttpServer::start("slow-proxy", move |req| forward(req, client.clone(), upstream.clone(), delay, log.clone()));
-        SlowProxy { endpoint: format!("http://{}", server.addr()), calls, _server: server }
-    }
-
-    /// The calls answered so far whose operation ends with `operation`.
-    pub fn calls(&self, operation: &str) -> Vec<ProxiedCall> {
-        self.calls.lock().unwrap().iter().filter(|c| c.target.ends_with(operation)).cloned().collect()
-    }
-}
-
-async fn forward(req: Request<Incoming>, client: reqwest::Client, upstream: String, delay: Duration, log: Arc<Mutex<Vec<ProxiedCall>>>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let received = Instant::now();
-    let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut out = client.request(parts.method.clone(), format!("{upstream}{path}")).body(body);
-    for (name, value) in parts.headers.iter().filter(|(n, _)| *n != http::header::HOST) {
-        out = out.header(name, value);
-    }
-    let (status, headers, bytes) = match out.send().await {
-        Ok(r) => {
-            let (status, headers) = (r.status(), r.headers().clone());
-            (status, headers, r.bytes().await.unwrap_or_default())
-        }
-        Err(err) => (http::StatusCode::BAD_GATEWAY, http::HeaderMap::new(), Bytes::from(err.to_string())),
-    };
-    tokio::time::sleep(delay).await;
-    let mut resp = Response::new(Full::new(bytes));
-    *resp.status_mut() = status;
-    for (name, value) in headers.iter().filter(|(n, _)| *n != http::header::TRANSFER_ENCODING && *n != http::header::CONTENT_LENGTH && *n != http::header::CONNECTION) {
-        resp.headers_mut().append(name, value.clone());
-    }
-    log.lock().unwrap().push(ProxiedCall { target, received, answered: Instant::now(), status: status.as_u16() });
-    Ok(resp)
 }
 
 /// The `q`-quantile of `samples` (sorted in place).

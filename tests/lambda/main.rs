@@ -7,13 +7,7 @@
 
 #[path = "../common/mod.rs"]
 pub mod common;
-#[path = "../common/lambda_emulator.rs"]
-pub mod emulator;
 mod helpers;
-#[path = "../common/moto.rs"]
-pub mod moto;
-#[path = "../common/stream.rs"]
-pub mod stream;
 
 mod drain;
 mod events;

@@ -5,14 +5,13 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use aws_config::BehaviorVersion;
 use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::BoxError;
 use pixelgate::tokens::{CacheSettings, DynamoStore, TokenCache, TokenStatus, TokenStore};
 
+use crate::common::moto::{aws_env, moto, sdk_config};
 use crate::helpers::pixelgate;
-use crate::moto::{aws_env, moto};
 
 const TOKEN: &str = "EAABsbCS1iHgBAKZCtokenfordynamodb";
 
@@ -35,14 +34,8 @@ impl Intercept for CountGetItem {
 
 /// A DynamoDB store on moto whose client counts its `GetItem` requests.
 async fn counted_store(table: &str) -> (DynamoStore, CountGetItem) {
-    let sdk = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(&moto().endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "tests"))
-        .load()
-        .await;
     let counter = CountGetItem::default();
-    let config = aws_sdk_dynamodb::config::Builder::from(&sdk).interceptor(counter.clone()).build();
+    let config = aws_sdk_dynamodb::config::Builder::from(&sdk_config().await).interceptor(counter.clone()).build();
     (DynamoStore::with_client(aws_sdk_dynamodb::Client::from_conf(config), table), counter)
 }
 
