@@ -7,12 +7,12 @@ pub mod common;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::fake_graph::{Answer, FakeGraph, Rule, mask};
+use common::user_agents::FIREFOX_UA as UA;
 use serde_json::{Value, json};
 
 const PIXEL: &str = "1234567890";
 const TOKEN: &str = "EAAGtestTOKEN0123456789abcdefSECRET";
 const H_EM: &str = "62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f";
-const UA: &str = "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0";
 
 fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64

@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::common::fake_graph::{Answer, FakeGraph};
-use crate::helpers::{ADMIN_KEY, Site, eventually, failed_records, metric, q};
+use crate::common::metrics::metric;
+use crate::helpers::{ADMIN_KEY, Site, eventually, failed_records, q};
 
 const PIXEL: &str = "4242";
 const TOKEN: &str = "EAAtesttokenAdminPut7Hq2Kx9Wm4Zr8Tn3Vb6Yc1Pd5";

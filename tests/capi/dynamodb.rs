@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::common::fake_graph::{Answer, FakeGraph};
-use crate::helpers::{ADMIN_KEY, Site, eventually, failed_records, metric, q};
+use crate::common::metrics::metric;
+use crate::helpers::{ADMIN_KEY, Site, eventually, failed_records, q};
 
 const PIXEL: &str = "31337";
 const TOKEN: &str = "EAAtesttokenDynamo9Lk7Jh5Gf3Ds1Az2Sx4Dc6";

@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::common::fake_graph::{Answer, FakeGraph};
-use crate::helpers::{Site, eventually, failed_records, hit_records, metric, q};
+use crate::common::metrics::metric;
+use crate::helpers::{Site, eventually, failed_records, hit_records, q};
 
 #[tokio::test]
 async fn an_invalid_token_stops_forwarding_until_a_new_one_is_set() {
@@ -131,13 +132,15 @@ async fn a_hit_meta_would_reject_is_not_sent_and_recorded_with_the_reason() {
     fake.set_token(PIXEL, TOKEN);
     let server = site.serve(&fake, &[]);
 
-    // No User-Agent header at all; then an ordinary hit in the same batch.
-    let r = server.bare.get(server.url(&format!("/tr?{}", q(PIXEL, "purchase", "eid=no-agent")))).send().await.unwrap();
+    // No User-Agent header at all (reqwest sends none unless told); then an ordinary hit in the
+    // same batch.
+    let bare = reqwest::Client::new();
+    let r = bare.get(server.url(&q(PIXEL, "purchase", "eid=no-agent"))).send().await.unwrap();
     assert_eq!(r.status(), 200, "the browser still gets the pixel");
     assert_eq!(r.bytes().await.unwrap().len(), 43);
     server.hit(&q(PIXEL, "purchase", "eid=with-agent")).await;
     // The same kind of hit for a pixel without a token is skipped, not given up: no record.
-    let r = server.bare.get(server.url(&format!("/tr?{}", q("600602", "purchase", "eid=no-agent-no-token")))).send().await.unwrap();
+    let r = bare.get(server.url(&q("600602", "purchase", "eid=no-agent-no-token"))).send().await.unwrap();
     assert_eq!(r.status(), 200);
 
     let events = fake.wait_for_events_async(1, Duration::from_secs(10)).await;

@@ -6,7 +6,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::common::fake_graph::FakeGraph;
-use crate::helpers::{BROWSER_UA, Site, eventually, hit_records, metric, q, sha256_hex};
+use crate::common::metrics::metric;
+use crate::common::user_agents::BROWSER_UA;
+use crate::helpers::{Site, eventually, hit_records, q, sha256_hex};
 
 const PIXEL: &str = "1234567890";
 const NO_TOKEN_PIXEL: &str = "5550001";

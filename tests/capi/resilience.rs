@@ -4,6 +4,8 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use crate::common::fake_graph::{Answer, FakeGraph};
+use crate::common::net::free_port;
+use crate::common::records::files_below;
 use crate::helpers::{Site, assert_hidden, eventually, failed_records, hit_records, q};
 
 #[tokio::test]
@@ -102,7 +104,7 @@ async fn sigterm_while_meta_is_slow_loses_no_event() {
     assert!(ids.iter().filter(|id| !id.starts_with("hung")).all(|id| delivered_set.contains(id)), "{delivered:?}");
     assert_eq!(hit_records(&records).len(), ids.len(), "one raw record per hit");
     // After a clean shutdown every raw file is complete.
-    assert!(crate::helpers::files_below(&server.data.join("raw")).iter().all(|p| !p.to_string_lossy().ends_with(".open")));
+    assert!(files_below(&server.data.join("raw")).iter().all(|p| !p.to_string_lossy().ends_with(".open")));
     fake.assert_no_violations();
     assert_hidden(&[TOKEN], &logs, "", &server.data);
 }
@@ -115,7 +117,7 @@ async fn an_unreachable_meta_does_not_hold_up_the_pixel_either() {
     let site = Site::new();
     site.set_token(PIXEL, TOKEN);
     let fake = FakeGraph::start();
-    let dead = format!("http://127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
+    let dead = format!("http://127.0.0.1:{}", free_port());
     let server = site.serve(&fake, &["--graph-url", &dead, "--capi-retry-budget", "1s"]);
     let mut worst = Duration::ZERO;
     for i in 0..50 {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use aws_config::BehaviorVersion;
 
+use super::net::free_port;
 use super::python::python;
 
 /// The region and the fixed test credentials everything that talks to moto uses.
@@ -36,7 +37,7 @@ main(sys.argv[1:])
 "#;
 
 static MOTO: LazyLock<Moto> = LazyLock::new(|| {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let log = std::env::temp_dir().join(format!("pixelgate-moto-{port}.log"));
     let mut child = Command::new(python("moto in server mode"))
         .args(["-c", MOTO_SERVER, "-H", "127.0.0.1", "-p", &port.to_string()])

@@ -1,20 +1,13 @@
 //! The function under test, started as Lambda starts it, and the events of `events/`.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::common::lambda_emulator::{Emulator, lambda_env};
-pub use crate::common::proxy::SlowProxy;
-
-/// The binary under test: `PIXELGATE_BIN` (e.g. the release build, for `bench/lambda.sh`), else
-/// the one cargo built for these tests.
-pub fn binary() -> PathBuf {
-    std::env::var_os("PIXELGATE_BIN").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_pixelgate")), PathBuf::from)
-}
+use crate::common::process::{Launch, Process, signal};
 
 /// The repository's `events/` directory.
 pub fn events_dir() -> PathBuf {
@@ -51,46 +44,47 @@ pub fn pixel_event(pixel: &str, event_id: &str) -> Value {
     e
 }
 
-/// The function's process.
+/// The function's process, frozen by the emulator between invocations.
 pub struct LambdaFn {
-    pub child: Child,
-    pub log: PathBuf,
-    pub spawned_at: Instant,
+    pub process: Process,
 }
 
 /// Starts the bare binary as Lambda does: no arguments, `AWS_LAMBDA_*` pointing at `emulator`,
 /// `PIXELGATE_DATA_DIR=data`, plus `env`.
 pub fn spawn(emulator: &Emulator, data: &Path, env: &[(&str, String)]) -> LambdaFn {
     std::fs::create_dir_all(data).unwrap();
-    let mut env = env.to_vec();
-    env.push(("PIXELGATE_DATA_DIR", data.to_string_lossy().into_owned()));
-    start(emulator, data.with_extension("log"), &env)
+    start(emulator, as_lambda(emulator, env).env("PIXELGATE_DATA_DIR", data))
 }
 
-/// [`spawn`] without `PIXELGATE_DATA_DIR`; the log goes to a temp file.
+/// [`spawn`] without `PIXELGATE_DATA_DIR`.
 pub fn spawn_without_data_dir(emulator: &Emulator, env: &[(&str, String)]) -> LambdaFn {
-    let log = std::env::temp_dir().join(format!("pixelgate-lambda-{}-{}.log", std::process::id(), emulator.runtime_api().replace(':', "-")));
-    start(emulator, log, env)
+    start(emulator, as_lambda(emulator, env))
 }
 
-fn start(emulator: &Emulator, log: PathBuf, env: &[(&str, String)]) -> LambdaFn {
-    let spawned_at = Instant::now();
-    let child = Command::new(binary())
-        .env_clear()
-        .envs(lambda_env(&emulator.runtime_api()))
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(std::fs::File::options().append(true).open(&log).unwrap())
-        .spawn()
-        .expect("the binary starts");
-    emulator.freeze_between_invocations(child.id());
-    LambdaFn { child, log, spawned_at }
+/// The binary with Lambda's environment for `emulator`, then `env`.
+fn as_lambda(emulator: &Emulator, env: &[(&str, String)]) -> Launch {
+    Launch::new().envs(lambda_env(&emulator.runtime_api())).envs(env.iter().cloned())
+}
+
+fn start(emulator: &Emulator, launch: Launch) -> LambdaFn {
+    let process = launch.spawn();
+    emulator.freeze_between_invocations(process.pid());
+    LambdaFn { process }
 }
 
 impl LambdaFn {
     /// What the function logged.
     pub fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.logs()
+    }
+
+    /// When the process was started.
+    pub fn spawned_at(&self) -> Instant {
+        self.process.spawned_at
+    }
+
+    fn thaw(&self) {
+        signal(self.process.pid(), "CONT");
     }
 
     /// Thaws the process and sends SIGTERM (as Lambda does before shutting the environment
@@ -98,15 +92,8 @@ impl LambdaFn {
     pub fn terminate(&mut self) -> (ExitStatus, Duration) {
         self.thaw();
         let started = Instant::now();
-        let log = self.log.clone();
-        let status = crate::common::terminate(&mut self.child, || std::fs::read_to_string(&log).unwrap_or_default());
+        let status = self.process.terminate();
         (status, started.elapsed())
-    }
-}
-
-impl LambdaFn {
-    fn thaw(&self) {
-        let _ = Command::new("kill").arg("-CONT").arg(self.child.id().to_string()).status();
     }
 
     /// Shutdown as Lambda does it: thaw, SIGTERM, and SIGKILL 500 ms later. Returns the exit
@@ -114,52 +101,16 @@ impl LambdaFn {
     pub fn terminate_within_500ms(&mut self) -> (Option<ExitStatus>, Duration) {
         self.thaw();
         let started = Instant::now();
-        assert!(Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap().success());
+        assert!(signal(self.process.pid(), "TERM"), "SIGTERM to the function");
+        let child = &mut self.process.child;
         while started.elapsed() < Duration::from_millis(500) {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = child.try_wait().unwrap() {
                 return (Some(status), started.elapsed());
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = child.kill();
+        let _ = child.wait();
         (None, started.elapsed())
     }
-}
-
-impl Drop for LambdaFn {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `pixelgate tokens ARGS --data-dir DATA` with `stdin`, outside Lambda; its standard output.
-pub fn tokens(data: &Path, args: &[&str], stdin: &str) -> String {
-    let mut child = Command::new(binary())
-        .arg("tokens")
-        .args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .env_clear()
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "tokens {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// The `q`-quantile of `samples` (sorted in place).
-pub fn quantile(samples: &mut [Duration], q: f64) -> Duration {
-    samples.sort();
-    samples[((samples.len() - 1) as f64 * q).round() as usize]
-}
-
-/// Milliseconds, for messages.
-pub fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
