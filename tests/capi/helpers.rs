@@ -4,6 +4,7 @@
 
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -44,6 +45,16 @@ pub struct Site {
 impl Site {
     pub fn new() -> Site {
         Site { dir: tempfile::tempdir().expect("temp dir"), args: Vec::new(), env: Vec::new() }
+    }
+
+    /// A new site and a fresh fake Graph API that both hold `token` for `pixel`: set with the
+    /// `tokens` CLI here, configured as valid there.
+    pub fn with_token(pixel: &str, token: &str) -> (Site, FakeGraph) {
+        let site = Site::new();
+        site.set_token(pixel, token);
+        let fake = FakeGraph::start();
+        fake.set_token(pixel, token);
+        (site, fake)
     }
 
     /// A site whose tokens live in DynamoDB `table` on the shared moto server (the table is
@@ -142,13 +153,30 @@ impl Server {
         (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")) })
     }
 
+    /// Waits (at most `within`) until the raw records hold at least `n` flagged `capi_failed`;
+    /// returns every record.
+    pub async fn wait_for_failed(&self, n: usize, within: Duration) -> Vec<Value> {
+        eventually!(within, format!("{n} capi_failed record(s)"), {
+            let r = self.records();
+            (failed_records(&r).len() >= n).then_some(r)
+        })
+    }
+
+    /// SIGTERM, which it must answer by exiting 0; how long that took, and the logs.
+    pub fn stop(&mut self) -> (Duration, String) {
+        let started = Instant::now();
+        let status = self.terminate();
+        let stopped_in = started.elapsed();
+        let logs = self.logs();
+        assert!(status.success(), "exit {status}: {logs}");
+        (stopped_in, logs)
+    }
+
     /// Scrapes `/metrics`, stops the server with SIGTERM (it must exit 0), and checks that none
     /// of `secrets` appears in its logs, its metrics or any raw record. Returns the logs.
     pub async fn finish(mut self, secrets: &[&str]) -> String {
         let metrics = self.metrics().await;
-        let status = self.terminate();
-        let logs = self.logs();
-        assert!(status.success(), "exit {status}: {logs}");
+        let (_, logs) = self.stop();
         assert!(logs.contains("shutdown complete"), "{logs}");
         assert!(logs.contains(" DEBUG "), "the leak check needs the debug-level logs: {logs}");
         assert_hidden(secrets, &logs, &metrics, &self.data);

@@ -1,11 +1,14 @@
 //! The real `pixelgate` binary with the Firehose sink, pointed at moto (or a proxy in front of
-//! it) through the standard AWS environment, and the check that what it answered arrived once.
+//! it) through the standard AWS environment; a stream behind a proxy; and the check that what it
+//! answered arrived once.
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::common::moto::aws_env;
+use crate::common::moto::{aws_env, moto};
 use crate::common::process::{Launch, Server};
+use crate::common::proxy::Proxy;
+use crate::common::stream::{Stream, create_stream};
 
 /// Flags that make retries, flushes and shutdown quick enough for tests.
 pub const FAST: &[&str] = &[
@@ -32,6 +35,11 @@ pub fn spawn_pixelgate(endpoint: &str, stream: &str, data: Option<&Path>, extra:
         Some(data) => launch.data_dir(data).serve(),
         None => launch.serve(),
     }
+}
+
+/// A delivery stream of `test`'s own in moto, and a proxy to moto the test can cut.
+pub async fn stream_behind_proxy(test: &str) -> (Stream, Proxy) {
+    (create_stream(test).await, Proxy::start(&moto().endpoint).await)
 }
 
 /// Panics unless every id in `answered` was delivered exactly once.

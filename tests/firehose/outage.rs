@@ -7,15 +7,14 @@ use std::time::Duration;
 
 use crate::common::load::{hits, load};
 use crate::common::moto::moto;
-use crate::common::proxy::{Link, Proxy};
+use crate::common::proxy::Link;
 use crate::common::stream::create_stream;
 use crate::common::timing::quantile;
-use crate::helpers::{FAST, assert_exactly_once, spawn_pixelgate};
+use crate::helpers::{FAST, assert_exactly_once, spawn_pixelgate, stream_behind_proxy};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_under_load_loses_nothing_and_the_pixel_stays_fast() {
-    let stream = create_stream("outage").await;
-    let proxy = Proxy::start(&moto().endpoint).await;
+    let (stream, proxy) = stream_behind_proxy("outage").await;
     let mut pg = spawn_pixelgate(&proxy.endpoint, &stream.name, None, FAST);
     let base = pg.url("");
     let mut answered = hits(base.clone(), "before", 4, 100).await;
@@ -50,8 +49,7 @@ async fn an_outage_under_load_loses_nothing_and_the_pixel_stays_fast() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_spool_gives_records_up_counted_and_logged() {
-    let stream = create_stream("spool-full").await;
-    let proxy = Proxy::start(&moto().endpoint).await;
+    let (stream, proxy) = stream_behind_proxy("spool-full").await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut extra = FAST.to_vec();

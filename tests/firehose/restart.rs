@@ -5,15 +5,12 @@
 use std::time::Duration;
 
 use crate::common::load::hits;
-use crate::common::moto::moto;
-use crate::common::proxy::{Link, Proxy};
-use crate::common::stream::create_stream;
-use crate::helpers::{FAST, assert_exactly_once, spawn_pixelgate};
+use crate::common::proxy::Link;
+use crate::helpers::{FAST, assert_exactly_once, spawn_pixelgate, stream_behind_proxy};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_spooled_before_a_restart_are_delivered_after_it() {
-    let stream = create_stream("restart").await;
-    let proxy = Proxy::start(&moto().endpoint).await;
+    let (stream, proxy) = stream_behind_proxy("restart").await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut pg = spawn_pixelgate(&proxy.endpoint, &stream.name, Some(&data), FAST);
