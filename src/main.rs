@@ -29,8 +29,14 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match &cli.command {
-            None | Some(Command::Serve) if is_lambda() => pixelgate::app::lambda::run(cli.settings()?, shutdown_signal()).await,
-            None | Some(Command::Serve) => App::build(cli.settings()?).await?.run_until_stopped(shutdown_signal()).await,
+            None | Some(Command::Serve) => {
+                // The handlers are installed now, before start-up: a SIGTERM that comes while the
+                // app starts (or right after the Lambda runtime's first `next`) is a shutdown,
+                // not a kill.
+                let shutdown = shutdown_signal()?;
+                let settings = cli.settings()?;
+                if is_lambda() { pixelgate::app::lambda::run(settings, shutdown).await } else { App::build(settings).await?.run_until_stopped(shutdown).await }
+            }
             Some(Command::Tokens(command)) => pixelgate::tokens::cli::run(&cli.store_settings(), command).await,
         }
     });
@@ -51,12 +57,15 @@ fn runtime_for(cores: usize) -> tokio::runtime::Builder {
     if cores <= 1 { tokio::runtime::Builder::new_current_thread() } else { tokio::runtime::Builder::new_multi_thread() }
 }
 
-/// Resolves on the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// A future that resolves on the first SIGTERM or SIGINT, its handlers installed at once.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+    })
 }

@@ -1,21 +1,18 @@
 //! Tests of the fake Graph API itself (`tests/common/fake_graph.rs`): valid requests pass, each
 //! of Meta's rules refuses what breaks it, and the scripted answers, delays and hangs behave.
 
-#[path = "common/fake_graph.rs"]
-#[allow(dead_code)]
-mod fake_graph;
-#[path = "common/http_server.rs"]
-mod http_server;
+#[path = "common/mod.rs"]
+pub mod common;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use fake_graph::{Answer, FakeGraph, Rule};
+use common::fake_graph::{Answer, FakeGraph, Rule, mask};
+use common::user_agents::FIREFOX_UA as UA;
 use serde_json::{Value, json};
 
 const PIXEL: &str = "1234567890";
 const TOKEN: &str = "EAAGtestTOKEN0123456789abcdefSECRET";
 const H_EM: &str = "62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f";
-const UA: &str = "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0";
 
 fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
@@ -69,6 +66,10 @@ fn events_path() -> String {
     format!("/v26.0/{PIXEL}/events")
 }
 
+/// A case of [`each_rule_refuses_what_breaks_it`]: what it breaks, how, and the error code and
+/// rule it must be refused with.
+type Breakage = (&'static str, Box<dyn Fn(&mut Value)>, u64, Rule);
+
 /// Asserts a Graph error with `code`, that the fake recorded `rule`, and that no event counted.
 fn assert_refused(g: &FakeGraph, (status, answer): (u16, Value), code: u64, rule: Rule) {
     assert_eq!(status, 400, "{answer}");
@@ -117,14 +118,14 @@ fn the_token_never_shows_in_what_the_fake_keeps_or_prints() {
     let printed = format!("{:?} {:?} {:?} {:?}", g.requests(), g.events(), g.violations(), g);
     assert!(!printed.contains(TOKEN) && !printed.contains("SECRET"), "{printed}");
     assert_eq!(g.requests()[1].body.as_ref().unwrap()["access_token"], "EAA… (35 chars)");
-    assert_eq!(fake_graph::mask("short"), "*** (5 chars)");
+    assert_eq!(mask("short"), "*** (5 chars)");
 }
 
 #[test]
 fn each_rule_refuses_what_breaks_it() {
     let path = events_path();
     let stale = now() - 7 * 24 * 3600 - 60;
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, u64, Rule)> = vec![
+    let cases: Vec<Breakage> = vec![
         ("hash not hex", Box::new(|b: &mut Value| b["data"][0]["user_data"]["em"] = json!(["john@example.com"])), 100, Rule::Hash),
         ("uppercase hex", Box::new(|b: &mut Value| b["data"][0]["user_data"]["ph"] = json!(H_EM.to_uppercase())), 100, Rule::Hash),
         ("63 hex chars", Box::new(|b: &mut Value| b["data"][0]["user_data"]["country"] = json!(&H_EM[1..])), 100, Rule::Hash),

@@ -1,21 +1,26 @@
 //! Our `user_data` hashing (`pixelgate::pii`) against Meta's official Python Business SDK
-//! (`facebook-business`, pinned in `tests/requirements.txt`; `capi.md` §5.4), run through
-//! `tests/oracle/normalize.py` in the venv `scripts/test` installs.
+//! (`facebook-business`, pinned in `tests/requirements.txt`; `docs/parameters.md#personal-data`),
+//! run through `tests/oracle/normalize.py` in the venv `scripts/test` installs.
 //!
 //! Every vector of `tests/fixtures/pii_vectors.json` and a set of extra tricky inputs go to both.
 //! They must agree — the value we send is the value the SDK sends — except for the inputs listed
-//! in [`DIFFERENCES`], where our rules deliberately follow Meta's documentation and `capi.md` §5.3
-//! instead of the SDK (§5: the official SDKs disagree with each other and with the docs). Each
+//! in [`DIFFERENCES`], where our rules deliberately follow Meta's documentation and our own
+//! (`docs/parameters.md#personal-data`) instead of the SDK (the official SDKs disagree with each
+//! other and with the docs). Each
 //! listed difference states what we send and what the SDK sends, and both are asserted exactly,
 //! so a change on either side shows up; a listed difference that stops being one fails too.
 //!
 //! No Python, no SDK or the wrong SDK version is a failure, never a skip.
 
+#[path = "common/mod.rs"]
+pub mod common;
+
 use std::collections::HashSet;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
+use common::python::python;
 use pixelgate::pii::{PiiField, PiiRules, hash_field, normalize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -136,24 +141,27 @@ struct Difference {
     why: &'static str,
 }
 
-const MD5: &str = "capi.md §5.3: 32-hex (MD5) is not passed through for non-legacy data; the SDK (§5.1) takes it as already hashed and sends it as is";
-const EMAIL: &str = "capi.md §5.3 'simple validity check' (exactly one @, dotted domain without empty labels, no whitespace); the SDK's `.+@.+\\..+` (anchored at the start only) lets these through";
+const MD5: &str = "docs/parameters.md#personal-data: 32-hex (MD5) is not passed through for non-legacy data; the SDK takes it as already hashed and sends it as is";
+const EMAIL: &str = "docs/parameters.md#personal-data 'simple validity check' (exactly one @, dotted domain without empty labels, no whitespace); the SDK's `.+@.+\\..+` (anchored at the start only) lets these through";
 const PHONE_TRUNK: &str = "the bracketed trunk 0 after a country code is not dialled from abroad (E.164); the SDK keeps it";
 const PHONE_SEPARATORS: &str = "dots are separators like spaces and dashes; the SDK strips only whitespace, dashes and parentheses, then its pattern fails";
 const PHONE_DIGITS: &str = "E.164 numbers are ASCII digits, at most 15; the SDK has no upper bound and its `\\d` also matches non-ASCII digits, which it hashes as given";
-const PHONE_CC: &str = "Meta docs (capi.md §4): a phone must include the country code: we prepend --default-phone-country or drop a number written without one; the SDK adds no code (§5.1) and sends the national number";
+const PHONE_CC: &str = "Meta docs (docs/parameters.md#personal-data): a phone must include the country code: we prepend --default-phone-country or drop a number written without one; the SDK adds no code and sends the national number";
 const NFC: &str = "NFC: a decomposed accent hashes like Meta's precomposed doc example (Valéry → 08e1996b…); the SDK hashes the bytes as given";
-const NAME_PUNCT: &str = "Meta docs fn/ln (capi.md §4, §5.3): lowercase, no punctuation or spaces; the SDK only lowercases and trims (§5.1)";
+const NAME_PUNCT: &str = "Meta docs fn/ln (docs/parameters.md#personal-data): lowercase, no punctuation or spaces; the SDK only lowercases and trims";
 const EMPTY: &str = "no letters (or nothing at all) left after normalising: dropped; the SDK hashes what is left, even the empty string";
-const CITY_PUNCT: &str =
-    "Meta docs ct: no punctuation or special characters (capi.md §4, §5.3: keep letters only); the SDK removes only digits, dots, whitespace, dashes and parentheses";
-const GENDER: &str = "capi.md §5.3: the words female/male (any case, trimmed) map to f/m; the SDK's UserData only takes its Gender enum, i.e. exactly 'f' or 'm'";
-const DOB: &str = "Meta docs db: YYYYMMDD, year 1900..now (capi.md §4, §5.3): we parse dates into that and drop impossible ones; the SDK hashes the string verbatim (§5.1)";
-const STATE: &str = "Meta docs st: US 2-letter ANSI code (capi.md §4); §5.3 maps US state and Canadian province names; the SDK has no map";
-const ZIP9: &str = "Meta docs zp: US, first 5 digits (capi.md §4, §5.3): a 9-digit ZIP+4 written without its dash is cut to 5; the SDK keeps 9";
-const ZIP_SHORT: &str = "a 1-character zip is no postcode: dropped (< 2 characters, as the Parameter Builder does, capi.md §5.2); the SDK hashes it";
-const COUNTRY: &str = "capi.md §5.3 'optional name map': English names and common aliases map to ISO alpha-2; the SDK accepts only a real alpha-2 code and raises otherwise";
-const EXTERNAL_ID: &str = "capi.md §4, §5.3: external_id is recommended hashed, trimmed and lowercased like the pixel's ud[external_id]; the SDK sends it raw and unhashed (§5.1)";
+const CITY_PUNCT: &str = "Meta docs ct: no punctuation or special characters (docs/parameters.md#personal-data: keep letters only); the SDK removes only digits, dots, whitespace, dashes and parentheses";
+const GENDER: &str =
+    "docs/parameters.md#personal-data: the words female/male (any case, trimmed) map to f/m; the SDK's UserData only takes its Gender enum, i.e. exactly 'f' or 'm'";
+const DOB: &str =
+    "Meta docs db: YYYYMMDD, year 1900..now (docs/parameters.md#personal-data): we parse dates into that and drop impossible ones; the SDK hashes the string verbatim";
+const STATE: &str = "Meta docs st: US 2-letter ANSI code; docs/parameters.md#personal-data maps US state and Canadian province names; the SDK has no map";
+const ZIP9: &str = "Meta docs zp: US, first 5 digits (docs/parameters.md#personal-data): a 9-digit ZIP+4 written without its dash is cut to 5; the SDK keeps 9";
+const ZIP_SHORT: &str = "a 1-character zip is no postcode: dropped (< 2 characters, as the Parameter Builder does, docs/parameters.md#personal-data); the SDK hashes it";
+const COUNTRY: &str =
+    "docs/parameters.md#personal-data 'optional name map': English names and common aliases map to ISO alpha-2; the SDK accepts only a real alpha-2 code and raises otherwise";
+const EXTERNAL_ID: &str =
+    "docs/parameters.md#personal-data: external_id is recommended hashed, trimmed and lowercased like the pixel's ud[external_id]; the SDK sends it raw and unhashed";
 
 #[rustfmt::skip]
 const DIFFERENCES: &[Difference] = &[
@@ -248,23 +256,10 @@ fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// `$PIXELGATE_PYTHON`, else the repository's `.venv/bin/python`; panics if neither exists.
-fn python() -> PathBuf {
-    let from_env = std::env::var_os("PIXELGATE_PYTHON").map(PathBuf::from);
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    match from_env.or_else(|| venv.exists().then_some(venv)) {
-        Some(p) if p.exists() => p,
-        other => panic!(
-            "the hashing oracle needs Python with facebook-business (tests/requirements.txt) and found none ({}): run scripts/test, which installs it into .venv",
-            other.map_or("PIXELGATE_PYTHON unset and no .venv/bin/python".into(), |p| format!("{} does not exist", p.display()))
-        ),
-    }
-}
-
 /// Runs the oracle over `queries` (field, input) and returns its answers in order.
 fn ask_sdk(queries: &[(String, String)]) -> Vec<SdkAnswer> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracle/normalize.py");
-    let python = python();
+    let python = python("the hashing oracle (facebook-business)");
     let mut child = Command::new(&python)
         .arg(&script)
         .stdin(Stdio::piped())
@@ -338,10 +333,10 @@ fn our_hashes_match_the_python_sdk_except_the_documented_differences() {
                 case.input, case.cc, ours_plain, ours, sdk.plain, sdk.value, sdk.hashed, sdk.error
             )
         };
-        if let Some(want) = &case.fixture {
-            if &ours != want {
-                failures.push(format!("fixture disagrees with pixelgate::pii: {} (fixture {want:?})", describe()));
-            }
+        if let Some(want) = &case.fixture
+            && &ours != want
+        {
+            failures.push(format!("fixture disagrees with pixelgate::pii: {} (fixture {want:?})", describe()));
         }
         let listed = DIFFERENCES.iter().position(|d| d.field == key && d.input == case.input && d.cc == case.cc);
         let Some(i) = listed else {
@@ -389,7 +384,8 @@ fn our_hashes_match_the_python_sdk_except_the_documented_differences() {
     assert!(agreed >= 50, "too few agreements ({agreed}) to call this an oracle test");
 }
 
-/// The oracle itself reproduces `capi.md` §5.4's worked examples, so a broken oracle cannot make
+/// The oracle itself reproduces the SDK's worked examples (`docs/parameters.md#personal-data`), so
+/// a broken oracle cannot make
 /// the comparison above pass vacuously.
 #[test]
 fn the_oracle_reproduces_the_documented_sdk_examples() {

@@ -89,8 +89,7 @@ fn used_modules(text: &str) -> Vec<(String, usize)> {
 
 #[test]
 fn modules_use_only_the_layers_below_them() {
-    let rank: BTreeMap<&str, (usize, usize)> =
-        LAYERS.iter().enumerate().flat_map(|(layer, mods)| mods.iter().enumerate().map(move |(i, m)| (*m, (layer, i)))).collect();
+    let rank: BTreeMap<&str, (usize, usize)> = LAYERS.iter().enumerate().flat_map(|(layer, mods)| mods.iter().enumerate().map(move |(i, m)| (*m, (layer, i)))).collect();
     let src = root().join("src");
     let mut wrong = Vec::new();
     let mut seen = std::collections::BTreeSet::new();

@@ -1,12 +1,13 @@
-//! SPEC §2: flags, env vars and one-line start-up errors, through the real binary.
+//! Flags, env vars and one-line start-up errors (`docs/configuration.md`), through the real
+//! binary.
 
-use std::process::Command;
-
-use crate::helpers::{free_port, wait_for_serving};
+use crate::common::net::free_port;
+use crate::common::process::{Launch, pixelgate};
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pixelgate")).args(args).envs(env.iter().copied()).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let env: Vec<(&str, String)> = env.iter().map(|&(k, v)| (k, v.to_owned())).collect();
+    let run = pixelgate(args, "", &env);
+    (run.code, run.stdout, run.stderr)
 }
 
 fn assert_one_line_error(args: &[&str], env: &[(&str, &str)], must_contain: &[&str]) {
@@ -73,21 +74,10 @@ fn help_lists_every_flag_with_its_env_var_and_default() {
     assert!(out.contains("PIXELGATE_HEADER_READ_TIMEOUT") && out.contains("PIXELGATE_LISTEN"), "{out}");
 }
 
-/// Starts the binary and returns the address it serves on (from its log), or None if it exits.
+/// Starts the binary (`--listen` only as `args` or `env` say) and returns the address it serves
+/// on, from its log.
 fn serving_address(args: &[&str], env: &[(&str, &str)]) -> std::net::SocketAddr {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pixelgate"))
-        .args(args)
-        .args(["--metrics-listen", "127.0.0.1:0", "--data-dir", dir.path().join("data").to_str().unwrap()])
-        .envs(env.iter().copied())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let (addr, _) = wait_for_serving(&log);
-    let _ = child.kill();
-    let _ = child.wait();
-    addr
+    Launch::new().args(args).envs(env.iter().copied()).serve().addr
 }
 
 #[test]

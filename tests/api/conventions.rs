@@ -1,5 +1,7 @@
-//! SPEC §4: every canonical name and alias lands in the same record field.
+//! Every canonical name and alias of a parameter (`docs/parameters.md#parameters`) lands in the
+//! same record field.
 
+use crate::common::user_agents::BROWSER_UA;
 use crate::helpers::{TestApp, spawn_app};
 use serde_json::{Value, json};
 
@@ -129,7 +131,7 @@ async fn every_record_has_the_schema_fields() {
     assert!(at.len() == 24 && at.ends_with('Z') && at.as_bytes()[19] == b'.', "{at}");
     assert_eq!(r["flags"], json!(["missing_pixel_id", "missing_event"]));
     assert_eq!(r["ip"], "127.0.0.1");
-    assert_eq!(r["user_agent"], crate::helpers::BROWSER_UA);
+    assert_eq!(r["user_agent"], BROWSER_UA);
 }
 
 #[tokio::test]

@@ -3,7 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::helpers::{metric, raw_exchange, spawn_app, spawn_binary};
+use crate::common::process::Launch;
+use crate::helpers::{raw_exchange, spawn_app};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -117,11 +118,10 @@ async fn silent_slowloris_and_idle_connections_are_closed_after_the_header_timeo
 
 #[tokio::test]
 async fn timeouts_are_counted_by_reason() {
-    let bin = spawn_binary(&["--header-read-timeout", "1s"], &[]);
+    let bin = Launch::new().args(["--header-read-timeout", "1s"]).serve();
     let _silent = TcpStream::connect(bin.addr).await.unwrap();
-    let sample = "pixelgate_connections_timed_out_total{listener=\"pixel\",reason=\"header_timeout\"}";
     let started = Instant::now();
-    while metric(&bin.metrics().await, sample) < 1.0 {
+    while bin.metric("pixelgate_connections_timed_out_total", &[("listener", "pixel"), ("reason", "header_timeout")]).await < 1.0 {
         assert!(started.elapsed() < Duration::from_secs(5), "{}", bin.metrics().await);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

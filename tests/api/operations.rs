@@ -1,8 +1,17 @@
-//! SPEC §3.2: health, readiness and metrics; the sink surviving a disk outage.
+//! Health, readiness and metrics (`docs/operations.md#endpoints`); the sink surviving a disk
+//! outage.
 
 use std::time::Duration;
 
-use crate::helpers::{BROWSER_UA, metric, spawn_app, spawn_binary};
+use crate::common::metrics::metric;
+use crate::common::process::Launch;
+use crate::common::user_agents::BOT_UA;
+use crate::helpers::spawn_app;
+
+/// The year directory the file sink writes under this hour (`raw/YYYY/MM/DD/HH`, UTC).
+fn this_year() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()[..4].to_owned()
+}
 
 #[tokio::test]
 async fn healthz_and_readyz() {
@@ -16,29 +25,29 @@ async fn healthz_and_readyz() {
 
 #[tokio::test]
 async fn metrics_live_on_their_own_listener_and_count_this_process() {
-    let bin = spawn_binary(&[], &[]);
+    let bin = Launch::new().serve();
     let url = |q: &str| format!("http://{}/p.gif?pixel_id=1&event=Lead{q}", bin.addr);
-    let browser = reqwest::Client::builder().user_agent(BROWSER_UA).build().unwrap();
+    let browser = &bin.http;
     browser.get(url("")).send().await.unwrap();
     browser.get(url("&usat_ph=abc")).send().await.unwrap();
-    reqwest::Client::new().get(url("")).header("user-agent", "curl/8.5.0").send().await.unwrap();
+    reqwest::Client::new().get(url("")).header("user-agent", BOT_UA).send().await.unwrap();
     let mut text = String::new();
     for _ in 0..100 {
         text = bin.metrics().await;
-        if metric(&text, "pixelgate_records_written_total{sink=\"file\"}") == 3.0 {
+        if metric(&text, "pixelgate_records_written_total", &[("sink", "file")]) == 3.0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    for (sample, value) in [
-        ("pixelgate_hits_total{method=\"GET\"}", 3.0),
-        ("pixelgate_hit_flags_total{flag=\"bot\"}", 1.0),
-        ("pixelgate_hit_flags_total{flag=\"invalid_ph\"}", 1.0),
-        ("pixelgate_records_written_total{sink=\"file\"}", 3.0),
-        ("pixelgate_queue_depth{outlet=\"file\"}", 0.0),
-        ("pixelgate_connections_accepted_total{listener=\"pixel\"}", 3.0),
+    for (name, label, value) in [
+        ("pixelgate_hits_total", ("method", "GET"), 3.0),
+        ("pixelgate_hit_flags_total", ("flag", "bot"), 1.0),
+        ("pixelgate_hit_flags_total", ("flag", "invalid_ph"), 1.0),
+        ("pixelgate_records_written_total", ("sink", "file"), 3.0),
+        ("pixelgate_queue_depth", ("outlet", "file"), 0.0),
+        ("pixelgate_connections_accepted_total", ("listener", "pixel"), 3.0),
     ] {
-        assert_eq!(metric(&text, sample), value, "{sample} in:\n{text}");
+        assert_eq!(metric(&text, name, &[label]), value, "{name}{label:?} in:\n{text}");
     }
     assert!(text.contains("pixelgate_sink_batch_records_bucket"), "{text}");
     let r = reqwest::get(format!("http://{}/metrics", bin.addr)).await.unwrap();
@@ -48,8 +57,7 @@ async fn metrics_live_on_their_own_listener_and_count_this_process() {
 #[tokio::test]
 async fn a_disk_outage_makes_readyz_fail_while_the_pixel_answers_and_loses_nothing() {
     let app = spawn_app(&[]).await;
-    let year = pixelgate::record::Timestamp::now().hour_prefix()[..4].to_owned();
-    let blocker = app.data.path().join("raw").join(&year);
+    let blocker = app.data.path().join("raw").join(this_year());
     std::fs::write(&blocker, b"not a directory").unwrap();
     for i in 0..20 {
         app.hit(&format!("/p.gif?pixel_id=1&event=Lead&event_id=o{i}")).await;
@@ -64,10 +72,9 @@ async fn a_disk_outage_makes_readyz_fail_while_the_pixel_answers_and_loses_nothi
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(reason.contains("\"sink\"") && reason.contains("cannot write"), "{reason}");
-    let c = reqwest::Client::builder().user_agent(BROWSER_UA).build().unwrap();
     let started = std::time::Instant::now();
     for i in 20..40 {
-        assert_eq!(c.get(app.url(&format!("/p.gif?pixel_id=1&event=Lead&event_id=o{i}"))).send().await.unwrap().status(), 200);
+        assert_eq!(app.client.get(app.url(&format!("/p.gif?pixel_id=1&event=Lead&event_id=o{i}"))).send().await.unwrap().status(), 200);
     }
     assert!(started.elapsed() < Duration::from_secs(1), "the pixel must not wait for the disk");
     std::fs::remove_file(&blocker).unwrap();
@@ -82,13 +89,11 @@ async fn a_disk_outage_makes_readyz_fail_while_the_pixel_answers_and_loses_nothi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_while_the_disk_fails_gives_up_within_bounds_and_says_so() {
-    let mut bin = spawn_binary(&[], &[]);
-    let year = pixelgate::record::Timestamp::now().hour_prefix()[..4].to_owned();
+    let mut bin = Launch::new().serve();
     std::fs::create_dir_all(bin.data.join("raw")).unwrap();
-    std::fs::write(bin.data.join("raw").join(year), b"not a directory").unwrap();
-    let browser = reqwest::Client::builder().user_agent(BROWSER_UA).build().unwrap();
+    std::fs::write(bin.data.join("raw").join(this_year()), b"not a directory").unwrap();
     for _ in 0..3 {
-        assert_eq!(browser.get(format!("http://{}/p.gif?pixel_id=1&event=Lead", bin.addr)).send().await.unwrap().status(), 200);
+        assert_eq!(bin.http.get(bin.url("/p.gif?pixel_id=1&event=Lead")).send().await.unwrap().status(), 200);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = std::time::Instant::now();

@@ -1,7 +1,10 @@
-//! SPEC §4: personal data is normalised and SHA-256 hashed at the edge; no plaintext reaches a
-//! record, a log line or a metric.
+//! Personal data (`docs/parameters.md#personal-data`) is normalised and SHA-256 hashed at the
+//! edge; no plaintext reaches a record, a log line or a metric.
 
-use crate::helpers::{BROWSER_UA, files_below, read_records, spawn_app, spawn_binary};
+use crate::common::metrics::metric;
+use crate::common::process::Launch;
+use crate::common::records::{files_below, read_records};
+use crate::helpers::spawn_app;
 use serde_json::Value;
 
 fn enc(s: &str) -> String {
@@ -61,8 +64,8 @@ const CANARIES: &[(&str, &str, &[&str])] = &[
 
 #[tokio::test]
 async fn no_plaintext_personal_data_in_records_logs_or_metrics() {
-    let mut bin = spawn_binary(&["--log-level", "debug", "--log-format", "json"], &[]);
-    let client = reqwest::Client::builder().user_agent(BROWSER_UA).build().unwrap();
+    let mut bin = Launch::new().args(["--log-level", "debug", "--log-format", "json"]).serve();
+    let client = &bin.http;
     let base = format!("http://{}", bin.addr);
     for prefix in ["usat_", "ud[", "x-fb-ud-"] {
         let close = if prefix == "ud[" { "]" } else { "" };
@@ -73,7 +76,7 @@ async fn no_plaintext_personal_data_in_records_logs_or_metrics() {
         assert_eq!(r.status(), 204);
     }
     assert!(bin.terminate().success());
-    let recs = read_records(&bin.data, false);
+    let recs = read_records(&bin.data);
     assert_eq!(recs.len(), 6);
     for r in &recs {
         for (k, _, _) in CANARIES {
@@ -97,12 +100,11 @@ async fn no_plaintext_personal_data_in_records_logs_or_metrics() {
 
 #[tokio::test]
 async fn metrics_carry_no_personal_data() {
-    let bin = spawn_binary(&[], &[]);
-    let c = reqwest::Client::builder().user_agent(BROWSER_UA).build().unwrap();
-    c.get(format!("http://{}/p.gif?pixel_id=1&event=Lead&usat_em={}&usat_ph=abc", bin.addr, enc("Metrics.Canary@Example.org"))).send().await.unwrap();
+    let bin = Launch::new().serve();
+    bin.http.get(bin.url(&format!("/p.gif?pixel_id=1&event=Lead&usat_em={}&usat_ph=abc", enc("Metrics.Canary@Example.org")))).send().await.unwrap();
     // Flags are counted when the intake shapes the hit, just after the answer; a scrape waits for
     // the intake, so one taken after the answer includes them.
     let text = bin.metrics().await.to_lowercase();
-    assert_eq!(crate::helpers::metric(&text, "pixelgate_hit_flags_total{flag=\"invalid_ph\"}"), 1.0, "{text}");
+    assert_eq!(metric(&text, "pixelgate_hit_flags_total", &[("flag", "invalid_ph")]), 1.0, "{text}");
     assert!(!text.contains("metrics.canary") && !text.contains("abc\""));
 }

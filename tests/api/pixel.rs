@@ -1,9 +1,11 @@
-//! SPEC §3.1: the pixel answer, byte for byte.
+//! The pixel answer (`docs/parameters.md#the-pixel-answer`), byte for byte.
 
-use crate::helpers::{BROWSER_UA, raw_exchange, spawn_app};
-use pixelgate::edge::GIF;
+use crate::common::user_agents::BROWSER_UA;
+use crate::helpers::{raw_exchange, spawn_app};
 use std::time::Duration;
 
+/// The GIF the binary embeds and answers with.
+const GIF: &[u8] = include_bytes!("../../static/pixel.gif");
 const GIF_HEX: &str = "47494638396101000100800000000000ffffff21f90401000000002c00000000010001000002024401003b";
 
 fn hex(b: &[u8]) -> String {

@@ -1,38 +1,21 @@
-//! SPEC §6: SIGTERM stops accepting, answers what is in flight, flushes, exits 0 — and every hit
-//! answered before the signal is in the files afterwards, exactly once.
+//! SIGTERM stops accepting, answers what is in flight, flushes, exits 0 — and every hit answered
+//! before the signal is in the files afterwards, exactly once (`docs/operations.md#guarantees`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::helpers::{BROWSER_UA, files_below, read_records, spawn_app, spawn_binary};
+use crate::common::load::load;
+use crate::common::process::Launch;
+use crate::common::records::{files_below, read_records};
+use crate::helpers::spawn_app;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_keeps_every_answered_hit() {
-    let bin = spawn_binary(&[], &[]);
-    let base = format!("http://{}", bin.addr);
+    let bin = Launch::new().serve();
     let stop = Arc::new(AtomicBool::new(false));
-    let mut clients = Vec::new();
-    for c in 0..16 {
-        let (base, stop) = (base.clone(), stop.clone());
-        clients.push(tokio::spawn(async move {
-            let http = reqwest::Client::builder().user_agent(BROWSER_UA).timeout(Duration::from_secs(5)).build().unwrap();
-            let (mut answered, mut failed) = (Vec::new(), 0u32);
-            for i in 0.. {
-                if stop.load(Ordering::Relaxed) || failed > 20 {
-                    break;
-                }
-                let id = format!("c{c}-{i}");
-                let ok = match http.get(format!("{base}/p.gif?pixel_id=1&event=PageView&event_id={id}")).send().await {
-                    Ok(r) => r.status() == 200 && r.bytes().await.is_ok_and(|b| b.len() == 43),
-                    Err(_) => false,
-                };
-                if ok { answered.push(id) } else { failed += 1 }
-            }
-            answered
-        }));
-    }
+    let clients = tokio::spawn(load(bin.url(""), "c", 16, usize::MAX, Duration::ZERO, stop.clone()));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut bin = bin;
     let status = tokio::task::spawn_blocking(move || {
@@ -41,14 +24,11 @@ async fn sigterm_under_load_keeps_every_answered_hit() {
     });
     let (status, bin) = status.await.unwrap();
     stop.store(true, Ordering::Relaxed);
-    let mut answered = HashSet::new();
-    for c in clients {
-        answered.extend(c.await.unwrap());
-    }
+    let answered: HashSet<String> = clients.await.unwrap().0.into_iter().collect();
     assert!(status.success(), "exit status {status:?}: {}", bin.logs());
     assert!(answered.len() > 200, "load too light to mean anything: {}", answered.len());
 
-    let recs = read_records(&bin.data, false);
+    let recs = read_records(&bin.data);
     let ids: Vec<String> = recs.iter().map(|r| r["event_id"].as_str().unwrap().to_owned()).collect();
     let written: HashSet<&String> = ids.iter().collect();
     assert_eq!(written.len(), ids.len(), "a hit was written twice");
@@ -71,13 +51,13 @@ async fn an_in_process_stop_closes_every_file() {
     }
     let data = app.stop().await;
     assert!(walk_open(data.path()).is_empty());
-    assert_eq!(read_records(data.path(), false).len(), 10);
+    assert_eq!(read_records(data.path()).len(), 10);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_still_unfinished_after_the_grace_period_is_cut_without_an_answer() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let bin = spawn_binary(&["--shutdown-timeout", "1s", "--header-read-timeout", "30s"], &[]);
+    let bin = Launch::new().args(["--shutdown-timeout", "1s", "--header-read-timeout", "30s"]).serve();
     let mut slow = tokio::net::TcpStream::connect(bin.addr).await.unwrap();
     slow.write_all(b"POST /tr/?id=1&ev=Lead&eid=late HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\nev=Purcha").await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -89,13 +69,13 @@ async fn a_request_still_unfinished_after_the_grace_period_is_cut_without_an_ans
     let mut answer = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(2), slow.read_to_end(&mut answer)).await;
     assert!(!String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 204"), "a cut request must not be answered as accepted");
-    assert!(read_records(&bin.data, false).is_empty());
+    assert!(read_records(&bin.data).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_in_hand_at_the_signal_is_answered_and_idle_connections_are_closed() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let bin = spawn_binary(&["--shutdown-timeout", "5s", "--header-read-timeout", "30s"], &[]);
+    let bin = Launch::new().args(["--shutdown-timeout", "5s", "--header-read-timeout", "30s"]).serve();
     let mut idle = tokio::net::TcpStream::connect(bin.addr).await.unwrap();
     idle.write_all(b"GET /p.gif?pixel_id=1&event=Lead&event_id=before HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
     let mut answer = [0u8; 1024];
@@ -116,7 +96,7 @@ async fn a_request_in_hand_at_the_signal_is_answered_and_idle_connections_are_cl
     assert!(String::from_utf8_lossy(&rest).starts_with("HTTP/1.1 204"), "{}", String::from_utf8_lossy(&rest));
     let (status, bin) = stopping.await.unwrap();
     assert!(status.success());
-    let records = read_records(&bin.data, false);
+    let records = read_records(&bin.data);
     let ids: HashSet<String> = records.iter().map(|r| r["event_id"].as_str().unwrap().to_owned()).collect();
     assert_eq!(ids, HashSet::from(["before".to_owned(), "in-hand".to_owned()]));
     let in_hand = records.iter().find(|r| r["event_id"] == "in-hand").unwrap();

@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::common::fake_graph::{Answer, FakeGraph};
-use crate::helpers::{ADMIN_KEY, Site, eventually, failed_records, metric, q};
+use crate::common::metrics::metric;
+use crate::helpers::{ADMIN_KEY, Site, eventually, failed_records, q};
 
 const PIXEL: &str = "4242";
 const TOKEN: &str = "EAAtesttokenAdminPut7Hq2Kx9Wm4Zr8Tn3Vb6Yc1Pd5";
@@ -78,10 +79,7 @@ async fn a_token_put_through_the_admin_api_applies_at_once_and_is_never_shown() 
     let failed = d["deliveries"].as_array().unwrap().iter().find(|x| x["event_id"] == "refused").unwrap().clone();
     assert_eq!((&failed["outcome"], &failed["reason"], &failed["code"]), (&json!("failed"), &json!("invalid_parameter"), &json!(100)), "{d}");
     assert!(failed["message"].as_str().is_some_and(|m| m.contains("Invalid parameter")), "{d}");
-    let records = eventually!(Duration::from_secs(5), "the capi_failed record of the refused event", {
-        let r = server.records();
-        (!failed_records(&r).is_empty()).then_some(r)
-    });
+    let records = server.wait_for_failed(1, Duration::from_secs(5)).await;
     let f = failed_records(&records);
     assert_eq!(f.len(), 1, "{f:#?}");
     assert_eq!((&f[0]["event_id"], &f[0]["capi_failure"]["reason"]), (&json!("refused"), &json!("invalid_parameter")));

@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::common::fake_graph::{Answer, FakeGraph};
-use crate::helpers::{ADMIN_KEY, Site, eventually, failed_records, metric, q};
+use crate::common::metrics::metric;
+use crate::helpers::{ADMIN_KEY, Site, eventually, failed_records, q};
 
 const PIXEL: &str = "31337";
 const TOKEN: &str = "EAAtesttokenDynamo9Lk7Jh5Gf3Ds1Az2Sx4Dc6";
@@ -28,10 +29,7 @@ async fn tokens_in_dynamodb_forward_get_invalidated_and_are_replaced_through_the
     fake.fail_next(1, Answer::InvalidToken);
     server.hit(&q(PIXEL, "purchase", "eid=dynamo-2")).await;
     eventually!(Duration::from_secs(10), "the token to be marked invalid in DynamoDB", (site.token_status(PIXEL)["status"] == "invalid").then_some(()));
-    let records = eventually!(Duration::from_secs(10), "the capi_failed record", {
-        let r = server.records();
-        (!failed_records(&r).is_empty()).then_some(r)
-    });
+    let records = server.wait_for_failed(1, Duration::from_secs(10)).await;
     let failed = failed_records(&records);
     assert_eq!((&failed[0]["event_id"], &failed[0]["capi_failure"]["reason"]), (&json!("dynamo-2"), &json!("invalid_token")));
 

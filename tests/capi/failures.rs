@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::common::fake_graph::{Answer, FakeGraph};
-use crate::helpers::{Site, eventually, failed_records, hit_records, metric, q};
+use crate::common::metrics::metric;
+use crate::helpers::{Site, eventually, failed_records, hit_records, q};
 
 #[tokio::test]
 async fn an_invalid_token_stops_forwarding_until_a_new_one_is_set() {
@@ -37,10 +38,7 @@ async fn an_invalid_token_stops_forwarding_until_a_new_one_is_set() {
     assert_eq!(status["set"], true, "{status}");
 
     // The given-up events are capi_failed records with the reason.
-    let records = eventually!(Duration::from_secs(10), "three capi_failed records", {
-        let r = server.records();
-        (failed_records(&r).len() >= 3).then_some(r)
-    });
+    let records = server.wait_for_failed(3, Duration::from_secs(10)).await;
     let failed = failed_records(&records);
     let ids: HashSet<_> = failed.iter().map(|r| r["event_id"].as_str().unwrap()).collect();
     assert_eq!(ids, HashSet::from(["revoked-0", "revoked-1", "revoked-2"]), "{failed:#?}");
@@ -85,10 +83,7 @@ async fn an_invalid_token_stops_forwarding_until_a_new_one_is_set() {
 async fn transient_errors_are_retried_and_delivered_exactly_once() {
     const PIXEL: &str = "700500";
     const TOKEN: &str = "EAAtesttokenRetries8Qa2Ws4Ed6Rf8Tg0Yh2Uj";
-    let site = Site::new();
-    site.set_token(PIXEL, TOKEN);
-    let fake = FakeGraph::start();
-    fake.set_token(PIXEL, TOKEN);
+    let (site, fake) = Site::with_token(PIXEL, TOKEN);
     // Server error, rate limit, then a whole-batch code 100 (the batch is split and resent).
     fake.script(vec![Answer::ServerError, Answer::RateLimited, Answer::InvalidParameter]);
     let server = site.serve(&fake, &["--capi-flush-interval", "300ms"]);
@@ -125,19 +120,18 @@ async fn transient_errors_are_retried_and_delivered_exactly_once() {
 async fn a_hit_meta_would_reject_is_not_sent_and_recorded_with_the_reason() {
     const PIXEL: &str = "600601";
     const TOKEN: &str = "EAAtesttokenNoAgent2Xc4Vb6Nm8Lk0Jh2Gf4Ds";
-    let site = Site::new();
-    site.set_token(PIXEL, TOKEN);
-    let fake = FakeGraph::start();
-    fake.set_token(PIXEL, TOKEN);
+    let (site, fake) = Site::with_token(PIXEL, TOKEN);
     let server = site.serve(&fake, &[]);
 
-    // No User-Agent header at all; then an ordinary hit in the same batch.
-    let r = server.bare.get(server.url(&format!("/tr?{}", q(PIXEL, "purchase", "eid=no-agent")))).send().await.unwrap();
+    // No User-Agent header at all (reqwest sends none unless told); then an ordinary hit in the
+    // same batch.
+    let bare = reqwest::Client::new();
+    let r = bare.get(server.url(&q(PIXEL, "purchase", "eid=no-agent"))).send().await.unwrap();
     assert_eq!(r.status(), 200, "the browser still gets the pixel");
     assert_eq!(r.bytes().await.unwrap().len(), 43);
     server.hit(&q(PIXEL, "purchase", "eid=with-agent")).await;
     // The same kind of hit for a pixel without a token is skipped, not given up: no record.
-    let r = server.bare.get(server.url(&format!("/tr?{}", q("600602", "purchase", "eid=no-agent-no-token")))).send().await.unwrap();
+    let r = bare.get(server.url(&q("600602", "purchase", "eid=no-agent-no-token"))).send().await.unwrap();
     assert_eq!(r.status(), 200);
 
     let events = fake.wait_for_events_async(1, Duration::from_secs(10)).await;
@@ -146,10 +140,7 @@ async fn a_hit_meta_would_reject_is_not_sent_and_recorded_with_the_reason() {
         let m = server.metrics().await;
         (metric(&m, "pixelgate_capi_events_total", &[("outcome", "skipped")]) >= 1.0).then_some(())
     });
-    let records = eventually!(Duration::from_secs(10), "the capi_failed record", {
-        let r = server.records();
-        (!failed_records(&r).is_empty()).then_some(r)
-    });
+    let records = server.wait_for_failed(1, Duration::from_secs(10)).await;
     assert_eq!(events.iter().map(|e| e.event_id().unwrap()).collect::<Vec<_>>(), ["with-agent"]);
     let sent_ids: Vec<_> = fake.requests().iter().flat_map(|r| r.body.as_ref().unwrap()["data"].as_array().unwrap().clone()).map(|e| e["event_id"].clone()).collect();
     assert_eq!(sent_ids, [json!("with-agent")], "the hit without a user agent never went to Meta");

@@ -6,7 +6,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::common::fake_graph::FakeGraph;
-use crate::helpers::{BROWSER_UA, Site, eventually, hit_records, metric, q, sha256_hex};
+use crate::common::metrics::metric;
+use crate::common::user_agents::BROWSER_UA;
+use crate::helpers::{Site, eventually, hit_records, q, sha256_hex};
 
 const PIXEL: &str = "1234567890";
 const NO_TOKEN_PIXEL: &str = "5550001";
@@ -14,10 +16,7 @@ const TOKEN: &str = "EAAtesttokenCapiE2E0aZ9xQ7vLmN3pR8sT2uW5yB1cD4fG6hJ";
 
 #[tokio::test]
 async fn a_token_set_with_the_cli_forwards_hits_as_valid_events() {
-    let site = Site::new();
-    site.set_token(PIXEL, TOKEN);
-    let fake = FakeGraph::start();
-    fake.set_token(PIXEL, TOKEN);
+    let (site, fake) = Site::with_token(PIXEL, TOKEN);
     let server = site.serve(&fake, &[]);
 
     // The pixel without a token first: once it is counted as skipped, its batch is done.
@@ -147,10 +146,7 @@ async fn hits_within_the_flush_interval_share_a_request_per_pixel() {
 async fn a_batch_never_exceeds_capi_batch_events() {
     const PIXEL: &str = "444";
     const TOKEN: &str = "EAAtesttokenBatchCap0Zx2Cv4Bn6Mq8Wr1Ty3";
-    let site = Site::new();
-    site.set_token(PIXEL, TOKEN);
-    let fake = FakeGraph::start();
-    fake.set_token(PIXEL, TOKEN);
+    let (site, fake) = Site::with_token(PIXEL, TOKEN);
     let server = site.serve(&fake, &["--capi-batch-events", "5", "--capi-flush-interval", "1s"]);
     for i in 0..12 {
         server.hit(&q(PIXEL, "purchase", &format!("eid=cap-{i}"))).await;

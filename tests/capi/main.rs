@@ -2,10 +2,8 @@
 //! CLI on one data dir) against the strict fake Graph API, over real sockets.
 
 #[path = "../common/mod.rs"]
-mod common;
+pub mod common;
 mod helpers;
-#[path = "../common/moto.rs"]
-mod moto;
 
 mod admin;
 mod dynamodb;

@@ -4,17 +4,16 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use crate::common::fake_graph::{Answer, FakeGraph};
-use crate::helpers::{Site, assert_hidden, eventually, failed_records, hit_records, q};
+use crate::common::net::free_port;
+use crate::common::records::files_below;
+use crate::helpers::{Site, assert_hidden, failed_records, hit_records, q};
 
 #[tokio::test]
 async fn pixel_answers_stay_fast_while_meta_takes_a_second() {
     const PIXEL: &str = "8100";
     const TOKEN: &str = "EAAtesttokenSlowMeta6Tr4Ew2Qa8Sd0Fg2Hj4Kl";
     const N: usize = 200;
-    let site = Site::new();
-    site.set_token(PIXEL, TOKEN);
-    let fake = FakeGraph::start();
-    fake.set_token(PIXEL, TOKEN);
+    let (site, fake) = Site::with_token(PIXEL, TOKEN);
     fake.set_delay(Duration::from_secs(1));
     let server = site.serve(&fake, &[]);
     server.hit(&q(PIXEL, "warmup", "eid=warmup")).await;
@@ -48,10 +47,7 @@ async fn pixel_answers_stay_fast_while_meta_takes_a_second() {
 async fn sigterm_while_meta_is_slow_loses_no_event() {
     const PIXEL: &str = "8200";
     const TOKEN: &str = "EAAtesttokenShutdown3Pl5Ok7Ij9Uh1Yg3Tf5Rd";
-    let site = Site::new();
-    site.set_token(PIXEL, TOKEN);
-    let fake = FakeGraph::start();
-    fake.set_token(PIXEL, TOKEN);
+    let (site, fake) = Site::with_token(PIXEL, TOKEN);
     // The first request never gets an answer; every other one takes 700 ms.
     fake.script(vec![Answer::Hang]);
     fake.set_delay(Duration::from_millis(700));
@@ -73,11 +69,7 @@ async fn sigterm_while_meta_is_slow_loses_no_event() {
     send("open", 3).await;
     let ids = ids;
 
-    let started = Instant::now();
-    let status = server.terminate();
-    let stopped_in = started.elapsed();
-    let logs = server.logs();
-    assert!(status.success(), "exit {status}: {logs}");
+    let (stopped_in, logs) = server.stop();
     eprintln!("SIGTERM with Graph requests under way: exited 0 after {stopped_in:?}");
 
     let delivered: Vec<String> = fake.events().iter().map(|e| e.event_id().unwrap().to_owned()).collect();
@@ -102,7 +94,7 @@ async fn sigterm_while_meta_is_slow_loses_no_event() {
     assert!(ids.iter().filter(|id| !id.starts_with("hung")).all(|id| delivered_set.contains(id)), "{delivered:?}");
     assert_eq!(hit_records(&records).len(), ids.len(), "one raw record per hit");
     // After a clean shutdown every raw file is complete.
-    assert!(crate::helpers::files_below(&server.data.join("raw")).iter().all(|p| !p.to_string_lossy().ends_with(".open")));
+    assert!(files_below(&server.data.join("raw")).iter().all(|p| !p.to_string_lossy().ends_with(".open")));
     fake.assert_no_violations();
     assert_hidden(&[TOKEN], &logs, "", &server.data);
 }
@@ -115,7 +107,7 @@ async fn an_unreachable_meta_does_not_hold_up_the_pixel_either() {
     let site = Site::new();
     site.set_token(PIXEL, TOKEN);
     let fake = FakeGraph::start();
-    let dead = format!("http://127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
+    let dead = format!("http://127.0.0.1:{}", free_port());
     let server = site.serve(&fake, &["--graph-url", &dead, "--capi-retry-budget", "1s"]);
     let mut worst = Duration::ZERO;
     for i in 0..50 {
@@ -124,10 +116,7 @@ async fn an_unreachable_meta_does_not_hold_up_the_pixel_either() {
         worst = worst.max(started.elapsed());
     }
     assert!(worst < Duration::from_millis(50), "{worst:?}");
-    let records = eventually!(Duration::from_secs(15), "50 events given up", {
-        let r = server.records();
-        (failed_records(&r).len() >= 50).then_some(r)
-    });
+    let records = server.wait_for_failed(50, Duration::from_secs(15)).await;
     for f in failed_records(&records) {
         assert_eq!(f["capi_failure"]["reason"], "retries_exhausted", "{f}");
     }
@@ -140,21 +129,14 @@ async fn sigterm_with_a_hung_meta_gives_up_at_the_shutdown_timeout() {
     // (5 s) instead of waiting, and still exits 0 with every event accounted for.
     const PIXEL: &str = "8400";
     const TOKEN: &str = "EAAtesttokenHungMeta7Yu5Ti3Re1Wq9Pl8Ok6";
-    let site = Site::new();
-    site.set_token(PIXEL, TOKEN);
-    let fake = FakeGraph::start();
-    fake.set_token(PIXEL, TOKEN);
+    let (site, fake) = Site::with_token(PIXEL, TOKEN);
     fake.fail_next(10, Answer::Hang);
     let mut server = site.serve(&fake, &["--capi-timeout", "30s"]);
     for i in 0..5 {
         server.hit(&q(PIXEL, "purchase", &format!("eid=hang-{i}"))).await;
     }
     fake.wait_for_requests(1, Duration::from_secs(10));
-    let started = Instant::now();
-    let status = server.terminate();
-    let stopped_in = started.elapsed();
-    let logs = server.logs();
-    assert!(status.success(), "exit {status}: {logs}");
+    let (stopped_in, logs) = server.stop();
     eprintln!("SIGTERM with a hung Graph request: exited 0 after {stopped_in:?}");
     assert!(stopped_in < Duration::from_secs(15), "{stopped_in:?}");
     let records = server.records();

@@ -29,7 +29,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
-use super::common::http_server::HttpServer;
+use super::http_server::HttpServer;
+use super::process::signal;
 
 /// The function ARN the emulator reports.
 pub const FUNCTION_ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:pixelgate";
@@ -120,17 +121,11 @@ impl State {
             inv.ended_at = Some(now);
             inv.timed_out |= now > inv.deadline;
             if let Some(pid) = self.freeze {
-                signal(pid, "STOP");
+                assert!(signal(pid, "STOP"), "SIGSTOP to {pid}");
                 self.frozen = true;
             }
         }
     }
-}
-
-/// Sends `SIGNAL` to `pid` with kill(1).
-fn signal(pid: u32, name: &str) {
-    let ok = std::process::Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().is_ok_and(|s| s.success());
-    assert!(ok || name == "CONT", "kill -{name} {pid} failed");
 }
 
 struct Shared {

@@ -1,68 +1,40 @@
-//! Pieces the black-box test binaries (`tests/api`, `tests/capi`, `tests/firehose`) share.
+//! The one test harness every black-box test binary shares (`tests/api`, `tests/capi`,
+//! `tests/firehose`, `tests/lambda`, `tests/tokens`, `tests/fake_graph_selftest.rs`,
+//! `tests/hashing_oracle.rs`), pulled in with `#[path = "../common/mod.rs"] pub mod common;`:
+//!
+//! - [`process`]: the real `pixelgate` binary — one builder ([`process::Launch`]) that starts it
+//!   with a clean environment, its own temp data dir and log file; as a server on free ports,
+//!   waited for until it serves ([`process::Server`]); and one way to run a command such as
+//!   `pixelgate tokens …` to completion, standard input piped in ([`process::pixelgate`]);
+//! - [`records`]: the raw NDJSON records a file sink wrote; [`metrics`]: a Prometheus scrape and
+//!   its samples; [`load`]: browsers hitting the pixel concurrently; [`net`]: free ports, a bare
+//!   blocking HTTP GET and a pixel hit; [`timing`]: quantiles and milliseconds for messages;
+//!   [`user_agents`]: the user agents tests send;
+//! - [`python`] and [`moto`]: the venv `scripts/test` installs, and moto in server mode from it,
+//!   standing in for AWS; [`stream`]: a Firehose delivery stream in moto, read back from S3;
+//!   [`proxy`]: proxies in front of moto that cut or slow it;
+//! - the fakes: [`http_server`] (the loopback server they run on), [`fake_graph`] (Meta's Graph
+//!   API, split by concern) and [`lambda_emulator`] (Lambda's Runtime and Extensions APIs).
+//!
+//! Every test binary compiles all of it and none uses all of it, so each declares it `pub mod
+//! common`: the harness is the public surface of the test crate, and rustc does not report a
+//! reachable `pub` item as dead code, so an item one binary leaves unused needs no
+//! `#[allow(dead_code)]` (there is none in the harness), while private items are still checked.
+//! What this cannot see is a `pub` item no binary uses: to look for one, declare `mod common`
+//! (private) in every binary and build; an item reported by all seven is dead. There was none
+//! when the harness was consolidated.
 
-/// A fake of Meta's Graph API (Conversions API endpoint); not every binary uses all of it.
-#[allow(dead_code)]
 pub mod fake_graph;
-/// The loopback HTTP server the fakes run on.
 pub mod http_server;
-
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus};
-use std::time::{Duration, Instant};
-
-use serde_json::Value;
-
-/// Sends SIGTERM to `child` and waits (at most 30 s) for its exit status; `context` is printed if
-/// it does not exit.
-pub fn terminate(child: &mut Child, context: impl Fn() -> String) -> ExitStatus {
-    let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "did not exit after SIGTERM: {}", context());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-#[allow(dead_code)]
-/// Every file below `dir`.
-pub fn files_below(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
-#[allow(dead_code)]
-/// Every complete record line under `<data>/raw` (`*.ndjson` and `*.ndjson.open`), in file order.
-pub fn read_records(data: &Path) -> Vec<Value> {
-    let mut files: Vec<PathBuf> = files_below(&data.join("raw"))
-        .into_iter()
-        .filter(|p| {
-            let name = p.to_string_lossy();
-            name.ends_with(".ndjson") || name.ends_with(".ndjson.open")
-        })
-        .collect();
-    files.sort();
-    let mut out = Vec::new();
-    for f in files {
-        let text = std::fs::read_to_string(&f).unwrap_or_default();
-        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
-        for line in complete.lines() {
-            out.push(serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON line in {}: {e}: {line}", f.display())));
-        }
-    }
-    out
-}
+pub mod lambda_emulator;
+pub mod load;
+pub mod metrics;
+pub mod moto;
+pub mod net;
+pub mod process;
+pub mod proxy;
+pub mod python;
+pub mod records;
+pub mod stream;
+pub mod timing;
+pub mod user_agents;

@@ -1,12 +1,20 @@
 //! moto in server mode on loopback, one per test binary, standing in for AWS (Firehose and S3 in
-//! `tests/firehose`, DynamoDB in `tests/tokens`). It is started from the Python `scripts/test`
-//! installed the pinned `moto[server]` into (`PIXELGATE_PYTHON`, else `.venv`); without it
-//! the tests fail, never skip.
+//! `tests/firehose` and `tests/lambda`, DynamoDB in `tests/tokens` and `tests/capi`). It runs on
+//! the venv Python `scripts/test` installed the pinned `moto[server]` into (see [`python`]);
+//! without it the tests fail, never skip.
 
-use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
+
+use aws_config::BehaviorVersion;
+
+use super::net::free_port;
+use super::python::python;
+
+/// The region and the fixed test credentials everything that talks to moto uses.
+const REGION: &str = "us-east-1";
+const KEY: &str = "test";
 
 /// The moto server shared by every test in this binary.
 pub struct Moto {
@@ -15,20 +23,6 @@ pub struct Moto {
     /// server outlives the tests.
     _lifeline: Mutex<ChildStdin>,
     _child: Mutex<Child>,
-}
-
-/// The Python of the venv `scripts/test` installed moto into (pinned in
-/// `tests/firehose/requirements.txt`).
-fn moto_python() -> PathBuf {
-    let from_env = std::env::var_os("PIXELGATE_PYTHON").or_else(|| std::env::var_os("PIXELGATE_MOTO_PYTHON")).map(PathBuf::from);
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    match from_env.or_else(|| venv.exists().then_some(venv)) {
-        Some(p) if p.exists() => p,
-        other => panic!(
-            "moto not found ({}): these tests need moto in server mode; run scripts/test, which installs the pinned moto[server] into .venv",
-            other.map_or("PIXELGATE_PYTHON / PIXELGATE_MOTO_PYTHON unset and no .venv/bin/python".into(), |p| format!("{} does not exist", p.display()))
-        ),
-    }
 }
 
 /// `moto_server`, plus a thread that ends the process when standard input closes.
@@ -43,9 +37,9 @@ main(sys.argv[1:])
 "#;
 
 static MOTO: LazyLock<Moto> = LazyLock::new(|| {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let log = std::env::temp_dir().join(format!("pixelgate-moto-{port}.log"));
-    let mut child = Command::new(moto_python())
+    let mut child = Command::new(python("moto in server mode"))
         .args(["-c", MOTO_SERVER, "-H", "127.0.0.1", "-p", &port.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -69,14 +63,19 @@ pub fn moto() -> &'static Moto {
     &MOTO
 }
 
-/// AWS settings for anything that talks to moto: fixed test credentials, so no credential
-/// provider ever looks beyond the environment.
+/// The environment for a process that talks to AWS at `endpoint` (moto, or a proxy in front of
+/// it): fixed test credentials, so no credential provider ever looks beyond the environment.
 pub fn aws_env(endpoint: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("AWS_ENDPOINT_URL", endpoint.to_owned()),
-        ("AWS_REGION", "us-east-1".into()),
-        ("AWS_ACCESS_KEY_ID", "test".into()),
-        ("AWS_SECRET_ACCESS_KEY", "test".into()),
-        ("AWS_EC2_METADATA_DISABLED", "true".into()),
-    ]
+    let fixed = [("AWS_REGION", REGION), ("AWS_ACCESS_KEY_ID", KEY), ("AWS_SECRET_ACCESS_KEY", KEY), ("AWS_EC2_METADATA_DISABLED", "true")];
+    std::iter::once(("AWS_ENDPOINT_URL", endpoint.to_owned())).chain(fixed.map(|(k, v)| (k, v.to_owned()))).collect()
+}
+
+/// The AWS SDK configuration for the test's own clients of moto: same region and credentials.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(&moto().endpoint)
+        .region(aws_config::Region::new(REGION))
+        .credentials_provider(aws_sdk_firehose::config::Credentials::new(KEY, KEY, None, None, "tests"))
+        .load()
+        .await
 }

@@ -1,25 +1,15 @@
 //! A Firehose delivery stream in moto, of one test's own, and the records it delivered, read back
-//! from its S3 destination with `aws-sdk-s3` (one object per `PutRecordBatch`). Shared by
-//! `tests/firehose` and `tests/lambda`; needs `crate::moto`.
+//! from its S3 destination with `aws-sdk-s3` (one object per `PutRecordBatch`). Used by
+//! `tests/firehose` and `tests/lambda`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use aws_config::BehaviorVersion;
 use aws_sdk_firehose::types::{CompressionFormat, ExtendedS3DestinationConfiguration};
 use serde_json::Value;
 
-use crate::moto::moto;
-
-async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "tests"))
-        .load()
-        .await
-}
+use super::moto::sdk_config;
 
 /// A delivery stream of this test's own, writing to a bucket of its own.
 pub struct Stream {
@@ -32,7 +22,7 @@ static NEXT: AtomicU64 = AtomicU64::new(0);
 
 /// Creates a bucket and a delivery stream into it, named after `test`.
 pub async fn create_stream(test: &str) -> Stream {
-    let sdk = sdk_config(&moto().endpoint).await;
+    let sdk = sdk_config().await;
     let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let name = format!("{test}-{}-{n}", std::process::id()).replace('_', "-");

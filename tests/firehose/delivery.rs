@@ -1,18 +1,18 @@
 //! The normal case: the records of N hits arrive exactly once, newline-delimited, at most 500
 //! per `PutRecordBatch`.
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use crate::helpers::{FAST, assert_exactly_once, create_stream, load, moto, spawn_pixelgate};
+use crate::common::load::hits;
+use crate::common::moto::moto;
+use crate::common::stream::create_stream;
+use crate::helpers::{FAST, assert_exactly_once, spawn_pixelgate};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_records_of_n_hits_arrive_exactly_once() {
     let stream = create_stream("exactly-once").await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut pg = spawn_pixelgate(&moto().endpoint, &stream.name, &dir.path().join("data"), FAST);
-    let (answered, _) = load(format!("http://{}", pg.addr), "n", 8, 250, Duration::ZERO, Arc::new(AtomicBool::new(false))).await;
+    let mut pg = spawn_pixelgate(&moto().endpoint, &stream.name, None, FAST);
+    let answered = hits(pg.url(""), "n", 8, 250).await;
     assert_eq!(answered.len(), 2000);
 
     let delivered = stream.wait_for(answered.len(), Duration::from_secs(20)).await;
@@ -23,10 +23,10 @@ async fn the_records_of_n_hits_arrive_exactly_once() {
         assert!((1..=500).contains(&records), "{records} records in one PutRecordBatch");
     }
     assert!(objects.len() >= 4, "2000 records need at least 4 requests, got {}", objects.len());
-    assert_eq!(pg.metric("pixelgate_records_written_total", &[r#"sink="firehose""#]), 2000.0);
-    assert_eq!(pg.metric("pixelgate_firehose_requests_total", &[r#"outcome="ok""#]), objects.len() as f64);
-    assert_eq!(pg.metric("pixelgate_sink_batch_records_count", &[r#"outlet="firehose""#]), objects.len() as f64);
-    assert_eq!(pg.metric("pixelgate_records_spooled_total", &[]), 0.0);
+    assert_eq!(pg.metric("pixelgate_records_written_total", &[("sink", "firehose")]).await, 2000.0);
+    assert_eq!(pg.metric("pixelgate_firehose_requests_total", &[("outcome", "ok")]).await, objects.len() as f64);
+    assert_eq!(pg.metric("pixelgate_sink_batch_records_count", &[("outlet", "firehose")]).await, objects.len() as f64);
+    assert_eq!(pg.metric("pixelgate_records_spooled_total", &[]).await, 0.0);
     assert!(pg.terminate().success(), "{}", pg.logs());
     assert_exactly_once(&answered, &stream.delivered_ids().await);
 }
@@ -34,9 +34,8 @@ async fn the_records_of_n_hits_arrive_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_flushes_the_open_batch_before_exit() {
     let stream = create_stream("sigterm-flush").await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut pg = spawn_pixelgate(&moto().endpoint, &stream.name, &dir.path().join("data"), &["--firehose-flush-interval", "1h"]);
-    let (answered, _) = load(format!("http://{}", pg.addr), "t", 3, 10, Duration::ZERO, Arc::new(AtomicBool::new(false))).await;
+    let mut pg = spawn_pixelgate(&moto().endpoint, &stream.name, None, &["--firehose-flush-interval", "1h"]);
+    let answered = hits(pg.url(""), "t", 3, 10).await;
     assert!(stream.objects().await.is_empty(), "30 records wait for a fuller batch");
     assert!(pg.terminate().success(), "{}", pg.logs());
     assert_exactly_once(&answered, &stream.delivered_ids().await);

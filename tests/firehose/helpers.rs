@@ -1,107 +1,14 @@
-//! The real parts for the Firehose tests: moto in server mode (one per test binary, each test
-//! with its own bucket and delivery stream), a TCP proxy in front of it that a test can cut to
-//! stage an outage, the real `pixelgate` binary pointed at it through the standard AWS
-//! environment, and the S3 objects moto's delivery stream wrote, read back with `aws-sdk-s3`.
+//! The real `pixelgate` binary with the Firehose sink, pointed at moto (or a proxy in front of
+//! it) through the standard AWS environment; a stream behind a proxy; and the check that what it
+//! answered arrived once.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::AbortHandle;
-
-/// A browser user agent, so hits are not flagged `bot`.
-pub const BROWSER_UA: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/142.0.0.0 Safari/537.36";
-
-/// A free loopback port (bound then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-pub use crate::moto::{aws_env, moto};
-pub use crate::stream::create_stream;
-
-/// How the proxy treats traffic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Link {
-    /// Forwards to moto.
-    Up = 0,
-    /// Closes every connection at once: "connection refused/reset".
-    Refuse = 1,
-    /// Accepts and never answers: requests time out.
-    Blackhole = 2,
-}
-
-/// A TCP proxy in front of moto that a test can cut and restore.
-pub struct Proxy {
-    pub endpoint: String,
-    link: Arc<AtomicU8>,
-    live: Arc<Mutex<Vec<AbortHandle>>>,
-    accept: AbortHandle,
-}
-
-impl Proxy {
-    /// A proxy to `upstream` on a free loopback port.
-    pub async fn start(upstream: &str) -> Proxy {
-        let upstream: SocketAddr = upstream.trim_start_matches("http://").parse().unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let link = Arc::new(AtomicU8::new(Link::Up as u8));
-        let live: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let (l, conns) = (link.clone(), live.clone());
-        let accept = tokio::spawn(async move {
-            loop {
-                let Ok((mut client, _)) = listener.accept().await else { continue };
-                let task = match l.load(Ordering::SeqCst) {
-                    0 => tokio::spawn(async move {
-                        if let Ok(mut server) = TcpStream::connect(upstream).await {
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                        }
-                    }),
-                    1 => continue,
-                    _ => tokio::spawn(async move {
-                        let _hold = client;
-                        std::future::pending::<()>().await;
-                    }),
-                };
-                let mut conns = conns.lock().unwrap();
-                conns.retain(|c| !c.is_finished());
-                conns.push(task.abort_handle());
-            }
-        })
-        .abort_handle();
-        Proxy { endpoint, link, live, accept }
-    }
-
-    /// Switches the link; cutting it also drops every connection open through it.
-    pub fn set(&self, link: Link) {
-        self.link.store(link as u8, Ordering::SeqCst);
-        if link != Link::Up {
-            self.live.lock().unwrap().drain(..).for_each(|c| c.abort());
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.accept.abort();
-        self.live.lock().unwrap().drain(..).for_each(|c| c.abort());
-    }
-}
-
-/// The real binary, running with the Firehose sink.
-pub struct Pixelgate {
-    pub child: Child,
-    pub addr: SocketAddr,
-    pub metrics_addr: SocketAddr,
-    pub log: PathBuf,
-}
+use crate::common::moto::{aws_env, moto};
+use crate::common::process::{Launch, Server};
+use crate::common::proxy::Proxy;
+use crate::common::stream::{Stream, create_stream};
 
 /// Flags that make retries, flushes and shutdown quick enough for tests.
 pub const FAST: &[&str] = &[
@@ -119,129 +26,20 @@ pub const FAST: &[&str] = &[
     "1s",
 ];
 
-/// Starts `pixelgate --sink firehose --firehose-stream STREAM` with `data` as its data dir and
-/// AWS pointed at `endpoint`; waits until it answers `/healthz`.
-pub fn spawn_pixelgate(endpoint: &str, stream: &str, data: &Path, extra: &[&str]) -> Pixelgate {
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let log = data.with_extension(format!("{}.log", addr.port()));
-    let child = Command::new(env!("CARGO_BIN_EXE_pixelgate"))
-        .args(["serve", "--sink", "firehose", "--firehose-stream", stream, "--listen", &addr.to_string(), "--metrics-listen", &metrics_addr.to_string()])
-        .arg("--data-dir")
-        .arg(data)
-        .args(extra)
-        .envs(aws_env(endpoint))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("binary starts");
-    let mut pg = Pixelgate { child, addr, metrics_addr, log };
-    let started = Instant::now();
-    while http_get(pg.addr, "/healthz").is_none_or(|(status, _)| status != 200) {
-        if let Some(status) = pg.child.try_wait().unwrap() {
-            panic!("pixelgate exited ({status}): {}", pg.logs());
-        }
-        assert!(started.elapsed() < Duration::from_secs(20), "pixelgate did not answer /healthz: {}", pg.logs());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    pg
-}
-
-impl Pixelgate {
-    /// Sends SIGTERM and waits for the exit status.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let log = self.log.clone();
-        crate::common::terminate(&mut self.child, || std::fs::read_to_string(&log).unwrap_or_default())
-    }
-
-    /// What the binary logged.
-    pub fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The sum of a metric's series whose labels contain every `label="value"` given.
-    pub fn metric(&self, name: &str, labels: &[&str]) -> f64 {
-        let (_, text) = http_get(self.metrics_addr, "/metrics").expect("/metrics answers");
-        text.lines()
-            .filter(|l| l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b'{' | b' ')))
-            .filter(|l| labels.iter().all(|want| l.contains(want)))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    }
-
-    /// `GET /readyz`: status and body.
-    pub fn readyz(&self) -> (u16, String) {
-        http_get(self.addr, "/readyz").expect("/readyz answers")
+/// Starts `pixelgate serve --sink firehose --firehose-stream STREAM` with AWS pointed at
+/// `endpoint`, on `data` (a data dir of its own when None), with `extra` flags; waits until it
+/// answers `/healthz`.
+pub fn spawn_pixelgate(endpoint: &str, stream: &str, data: Option<&Path>, extra: &[&str]) -> Server {
+    let launch = Launch::new().args(["serve", "--sink", "firehose", "--firehose-stream", stream]).args(extra).envs(aws_env(endpoint));
+    match data {
+        Some(data) => launch.data_dir(data).serve(),
+        None => launch.serve(),
     }
 }
 
-impl Drop for Pixelgate {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A blocking HTTP/1.0 GET: status and body, `None` if the server cannot be reached.
-pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut reader = BufReader::new(s);
-    let mut status_line = String::new();
-    reader.read_line(&mut status_line).ok()?;
-    let status = status_line.split_whitespace().nth(1)?.parse().ok()?;
-    let mut rest = String::new();
-    reader.read_to_string(&mut rest).ok()?;
-    let body = rest.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_owned());
-    Some((status, body))
-}
-
-/// Sends pixel hits from `clients` concurrent keep-alive clients, each at most one per `pace`,
-/// until `stop` turns true (or `max_each` per client); returns the event ids answered with the
-/// GIF and each request's latency.
-pub async fn load(base: String, tag: &str, clients: usize, max_each: usize, pace: Duration, stop: Arc<std::sync::atomic::AtomicBool>) -> (Vec<String>, Vec<Duration>) {
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let (base, stop, tag) = (base.clone(), stop.clone(), tag.to_owned());
-        tasks.push(tokio::spawn(async move {
-            let http = reqwest::Client::builder().user_agent(BROWSER_UA).timeout(Duration::from_secs(5)).build().unwrap();
-            let (mut answered, mut latencies) = (Vec::new(), Vec::new());
-            let mut every = tokio::time::interval(pace.max(Duration::from_micros(1)));
-            for i in 0..max_each {
-                every.tick().await;
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let id = format!("{tag}-{c}-{i}");
-                let started = Instant::now();
-                let r = http.get(format!("{base}/p.gif?pixel_id=1&event=PageView&event_id={id}&evat_n={i}")).send().await;
-                let ok = match r {
-                    Ok(r) => r.status() == 200 && r.bytes().await.is_ok_and(|b| b.len() == 43),
-                    Err(_) => false,
-                };
-                latencies.push(started.elapsed());
-                if ok {
-                    answered.push(id);
-                }
-            }
-            (answered, latencies)
-        }));
-    }
-    let (mut answered, mut latencies) = (Vec::new(), Vec::new());
-    for t in tasks {
-        let (a, l) = t.await.unwrap();
-        answered.extend(a);
-        latencies.extend(l);
-    }
-    (answered, latencies)
-}
-
-/// The `q`-quantile (0..=1) of `samples`.
-pub fn quantile(samples: &mut [Duration], q: f64) -> Duration {
-    samples.sort();
-    samples[((samples.len() - 1) as f64 * q).round() as usize]
+/// A delivery stream of `test`'s own in moto, and a proxy to moto the test can cut.
+pub async fn stream_behind_proxy(test: &str) -> (Stream, Proxy) {
+    (create_stream(test).await, Proxy::start(&moto().endpoint).await)
 }
 
 /// Panics unless every id in `answered` was delivered exactly once.

@@ -5,13 +5,10 @@
 //! beside the sink, against a scripted fake behind the same client seam.
 
 #[path = "../common/mod.rs"]
-mod common;
-mod delivery;
+pub mod common;
 mod helpers;
-#[path = "../common/moto.rs"]
-mod moto;
+
+mod delivery;
 mod outage;
 mod restart;
 mod startup;
-#[path = "../common/stream.rs"]
-mod stream;

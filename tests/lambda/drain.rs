@@ -7,10 +7,13 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::common::fake_graph::{Answer, FakeGraph};
-use crate::emulator::Emulator;
-use crate::helpers::{SlowProxy, ms, pixel_event, quantile, spawn, tokens};
-use crate::moto::{aws_env, moto};
-use crate::stream::create_stream;
+use crate::common::lambda_emulator::Emulator;
+use crate::common::moto::{aws_env, moto};
+use crate::common::process::tokens;
+use crate::common::proxy::SlowProxy;
+use crate::common::stream::create_stream;
+use crate::common::timing::{ms, quantile};
+use crate::helpers::{pixel_event, spawn};
 
 const DRAIN: &str = "pixelgate-drain";
 const FIREHOSE_DELAY: Duration = Duration::from_millis(50);
@@ -42,7 +45,7 @@ fn the_answer_goes_first_and_the_extension_waits_for_firehose_and_graph() {
     graph.set_delay(Duration::from_millis(200));
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    tokens(&data, &["set", pixel], token);
+    tokens(&data, &["set", pixel], token, &[]).json();
 
     let emulator = Emulator::start(Duration::from_secs(10));
     // Nothing leaves by age: only the drain's flush sends the record and the event.
@@ -110,7 +113,7 @@ fn the_deadline_bounds_the_drain_and_sigterm_flushes_what_remains() {
     graph.script(vec![Answer::Hang]);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    tokens(&data, &["set", pixel], token);
+    tokens(&data, &["set", pixel], token, &[]).json();
 
     let timeout = Duration::from_millis(1500);
     let emulator = Emulator::start(timeout);
@@ -185,7 +188,7 @@ fn figures_start_to_first_next_and_drain_with_a_50ms_firehose() {
     let data = dir.path().join("data");
     let emulator = Emulator::start(Duration::from_secs(10));
     let mut function = spawn(&emulator, &data, &firehose_env(&firehose.endpoint, &stream.name, &graph));
-    let init = emulator.wait_init(Duration::from_secs(20), || function.logs()) - function.spawned_at;
+    let init = emulator.wait_init(Duration::from_secs(20), || function.logs()) - function.spawned_at();
 
     let (mut after_answer, mut whole) = (Vec::new(), Vec::new());
     for n in 0..INVOCATIONS {
@@ -196,7 +199,7 @@ fn figures_start_to_first_next_and_drain_with_a_50ms_firehose() {
         after_answer.push(next.saturating_duration_since(answered));
         whole.push(inv.ended_at.unwrap() - inv.dispatched_at);
     }
-    let peak_rss = peak_rss_kib(function.child.id());
+    let peak_rss = peak_rss_kib(function.process.pid());
     assert!(function.terminate().0.success(), "{}", function.logs());
     assert_eq!(firehose.calls("PutRecordBatch").len(), INVOCATIONS, "one PutRecordBatch per invocation");
     assert_eq!(rt.block_on(stream.records()).len(), INVOCATIONS);
@@ -208,7 +211,7 @@ fn figures_start_to_first_next_and_drain_with_a_50ms_firehose() {
             let emulator = Emulator::start(Duration::from_secs(10));
             let dir = tempfile::tempdir().unwrap();
             let mut function = spawn(&emulator, &dir.path().join("data"), &[]);
-            let init = emulator.wait_init(Duration::from_secs(20), || function.logs()) - function.spawned_at;
+            let init = emulator.wait_init(Duration::from_secs(20), || function.logs()) - function.spawned_at();
             assert!(function.terminate().0.success(), "{}", function.logs());
             init
         })

@@ -6,9 +6,10 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::common::fake_graph::FakeGraph;
-use crate::common::read_records;
-use crate::emulator::{Emulator, Invocation};
-use crate::helpers::{event, events_dir, spawn, tokens};
+use crate::common::lambda_emulator::{Emulator, Invocation};
+use crate::common::process::tokens;
+use crate::common::records::read_records_so_far;
+use crate::helpers::{event, events_dir, pixel_event, spawn, spawn_without_data_dir};
 
 const ADMIN_KEY: &str = "fake-admin-key-for-tests-only-0001";
 const GIF_BASE64: &str = "R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAICRAEAOw==";
@@ -86,7 +87,7 @@ fn every_event_file_gets_its_documented_answer_and_record() {
 
     // The records: client IP from requestContext.http.sourceIp (X-Forwarded-For is API
     // Gateway's own hop), personal data hashed, ids kept or generated.
-    let records = read_records(&data);
+    let records = read_records_so_far(&data);
     assert_eq!(records.len(), 4, "one record per pixel event: {records:#?}");
     let by_event = |id: &str| records.iter().find(|r| r["event_id"] == id).unwrap_or_else(|| panic!("no record {id}: {records:#?}"));
     let gtm = by_event("order-100234");
@@ -110,7 +111,7 @@ fn every_event_file_gets_its_documented_answer_and_record() {
     assert!(!text.contains("jane.doe@example.com") && !text.contains("jane.doe%40example.com"), "plaintext e-mail in a record");
 
     // The admin PUT stored the token where the tokens CLI finds it, and the token is in no log.
-    let status: Value = serde_json::from_str(&tokens(&data, &["status", "1234567890"], "")).unwrap();
+    let status = tokens(&data, &["status", "1234567890"], "", &[]).json();
     assert_eq!((&status["set"], &status["status"]), (&Value::Bool(true), &Value::from("active")), "{status}");
     assert!(!function.logs().contains(&admin_event_token()), "the access token reached the log");
 
@@ -147,7 +148,7 @@ fn the_admin_event_is_refused_with_another_key_and_absent_without_one() {
         assert_eq!(r["headers"]["content-type"], "application/json", "{r}");
         assert!(serde_json::from_str::<Value>(r["body"].as_str().unwrap()).unwrap()["error"].is_string(), "{r}");
         assert!(function.terminate().0.success(), "{}", function.logs());
-        let status: Value = serde_json::from_str(&tokens(&data, &["status", "1234567890"], "")).unwrap();
+        let status = tokens(&data, &["status", "1234567890"], "", &[]).json();
         assert_eq!(status["set"], false, "{status}");
     }
 }
@@ -169,24 +170,25 @@ fn trusted_proxies_count_the_proxies_in_front_of_api_gateway() {
         e["headers"]["x-forwarded-for"] = "203.0.113.99, 198.51.100.20".into();
         assert_eq!(emulator.invoke(e).response.unwrap()["statusCode"], 200);
         assert!(function.terminate().0.success(), "{}", function.logs());
-        let records = read_records(&data);
+        let records = read_records_so_far(&data);
         assert_eq!(records.len(), 1);
         assert_eq!(records[0]["ip"], want, "--trusted-proxies {trusted}: {}", records[0]);
         assert!(records[0]["flags"].as_array().unwrap().iter().all(|f| f != "bad_forwarded_for"), "{}", records[0]);
     }
 }
 
-/// Without `PIXELGATE_DATA_DIR`, Lambda's only writable place holds the records (SPEC §2).
+/// Without `PIXELGATE_DATA_DIR`, Lambda's only writable place holds the records
+/// (`docs/configuration.md`).
 #[test]
 fn the_data_dir_defaults_to_tmp_under_lambda() {
     let emulator = Emulator::start(Duration::from_secs(10));
     let graph = FakeGraph::start();
-    let mut function = crate::helpers::spawn_without_data_dir(&emulator, &[("PIXELGATE_GRAPH_URL", graph.url())]);
+    let mut function = spawn_without_data_dir(&emulator, &[("PIXELGATE_GRAPH_URL", graph.url())]);
     emulator.wait_init(Duration::from_secs(20), || function.logs());
     let id = format!("tmp-default-{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
-    let inv = emulator.invoke(crate::helpers::pixel_event("1234567890", &id));
+    let inv = emulator.invoke(pixel_event("1234567890", &id));
     assert_eq!(inv.response.unwrap()["statusCode"], 200);
     assert!(function.terminate().0.success(), "{}", function.logs());
-    let records = read_records(std::path::Path::new("/tmp/pixelgate"));
+    let records = read_records_so_far(std::path::Path::new("/tmp/pixelgate"));
     assert_eq!(records.iter().filter(|r| r["event_id"] == id.as_str()).count(), 1, "no record {id} under /tmp/pixelgate/raw");
 }

@@ -1,27 +1,13 @@
-//! The function under test, started as Lambda starts it, plus a slow Firehose: an HTTP proxy in
-//! front of moto that answers each call a set time after moto did and logs when.
+//! The function under test, started as Lambda starts it, and the events of `events/`.
 
-use std::convert::Infallible;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use serde_json::Value;
 
-use crate::common::http_server::HttpServer;
-use crate::emulator::{Emulator, lambda_env};
-
-/// The binary under test: `PIXELGATE_BIN` (e.g. the release build, for `bench/lambda.sh`), else
-/// the one cargo built for these tests.
-pub fn binary() -> PathBuf {
-    std::env::var_os("PIXELGATE_BIN").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_pixelgate")), PathBuf::from)
-}
+use crate::common::lambda_emulator::{Emulator, lambda_env};
+use crate::common::process::{Launch, Process, signal};
 
 /// The repository's `events/` directory.
 pub fn events_dir() -> PathBuf {
@@ -58,46 +44,47 @@ pub fn pixel_event(pixel: &str, event_id: &str) -> Value {
     e
 }
 
-/// The function's process.
+/// The function's process, frozen by the emulator between invocations.
 pub struct LambdaFn {
-    pub child: Child,
-    pub log: PathBuf,
-    pub spawned_at: Instant,
+    pub process: Process,
 }
 
 /// Starts the bare binary as Lambda does: no arguments, `AWS_LAMBDA_*` pointing at `emulator`,
 /// `PIXELGATE_DATA_DIR=data`, plus `env`.
 pub fn spawn(emulator: &Emulator, data: &Path, env: &[(&str, String)]) -> LambdaFn {
     std::fs::create_dir_all(data).unwrap();
-    let mut env = env.to_vec();
-    env.push(("PIXELGATE_DATA_DIR", data.to_string_lossy().into_owned()));
-    start(emulator, data.with_extension("log"), &env)
+    start(emulator, as_lambda(emulator, env).env("PIXELGATE_DATA_DIR", data))
 }
 
-/// [`spawn`] without `PIXELGATE_DATA_DIR`; the log goes to a temp file.
+/// [`spawn`] without `PIXELGATE_DATA_DIR`.
 pub fn spawn_without_data_dir(emulator: &Emulator, env: &[(&str, String)]) -> LambdaFn {
-    let log = std::env::temp_dir().join(format!("pixelgate-lambda-{}-{}.log", std::process::id(), emulator.runtime_api().replace(':', "-")));
-    start(emulator, log, env)
+    start(emulator, as_lambda(emulator, env))
 }
 
-fn start(emulator: &Emulator, log: PathBuf, env: &[(&str, String)]) -> LambdaFn {
-    let spawned_at = Instant::now();
-    let child = Command::new(binary())
-        .env_clear()
-        .envs(lambda_env(&emulator.runtime_api()))
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(std::fs::File::options().append(true).open(&log).unwrap())
-        .spawn()
-        .expect("the binary starts");
-    emulator.freeze_between_invocations(child.id());
-    LambdaFn { child, log, spawned_at }
+/// The binary with Lambda's environment for `emulator`, then `env`.
+fn as_lambda(emulator: &Emulator, env: &[(&str, String)]) -> Launch {
+    Launch::new().envs(lambda_env(&emulator.runtime_api())).envs(env.iter().cloned())
+}
+
+fn start(emulator: &Emulator, launch: Launch) -> LambdaFn {
+    let process = launch.spawn();
+    emulator.freeze_between_invocations(process.pid());
+    LambdaFn { process }
 }
 
 impl LambdaFn {
     /// What the function logged.
     pub fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.logs()
+    }
+
+    /// When the process was started.
+    pub fn spawned_at(&self) -> Instant {
+        self.process.spawned_at
+    }
+
+    fn thaw(&self) {
+        signal(self.process.pid(), "CONT");
     }
 
     /// Thaws the process and sends SIGTERM (as Lambda does before shutting the environment
@@ -105,15 +92,8 @@ impl LambdaFn {
     pub fn terminate(&mut self) -> (ExitStatus, Duration) {
         self.thaw();
         let started = Instant::now();
-        let log = self.log.clone();
-        let status = crate::common::terminate(&mut self.child, || std::fs::read_to_string(&log).unwrap_or_default());
+        let status = self.process.terminate();
         (status, started.elapsed())
-    }
-}
-
-impl LambdaFn {
-    fn thaw(&self) {
-        let _ = Command::new("kill").arg("-CONT").arg(self.child.id().to_string()).status();
     }
 
     /// Shutdown as Lambda does it: thaw, SIGTERM, and SIGKILL 500 ms later. Returns the exit
@@ -121,118 +101,16 @@ impl LambdaFn {
     pub fn terminate_within_500ms(&mut self) -> (Option<ExitStatus>, Duration) {
         self.thaw();
         let started = Instant::now();
-        assert!(Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap().success());
+        assert!(signal(self.process.pid(), "TERM"), "SIGTERM to the function");
+        let child = &mut self.process.child;
         while started.elapsed() < Duration::from_millis(500) {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = child.try_wait().unwrap() {
                 return (Some(status), started.elapsed());
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = child.kill();
+        let _ = child.wait();
         (None, started.elapsed())
     }
-}
-
-impl Drop for LambdaFn {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `pixelgate tokens ARGS --data-dir DATA` with `stdin`, outside Lambda; its standard output.
-pub fn tokens(data: &Path, args: &[&str], stdin: &str) -> String {
-    let mut child = Command::new(binary())
-        .arg("tokens")
-        .args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .env_clear()
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "tokens {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// One call through the [`SlowProxy`].
-#[derive(Debug, Clone)]
-pub struct ProxiedCall {
-    /// The AWS JSON-protocol operation (`X-Amz-Target`, e.g. `Firehose_20150804.PutRecordBatch`).
-    pub target: String,
-    pub received: Instant,
-    /// When the answer left the proxy.
-    pub answered: Instant,
-    pub status: u16,
-}
-
-/// An HTTP proxy to moto that holds every answer for `delay` after moto gave it: a Firehose
-/// that answers in `delay` (plus moto's own time).
-pub struct SlowProxy {
-    pub endpoint: String,
-    calls: Arc<Mutex<Vec<ProxiedCall>>>,
-    _server: HttpServer,
-}
-
-impl SlowProxy {
-    pub fn start(upstream: &str, delay: Duration) -> SlowProxy {
-        let calls: Arc<Mutex<Vec<ProxiedCall>>> = Arc::default();
-        let (log, upstream, client) = (calls.clone(), upstream.trim_end_matches('/').to_owned(), reqwest::Client::new());
-        let server = HttpServer::start("slow-proxy", move |req| forward(req, client.clone(), upstream.clone(), delay, log.clone()));
-        SlowProxy { endpoint: format!("http://{}", server.addr()), calls, _server: server }
-    }
-
-    /// The calls answered so far whose operation ends with `operation`.
-    pub fn calls(&self, operation: &str) -> Vec<ProxiedCall> {
-        self.calls.lock().unwrap().iter().filter(|c| c.target.ends_with(operation)).cloned().collect()
-    }
-}
-
-async fn forward(
-    req: Request<Incoming>,
-    client: reqwest::Client,
-    upstream: String,
-    delay: Duration,
-    log: Arc<Mutex<Vec<ProxiedCall>>>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let received = Instant::now();
-    let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut out = client.request(parts.method.clone(), format!("{upstream}{path}")).body(body);
-    for (name, value) in parts.headers.iter().filter(|(n, _)| *n != http::header::HOST) {
-        out = out.header(name, value);
-    }
-    let (status, headers, bytes) = match out.send().await {
-        Ok(r) => {
-            let (status, headers) = (r.status(), r.headers().clone());
-            (status, headers, r.bytes().await.unwrap_or_default())
-        }
-        Err(err) => (http::StatusCode::BAD_GATEWAY, http::HeaderMap::new(), Bytes::from(err.to_string())),
-    };
-    tokio::time::sleep(delay).await;
-    let mut resp = Response::new(Full::new(bytes));
-    *resp.status_mut() = status;
-    for (name, value) in headers.iter().filter(|(n, _)| *n != http::header::TRANSFER_ENCODING && *n != http::header::CONTENT_LENGTH && *n != http::header::CONNECTION) {
-        resp.headers_mut().append(name, value.clone());
-    }
-    log.lock().unwrap().push(ProxiedCall { target, received, answered: Instant::now(), status: status.as_u16() });
-    Ok(resp)
-}
-
-/// The `q`-quantile of `samples` (sorted in place).
-pub fn quantile(samples: &mut [Duration], q: f64) -> Duration {
-    samples.sort();
-    samples[((samples.len() - 1) as f64 * q).round() as usize]
-}
-
-/// Milliseconds, for messages.
-pub fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }

@@ -6,15 +6,8 @@
 //! complete, and the extension asks for its next event only after them.
 
 #[path = "../common/mod.rs"]
-mod common;
-#[path = "../common/lambda_emulator.rs"]
-mod emulator;
+pub mod common;
 mod helpers;
-#[path = "../common/moto.rs"]
-mod moto;
-#[allow(dead_code)]
-#[path = "../common/stream.rs"]
-mod stream;
 
 mod drain;
 mod events;

@@ -1,6 +1,6 @@
 //! `pixelgate tokens set|status|delete` on the embedded store.
 
-use crate::helpers::pixelgate;
+use crate::common::process::pixelgate;
 
 const TOKEN: &str = "EAABsbCS1iHgBAKZCtokenforcli";
 

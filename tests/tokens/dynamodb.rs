@@ -3,48 +3,12 @@
 //! `aws-sdk-dynamodb` client, whose requests an interceptor counts.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use aws_config::BehaviorVersion;
-use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
-use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
-use aws_sdk_dynamodb::error::BoxError;
-use pixelgate::tokens::{CacheSettings, DynamoStore, TokenCache, TokenStatus, TokenStore};
-
-use crate::helpers::pixelgate;
-use crate::moto::{aws_env, moto};
+use crate::common::moto::{aws_env, moto};
+use crate::common::process::pixelgate;
+use crate::helpers::{CacheSettings, TokenCache, TokenStatus, TokenStore, counted_store};
 
 const TOKEN: &str = "EAABsbCS1iHgBAKZCtokenfordynamodb";
-
-/// Counts `GetItem` requests as they go on the wire (each attempt).
-#[derive(Debug, Clone, Default)]
-struct CountGetItem(Arc<AtomicUsize>);
-
-impl Intercept for CountGetItem {
-    fn name(&self) -> &'static str {
-        "CountGetItem"
-    }
-
-    fn read_before_transmit(&self, ctx: &BeforeTransmitInterceptorContextRef<'_>, _: &RuntimeComponents, _: &mut ConfigBag) -> Result<(), BoxError> {
-        if ctx.request().headers().get("x-amz-target").is_some_and(|t| t.ends_with(".GetItem")) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-        Ok(())
-    }
-}
-
-/// A DynamoDB store on moto whose client counts its `GetItem` requests.
-async fn counted_store(table: &str) -> (DynamoStore, CountGetItem) {
-    let sdk = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(&moto().endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "tests"))
-        .load()
-        .await;
-    let counter = CountGetItem::default();
-    let config = aws_sdk_dynamodb::config::Builder::from(&sdk).interceptor(counter.clone()).build();
-    (DynamoStore::with_client(aws_sdk_dynamodb::Client::from_conf(config), table), counter)
-}
 
 fn table_for(test: &str) -> String {
     format!("pixelgate-tokens-{test}-{}", std::process::id()).replace('_', "-")
@@ -87,7 +51,7 @@ async fn cli_writes_and_the_cache_reads_once_for_a_burst() {
     }
     versions.dedup();
     assert_eq!(versions.len(), 1);
-    assert_eq!(gets.0.load(Ordering::SeqCst), 1, "1,000 concurrent lookups, one GetItem on the wire");
+    assert_eq!(gets.count(), 1, "1,000 concurrent lookups, one GetItem on the wire");
     assert_eq!(cache.store_reads(), 1);
 
     // Meta rejects it: the conditional write flips it, and the CLI sees it.

@@ -1,51 +1,44 @@
-//! Runs the real binary with a clean environment: only what a test passes, so neither the
-//! developer's `PIXELGATE_*` settings nor their AWS profile leak in.
+//! The in-process side of the DynamoDB tests: pixelgate's token store and cache over a real
+//! `aws-sdk-dynamodb` client of moto that counts its `GetItem` requests. The crate's own API is
+//! used here only, so a rename in `src/` touches this file alone.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// What a run of the binary printed.
-pub struct Run {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_dynamodb::error::BoxError;
+pub use pixelgate::tokens::{CacheSettings, DynamoStore, TokenCache, TokenStatus, TokenStore};
 
-impl Run {
-    /// The one JSON object printed on standard output.
-    pub fn json(&self) -> serde_json::Value {
-        assert_eq!(self.code, 0, "exit {}; stderr: {}", self.code, self.stderr);
-        assert_eq!(self.stdout.lines().count(), 1, "one line of JSON: {:?}", self.stdout);
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{e}: {:?}", self.stdout))
-    }
+use crate::common::moto::sdk_config;
 
-    /// Panics unless the run failed with `code` and exactly one line on standard error.
-    pub fn one_line_error(&self, code: i32) -> &str {
-        assert_eq!(self.code, code, "stdout: {} stderr: {}", self.stdout, self.stderr);
-        assert_eq!(self.stderr.lines().count(), 1, "one line: {:?}", self.stderr);
-        assert!(self.stderr.starts_with("pixelgate: "), "{}", self.stderr);
-        assert!(self.stdout.is_empty(), "nothing on stdout: {:?}", self.stdout);
-        self.stderr.trim_end()
-    }
+/// Counts `GetItem` requests as they go on the wire (each attempt).
+#[derive(Debug, Clone, Default)]
+pub struct CountGetItem(Arc<AtomicUsize>);
 
-    /// Panics if `secret` appears in anything the run printed.
-    pub fn assert_hides(&self, secret: &str) {
-        assert!(!self.stdout.contains(secret) && !self.stderr.contains(secret), "the token leaked: {} {}", self.stdout, self.stderr);
+impl CountGetItem {
+    /// `GetItem` requests so far.
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
     }
 }
 
-/// `pixelgate ARGS` with `stdin` piped in and only `env` set.
-pub fn pixelgate(args: &[&str], stdin: &str, env: &[(&str, String)]) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pixelgate"))
-        .args(args)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("binary starts");
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    Run { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8(out.stdout).unwrap(), stderr: String::from_utf8(out.stderr).unwrap() }
+impl Intercept for CountGetItem {
+    fn name(&self) -> &'static str {
+        "CountGetItem"
+    }
+
+    fn read_before_transmit(&self, ctx: &BeforeTransmitInterceptorContextRef<'_>, _: &RuntimeComponents, _: &mut ConfigBag) -> Result<(), BoxError> {
+        if ctx.request().headers().get("x-amz-target").is_some_and(|t| t.ends_with(".GetItem")) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+}
+
+/// A DynamoDB store of `table` on moto whose client counts its `GetItem` requests.
+pub async fn counted_store(table: &str) -> (DynamoStore, CountGetItem) {
+    let counter = CountGetItem::default();
+    let config = aws_sdk_dynamodb::config::Builder::from(&sdk_config().await).interceptor(counter.clone()).build();
+    (DynamoStore::with_client(aws_sdk_dynamodb::Client::from_conf(config), table), counter)
 }

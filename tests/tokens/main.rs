@@ -2,8 +2,9 @@
 //! input), on the embedded store and on DynamoDB — moto in server mode, through the real
 //! `aws-sdk-dynamodb` client — with the in-process token cache reading what the CLI wrote.
 
+#[path = "../common/mod.rs"]
+pub mod common;
+mod helpers;
+
 mod cli;
 mod dynamodb;
-mod helpers;
-#[path = "../common/moto.rs"]
-mod moto;
