@@ -2,7 +2,7 @@
 -- custom and user data, a browser User-Agent from wrk's -H), spread
 -- round-robin over 10 pixels, a unique event_id per request, at a steady rate.
 --
---   wrk -t1 -c20 -d20s -H 'User-Agent: ...' -s bench/capi.lua URL -- RATE CONNECTIONS [PIXELS] [TAG]
+--   wrk -t1 -c20 -d20s -H 'User-Agent: ...' -s bench/capi.lua URL -- RATE CONNECTIONS [PIXELS] [TAG] [FIRST]
 --
 -- Pacing is wrk's delay() hook, as in bench/steady.lua, but against the clock:
 -- each request takes the next send slot, 1000/RATE ms after the previous one,
@@ -13,9 +13,12 @@
 -- up.  RATE is per wrk thread (capi.sh runs one).  Without LuaJIT's ffi (no
 -- clock), it falls back to a fixed CONNECTIONS*1000/RATE ms delay.
 --
--- PIXELS (default 10) pixel ids are 1000000001, 1000000002, ...; TAG (default
--- "r") and the thread number go into every event_id, so no two requests of a
--- run share one.
+-- PIXELS (default 10) pixel ids are 1000000001, 1000000002, ... (FIRST, default 0, shifts them
+-- up); PIXELS 0 means
+-- a random 10-digit pixel id per request (a flood of unknown pixels). RATE 0
+-- means unpaced: every connection sends its next request as soon as the answer
+-- is in. TAG (default "r") and the thread number go into every event_id, so no
+-- two requests of a run share one.
 --
 -- done() prints one machine-readable line for bench/capi.sh:
 --   capi-bench: requests=N p50_us=.. p90_us=.. p99_us=.. p999_us=.. max_us=.. mean_us=.. errors=N non2xx=N
@@ -24,6 +27,7 @@ local rate = 2000
 local connections = 20
 local pixels = 10
 local tag = "r"
+local first = 0
 local counter = 0
 local thread_id = 0
 
@@ -57,6 +61,12 @@ function init(args)
     connections = tonumber(args[2]) or connections
     pixels = tonumber(args[3]) or pixels
     tag = args[4] or tag
+    first = tonumber(args[5]) or 0
+    if rate <= 0 then
+        -- Unpaced: without a delay() hook wrk sends at once.
+        delay = nil
+        return
+    end
     interval_ms = 1000 / rate
     fixed_delay_ms = math.max(1, math.floor(connections * 1000 / rate + 0.5))
 end
@@ -67,7 +77,12 @@ local fixed = "&event=Purchase&evat_value=19.99&evat_currency=USD"
 
 function request()
     counter = counter + 1
-    local pixel = 1000000001 + (counter % pixels)
+    local pixel
+    if pixels > 0 then
+        pixel = 1000000001 + first + (counter % pixels)
+    else
+        pixel = string.format("%.0f", math.random(1000000000, 9999999999))
+    end
     local path = "/p.gif?pixel_id=" .. pixel .. "&event_id=" .. tag .. "-" .. thread_id .. "-" .. counter .. fixed
     return wrk.format("GET", path)
 end

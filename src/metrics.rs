@@ -41,8 +41,10 @@ pub const CONNECTIONS_ACCEPTED: &str = "pixelgate_connections_accepted_total";
 pub const CONNECTIONS_TIMED_OUT: &str = "pixelgate_connections_timed_out_total";
 /// Token-cache lookups, by result (`hit`, `miss`).
 pub const TOKEN_CACHE: &str = "pixelgate_token_cache_total";
-/// Token-store reads made by the token cache.
+/// Token-store reads made by the token cache (a listing of the index counts its requests).
 pub const TOKEN_STORE_READS: &str = "pixelgate_token_store_reads_total";
+/// Pixels with an active token, as the index last listed them.
+pub const TOKEN_INDEX_PIXELS: &str = "pixelgate_token_index_pixels";
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the Prometheus recorder once per process and returns its handle. Later calls (tests

@@ -35,6 +35,13 @@ impl Stack {
 
         let store = TokenStore::open(&settings.tokens).await?;
         let tokens = Arc::new(TokenCache::new(store, settings.token_cache));
+        // Which pixels have a token, before the first hit: until it is known nothing is
+        // forwarded. A store that cannot be listed now is listed again every refresh.
+        match tokens.refresh_index().await {
+            Ok(n) => tracing::info!(pixels = n, "pixels with an access token listed"),
+            Err(err) => tracing::warn!(error = %err, "cannot list the pixels with a token; nothing is forwarded until the store answers"),
+        }
+        tokens.spawn_index_refresh();
         let deliveries = Arc::new(Deliveries::default());
         let gate = Arc::new(Gate::new(tokens.clone()));
         let (forward_outlet, jobs) = HitOutlet::new("capi", settings.queue_capacity);

@@ -104,9 +104,6 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
     async fn accept(&mut self, hit: Arc<QueuedHit>) {
         // The dispatcher's gate let only hits with a valid pixel id through.
         let Ok(pixel) = hit.pixel() else { return };
-        if !self.shared.gate.batches(&pixel).await {
-            return;
-        }
         let event = self.shared.destination.event(&hit, SystemTime::now());
         let key = Key { pixel, test_event_code: hit.test_event_code.clone() };
         let size = hit.bytes();

@@ -7,14 +7,13 @@
 //! Concurrent misses for one pixel share one store read (moka's `or_try_insert_with`), so a
 //! burst for an uncached pixel cannot stampede the store.
 
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
 use moka::future::Cache;
 
-use super::{Secret, StoreError, StoredToken, TokenStatus, TokenStatusView, TokenStore};
+use super::{Secret, StoreError, StoredToken, TokenIndex, TokenStatus, TokenStatusView, TokenStore};
 use crate::metrics as m;
 use crate::record::PixelId;
 
@@ -102,15 +101,8 @@ pub struct TokenCache {
     /// `pixelgate_token_cache_total{result="hit"|"miss"}`, resolved once: every hit of a pixel
     /// asks the cache, so the registry lookup stays off that path.
     counted: [metrics::Counter; 2],
-    /// Pixels a store read just found without a usable token, until when that answer holds (the
-    /// negative TTL from the read, as the cache entry). Read without `await` by the dispatcher for
-    /// every hit ([`TokenCache::known_tokenless`]), so the hits of pixels that never get a token
-    /// do not even enter the forwarder's queue. Written under the same lock that the changes this
-    /// process makes clear it with, after bumping `changes`, so it never outlives a change.
-    /// Hashed with foldhash (seeded per process): the read is on every hit's path, where
-    /// SipHash cost more than the rest of the lookup. Each entry holds until when, on the coarse
-    /// clock ([`crate::clock::now_ms`]).
-    tokenless: RwLock<foldhash::HashMap<PixelId, u64>>,
+    /// Which pixels have an active token, without a store read ([`TokenIndex`]).
+    index: TokenIndex,
     settings: CacheSettings,
 }
 
@@ -119,47 +111,60 @@ impl TokenCache {
     pub fn new(store: TokenStore, settings: CacheSettings) -> TokenCache {
         let cache = Cache::builder().max_capacity(settings.capacity).expire_after(TtlByKind(settings)).build();
         let counted = ["hit", "miss"].map(|result| metrics::counter!(m::TOKEN_CACHE, "result" => result));
-        TokenCache { store, cache, store_reads: AtomicU64::new(0), changes: AtomicU64::new(0), counted, tokenless: RwLock::default(), settings }
+        TokenCache { store, cache, store_reads: AtomicU64::new(0), changes: AtomicU64::new(0), counted, index: TokenIndex::default(), settings }
     }
 
-    /// Whether a store read within the negative TTL found no usable token for the pixel (and
-    /// nothing this process changed since says otherwise). Never waits; `false` when unknown.
-    pub fn known_tokenless(&self, pixel: &PixelId) -> bool {
-        let tokenless = self.tokenless.read().unwrap_or_else(|e| e.into_inner());
-        // The coarse clock: this runs for every hit.
-        tokenless.get(pixel).is_some_and(|&until| crate::clock::now_ms() < until)
-    }
-
-    /// Remembers a fresh "no usable token" read, unless a change landed since `seen`.
-    fn remember_tokenless(&self, pixel: &PixelId, seen: u64) {
-        let mut tokenless = self.tokenless.write().unwrap_or_else(|e| e.into_inner());
-        if self.changes.load(Ordering::SeqCst) != seen {
-            return;
-        }
-        let now = crate::clock::now_ms();
-        if tokenless.len() as u64 >= self.settings.capacity {
-            tokenless.retain(|_, until| now < *until);
-            if tokenless.len() as u64 >= self.settings.capacity {
-                return;
-            }
-        }
-        let ttl = u64::try_from(self.settings.negative_ttl.as_millis()).unwrap_or(u64::MAX);
-        tokenless.insert(*pixel, now.saturating_add(ttl));
-    }
-
-    /// Records that this process changed the pixel's token: bumps `changes` and forgets a
-    /// remembered "no token".
-    fn changed(&self, pixel: &PixelId) -> u64 {
-        let mut tokenless = self.tokenless.write().unwrap_or_else(|e| e.into_inner());
+    /// Records that this process changed the pixel's token (bumps `changes`) and, when known,
+    /// whether it is usable now.
+    fn changed(&self, pixel: &PixelId, usable: Option<bool>) -> u64 {
         let before = self.changes.fetch_add(1, Ordering::SeqCst);
-        tokenless.remove(pixel);
+        if let Some(usable) = usable {
+            self.index.changed(*pixel, usable);
+        }
         before
     }
 
-    /// What the cache knows of the pixel without asking the store: `Some(true)` a usable token,
-    /// `Some(false)` none (or an invalid one), `None` not cached.
-    pub async fn known(&self, pixel: &PixelId) -> Option<bool> {
-        self.cache.get(pixel).await.map(|c| matches!(c, Cached::Usable(_)))
+    /// The index of pixels with an active token.
+    pub fn index(&self) -> &TokenIndex {
+        &self.index
+    }
+
+    /// Lists the pixels with an active token from the store into the index; how many it found.
+    /// A failure keeps the index as it was.
+    pub async fn refresh_index(&self) -> Result<usize, StoreError> {
+        self.index.listing_started();
+        match self.store.active_pixels().await {
+            Ok((pixels, requests)) => {
+                self.store_reads.fetch_add(requests, Ordering::Relaxed);
+                metrics::counter!(m::TOKEN_STORE_READS).increment(requests);
+                let n = pixels.len();
+                self.index.listed(pixels);
+                metrics::gauge!(m::TOKEN_INDEX_PIXELS).set(n as f64);
+                Ok(n)
+            }
+            Err(err) => {
+                self.index.listing_failed();
+                Err(err)
+            }
+        }
+    }
+
+    /// Keeps the index fresh: lists the store every `--token-negative-ttl`, as long as the cache
+    /// lives. Spawned on the current runtime.
+    pub fn spawn_index_refresh(self: &std::sync::Arc<Self>) {
+        let cache = std::sync::Arc::downgrade(self);
+        let every = self.settings.negative_ttl.max(Duration::from_secs(1));
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(cache) = cache.upgrade() else { return };
+                if let Err(err) = cache.refresh_index().await {
+                    tracing::warn!(error = %err, "cannot list the pixels with a token; the index keeps its last listing");
+                }
+            }
+        });
     }
 
     /// The store behind the cache (e.g. for `/readyz`: `tokens.store().check()`).
@@ -195,8 +200,9 @@ impl TokenCache {
         if entry.is_fresh() {
             if self.changes.load(Ordering::SeqCst) != seen {
                 self.cache.invalidate(pixel).await;
-            } else if matches!(entry.value(), Cached::Unusable) {
-                self.remember_tokenless(pixel, seen);
+            } else {
+                // A fresh read is newer than the last listing.
+                self.index.changed(*pixel, matches!(entry.value(), Cached::Usable(_)));
             }
         }
         Ok(entry.into_value().usable())
@@ -205,7 +211,7 @@ impl TokenCache {
     /// Stores or replaces the pixel's token; this cache uses it at once.
     pub async fn set(&self, pixel: &PixelId, token: Secret) -> Result<TokenStatusView, StoreError> {
         let stored = self.store.set(pixel, token).await?;
-        self.changed(pixel);
+        self.changed(pixel, Some(true));
         self.cache.insert(*pixel, Cached::of(Some(&stored))).await;
         Ok(TokenStatusView::of(pixel, Some(&stored)))
     }
@@ -213,7 +219,7 @@ impl TokenCache {
     /// Removes the pixel's token; `false` if there was none. This cache stops using it at once.
     pub async fn delete(&self, pixel: &PixelId) -> Result<bool, StoreError> {
         let existed = self.store.delete(pixel).await?;
-        self.changed(pixel);
+        self.changed(pixel, Some(false));
         self.cache.insert(*pixel, Cached::Unusable).await;
         Ok(existed)
     }
@@ -236,7 +242,7 @@ impl TokenCache {
         let before = self.changes.load(Ordering::SeqCst);
         let flipped = self.store.mark_invalid(pixel, version).await?;
         // Not this call's own bump: a set or delete that landed meanwhile wins over our entry.
-        let undisturbed = self.changed(pixel) == before;
+        let undisturbed = self.changed(pixel, flipped.then_some(false)) == before;
         if flipped && undisturbed {
             // Counted and logged by the caller (the forwarder), once per rejected version.
             tracing::info!(pixel_id = %pixel, "access token marked invalid in the store");
@@ -313,31 +319,33 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_pixel_read_without_token_is_known_tokenless_until_the_negative_ttl_or_a_change() {
+    async fn the_index_knows_the_pixels_with_a_token_from_listings_reads_and_own_changes() {
         let (_dir, cache, other) = cache(short()).await;
-        assert!(!cache.known_tokenless(&p("1")), "nothing read yet");
-        assert_eq!(cache.usable(&p("1")).await.unwrap(), None);
-        assert!(cache.known_tokenless(&p("1")));
-        assert!(!cache.known_tokenless(&p("2")));
-        // Set elsewhere: still "no token" here until the negative TTL has passed, as the cache.
         other.set(&p("1"), Secret::new("a")).await.unwrap();
-        assert!(cache.known_tokenless(&p("1")));
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        assert!(!cache.known_tokenless(&p("1")), "expired with the cache entry");
-        assert!(cache.usable(&p("1")).await.unwrap().is_some());
-        assert!(!cache.known_tokenless(&p("1")), "a usable token is never tokenless");
+        let two = other.set(&p("2"), Secret::new("b")).await.unwrap();
+        other.mark_invalid(&p("2"), two.version).await.unwrap();
+        assert!(!cache.index().loaded());
+        assert_eq!(cache.refresh_index().await.unwrap(), 1, "only active tokens");
+        assert!(cache.index().loaded() && cache.index().contains(&p("1")) && !cache.index().contains(&p("2")));
+        assert_eq!(cache.store_reads(), 1, "one listing");
 
-        // A change made through this cache applies at once.
-        assert_eq!(cache.usable(&p("3")).await.unwrap(), None);
-        assert!(cache.known_tokenless(&p("3")));
-        cache.set(&p("3"), Secret::new("b")).await.unwrap();
-        assert!(!cache.known_tokenless(&p("3")));
+        // This process's changes apply at once.
+        cache.set(&p("3"), Secret::new("c")).await.unwrap();
+        assert!(cache.index().contains(&p("3")));
+        cache.delete(&p("1")).await.unwrap();
+        assert!(!cache.index().contains(&p("1")));
+        let three = cache.usable(&p("3")).await.unwrap().unwrap();
+        assert!(cache.mark_invalid(&p("3"), three.version).await.unwrap());
+        assert!(!cache.index().contains(&p("3")));
 
-        // A read that overlapped a change is not remembered.
-        let seen = cache.changes.load(Ordering::SeqCst);
-        cache.delete(&p("4")).await.unwrap();
-        cache.remember_tokenless(&p("4"), seen);
-        assert!(!cache.known_tokenless(&p("4")));
+        // A change elsewhere shows at the next listing, or when a read finds it.
+        other.set(&p("4"), Secret::new("d")).await.unwrap();
+        assert!(!cache.index().contains(&p("4")));
+        cache.refresh_index().await.unwrap();
+        assert!(cache.index().contains(&p("4")));
+        other.set(&p("5"), Secret::new("e")).await.unwrap();
+        assert!(cache.usable(&p("5")).await.unwrap().is_some());
+        assert!(cache.index().contains(&p("5")), "a fresh read is newer than the listing");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

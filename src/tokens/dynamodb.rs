@@ -131,6 +131,33 @@ impl DynamoStore {
         }
     }
 
+    /// Every pixel with an active token, listed by a `Scan` of the table (one request per 1 MB
+    /// page), reading only the key and the status. `pages` counts the requests made.
+    pub async fn active_pixels(&self, pages: &mut u64) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .projection_expression("pixel_id, #status")
+                .filter_expression("#status = :active")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":active", AttributeValue::S(TokenStatus::Active.as_str().into()))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| self.error("Scan", e))?;
+            *pages += 1;
+            out.extend(page.items().iter().filter_map(|item| item.get("pixel_id").and_then(|v| v.as_s().ok()).cloned()));
+            match page.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start = Some(key.clone()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
     /// Can the table be read? A `GetItem` of a key no pixel has, so the server needs no
     /// permission beyond the ones it uses anyway.
     pub async fn check(&self) -> Result<(), StoreError> {

@@ -105,6 +105,16 @@ impl LocalStore {
         Ok(changed > 0)
     }
 
+    /// Every pixel with an active token.
+    pub async fn active_pixels(&self) -> Result<Vec<String>, StoreError> {
+        self.call(|c| {
+            let mut statement = c.prepare("SELECT pixel_id FROM tokens WHERE status = 'active'")?;
+            let rows = statement.query_map([], |r| r.get::<_, String>(0))?;
+            rows.collect()
+        })
+        .await
+    }
+
     /// Can the file be read?
     pub async fn check(&self) -> Result<(), StoreError> {
         self.call(|c| c.query_row("SELECT count(*) FROM tokens WHERE 0", [], |_| Ok(()))).await

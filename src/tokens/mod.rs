@@ -14,6 +14,7 @@
 pub mod cache;
 pub mod cli;
 pub mod dynamodb;
+pub mod index;
 pub mod local;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -27,6 +28,7 @@ use crate::record::PixelId;
 pub use crate::secret::Secret;
 pub use cache::{CacheSettings, TokenCache, UsableToken};
 pub use dynamodb::DynamoStore;
+pub use index::TokenIndex;
 pub use local::LocalStore;
 
 /// Whether a stored token may be used.
@@ -200,6 +202,20 @@ impl TokenStore {
             TokenStore::Local(s) => s.mark_invalid(pixel.as_str(), version).await,
             TokenStore::Dynamodb(s) => s.mark_invalid(pixel.as_str(), version).await,
         }
+    }
+
+    /// Every pixel with an active token (a listing: see [`index`]), and the store requests it
+    /// took. An entry whose key is not a pixel id is skipped.
+    pub async fn active_pixels(&self) -> Result<(Vec<PixelId>, u64), StoreError> {
+        let (ids, requests) = match self {
+            TokenStore::Local(s) => (s.active_pixels().await?, 1),
+            TokenStore::Dynamodb(s) => {
+                let mut pages = 0;
+                let ids = s.active_pixels(&mut pages).await;
+                (ids?, pages)
+            }
+        };
+        Ok((ids.iter().filter_map(|id| PixelId::parse(id).ok()).collect(), requests))
     }
 
     /// Is the store reachable (for `/readyz`)?

@@ -10,3 +10,4 @@ mod dynamodb;
 mod failures;
 mod forwarding;
 mod resilience;
+mod unknown_pixels;

@@ -161,6 +161,10 @@ impl Credentials for MemTokens {
         Ok(tokens.get(pixel_id).filter(|t| !t.2).map(|(token, version, _)| UsableToken { token: Secret::new(token.clone()), version: *version }))
     }
 
+    fn has(&self, pixel: &PixelId) -> Option<bool> {
+        Some(self.tokens.lock().unwrap().get(pixel.as_str()).is_some_and(|t| !t.2))
+    }
+
     async fn mark_invalid(&self, pixel: &PixelId, version: u64) {
         let pixel_id = pixel.as_str();
         self.marked.lock().unwrap().push((pixel_id.to_owned(), version));
