@@ -28,14 +28,14 @@ use super::{ForwardConfig, Key, MAX_BATCH_BYTES, Pending, Shared};
 use crate::batch::{BatchLimits, Batcher};
 use crate::metrics as m;
 use crate::pipeline::{HitJobs, Job, QueuedHit};
-use crate::record::CapiFailure;
+use crate::record::{CapiFailure, Fields};
 
 /// The consumer task's state.
 pub(super) struct Consumer<D: Destination, S> {
     shared: Arc<Shared<D, S>>,
     config: ForwardConfig,
     /// Open batches; a key is removed when its batch leaves, so idle pixels cost nothing.
-    batches: HashMap<Key, Batcher<Pending<D::Event>>>,
+    batches: HashMap<Key, Batcher<Pending>>,
     /// No later than the earliest deadline of the open batches (may be earlier: then the timer
     /// fires, finds nothing due and recomputes).
     next_deadline: Option<Instant>,
@@ -104,12 +104,12 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
     async fn accept(&mut self, hit: Arc<QueuedHit>) {
         // The dispatcher's gate let only hits with a valid pixel id through.
         let Ok(pixel) = hit.pixel() else { return };
-        let event = self.shared.destination.event(&hit, SystemTime::now());
-        let key = Key { pixel, test_event_code: hit.test_event_code.clone() };
+        let reject = self.shared.destination.check(&hit, SystemTime::now()).err();
+        let key = Key { pixel, test_event_code: hit.test_event_code().map(str::to_owned) };
         let size = hit.bytes();
         let limits = BatchLimits { max_items: self.config.max_batch, max_bytes: MAX_BATCH_BYTES, max_age: self.config.flush_interval };
         let batcher = self.batches.entry(key.clone()).or_insert_with(|| Batcher::new(limits));
-        let full = batcher.push(Pending { hit, event }, size);
+        let full = batcher.push(Pending { hit, reject }, size);
         if let Some(deadline) = batcher.deadline() {
             self.next_deadline = Some(self.next_deadline.map_or(deadline, |d| d.min(deadline)));
         }
@@ -147,7 +147,7 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
     }
 
     /// Starts a delivery for `items` once a permit is free (reaping finished deliveries meanwhile).
-    async fn send(&mut self, key: Key, items: Vec<Pending<D::Event>>) {
+    async fn send(&mut self, key: Key, items: Vec<Pending>) {
         let permit: Option<OwnedSemaphorePermit> = loop {
             tokio::select! {
                 permit = self.permits.clone().acquire_owned() => break permit.ok(),
@@ -175,7 +175,7 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
                 metrics::counter!(m::CAPI_EVENTS, "outcome" => "failed", "reason" => "internal").increment(hits.len() as u64);
                 for hit in hits {
                     let failure = CapiFailure { reason: "internal", detail: format!("the delivery task failed: {err}"), code: None, attempts: 0 };
-                    self.shared.sink.submit_hit(hit.capi_failed(failure));
+                    self.shared.sink.submit_record(&hit.to_hit().capi_failed(failure));
                 }
             }
         }

@@ -3,16 +3,18 @@
 //! it: done, retry after a backoff within the budget, credentials invalid, split the request to
 //! isolate a bad event, or give up. Every event ends accounted for ([`super::outcomes`]).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
-use super::destination::{Destination, Request, Verdict};
+use super::destination::{Destination, Events, Request, Verdict};
 use super::gate::Credentials;
-use super::outcomes::{Outcomes, Ready};
+use super::outcomes::Outcomes;
 use super::{Key, Pending, Shared};
 use crate::metrics as m;
+use crate::pipeline::QueuedHit;
 use crate::record::PixelId;
 use crate::tokens::UsableToken;
 
@@ -70,10 +72,67 @@ enum Lookup {
     Stopped,
 }
 
+/// Events on their way in one request: their hits, and their encoded JSON in the same order.
+pub(super) struct Chunk {
+    pub(super) hits: Vec<Arc<QueuedHit>>,
+    /// The events, separated by commas.
+    json: Vec<u8>,
+    /// Where each event's JSON ends.
+    ends: Vec<usize>,
+    /// Requests that carried these events so far.
+    pub(super) attempts: u32,
+}
+
+impl Chunk {
+    /// The events of `hits`, encoded by `destination` as of `now`.
+    fn encode<D: Destination>(destination: &D, hits: Vec<Arc<QueuedHit>>, now: SystemTime) -> Chunk {
+        let mut json = Vec::with_capacity(hits.len() * 640);
+        let mut ends = Vec::with_capacity(hits.len());
+        for hit in &hits {
+            if !json.is_empty() {
+                json.push(b',');
+            }
+            destination.encode(hit, now, &mut json);
+            ends.push(json.len());
+        }
+        Chunk { hits, json, ends, attempts: 0 }
+    }
+
+    fn len(&self) -> usize {
+        self.hits.len()
+    }
+
+    /// The bytes of events `range`.
+    fn bytes(&self, range: std::ops::Range<usize>) -> &[u8] {
+        let start = if range.start == 0 { 0 } else { self.ends[range.start - 1] + 1 };
+        let end = if range.end == 0 { 0 } else { self.ends[range.end - 1] };
+        &self.json[start..end.max(start)]
+    }
+
+    /// A chunk of the events at `indices` of this one (their JSON copied, not encoded again).
+    fn part(&self, indices: impl IntoIterator<Item = usize>) -> Chunk {
+        let mut part = Chunk { hits: Vec::new(), json: Vec::new(), ends: Vec::new(), attempts: self.attempts };
+        for i in indices {
+            if !part.json.is_empty() {
+                part.json.push(b',');
+            }
+            part.json.extend_from_slice(self.bytes(i..i + 1));
+            part.ends.push(part.json.len());
+            part.hits.push(self.hits[i].clone());
+        }
+        part
+    }
+
+    /// The chunk's events, for a request.
+    fn events(&self) -> Events<'_> {
+        Events { json: &self.json, count: self.hits.len() }
+    }
+}
+
 /// Delivers one batch: looks the credentials up, gives up what the platform would reject, sends
 /// the rest, retrying, splitting and giving up as the destination's [`Destination::classify`]
 /// says.
-pub(super) async fn deliver<D: Destination, S: Credentials>(shared: &Shared<D, S>, key: Key, items: Vec<Pending<D::Event>>, mut stop: watch::Receiver<bool>) {
+pub(super) async fn deliver<D: Destination, S: Credentials>(shared: &Shared<D, S>, key: Key, items: Vec<Pending>, mut stop: watch::Receiver<bool>) {
     let out = Outcomes { shared, key: &key };
     let started = Instant::now();
     let credentials = match lookup(shared, &key.pixel, &mut stop).await {
@@ -83,42 +142,37 @@ pub(super) async fn deliver<D: Destination, S: Credentials>(shared: &Shared<D, S
             let hits = items.into_iter().map(|p| (p.hit, 0)).collect();
             return out.failed(hits, "token_store_unavailable", &detail, None);
         }
-        Lookup::Stopped => {
-            return out.failed(items.into_iter().map(|p| (p.hit, 0)).collect(), "shutdown", "shut down before the token lookup finished", None);
-        }
+        Lookup::Stopped => return out.failed(items.into_iter().map(|p| (p.hit, 0)).collect(), "shutdown", "shut down before the token lookup finished", None),
     };
 
     let mut ready = Vec::with_capacity(items.len());
-    for Pending { hit, event } in items {
-        match event {
-            Ok(event) => ready.push(Ready { hit, event, attempts: 0 }),
-            Err(reject) => out.failed(vec![(hit, 0)], reject.reason, &reject.detail, None),
+    for Pending { hit, reject } in items {
+        match reject {
+            None => ready.push(hit),
+            Some(reject) => out.failed(vec![(hit, 0)], reject.reason, &reject.detail, None),
         }
     }
     let destination = &shared.destination;
     // Chunks still to send, the next one last; whether the platform's event-index hint may be
     // used on it.
-    let mut work: Vec<(Vec<Ready<D::Event>>, bool)> = vec![(ready, true)];
+    let mut work: Vec<(Chunk, bool)> = vec![(Chunk::encode(destination, ready, SystemTime::now()), true)];
     let policy = shared.policy;
     let (mut retry, mut split_requests) = (0u32, 0u32);
     while let Some((mut chunk, trust_hint)) = work.pop() {
-        if chunk.is_empty() {
+        if chunk.len() == 0 {
             continue;
         }
         loop {
-            for r in &mut chunk {
-                r.attempts += 1;
-            }
+            chunk.attempts += 1;
             let result = {
-                let events: Vec<&D::Event> = chunk.iter().map(|r| &r.event).collect();
-                let request = Request { pixel: &key.pixel, credentials: &credentials.token, test_event_code: key.test_event_code.as_deref(), events: &events };
+                let request = Request { pixel: &key.pixel, credentials: &credentials.token, test_event_code: key.test_event_code.as_deref(), events: chunk.events() };
                 let sent_at = Instant::now();
                 let result = tokio::select! {
                     r = tokio::time::timeout(policy.attempt_timeout, destination.send(request)) => Some(r.unwrap_or_else(|_| Err(destination.timed_out(policy.attempt_timeout)))),
                     _ = stop.wait_for(|stopped| *stopped) => None,
                 };
                 if let Some(result) = &result {
-                    metrics::histogram!(m::CAPI_BATCH_EVENTS).record(events.len() as f64);
+                    metrics::histogram!(m::CAPI_BATCH_EVENTS).record(chunk.len() as f64);
                     metrics::histogram!(m::CAPI_REQUEST_SECONDS).record(sent_at.elapsed().as_secs_f64());
                     metrics::counter!(m::CAPI_REQUESTS, "result" => destination.request_label(result.as_ref())).increment(1);
                 }
@@ -126,7 +180,7 @@ pub(super) async fn deliver<D: Destination, S: Credentials>(shared: &Shared<D, S
             };
             let Some(result) = result else {
                 let rest = std::iter::once(chunk).chain(work.into_iter().map(|(c, _)| c));
-                return out.failed_ready(rest, "shutdown", "shut down while a request was under way", None);
+                return out.failed_chunks(rest, "shutdown", "shut down while a request was under way", None);
             };
             let (detail, code) = match &result {
                 Ok(_) => (String::new(), None),
@@ -143,60 +197,59 @@ pub(super) async fn deliver<D: Destination, S: Credentials>(shared: &Shared<D, S
                     let wait = policy.backoff(retry);
                     retry += 1;
                     if shared.closing.load(Ordering::Relaxed) {
-                        out.failed_ready([chunk], "shutdown", &detail, code);
+                        out.failed_chunks([chunk], "shutdown", &detail, code);
                         break;
                     }
                     if started.elapsed() + wait > policy.budget {
-                        out.failed_ready([chunk], "retries_exhausted", &detail, code);
+                        out.failed_chunks([chunk], "retries_exhausted", &detail, code);
                         break;
                     }
                     tracing::debug!(destination = destination.name(), pixel_id = %key.pixel, events = chunk.len(), retry, ?wait, %detail, "retrying a request");
                     match backoff_sleep(wait, &shared.closing, &mut stop).await {
                         Woke::Slept => continue,
                         Woke::Closing => {
-                            out.failed_ready([chunk], "shutdown", &detail, code);
+                            out.failed_chunks([chunk], "shutdown", &detail, code);
                             break;
                         }
                         Woke::Stopped => {
                             let rest = std::iter::once(chunk).chain(work.into_iter().map(|(c, _)| c));
-                            return out.failed_ready(rest, "shutdown", &detail, code);
+                            return out.failed_chunks(rest, "shutdown", &detail, code);
                         }
                     }
                 }
                 Verdict::InvalidCredentials => {
                     mark_invalid(shared, &key.pixel, credentials.version).await;
                     let rest = std::iter::once(chunk).chain(work.into_iter().map(|(c, _)| c));
-                    return out.failed_ready(rest, "invalid_token", &detail, code);
+                    return out.failed_chunks(rest, "invalid_token", &detail, code);
                 }
                 Verdict::Split { hint } => {
                     split_requests += 1;
-                    if chunk.len() == 1 {
-                        out.failed_ready([chunk], "invalid_parameter", &detail, code);
+                    let n = chunk.len();
+                    if n == 1 {
+                        out.failed_chunks([chunk], "invalid_parameter", &detail, code);
                         break;
                     }
                     if split_requests >= MAX_SPLIT_REQUESTS {
                         let rest = std::iter::once(chunk).chain(work.into_iter().map(|(c, _)| c));
                         let detail = format!("{detail} (gave up isolating the invalid events after {split_requests} requests)");
-                        return out.failed_ready(rest, "invalid_parameter", &detail, code);
+                        return out.failed_chunks(rest, "invalid_parameter", &detail, code);
                     }
-                    match hint.filter(|&i| trust_hint && i < chunk.len()) {
+                    match hint.filter(|&i| trust_hint && i < n) {
                         // The platform named the event: send it alone first (which confirms
                         // it), then the rest.
                         Some(i) => {
-                            let suspect = chunk.remove(i);
-                            work.push((chunk, false));
-                            work.push((vec![suspect], false));
+                            work.push((chunk.part((0..i).chain(i + 1..n)), false));
+                            work.push((chunk.part(i..i + 1), false));
                         }
                         None => {
-                            let second = chunk.split_off(chunk.len() / 2);
-                            work.push((second, false));
-                            work.push((chunk, false));
+                            work.push((chunk.part(n / 2..n), false));
+                            work.push((chunk.part(0..n / 2), false));
                         }
                     }
                     break;
                 }
                 Verdict::GiveUp { reason } => {
-                    out.failed_ready([chunk], reason, &detail, code);
+                    out.failed_chunks([chunk], reason, &detail, code);
                     break;
                 }
             }

@@ -9,13 +9,11 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value};
 
-use crate::record::{Hit, PixelId};
+use crate::record::{DraftHit, PixelId};
 use crate::secret::Secret;
 
 /// One platform's events API.
 pub trait Destination: Send + Sync + 'static {
-    /// One event as the platform takes it.
-    type Event: Send + Sync + 'static;
     /// The platform's answer to a request it took.
     type Answer: Send + 'static;
     /// Why a request got no success answer. Its text is for logs and the deliveries log and
@@ -28,19 +26,21 @@ pub trait Destination: Send + Sync + 'static {
     /// Most events one request may carry (the forwarder's `--…-batch-events` is clamped to it).
     fn max_events(&self) -> usize;
 
-    /// The event for `hit` as of `now`, or why the platform would refuse it: refused before
-    /// sending, since a platform may reject a whole request for one bad event.
-    fn event(&self, hit: &Hit, now: SystemTime) -> Result<Self::Event, Reject>;
+    /// Whether the platform would take `hit` as of `now`, or why not: asked when the hit is
+    /// batched, since a platform may reject a whole request for one bad event.
+    fn check(&self, hit: &DraftHit, now: SystemTime) -> Result<(), Reject>;
 
-    /// The name an event is sent under (the deliveries log shows it).
-    fn event_name<'e>(&self, event: &'e Self::Event) -> &'e str;
+    /// Appends `hit`'s event, as of `now`, to `out`: one JSON value of the request's list. Only
+    /// for a hit that passed [`Destination::check`]; runs on the forwarder's thread, when the
+    /// batch is sent.
+    fn encode(&self, hit: &DraftHit, now: SystemTime, out: &mut Vec<u8>);
 
-    /// The name a hit would be sent under, for a hit given up before it was converted.
-    fn hit_event_name<'h>(&self, hit: &'h Hit) -> &'h str;
+    /// The name the hit's event goes under (the deliveries log shows it).
+    fn event_name<'h>(&self, hit: &'h DraftHit) -> &'h str;
 
     /// Sends one request: exactly one call, no retries (the forwarder decides those, from
     /// [`Destination::classify`]).
-    fn send(&self, request: Request<'_, Self::Event>) -> impl Future<Output = Result<Self::Answer, Self::Error>> + Send;
+    fn send(&self, request: Request<'_>) -> impl Future<Output = Result<Self::Answer, Self::Error>> + Send;
 
     /// The error of a request that had no answer within `after` (the forwarder times requests).
     fn timed_out(&self, after: Duration) -> Self::Error;
@@ -59,25 +59,26 @@ pub trait Destination: Send + Sync + 'static {
 }
 
 /// One request: events of one pixel that share a test-events code.
-#[derive(Debug)]
-pub struct Request<'a, E> {
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
     /// The pixel the events are for.
     pub pixel: &'a PixelId,
     /// The pixel's credentials for the platform.
     pub credentials: &'a Secret,
     /// Routes the events to the platform's test view ("Test events").
     pub test_event_code: Option<&'a str>,
-    /// At most [`Destination::max_events`] events.
-    pub events: &'a [&'a E],
+    /// At most [`Destination::max_events`] events, as [`Destination::encode`] wrote them.
+    pub events: Events<'a>,
 }
 
-impl<E> Clone for Request<'_, E> {
-    fn clone(&self) -> Self {
-        *self
-    }
+/// Encoded events: each one JSON value, separated by commas (a list's inside).
+#[derive(Debug, Clone, Copy)]
+pub struct Events<'a> {
+    /// `event,event,…`.
+    pub json: &'a [u8],
+    /// How many.
+    pub count: usize,
 }
-
-impl<E> Copy for Request<'_, E> {}
 
 /// What to do after one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -34,7 +34,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 pub use self::deliveries::{Deliveries, Delivery};
-pub use self::destination::{Destination, Receipt, Reject, Request, Verdict};
+pub use self::destination::{Destination, Events, Receipt, Reject, Request, Verdict};
 pub use self::gate::{Credentials, Gate};
 use crate::pipeline::{Dispatcher, HitJobs, QueuedHit};
 use crate::record::PixelId;
@@ -107,12 +107,11 @@ pub struct Key {
     pub test_event_code: Option<String>,
 }
 
-/// A hit waiting in a batch: its event, or why the platform would reject it. Rejections are only
-/// given up (with a record) once the pixel turns out to have credentials; otherwise they are
-/// skipped.
-struct Pending<E> {
+/// A hit waiting in a batch, and why the platform would reject it, if it would. Rejections are
+/// given up (with a record) once the pixel's credentials are found; otherwise they are skipped.
+struct Pending {
     hit: Arc<QueuedHit>,
-    event: Result<E, Reject>,
+    reject: Option<Reject>,
 }
 
 /// What the consumer and every delivery task share.

@@ -6,20 +6,13 @@
 
 use std::sync::Arc;
 
-use super::deliveries::Delivery;
+use super::deliver::Chunk;
+use super::deliveries::{Delivery, PER_PIXEL};
 use super::destination::Destination;
 use super::{Key, Shared};
 use crate::metrics as m;
 use crate::pipeline::QueuedHit;
-use crate::record::CapiFailure;
-
-/// An event being delivered.
-pub(super) struct Ready<E> {
-    pub(super) hit: Arc<QueuedHit>,
-    pub(super) event: E,
-    /// Requests that carried it so far.
-    pub(super) attempts: u32,
-}
+use crate::record::{CapiFailure, Fields};
 
 /// One delivery's view of where outcomes go.
 pub(super) struct Outcomes<'a, D, S> {
@@ -29,26 +22,28 @@ pub(super) struct Outcomes<'a, D, S> {
 
 impl<D: Destination, S> Outcomes<'_, D, S> {
     /// Events the platform took with one request.
-    pub(super) fn sent(&self, chunk: &[Ready<D::Event>], answer: &D::Answer) {
+    pub(super) fn sent(&self, chunk: &Chunk, answer: &D::Answer) {
         let destination = &self.shared.destination;
         let receipt = destination.receipt(answer);
-        metrics::counter!(m::CAPI_EVENTS, "outcome" => "sent", "reason" => "delivered").increment(chunk.len() as u64);
-        if receipt.counted.is_some_and(|n| n != chunk.len() as u64) {
-            tracing::warn!(destination = destination.name(), pixel_id = %self.key.pixel, sent = chunk.len(), counted = ?receipt.counted, "the platform counted a different number of events than were sent");
+        let n = chunk.hits.len();
+        metrics::counter!(m::CAPI_EVENTS, "outcome" => "sent", "reason" => "delivered").increment(n as u64);
+        if receipt.counted.is_some_and(|c| c != n as u64) {
+            tracing::warn!(destination = destination.name(), pixel_id = %self.key.pixel, sent = n, counted = ?receipt.counted, "the platform counted a different number of events than were sent");
         }
         let at = Delivery::now();
+        // The log keeps the last entries per pixel: only those are made.
         self.shared.deliveries.record(
             &self.key.pixel,
-            chunk.iter().map(|r| Delivery {
-                event_name: destination.event_name(&r.event).to_owned(),
-                event_id: r.hit.event_id.clone(),
+            chunk.hits[n.saturating_sub(PER_PIXEL)..].iter().map(|hit| Delivery {
+                event_name: destination.event_name(hit).to_owned(),
+                event_id: hit.event_id().to_owned(),
                 at: at.clone(),
                 outcome: "sent",
                 reason: None,
                 answer: receipt.fields.clone(),
                 code: None,
                 message: None,
-                attempts: r.attempts,
+                attempts: chunk.attempts,
                 test: self.key.test_event_code.is_some(),
             }),
         );
@@ -76,8 +71,8 @@ impl<D: Destination, S> Outcomes<'_, D, S> {
         let mut log = Vec::with_capacity(hits.len());
         for (hit, attempts) in hits {
             log.push(Delivery {
-                event_name: destination.hit_event_name(&hit).to_owned(),
-                event_id: hit.event_id.clone(),
+                event_name: destination.event_name(&hit).to_owned(),
+                event_id: hit.event_id().to_owned(),
                 at: at.clone(),
                 outcome: "failed",
                 reason: Some(reason),
@@ -87,14 +82,14 @@ impl<D: Destination, S> Outcomes<'_, D, S> {
                 attempts,
                 test: self.key.test_event_code.is_some(),
             });
-            self.shared.sink.submit_hit(hit.capi_failed(CapiFailure { reason, detail: detail.to_owned(), code, attempts }));
+            self.shared.sink.submit_record(&hit.to_hit().capi_failed(CapiFailure { reason, detail: detail.to_owned(), code, attempts }));
         }
         self.shared.deliveries.record(&self.key.pixel, log);
     }
 
-    /// [`Outcomes::failed`] for events that were converted (and perhaps sent).
-    pub(super) fn failed_ready(&self, chunks: impl IntoIterator<Item = Vec<Ready<D::Event>>>, reason: &'static str, detail: &str, code: Option<i64>) {
-        let hits = chunks.into_iter().flatten().map(|r| (r.hit, r.attempts)).collect();
+    /// [`Outcomes::failed`] for chunks that were encoded (and perhaps sent).
+    pub(super) fn failed_chunks(&self, chunks: impl IntoIterator<Item = Chunk>, reason: &'static str, detail: &str, code: Option<i64>) {
+        let hits = chunks.into_iter().flat_map(|c| c.hits.into_iter().map(move |hit| (hit, c.attempts))).collect();
         self.failed(hits, reason, detail, code);
     }
 }

@@ -22,7 +22,7 @@ use super::intake::{self, Intake};
 use super::outlet::{HitOutlet, Job, QueuedHit, RecordOutlet, Records, Reservation};
 use crate::metrics as m;
 use crate::params::{Captured, ParseSettings};
-use crate::record::{Fields, Hit, PixelId, PixelIdError, Timestamp};
+use crate::record::{DraftHit, Fields, Hit, Timestamp};
 
 /// Default cap on the bytes of hits waiting in the queues (`--queue-max-bytes`).
 pub const DEFAULT_MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
@@ -135,14 +135,22 @@ impl Dispatcher {
         }
     }
 
-    /// Offers a hit that is already a [`Hit`] (an outlet's own record, e.g. the forwarder's
-    /// `capi_failed` records) like a shaped one: its line to the raw-record outlets, the hit to
-    /// the hit outlets that want it. Never waits.
-    pub fn submit_hit(&self, hit: Hit) {
+    /// Offers a hit that was shaped elsewhere (a test's, an input's) as the intake offers its
+    /// own: its line to the raw-record outlets, the draft to the hit outlets that want it.
+    /// Never waits.
+    pub fn submit_draft(&self, hit: DraftHit) {
         let mut lines = Lines::default();
         self.gather(&mut lines, &hit, |out| hit.write_line(out));
         self.send_lines(&mut lines);
-        self.offer_hit(hit.pixel(), || hit);
+        self.offer_hit(hit);
+    }
+
+    /// Writes a record that is not a hit of its own (an outlet's, e.g. the forwarder's
+    /// `capi_failed` records) to the raw-record outlets. Never waits.
+    pub fn submit_record(&self, record: &Hit) {
+        let mut lines = Lines::default();
+        self.gather(&mut lines, record, |out| record.write_line(out));
+        self.send_lines(&mut lines);
     }
 
     /// Takes `bytes` from the budget of waiting hits; false (and nothing taken) if they do not fit.
@@ -215,17 +223,17 @@ impl Dispatcher {
         }
     }
 
-    /// Queues the hit `make` builds for every hit outlet whose gate wants `pixel`'s hits; builds
-    /// nothing if none does.
-    pub(super) fn offer_hit(&self, pixel: Result<PixelId, PixelIdError>, make: impl FnOnce() -> Hit) {
+    /// Queues the draft for every hit outlet whose gate wants its pixel's hits (moved, not
+    /// copied: its line is written already); drops it if none does.
+    pub(super) fn offer_hit(&self, hit: DraftHit) {
         // Each gate asked once (a gate counts what it turns away); the answers are kept as one
         // bit per outlet, so offering a hit allocates nothing.
+        let pixel = hit.pixel();
         let wanted = self.hits.iter().enumerate().fold(0u64, |wanted, (i, o)| wanted | u64::from(o.wants(pixel)) << i);
         if wanted == 0 {
             return;
         }
         let wanted = || self.hits.iter().enumerate().filter(move |(i, _)| wanted >> i & 1 == 1).map(|(_, o)| o);
-        let hit = make();
         let bytes = hit.approx_bytes();
         if !self.reserve(bytes) {
             for outlet in wanted() {
@@ -334,7 +342,7 @@ mod tests {
         for n in 0..8 {
             let mut b = HitBuilder::new(&parse, Timestamp::now());
             b.add_encoded(&format!("pixel_id=1&event=E&event_id=e{n}"));
-            dispatcher.submit_hit(b.finish(RequestMeta::default()));
+            dispatcher.submit_record(&b.finish(RequestMeta::default()));
         }
         assert_eq!(outlet.waiting.load(Ordering::Relaxed), 5);
         let mut taken = 0;

@@ -89,7 +89,7 @@ fn take(outlets: &Dispatcher, lines: &mut Lines, captured: Captured, settings: &
         stage.set(Stage::Writing);
         outlets.gather(lines, &hit, |out| hit.write_line(out));
         stage.set(Stage::Offering);
-        outlets.offer_hit(hit.pixel(), || hit.to_hit());
+        outlets.offer_hit(hit);
     }));
     if done.is_err() {
         tracing::error!("shaping a captured pixel request or writing its record panicked; its hit is dropped");
@@ -111,7 +111,7 @@ mod tests {
     use super::*;
     use crate::params::RequestHead;
     use crate::pipeline::{HitOutlet, Job, RecordOutlet};
-    use crate::record::Timestamp;
+    use crate::record::{Fields, Timestamp};
 
     fn captured(n: usize) -> Captured {
         let req = http::Request::get(format!("/p.gif?pixel_id=1&event=E&event_id=e{n}")).body(()).unwrap();
@@ -152,7 +152,7 @@ mod tests {
     async fn flush_and_shutdown_cover_every_captured_request() {
         let (hits, hits_rx) = HitOutlet::new("test", 10_000);
         let (records, records_rx) = RecordOutlet::new("test", 10_000);
-        let (seen_hits, hit_consumer) = consume(hits_rx, |hit| vec![hit.event_id.clone()]);
+        let (seen_hits, hit_consumer) = consume(hits_rx, |hit| vec![hit.event_id().to_owned()]);
         let (seen_records, record_consumer) = consume(records_rx, record_ids);
         let dispatcher = Dispatcher::new(vec![records], vec![hits]).with_intake(3, 1000, ParseSettings::default());
         // Submitted from several threads, so every intake task gets some.
@@ -184,7 +184,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_byte_budget_drops_captured_requests_before_the_intake() {
         let (hits, hits_rx) = HitOutlet::new("test", 10);
-        let (seen, consumer) = consume(hits_rx, |hit| vec![hit.event_id.clone()]);
+        let (seen, consumer) = consume(hits_rx, |hit| vec![hit.event_id().to_owned()]);
         let dispatcher = Dispatcher::new(vec![], vec![hits]).with_max_bytes(1).with_intake(1, 10, ParseSettings::default());
         dispatcher.submit_captured(captured(1));
         dispatcher.shutdown().await;
@@ -197,7 +197,7 @@ mod tests {
     async fn a_gate_keeps_the_hits_of_unwanted_pixels_out_of_its_queue() {
         let (hits, hits_rx) = HitOutlet::new("test", 10);
         let hits = hits.with_gate(Arc::new(|pixel| pixel.is_ok_and(|p| p.as_str() == "1")));
-        let (seen, consumer) = consume(hits_rx, |hit| vec![hit.event_id.clone()]);
+        let (seen, consumer) = consume(hits_rx, |hit| vec![hit.event_id().to_owned()]);
         let dispatcher = Dispatcher::new(vec![], vec![hits]).with_intake(1, 10, ParseSettings::default());
         for query in ["pixel_id=1&event_id=a", "pixel_id=2&event_id=b", "event_id=c", "pixel_id=x&event_id=d"] {
             let req = http::Request::get(format!("/tr?{query}")).body(()).unwrap();

@@ -3,7 +3,8 @@
 //! A raw-record outlet (the file or Firehose sink) takes [`Records`]: each hit's record already
 //! written as its NDJSON line, many lines to a job, so the line is written once, on the thread
 //! that shaped the hit, and the sink only moves bytes. A hit outlet (the forwarder) takes each
-//! hit as a shared [`QueuedHit`], built only for the hits its [`Gate`] lets through. Both get
+//! hit as a shared [`QueuedHit`]: the draft record itself, moved in after its line was written
+//! (no copy), and only for the hits its [`Gate`] lets through. Both get
 //! the same control jobs ([`Job`]): a barrier to answer once everything before it is delivered,
 //! a tick for time-based work, and shutdown.
 
@@ -14,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::record::{Hit, PixelId, PixelIdError, Timestamp};
+use crate::record::{DraftHit, PixelId, PixelIdError, Timestamp};
 
 /// A unit of work for an outlet's consumer, carrying `T` (what the outlet delivers).
 #[derive(Debug)]
@@ -36,18 +37,18 @@ pub type RecordJobs = mpsc::Receiver<Job<Records>>;
 /// What a hit outlet's consumer receives.
 pub type HitJobs = mpsc::Receiver<Job<Arc<QueuedHit>>>;
 
-/// A hit while it waits in the queues. Its bytes count against the dispatcher's budget until the
+/// A hit while it waits in the queues. Its bytes count against the hit outlets' budget until the
 /// last outlet lets go of it.
 #[derive(Debug)]
 pub struct QueuedHit {
-    pub(super) hit: Hit,
+    pub(super) hit: DraftHit,
     pub(super) bytes: usize,
     pub(super) budget: Arc<AtomicUsize>,
 }
 
 impl Deref for QueuedHit {
-    type Target = Hit;
-    fn deref(&self) -> &Hit {
+    type Target = DraftHit;
+    fn deref(&self) -> &DraftHit {
         &self.hit
     }
 }

@@ -147,6 +147,11 @@ impl DraftHit {
         }
     }
 
+    /// Roughly the heap bytes the draft holds, for memory budgets.
+    pub fn approx_bytes(&self) -> usize {
+        std::mem::size_of::<DraftHit>() + self.parts.text.capacity() + self.parts.entries.capacity() * std::mem::size_of::<Entry>()
+    }
+
     /// The text buffer (for tests that check what it still holds).
     #[cfg(test)]
     pub fn text(&self) -> &str {

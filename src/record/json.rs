@@ -113,7 +113,8 @@ fn timestamp(out: &mut Vec<u8>, t: Timestamp) {
     });
 }
 
-fn ip_addr(out: &mut Vec<u8>, ip: IpAddr) {
+/// Appends `ip` as a JSON string, quotes included.
+pub fn ip_addr(out: &mut Vec<u8>, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => put_bytes(out, 17, |room| {
             room.put(b'"');
@@ -181,7 +182,7 @@ fn copy_plain(out: &mut Vec<u8>, bytes: &[u8]) -> usize {
 }
 
 /// Appends `s` as a JSON string, escaping as `serde_json` does.
-fn string(out: &mut Vec<u8>, s: &str) {
+pub fn string(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     // The common case in one go: room for the quotes, the text and the copy's sixteen bytes of
     // slack made once, the quotes written in place, one length update.

@@ -19,6 +19,8 @@ use serde::Serialize;
 pub use draft::{DraftHit, DraftParts, Entry, MapName, Span};
 pub use flags::{Flag, Flags};
 pub use hit::{Hit, Truncation};
+/// The record encoder's JSON writers, for other encoders of the hot path (a destination's events).
+pub use json::{ip_addr as write_json_ip, string as write_json_string};
 pub use pixel_id::{PixelId, PixelIdError};
 pub use timestamp::Timestamp;
 

@@ -9,9 +9,10 @@
 use std::future::Future;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use super::event::ServerEvent;
+use crate::forward::Events;
+use crate::record::write_json_string;
 use crate::secret::Secret;
 
 /// One request: the events of one pixel (and one test-events code).
@@ -23,25 +24,24 @@ pub struct EventsRequest<'a> {
     pub token: &'a Secret,
     /// Routes the events to Events Manager "Test events".
     pub test_event_code: Option<&'a str>,
-    /// At most 1,000 events.
-    pub events: &'a [&'a ServerEvent],
-}
-
-/// The JSON body: `{"data":[…],"access_token":"…","test_event_code":…}`.
-#[derive(Serialize)]
-struct Body<'a> {
-    data: &'a [&'a ServerEvent],
-    access_token: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    test_event_code: Option<&'a str>,
+    /// At most 1,000 events, each already a JSON object ([`super::event::write`]).
+    pub events: Events<'a>,
 }
 
 impl EventsRequest<'_> {
-    /// The request body as JSON bytes.
+    /// The request body as JSON bytes: `{"data":[…],"access_token":"…","test_event_code":…}`.
     pub fn body(&self) -> Vec<u8> {
-        let body = Body { data: self.events, access_token: self.token.expose(), test_event_code: self.test_event_code };
-        // Strings, numbers and maps with string keys: serialising cannot fail.
-        serde_json::to_vec(&body).unwrap_or_default()
+        let mut body = Vec::with_capacity(self.events.json.len() + 64 + self.token.expose().len());
+        body.extend_from_slice(b"{\"data\":[");
+        body.extend_from_slice(self.events.json);
+        body.extend_from_slice(b"],\"access_token\":");
+        write_json_string(&mut body, self.token.expose());
+        if let Some(code) = self.test_event_code {
+            body.extend_from_slice(b",\"test_event_code\":");
+            write_json_string(&mut body, code);
+        }
+        body.push(b'}');
+        body
     }
 }
 
@@ -291,21 +291,16 @@ mod tests {
     use hyper_util::rt::TokioIo;
 
     use super::*;
-    use crate::forward::meta::event::{ServerEvent, UserData};
 
     const TOKEN: &str = "EAAG-very-secret-token-1234567890";
 
-    fn event(id: &str) -> ServerEvent {
-        ServerEvent {
-            event_name: "Lead".into(),
-            event_time: 1_795_000_000,
-            event_id: id.into(),
-            action_source: "website",
-            event_source_url: "https://a.example/".into(),
-            referrer_url: None,
-            user_data: UserData { client_ip_address: None, client_user_agent: "UA".into(), fbp: None, fbc: None, hashed: Default::default(), ids: Default::default() },
-            custom_data: Default::default(),
-        }
+    /// `ids` as the events of a request.
+    fn events(ids: &[&str]) -> Vec<u8> {
+        let json: Vec<String> = ids
+            .iter()
+            .map(|id| format!(r#"{{"event_name":"Lead","event_time":1795000000,"event_id":"{id}","action_source":"website","event_source_url":"https://a.example/","user_data":{{"client_user_agent":"UA"}}}}"#))
+            .collect();
+        json.join(",").into_bytes()
     }
 
     /// What the local server saw of one request.
@@ -360,9 +355,8 @@ mod tests {
         let (addr, seen) = server(200, r#"{"events_received":2,"messages":[],"fbtrace_id":"AbC123"}"#, false).await;
         let client = GraphClient::new(&format!("http://{addr}/"), "v26.0", Duration::from_millis(1500));
         let token = Secret::new(TOKEN);
-        let (a, b) = (event("e1"), event("e2"));
-        let events = [&a, &b];
-        let got = client.send(&EventsRequest { pixel_id: "1234567890", token: &token, test_event_code: Some("TEST42"), events: &events }).await.unwrap();
+        let json = events(&["e1", "e2"]);
+        let got = client.send(&EventsRequest { pixel_id: "1234567890", token: &token, test_event_code: Some("TEST42"), events: Events { json: &json, count: 2 } }).await.unwrap();
         assert_eq!(got, Received { events_received: Some(2), messages: vec![], fbtrace_id: Some("AbC123".into()) });
         let seen = seen.lock().unwrap().clone();
         assert_eq!(seen.len(), 1);
@@ -389,8 +383,8 @@ mod tests {
         .await;
         let client = GraphClient::new(&format!("http://{addr}"), "v26.0", Duration::from_millis(1500));
         let token = Secret::new(TOKEN);
-        let e = event("e1");
-        let err = client.send(&EventsRequest { pixel_id: "1", token: &token, test_event_code: None, events: &[&e] }).await.unwrap_err();
+        let json = events(&["e1"]);
+        let err = client.send(&EventsRequest { pixel_id: "1", token: &token, test_event_code: None, events: Events { json: &json, count: 1 } }).await.unwrap_err();
         let SendError::Graph(g) = &err else { panic!("{err:?}") };
         assert_eq!((g.status, g.code, g.subcode, g.fbtrace_id.as_deref()), (400, Some(190), Some(467), Some("Xy9")));
         assert!(!err.to_string().contains(TOKEN) && !format!("{err:?}").contains(TOKEN), "{err}");
@@ -402,9 +396,9 @@ mod tests {
         let (addr, seen) = server(200, "{}", true).await;
         let client = GraphClient::new(&format!("http://{addr}"), "v26.0", Duration::from_millis(1500));
         let token = Secret::new(TOKEN);
-        let e = event("e1");
+        let json = events(&["e1"]);
         let started = Instant::now();
-        let err = client.send(&EventsRequest { pixel_id: "1", token: &token, test_event_code: None, events: &[&e] }).await.unwrap_err();
+        let err = client.send(&EventsRequest { pixel_id: "1", token: &token, test_event_code: None, events: Events { json: &json, count: 1 } }).await.unwrap_err();
         let took = started.elapsed();
         assert_eq!(err, SendError::Timeout(Duration::from_millis(1500)));
         assert!(took >= Duration::from_millis(1400) && took < Duration::from_millis(3000), "{took:?}");
@@ -418,8 +412,8 @@ mod tests {
         drop(listener);
         let client = GraphClient::new(&format!("http://{addr}"), "v26.0", Duration::from_millis(1500));
         let token = Secret::new(TOKEN);
-        let e = event("e1");
-        let err = client.send(&EventsRequest { pixel_id: "1", token: &token, test_event_code: None, events: &[&e] }).await.unwrap_err();
+        let json = events(&["e1"]);
+        let err = client.send(&EventsRequest { pixel_id: "1", token: &token, test_event_code: None, events: Events { json: &json, count: 1 } }).await.unwrap_err();
         assert!(matches!(&err, SendError::Connect(_)), "{err:?}");
         assert!(!err.to_string().contains(TOKEN));
     }

@@ -1,26 +1,27 @@
-//! From the raw record ([`Hit`]) to Meta's server event (`data[i]` of a `/events` request;
-//! `docs/forwarding.md#the-server-event`).
+//! From the raw record to Meta's server event (`data[i]` of a `/events` request;
+//! `docs/forwarding.md#the-server-event`), written straight as JSON.
 //!
-//! One pure function, [`to_server_event`], so that the mapping can be checked against
-//! hand-written JSON. It also refuses, before anything is sent, the events Meta would reject:
-//! Meta rejects a whole batch for one invalid event (`docs/forwarding.md#limits`), so one stale replay or one hit
-//! without a user agent must not cost the other 999 events of its batch.
+//! Two functions: [`check`] refuses, when a hit is batched, what Meta would reject (Meta rejects
+//! a whole batch for one invalid event, `docs/forwarding.md#limits`, so one stale replay or one
+//! hit without a user agent must not cost the other 999 events of its batch); [`write`] appends
+//! the event's JSON to the request body when the batch is sent. Written by hand from the record's
+//! fields (any [`Fields`]: the draft the intake built, or an owned hit), with the record encoder's
+//! string writer: it runs once per forwarded hit, and building a tree of owned values and
+//! serialising it cost more than the pixel's own answer.
 //!
-//! Personal data in `hit.user` is already normalised and hashed at the edge (`docs/parameters.md#personal-data`); here it is
-//! only placed. The attribute maps are read through `.get` and `.iter` only, so their type can
-//! change without touching this file.
+//! Personal data in the user map is already normalised and hashed at the edge
+//! (`docs/parameters.md#personal-data`); here it is only placed.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
-use serde_json::{Map, Number, Value};
+use serde_json::{Number, Value};
 
 use crate::forward::Reject;
 use crate::pii::PiiField;
-use crate::record::{Hit, PixelIdError};
+use crate::record::{Fields, write_json_ip, write_json_string};
 
-/// Meta refuses events older than this (`docs/forwarding.md#limits`: at most 7 days in the past, else the whole request
-/// errors).
+/// Meta refuses events older than this (`docs/forwarding.md#limits`: at most 7 days in the past,
+/// else the whole request errors).
 pub const MAX_EVENT_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// How far inside [`MAX_EVENT_AGE`] an event must be when it is converted, so that it is still
@@ -33,65 +34,9 @@ pub const FUTURE_SKEW: Duration = Duration::from_secs(60);
 /// The only `action_source` a pixel hit can honestly claim (`docs/forwarding.md#deduplication`).
 pub const ACTION_SOURCE: &str = "website";
 
-/// One server event, as Meta reads it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ServerEvent {
-    /// Meta name: GA4 names mapped (`docs/forwarding.md#the-server-event`), anything else as sent.
-    pub event_name: String,
-    /// Unix seconds.
-    pub event_time: i64,
-    /// The record's event id: Meta's deduplication key with the browser pixel's `eventID`.
-    pub event_id: String,
-    /// Always [`ACTION_SOURCE`].
-    pub action_source: &'static str,
-    /// The page URL (required for website events).
-    pub event_source_url: String,
-    /// The page's own referrer.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub referrer_url: Option<String>,
-    /// Who did it.
-    pub user_data: UserData,
-    /// What it was about (value, currency, contents, …); omitted when empty.
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    pub custom_data: Map<String, Value>,
-}
-
-/// `user_data`: hashed personal data as arrays (as the SDKs send it), browser ids and the
-/// request's IP and user agent as plain strings.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct UserData {
-    /// The client address after the trusted-proxy policy.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub client_ip_address: Option<String>,
-    /// The raw `User-Agent` (required for website events).
-    pub client_user_agent: String,
-    /// `_fbp` browser id, never hashed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fbp: Option<String>,
-    /// `_fbc` click id, never hashed (case-sensitive).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fbc: Option<String>,
-    /// `em`, `ph`, `fn`, … → `[sha256hex]`, in key order.
-    #[serde(flatten)]
-    pub hashed: std::collections::BTreeMap<&'static str, Vec<String>>,
-    /// Pass-through ids Meta takes unhashed (`subscription_id`, `lead_id`, …).
-    #[serde(flatten)]
-    pub ids: std::collections::BTreeMap<&'static str, String>,
-}
-
-/// A converted event and the `custom_data` keys that were dropped because their value did not
-/// parse (e.g. `value=abc`): not fatal, but worth counting.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Converted {
-    /// The event.
-    pub event: ServerEvent,
-    /// `custom_data` keys dropped, from a closed set (see [`typed_key`]).
-    pub dropped: Vec<&'static str>,
-}
-
 /// The Meta event name for a hit's event name: GA4 names that Meta's own sGTM tag maps
-/// (`docs/forwarding.md#the-server-event`) become Meta standard events; everything else (Meta names, custom events) is
-/// sent as it is.
+/// (`docs/forwarding.md#the-server-event`) become Meta standard events; everything else (Meta
+/// names, custom events) is sent as it is.
 pub fn meta_event_name(name: &str) -> &str {
     match name {
         "page_view" | "gtm.dom" => "PageView",
@@ -108,53 +53,58 @@ pub fn meta_event_name(name: &str) -> &str {
     }
 }
 
-/// Builds the server event for `hit` as of `now`, or says why Meta would reject it.
-pub fn to_server_event(hit: &Hit, now: SystemTime) -> Result<Converted, Reject> {
-    hit.pixel().map_err(|err| match err {
-        PixelIdError::Missing => Reject::new("rejected_missing_pixel_id", "the hit has no pixel id"),
-        PixelIdError::Invalid => Reject::new("rejected_bad_pixel_id", "the pixel id is not 1-32 digits"),
-    })?;
-    let event_name = match hit.event.as_deref().map(str::trim) {
-        Some(name) if !name.is_empty() => meta_event_name(name).to_owned(),
-        _ => {
-            return Err(Reject::new("rejected_missing_event", "the hit has no event name"));
-        }
-    };
-    let max_age = MAX_EVENT_AGE - SEND_MARGIN;
-    let received = hit.received_at.0;
-    if now.duration_since(received).is_ok_and(|age| age > max_age) {
+/// Whether Meta would take `hit` as a website event as of `now`, or why not.
+pub fn check<F: Fields>(hit: &F, now: SystemTime) -> Result<(), Reject> {
+    if hit.event().is_none_or(|name| name.trim().is_empty()) {
+        return Err(Reject::new("rejected_missing_event", "the hit has no event name"));
+    }
+    let received = hit.received_at().0;
+    if now.duration_since(received).is_ok_and(|age| age > MAX_EVENT_AGE - SEND_MARGIN) {
         return Err(Reject::new("rejected_too_old", format!("received at {}, more than 7 days ago", humantime::format_rfc3339_millis(received))));
     }
-    let user_agent = match hit.user_agent.as_deref() {
-        Some(ua) if !ua.trim().is_empty() => ua.to_owned(),
-        _ => {
-            return Err(Reject::new("rejected_no_user_agent", "no User-Agent: Meta requires client_user_agent for website events"));
-        }
+    if hit.user_agent().is_none_or(|ua| ua.trim().is_empty()) {
+        return Err(Reject::new("rejected_no_user_agent", "no User-Agent: Meta requires client_user_agent for website events"));
+    }
+    let Some(url) = hit.url().filter(|url| !url.is_empty()) else {
+        return Err(Reject::new("rejected_no_url", "no page URL: Meta requires event_source_url for website events"));
     };
-    let url = match hit.url.as_deref() {
-        None | Some("") => {
-            return Err(Reject::new("rejected_no_url", "no page URL: Meta requires event_source_url for website events"));
-        }
-        Some(url) => url,
-    };
-    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
-    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+    let scheme = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+    if !(scheme.starts_with("http://") || scheme.starts_with("https://")) {
         return Err(Reject::new("rejected_bad_url", "the page URL does not start with http:// or https://"));
     }
+    Ok(())
+}
 
+/// Appends `hit`'s server event, as of `now`, to `out` as one JSON object; returns the
+/// `custom_data` keys dropped because their value did not parse (from a closed set, see
+/// [`typed_key`]). `hit` must have passed [`check`].
+pub fn write<F: Fields>(hit: &F, now: SystemTime, out: &mut Vec<u8>) -> Vec<&'static str> {
+    out.extend_from_slice(b"{\"event_name\":");
+    write_json_string(out, meta_event_name(hit.event().unwrap_or_default().trim()));
+    out.extend_from_slice(b",\"event_time\":");
+    out.extend_from_slice(itoa::Buffer::new().format(event_time(hit.client_ts(), hit.received_at().0, now)).as_bytes());
+    out.extend_from_slice(b",\"event_id\":");
+    write_json_string(out, hit.event_id());
+    out.extend_from_slice(b",\"action_source\":\"website\",\"event_source_url\":");
+    write_json_string(out, hit.url().unwrap_or_default());
+    if let Some(referrer) = hit.referrer().filter(|r| !r.is_empty()) {
+        out.extend_from_slice(b",\"referrer_url\":");
+        write_json_string(out, referrer);
+    }
+    out.extend_from_slice(b",\"user_data\":{");
+    if let Some(ip) = hit.ip() {
+        out.extend_from_slice(b"\"client_ip_address\":");
+        write_json_ip(out, ip);
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"client_user_agent\":");
+    write_json_string(out, hit.user_agent().unwrap_or_default());
+    user_data(hit, out);
+    out.push(b'}');
     let mut dropped = Vec::new();
-    let custom_data = custom_data(hit, &mut dropped);
-    let event = ServerEvent {
-        event_name,
-        event_time: event_time(hit.client_ts, received, now),
-        event_id: hit.event_id.clone(),
-        action_source: ACTION_SOURCE,
-        event_source_url: url.to_owned(),
-        referrer_url: hit.referrer.clone().filter(|r| !r.is_empty()),
-        user_data: user_data(hit, user_agent),
-        custom_data,
-    };
-    Ok(Converted { event, dropped })
+    custom_data(hit, out, &mut dropped);
+    out.push(b'}');
+    dropped
 }
 
 /// The client's time when it is plausible (within Meta's window, not in the future beyond
@@ -173,25 +123,32 @@ fn event_time(client_ts: Option<i64>, received: SystemTime, now: SystemTime) -> 
 /// `user_data` keys Meta takes unhashed besides the browser ids (`docs/forwarding.md#the-server-event`).
 const PASSTHROUGH_IDS: [&str; 10] = ["subscription_id", "fb_login_id", "lead_id", "anon_id", "madid", "page_id", "page_scoped_user_id", "ctwa_clid", "ig_account_id", "ig_sid"];
 
-fn user_data(hit: &Hit, client_user_agent: String) -> UserData {
-    let mut data = UserData { client_ip_address: hit.ip.map(|ip| ip.to_string()), client_user_agent, fbp: None, fbc: None, hashed: Default::default(), ids: Default::default() };
-    for (key, value) in hit.user.iter() {
-        let (key, value) = (key.as_str(), value.as_str());
-        if value.is_empty() {
-            continue;
+/// The rest of `user_data`, after the user agent: `fbp` and `fbc` as they are, hashed personal
+/// data as one-element arrays (as the SDKs send it), then the pass-through ids. Any other user
+/// attribute stays in the raw record only: Meta rejects unknown keys.
+fn user_data<F: Fields>(hit: &F, out: &mut Vec<u8>) {
+    let user = || hit.user().filter(|(_, value)| !value.is_empty());
+    for key in ["fbp", "fbc"] {
+        if let Some((_, value)) = user().find(|(k, _)| *k == key) {
+            out.extend_from_slice(b",\"");
+            out.extend_from_slice(key.as_bytes());
+            out.extend_from_slice(b"\":");
+            write_json_string(out, value);
         }
-        if let Some(field) = PiiField::from_key(key) {
-            data.hashed.insert(field.key(), vec![value.to_owned()]);
-        } else if key == "fbp" {
-            data.fbp = Some(value.to_owned());
-        } else if key == "fbc" {
-            data.fbc = Some(value.to_owned());
-        } else if let Some(id) = PASSTHROUGH_IDS.iter().find(|k| **k == key) {
-            data.ids.insert(*id, value.to_owned());
-        }
-        // Any other user attribute stays in the raw record only: Meta rejects unknown keys.
     }
-    data
+    for (key, value) in user().filter(|(k, _)| PiiField::from_key(k).is_some()) {
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\":[");
+        write_json_string(out, value);
+        out.push(b']');
+    }
+    for (key, value) in user().filter(|(k, _)| PASSTHROUGH_IDS.contains(k)) {
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\":");
+        write_json_string(out, value);
+    }
 }
 
 /// `custom_data` keys with a type other than string, as a closed set of labels.
@@ -199,26 +156,45 @@ pub fn typed_key(key: &str) -> Option<&'static str> {
     ["value", "predicted_ltv", "net_revenue", "num_items", "content_ids", "contents"].into_iter().find(|k| *k == key)
 }
 
-fn custom_data(hit: &Hit, dropped: &mut Vec<&'static str>) -> Map<String, Value> {
-    let mut out = Map::new();
-    for (key, raw) in hit.attrs.iter() {
-        let value = match typed_key(key) {
-            None => Some(Value::String(raw.clone())),
-            Some(label @ ("value" | "predicted_ltv" | "net_revenue")) => number(raw).or_else(|| note(dropped, label)),
-            Some(label @ "num_items") => raw.trim().parse::<i64>().ok().map(Value::from).or_else(|| note(dropped, label)),
-            Some(label @ "content_ids") => content_ids(raw).or_else(|| note(dropped, label)),
-            Some(label) => contents(raw).or_else(|| note(dropped, label)),
+/// `,"custom_data":{…}` from the event attributes, keys in order, typed values parsed (a value
+/// that does not parse is dropped and noted); nothing when no attribute is left.
+fn custom_data<F: Fields>(hit: &F, out: &mut Vec<u8>, dropped: &mut Vec<&'static str>) {
+    let mut first = true;
+    for (key, raw) in hit.attrs() {
+        let start = out.len();
+        out.extend_from_slice(if first { b",\"custom_data\":{" } else { b"," });
+        write_json_string(out, key);
+        out.push(b':');
+        let written = match typed_key(key) {
+            None => {
+                write_json_string(out, raw);
+                true
+            }
+            Some(label @ ("value" | "predicted_ltv" | "net_revenue")) => json_value(out, number(raw)) || note(dropped, label),
+            Some(label @ "num_items") => json_value(out, raw.trim().parse::<i64>().ok().map(Value::from)) || note(dropped, label),
+            Some(label @ "content_ids") => json_value(out, content_ids(raw)) || note(dropped, label),
+            Some(label) => json_value(out, contents(raw)) || note(dropped, label),
         };
-        if let Some(value) = value {
-            out.insert(key.clone(), value);
+        if written {
+            first = false;
+        } else {
+            out.truncate(start);
         }
     }
-    out
+    if !first {
+        out.push(b'}');
+    }
 }
 
-fn note(dropped: &mut Vec<&'static str>, key: &'static str) -> Option<Value> {
+/// Writes `value` (if any) as JSON; whether it did.
+fn json_value(out: &mut Vec<u8>, value: Option<Value>) -> bool {
+    // Numbers and arrays of strings or objects into a Vec: serialising cannot fail.
+    value.is_some_and(|v| serde_json::to_writer(&mut *out, &v).is_ok())
+}
+
+fn note(dropped: &mut Vec<&'static str>, key: &'static str) -> bool {
     dropped.push(key);
-    None
+    false
 }
 
 /// A finite decimal as a JSON number.
@@ -256,8 +232,16 @@ fn contents(raw: &str) -> Option<Value> {
 mod tests {
     use super::*;
     use crate::params::{HitBuilder, ParseSettings, RequestMeta};
-    use crate::record::Timestamp;
+    use crate::record::{Hit, Timestamp};
     use serde_json::json;
+
+    /// The event as JSON, and the keys dropped; `check` must pass first.
+    fn event(hit: &Hit, now: SystemTime) -> (Value, Vec<&'static str>) {
+        check(hit, now).expect("Meta would take it");
+        let mut out = Vec::new();
+        let dropped = write(hit, now, &mut out);
+        (serde_json::from_slice(&out).expect("one JSON object"), dropped)
+    }
 
     const UA: &str = "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0";
     const EM: &str = "62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f";
@@ -283,10 +267,10 @@ mod tests {
              &ud[em]={EM}&fbp=fb.1.1596403881668.1116446470&test_event_code=TEST123"
         );
         let hit = hit_at(now, &q, Some(UA));
-        let out = to_server_event(&hit, now).unwrap();
-        assert!(out.dropped.is_empty());
+        let (event, dropped) = event(&hit, now);
+        assert!(dropped.is_empty());
         assert_eq!(
-            serde_json::to_value(&out.event).unwrap(),
+            event,
             json!({
                 "event_name": "Purchase",
                 "event_time": 1_794_999_990,
@@ -316,7 +300,7 @@ mod tests {
     fn a_minimal_page_view_has_no_custom_data() {
         let now = at(1_795_000_000);
         let hit = hit_at(now, "id=1&ev=page_view&eid=e1&dl=http://a.example/", Some(UA));
-        let v = serde_json::to_value(to_server_event(&hit, now).unwrap().event).unwrap();
+        let v = event(&hit, now).0;
         assert_eq!(
             v,
             json!({
@@ -369,21 +353,19 @@ mod tests {
     #[test]
     fn events_meta_would_reject_are_refused_with_a_reason() {
         let now = at(1_795_000_000);
-        let reason = |hit: &Hit| to_server_event(hit, now).unwrap_err().reason;
+        let reason = |hit: &Hit| check(hit, now).unwrap_err().reason;
         let ok = "id=1&ev=Lead&dl=https://a.example/";
-        assert!(to_server_event(&hit_at(now, ok, Some(UA)), now).is_ok());
+        assert!(check(&hit_at(now, ok, Some(UA)), now).is_ok());
         assert_eq!(reason(&hit_at(now, ok, None)), "rejected_no_user_agent");
         assert_eq!(reason(&hit_at(now, ok, Some("  "))), "rejected_no_user_agent");
         assert_eq!(reason(&hit_at(now, "id=1&ev=Lead", Some(UA))), "rejected_no_url");
         assert_eq!(reason(&hit_at(now, "id=1&ev=Lead&dl=javascript:alert(1)", Some(UA))), "rejected_bad_url");
-        assert_eq!(reason(&hit_at(now, "ev=Lead&dl=https://a.example/", Some(UA))), "rejected_missing_pixel_id");
-        assert_eq!(reason(&hit_at(now, "id=12ab&ev=Lead&dl=https://a.example/", Some(UA))), "rejected_bad_pixel_id");
         assert_eq!(reason(&hit_at(now, "id=1&dl=https://a.example/", Some(UA))), "rejected_missing_event");
         // A replay of an 8-day-old record.
         let old = hit_at(at(1_795_000_000 - 8 * 86_400), ok, Some(UA));
         assert_eq!(reason(&old), "rejected_too_old");
         let recent = hit_at(at(1_795_000_000 - 6 * 86_400), ok, Some(UA));
-        assert!(to_server_event(&recent, now).is_ok());
+        assert!(check(&recent, now).is_ok());
     }
 
     #[test]
@@ -395,11 +377,12 @@ mod tests {
              &cd[content_ids]=%5Bbroken&cd[currency]=USD&cd[status]=true",
             Some(UA),
         );
-        let out = to_server_event(&hit, now).unwrap();
-        let mut dropped = out.dropped.clone();
+        let (written, mut dropped) = event(&hit, now);
         dropped.sort();
         assert_eq!(dropped, vec!["content_ids", "contents", "num_items", "predicted_ltv", "value"]);
-        assert_eq!(Value::Object(out.event.custom_data), json!({"currency": "USD", "status": "true"}));
+        assert_eq!(written["custom_data"], json!({"currency": "USD", "status": "true"}));
+        let only_bad = hit_at(now, "id=1&ev=Purchase&dl=https://a.example/&cd[value]=abc", Some(UA));
+        assert!(event(&only_bad, now).0.get("custom_data").is_none(), "no empty custom_data");
     }
 
     #[test]
@@ -417,7 +400,7 @@ mod tests {
         let ph = "e323ec626319ca94ee8bff2e4c87cf613be6ea19919ed1364124e16807ab3176";
         let q = format!("id=1&ev=Lead&dl=https://a.example/%3Ffbclid%3DAbC&ud[ph]={ph}&ud[external_id]={EM}&usat_lead_id=L9&usat_favourite_colour=blue");
         let hit = hit_at(now, &q, Some(UA));
-        let user = serde_json::to_value(to_server_event(&hit, now).unwrap().event.user_data).unwrap();
+        let user = event(&hit, now).0["user_data"].clone();
         assert_eq!(
             user,
             json!({
@@ -429,5 +412,25 @@ mod tests {
                 "lead_id": "L9"
             })
         );
+    }
+
+    #[test]
+    fn strings_are_escaped_and_the_draft_writes_what_the_hit_writes() {
+        let now = at(1_795_000_000);
+        let q = "id=1&ev=Say%20%22hi%22&eid=a%5Cb&dl=https%3A%2F%2Fa.example%2F%3Fq%3D%0A&cd[note]=tab%09end&ud[em]=jane%40example.com";
+        let settings = ParseSettings::default();
+        let mut b = HitBuilder::new(&settings, Timestamp(now));
+        b.add_encoded(q);
+        let draft = b.finish_draft(RequestMeta { ip: Some("192.0.2.5".parse().unwrap()), user_agent: Some(UA), referer: None, cookies: None });
+        let (mut from_draft, mut from_hit) = (Vec::new(), Vec::new());
+        write(&draft, now, &mut from_draft);
+        write(&draft.to_hit(), now, &mut from_hit);
+        assert_eq!(from_draft, from_hit);
+        let v: Value = serde_json::from_slice(&from_draft).unwrap();
+        assert_eq!((v["event_name"].as_str(), v["event_id"].as_str()), (Some("Say \"hi\""), Some("a\\b")));
+        assert_eq!(v["event_source_url"], "https://a.example/?q=\n");
+        assert_eq!(v["custom_data"]["note"], "tab\tend");
+        assert_eq!(v["user_data"]["client_ip_address"], "192.0.2.5");
+        assert_eq!(v["user_data"]["em"].as_array().unwrap()[0].as_str().unwrap().len(), 64);
     }
 }

@@ -18,10 +18,9 @@ pub mod event;
 use std::time::{Duration, SystemTime};
 
 pub use self::client::{EventsRequest, GraphClient, Received, SendError, SendEvents};
-use self::event::ServerEvent;
 use super::destination::{Destination, Receipt, Reject, Request, Verdict};
 use crate::metrics as m;
-use crate::record::Hit;
+use crate::record::{DraftHit, Fields};
 
 /// Meta's cap on events per request ("up to 1,000 events in data").
 pub const MAX_EVENTS_PER_REQUEST: usize = 1000;
@@ -62,7 +61,6 @@ impl<C: SendEvents> Meta<C> {
 }
 
 impl<C: SendEvents> Destination for Meta<C> {
-    type Event = ServerEvent;
     type Answer = Received;
     type Error = SendError;
 
@@ -74,24 +72,21 @@ impl<C: SendEvents> Destination for Meta<C> {
         MAX_EVENTS_PER_REQUEST
     }
 
-    fn event(&self, hit: &Hit, now: SystemTime) -> Result<ServerEvent, Reject> {
-        event::to_server_event(hit, now).map(|converted| {
-            for key in converted.dropped {
-                metrics::counter!(m::CAPI_CUSTOM_DATA_DROPPED, "key" => key).increment(1);
-            }
-            converted.event
-        })
+    fn check(&self, hit: &DraftHit, now: SystemTime) -> Result<(), Reject> {
+        event::check(hit, now)
     }
 
-    fn event_name<'e>(&self, event: &'e ServerEvent) -> &'e str {
-        &event.event_name
+    fn encode(&self, hit: &DraftHit, now: SystemTime, out: &mut Vec<u8>) {
+        for key in event::write(hit, now, out) {
+            metrics::counter!(m::CAPI_CUSTOM_DATA_DROPPED, "key" => key).increment(1);
+        }
     }
 
-    fn hit_event_name<'h>(&self, hit: &'h Hit) -> &'h str {
-        event::meta_event_name(hit.event.as_deref().unwrap_or_default())
+    fn event_name<'h>(&self, hit: &'h DraftHit) -> &'h str {
+        event::meta_event_name(hit.event().unwrap_or_default().trim())
     }
 
-    async fn send(&self, request: Request<'_, ServerEvent>) -> Result<Received, SendError> {
+    async fn send(&self, request: Request<'_>) -> Result<Received, SendError> {
         let request = EventsRequest { pixel_id: request.pixel.as_str(), token: request.credentials, test_event_code: request.test_event_code, events: request.events };
         self.client.send(&request).await
     }

@@ -17,7 +17,7 @@ use super::meta::{MAX_EVENTS_PER_REQUEST, Meta};
 use super::{Credentials, Deliveries, ForwardConfig, Forwarder, Gate, Wiring};
 use crate::params::{HitBuilder, ParseSettings, RequestMeta};
 use crate::pipeline::{Dispatcher, HitOutlet, Job, RecordJobs, RecordOutlet};
-use crate::record::{Hit, PixelId, Timestamp};
+use crate::record::{DraftHit, PixelId, Timestamp};
 use crate::secret::Secret;
 use crate::tokens::UsableToken;
 
@@ -94,12 +94,14 @@ impl Drop for InFlight<'_> {
 
 impl SendEvents for FakeMeta {
     async fn send(&self, request: &EventsRequest<'_>) -> Result<Received, SendError> {
-        assert!(!request.events.is_empty() && request.events.len() <= MAX_EVENTS_PER_REQUEST);
+        let body: Value = serde_json::from_slice(&request.body()).expect("the body is JSON");
+        let events = body["data"].as_array().expect("a list of events");
+        assert!(!events.is_empty() && events.len() <= MAX_EVENTS_PER_REQUEST && events.len() == request.events.count);
         let call = Call {
             pixel_id: request.pixel_id.to_owned(),
             token: request.token.expose().to_owned(),
             test_event_code: request.test_event_code.map(str::to_owned),
-            event_ids: request.events.iter().map(|e| e.event_id.clone()).collect(),
+            event_ids: events.iter().map(|e| e["event_id"].as_str().expect("an event id").to_owned()).collect(),
         };
         let now = self.0.now.fetch_add(1, Ordering::SeqCst) + 1;
         let _guard = InFlight(&self.0.now);
@@ -244,7 +246,7 @@ fn p(id: &str) -> PixelId {
 impl Harness {
     fn submit(&self, pixel: &str, ids: impl IntoIterator<Item = usize>) {
         for i in ids {
-            self.capi.submit_hit(hit(pixel, &format!("e{i}"), Some(UA), None));
+            self.capi.submit_draft(hit(pixel, &format!("e{i}"), Some(UA), None));
         }
     }
 
@@ -260,14 +262,14 @@ impl Harness {
     }
 }
 
-fn hit(pixel: &str, event_id: &str, ua: Option<&str>, test_event_code: Option<&str>) -> Hit {
+fn hit(pixel: &str, event_id: &str, ua: Option<&str>, test_event_code: Option<&str>) -> DraftHit {
     let settings = ParseSettings::default();
     let mut b = HitBuilder::new(&settings, Timestamp::now());
     b.add_encoded(&format!("id={pixel}&ev=Purchase&eid={event_id}&dl=https%3A%2F%2Fshop.example%2F&cd[value]=1.5&cd[currency]=EUR"));
     if let Some(code) = test_event_code {
         b.add("test_event_code", code);
     }
-    b.finish(RequestMeta { ip: Some("192.0.2.7".parse().unwrap()), user_agent: ua, referer: None, cookies: None })
+    b.finish_draft(RequestMeta { ip: Some("192.0.2.7".parse().unwrap()), user_agent: ua, referer: None, cookies: None })
 }
 
 fn ids(range: std::ops::Range<usize>) -> Vec<String> {
@@ -509,11 +511,11 @@ async fn events_meta_would_reject_are_recorded_and_not_sent() {
     let meta = FakeMeta::default();
     let tokens = MemTokens::with(&[("111", 1)]);
     let mut h = start(&meta, &tokens, config());
-    h.capi.submit_hit(hit("111", "no-ua", None, None));
+    h.capi.submit_draft(hit("111", "no-ua", None, None));
     h.submit("111", 0..2);
     // A pixel without a token: neither sent nor recorded (counted as skipped).
-    h.capi.submit_hit(hit("999", "x1", None, None));
-    h.capi.submit_hit(hit("999", "x2", Some(UA), None));
+    h.capi.submit_draft(hit("999", "x1", None, None));
+    h.capi.submit_draft(hit("999", "x2", Some(UA), None));
     h.capi.flush().await;
     assert_eq!(sorted(meta.accepted()), ids(0..2));
     assert!(meta.calls().iter().all(|c| c.pixel_id == "111"));
@@ -528,8 +530,8 @@ async fn test_event_codes_travel_in_their_own_requests() {
     let meta = FakeMeta::default();
     let tokens = MemTokens::with(&[("111", 1)]);
     let h = start(&meta, &tokens, config());
-    h.capi.submit_hit(hit("111", "live", Some(UA), None));
-    h.capi.submit_hit(hit("111", "test", Some(UA), Some("TEST9")));
+    h.capi.submit_draft(hit("111", "live", Some(UA), None));
+    h.capi.submit_draft(hit("111", "test", Some(UA), Some("TEST9")));
     h.capi.flush().await;
     let calls: HashMap<Option<String>, Vec<String>> = meta.calls().into_iter().map(|c| (c.test_event_code, c.event_ids)).collect();
     assert_eq!(calls, HashMap::from([(None, vec!["live".to_owned()]), (Some("TEST9".to_owned()), vec!["test".to_owned()])]));
@@ -615,7 +617,7 @@ async fn the_closing_flag_alone_cuts_a_backoff_short() {
     let tokens = MemTokens::with(&[("1", 1)]);
     let cfg = ForwardConfig { backoff_initial: Duration::from_secs(30), backoff_max: Duration::from_secs(30), retry_budget: Duration::from_secs(120), ..config() };
     let Wired { capi, forwarder, mut sink_rx, closing, .. } = wire(Meta::with_client(meta.clone()), &tokens, cfg, 100);
-    capi.submit_hit(hit("1", "a", Some(UA), None));
+    capi.submit_draft(hit("1", "a", Some(UA), None));
     let flushed = tokio::spawn({
         let capi = capi.clone();
         async move { capi.flush().await }

@@ -10,13 +10,7 @@ use std::time::{Duration, SystemTime};
 use super::{MemTokens, UA, Wired, config, drain_records, hit, ids, p, reasons, sorted, wire};
 use crate::forward::ForwardConfig;
 use crate::forward::{Destination, Receipt, Reject, Request, Verdict};
-use crate::record::Hit;
-
-/// An event as the made-up platform takes it.
-struct EchoEvent {
-    name: String,
-    id: String,
-}
+use crate::record::{DraftHit, Fields};
 
 /// The platform's error: a code of its own.
 #[derive(Debug)]
@@ -38,7 +32,6 @@ struct Echo {
 }
 
 impl Destination for Arc<Echo> {
-    type Event = EchoEvent;
     type Answer = u32;
     type Error = EchoError;
 
@@ -50,24 +43,27 @@ impl Destination for Arc<Echo> {
         3
     }
 
-    fn event(&self, hit: &Hit, _now: SystemTime) -> Result<EchoEvent, Reject> {
-        match (&hit.event, &hit.user_agent) {
-            (Some(name), Some(_)) => Ok(EchoEvent { name: format!("echo:{name}"), id: hit.event_id.clone() }),
+    fn check(&self, hit: &DraftHit, _now: SystemTime) -> Result<(), Reject> {
+        match (hit.event(), hit.user_agent()) {
+            (Some(_), Some(_)) => Ok(()),
             _ => Err(Reject::new("rejected_incomplete", "echo wants an event name and a user agent")),
         }
     }
 
-    fn event_name<'e>(&self, event: &'e EchoEvent) -> &'e str {
-        &event.name
+    /// `["echo:<name>","<id>"]`.
+    fn encode(&self, hit: &DraftHit, _now: SystemTime, out: &mut Vec<u8>) {
+        serde_json::to_writer(out, &[format!("echo:{}", hit.event().unwrap_or_default()), hit.event_id().to_owned()]).unwrap();
     }
 
-    fn hit_event_name<'h>(&self, hit: &'h Hit) -> &'h str {
-        hit.event.as_deref().unwrap_or("")
+    fn event_name<'h>(&self, hit: &'h DraftHit) -> &'h str {
+        hit.event().unwrap_or("")
     }
 
-    async fn send(&self, request: Request<'_, EchoEvent>) -> Result<u32, EchoError> {
+    async fn send(&self, request: Request<'_>) -> Result<u32, EchoError> {
+        let events: Vec<[String; 2]> = serde_json::from_slice(&[b"[", request.events.json, b"]"].concat()).unwrap();
+        assert_eq!(events.len(), request.events.count);
         let mut requests = self.requests.lock().unwrap();
-        requests.push((request.events.iter().map(|e| e.id.clone()).collect(), request.credentials.expose().to_owned()));
+        requests.push((events.into_iter().map(|[_, id]| id).collect(), request.credentials.expose().to_owned()));
         match self.script.lock().unwrap().pop_front().unwrap_or(0) {
             0 => Ok(requests.len() as u32),
             code => Err(EchoError(code)),
@@ -109,10 +105,10 @@ async fn a_second_destination_gets_batching_retries_and_outcomes_from_the_same_m
     // One request at a time, so the script's answers meet the requests in a known order.
     let Wired { capi, forwarder, mut sink_rx, deliveries, .. } = wire(echo.clone(), &tokens, ForwardConfig { max_concurrent_requests: 1, ..config() }, 1000);
     for i in 0..7 {
-        capi.submit_hit(hit("5", &format!("e{i}"), Some(UA), None));
+        capi.submit_draft(hit("5", &format!("e{i}"), Some(UA), None));
     }
-    capi.submit_hit(hit("5", "no-ua", None, None));
-    capi.submit_hit(hit("6", "no-token", Some(UA), None));
+    capi.submit_draft(hit("5", "no-ua", None, None));
+    capi.submit_draft(hit("6", "no-token", Some(UA), None));
     capi.flush().await;
 
     let requests = echo.requests.lock().unwrap().clone();
@@ -132,16 +128,16 @@ async fn a_second_destination_gets_batching_retries_and_outcomes_from_the_same_m
     let log = deliveries.for_pixel(&p("5"));
     let sent: Vec<_> = log["deliveries"].as_array().unwrap().iter().filter(|d| d["outcome"] == "sent").collect();
     assert_eq!(sent.len(), 6);
-    assert!(sent.iter().all(|d| d["event_name"] == "echo:Purchase" && d["ticket"].is_u64()), "{log}");
+    assert!(sent.iter().all(|d| d["event_name"] == "Purchase" && d["ticket"].is_u64()), "{log}");
     assert_eq!(log["deliveries"][0]["code"], 9);
 
     // The platform calls the credentials invalid: the same gate stops the pixel's hits.
     echo.script.lock().unwrap().push_back(2);
-    capi.submit_hit(hit("5", "x", Some(UA), None));
+    capi.submit_draft(hit("5", "x", Some(UA), None));
     capi.flush().await;
     assert_eq!(*tokens.marked.lock().unwrap(), [("5".to_owned(), 3)]);
     assert_eq!(reasons(&drain_records(&mut sink_rx)), ["invalid_token"]);
-    capi.submit_hit(hit("5", "y", Some(UA), None));
+    capi.submit_draft(hit("5", "y", Some(UA), None));
     capi.flush().await;
     assert_eq!(echo.requests.lock().unwrap().len(), 5, "no request once the credentials are invalid");
     capi.shutdown().await;

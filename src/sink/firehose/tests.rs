@@ -177,7 +177,7 @@ fn submit(h: &Harness, ids: std::ops::Range<usize>) -> Vec<Bytes> {
     ids.map(|i| {
         let hit = hit(i);
         let expected = line(&hit);
-        h.dispatcher.submit_hit(hit);
+        h.dispatcher.submit_record(&hit);
         expected
     })
     .collect()
@@ -255,7 +255,7 @@ async fn an_oversize_hit_travels_as_a_typed_record_within_the_limits() {
         }
         let hit = b.finish(Default::default());
         expected.push(line(&hit));
-        h.dispatcher.submit_hit(hit);
+        h.dispatcher.submit_record(&hit);
     }
     h.dispatcher.flush().await;
     assert_exactly_once(&fake.accepted(), &expected);
