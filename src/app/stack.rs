@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
+
 use super::Settings;
 use crate::edge::admin::Admin;
 use crate::edge::{Edge, EdgeService};
@@ -47,7 +49,7 @@ impl Stack {
         let (forward_outlet, jobs) = HitOutlet::new("capi", settings.queue_capacity);
         let forward_outlet = forward_outlet.with_gate(gate.for_outlet());
         let wiring = Wiring { jobs, closing: forward_outlet.closing(), gate, sink: Dispatcher::new(vec![sink_outlet.clone()], vec![]), deliveries: deliveries.clone() };
-        let forwarder = Forwarder::start(Meta::new(&settings.meta, settings.forward.timeout), settings.forward.clone(), wiring);
+        let forwarder = Forwarder::start(Meta::new(&settings.meta, settings.forward.timeout), settings.forward.clone(), wiring).context("cannot start the forwarder's thread")?;
 
         // One intake task per runtime worker shapes the pixel requests the edge answered.
         let workers = tokio::runtime::Handle::current().metrics().num_workers();

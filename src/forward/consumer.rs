@@ -16,8 +16,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -29,6 +30,12 @@ use crate::batch::{BatchLimits, Batcher};
 use crate::metrics as m;
 use crate::pipeline::{HitJobs, Job, QueuedHit};
 use crate::record::{CapiFailure, Fields};
+
+/// Most jobs taken from the queue in one go.
+const DRAIN: usize = 1024;
+
+/// How long the consumer rests after taking a partial drain, instead of asking to be woken.
+const COALESCE: Duration = Duration::from_millis(2);
 
 /// The consumer task's state.
 pub(super) struct Consumer<D: Destination, S> {
@@ -65,38 +72,81 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
 
     /// Serves the queue until a [`Job::Shutdown`] (or every sender is gone), then sends what is
     /// open, waits for deliveries within the shutdown timeout, gives up the rest, and answers.
+    ///
+    /// The queue is drained without asking to be woken: after taking what waits, the consumer
+    /// rests [`COALESCE`] (still reaping deliveries and sending aged batches) rather than parking
+    /// on the queue, so the intake's offers find nobody to wake. Woken per hit, the forwarder's
+    /// thread would cost the answering thread a futex call for every forwarded hit. Only an empty
+    /// queue parks it.
     pub(super) async fn run(mut self, mut rx: HitJobs) {
         let mut shutdown_acks = Vec::new();
+        let mut jobs = Vec::with_capacity(DRAIN);
+        let mut open = true;
         loop {
-            tokio::select! {
-                job = rx.recv() => match job {
-                    None => break,
-                    Some(Job::Deliver(hit)) => self.accept(hit).await,
-                    Some(Job::Tick) => {
-                        self.send_due(Instant::now()).await;
-                        metrics::gauge!(m::QUEUE_DEPTH, "outlet" => "capi").set(rx.len() as f64);
+            while jobs.len() < DRAIN {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
                     }
-                    Some(Job::Barrier(ack)) => {
-                        self.send_all().await;
-                        self.wait_in_flight().await;
-                        let _ = ack.send(());
-                    }
-                    Some(Job::Shutdown(ack)) => {
-                        // Jobs already queued behind it are still served: the loop ends once the
-                        // closed queue is empty.
-                        rx.close();
-                        self.shared.closing.store(true, Ordering::Relaxed);
-                        self.arm_shutdown_timer();
-                        shutdown_acks.push(ack);
-                    }
-                },
-                _ = sleep_until(self.next_deadline) => self.send_due(Instant::now()).await,
-                Some(done) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => self.reaped(done),
+                }
+            }
+            let took = jobs.len();
+            for job in std::mem::take(&mut jobs) {
+                self.handle(job, &mut rx, &mut shutdown_acks).await;
+            }
+            if took == DRAIN {
+                continue;
+            }
+            if !open {
+                break;
+            }
+            if took == 0 {
+                tokio::select! {
+                    job = rx.recv() => match job {
+                        Some(job) => jobs.push(job),
+                        None => open = false,
+                    },
+                    _ = sleep_until(self.next_deadline) => self.send_due(Instant::now()).await,
+                    Some(done) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => self.reaped(done),
+                }
+            } else {
+                tokio::select! {
+                    _ = tokio::time::sleep(COALESCE) => {}
+                    _ = sleep_until(self.next_deadline) => self.send_due(Instant::now()).await,
+                    Some(done) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => self.reaped(done),
+                }
             }
         }
         self.shut_down().await;
         for ack in shutdown_acks {
             let _ = ack.send(());
+        }
+    }
+
+    /// Does one job.
+    async fn handle(&mut self, job: Job<Arc<QueuedHit>>, rx: &mut HitJobs, shutdown_acks: &mut Vec<tokio::sync::oneshot::Sender<()>>) {
+        match job {
+            Job::Deliver(hit) => self.accept(hit).await,
+            Job::Tick => {
+                self.send_due(Instant::now()).await;
+                metrics::gauge!(m::QUEUE_DEPTH, "outlet" => "capi").set(rx.len() as f64);
+            }
+            Job::Barrier(ack) => {
+                self.send_all().await;
+                self.wait_in_flight().await;
+                let _ = ack.send(());
+            }
+            Job::Shutdown(ack) => {
+                // Jobs already queued behind it are still served: the loop ends once the closed
+                // queue is empty.
+                rx.close();
+                self.shared.closing.store(true, Ordering::Relaxed);
+                self.arm_shutdown_timer();
+                shutdown_acks.push(ack);
+            }
         }
     }
 

@@ -31,8 +31,6 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::task::JoinHandle;
-
 pub use self::deliveries::{Deliveries, Delivery};
 pub use self::destination::{Destination, Events, Receipt, Reject, Request, Verdict};
 pub use self::gate::{Credentials, Gate};
@@ -130,9 +128,12 @@ struct Shared<D, S> {
     invalid: Mutex<HashMap<PixelId, u64>>,
 }
 
-/// The running forwarder of one destination: one task on the runtime that started it.
+/// The running forwarder of one destination: its consumer on a thread of its own, with a
+/// single-threaded runtime and a lower scheduling priority, so that converting hits, encoding
+/// batches, TLS and HTTP never run where they could delay a pixel answer, and on a saturated
+/// CPU the answers come first (forwarding sheds, `docs/forwarding.md#under-load`).
 pub struct Forwarder {
-    task: JoinHandle<()>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 /// What a forwarder consumes and where its outcomes go.
@@ -150,21 +151,47 @@ pub struct Wiring<S> {
 }
 
 impl Forwarder {
-    /// Starts forwarding to `destination`. Must be called within a tokio runtime.
-    pub fn start<D: Destination, S: Credentials>(destination: D, config: ForwardConfig, wiring: Wiring<S>) -> Forwarder {
+    /// Starts forwarding to `destination` on a thread of its own.
+    pub fn start<D: Destination, S: Credentials>(destination: D, config: ForwardConfig, wiring: Wiring<S>) -> std::io::Result<Forwarder> {
         crate::metrics::describe_capi();
         let config = config.validate(destination.max_events());
         let Wiring { jobs, closing, gate, sink, deliveries } = wiring;
+        let name = destination.name();
         let shared = Arc::new(Shared { destination, gate, sink, deliveries, policy: config.retry_policy(), closing, invalid: Mutex::new(HashMap::new()) });
         let consumer = consumer::Consumer::new(shared, config);
-        Forwarder { task: tokio::spawn(consumer.run(jobs)) }
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let thread = std::thread::Builder::new().name(format!("pixelgate-{name}")).spawn(move || {
+            lower_priority();
+            runtime.block_on(consumer.run(jobs));
+        })?;
+        Ok(Forwarder { thread })
     }
 
     /// Waits for the forwarder to finish (after a [`crate::pipeline::Job::Shutdown`] or once
     /// every sender is gone).
     pub async fn join(self) {
-        if let Err(err) = self.task.await {
-            tracing::error!(error = %err, "the forwarder task failed");
+        let thread = self.thread;
+        if !matches!(tokio::task::spawn_blocking(move || thread.join()).await, Ok(Ok(()))) {
+            tracing::error!("the forwarder thread failed");
+        }
+    }
+}
+
+/// How much lower than the answers' the forwarder's scheduling priority is (a nice value).
+const FORWARD_NICENESS: libc::c_int = 10;
+
+/// Lowers the calling thread's scheduling priority by [`FORWARD_NICENESS`]: when forwarding and
+/// answering compete for a CPU, the answers win and forwarding's queue fills and sheds.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid takes no arguments and cannot fail.
+        let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
+        // SAFETY: setpriority reads its three integer arguments only; on Linux a thread id names
+        // that thread alone.
+        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, FORWARD_NICENESS) };
+        if rc != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "cannot lower the forwarder's priority");
         }
     }
 }

@@ -214,7 +214,7 @@ fn wire<D: super::Destination>(destination: D, tokens: &Arc<MemTokens>, config: 
     let gate = Arc::new(Gate::new(tokens.clone()));
     let capi_queue = capi_queue.with_gate(gate.for_outlet());
     let wiring = Wiring { jobs: capi_rx, closing: capi_queue.closing(), gate, sink: Dispatcher::new(vec![sink_queue], vec![]), deliveries: deliveries.clone() };
-    let forwarder = Forwarder::start(destination, config, wiring);
+    let forwarder = Forwarder::start(destination, config, wiring).unwrap();
     Wired { closing: capi_queue.closing(), capi: Dispatcher::new(vec![], vec![capi_queue]), forwarder, sink_rx, deliveries }
 }
 
