@@ -33,8 +33,11 @@ pub struct Settings {
     pub body: BodyLimits,
     /// Hits (records, for a raw-record outlet) that may wait in one outlet queue.
     pub queue_capacity: usize,
-    /// Bytes of hits that may wait across the queues.
+    /// Bytes of what may wait for the raw-record sink.
     pub queue_max_bytes: usize,
+    /// Bytes forwarding may hold (queued, batched, in flight); past it, hits are shed for
+    /// forwarding only.
+    pub forward_max_bytes: usize,
     /// The raw-record sink.
     pub sink: SinkSettings,
     /// Where access tokens are stored.

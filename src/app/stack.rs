@@ -11,8 +11,8 @@ use super::Settings;
 use crate::edge::admin::Admin;
 use crate::edge::{Edge, EdgeService};
 use crate::forward::meta::Meta;
-use crate::forward::{Deliveries, Forwarder, Gate, Wiring};
-use crate::pipeline::{Dispatcher, HitOutlet};
+use crate::forward::{Deliveries, ForwardStatus, Forwarder, Gate, Wiring};
+use crate::pipeline::{Budget, Dispatcher, HitOutlet};
 use crate::sink::{Health, RunningSink};
 use crate::tokens::{TokenCache, TokenStore};
 
@@ -46,9 +46,11 @@ impl Stack {
         tokens.spawn_index_refresh();
         let deliveries = Arc::new(Deliveries::default());
         let gate = Arc::new(Gate::new(tokens.clone()));
+        let (budget, status) = (Budget::new(settings.forward_max_bytes), Arc::new(ForwardStatus::new("meta")));
         let (forward_outlet, jobs) = HitOutlet::new("capi", settings.queue_capacity);
-        let forward_outlet = forward_outlet.with_gate(gate.for_outlet());
-        let wiring = Wiring { jobs, closing: forward_outlet.closing(), gate, sink: Dispatcher::new(vec![sink_outlet.clone()], vec![]), deliveries: deliveries.clone() };
+        let forward_outlet = forward_outlet.with_gate(gate.for_outlet()).with_shed(status.for_outlet());
+        let records = Dispatcher::new(vec![sink_outlet.clone()], vec![]);
+        let wiring = Wiring { jobs, closing: forward_outlet.closing(), gate, sink: records, deliveries: deliveries.clone(), budget: budget.clone(), status: status.clone() };
         let forwarder = Forwarder::start(Meta::new(&settings.meta, settings.forward.timeout), settings.forward.clone(), wiring).context("cannot start the forwarder's thread")?;
 
         // One intake task per runtime worker shapes the pixel requests the edge answered.
@@ -58,7 +60,7 @@ impl Stack {
         spawn_ticker(dispatcher.clone());
 
         let admin = Admin::new(settings.admin_key.as_ref(), tokens.clone(), deliveries, settings.body.timeout);
-        let edge = Arc::new(Edge::new(settings.trusted_proxies, settings.body, dispatcher.clone(), sink_health, tokens, admin));
+        let edge = Arc::new(Edge::new(settings.trusted_proxies, settings.body, dispatcher.clone(), sink_health, tokens, admin).with_forwarding(vec![status]));
         Ok(Stack { edge, dispatcher, sink, forwarder })
     }
 

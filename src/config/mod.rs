@@ -16,7 +16,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use self::parse::{exit_with, one_line, parse_duration, parse_graph_version, parse_http_url, secret_setting};
 use crate::error::ConfigError;
-use crate::pipeline::DEFAULT_MAX_QUEUED_BYTES;
+use crate::pipeline::{DEFAULT_MAX_HIT_BYTES, DEFAULT_MAX_QUEUED_BYTES};
 use crate::secret::Secret;
 use crate::sink::firehose::{MAX_RECORD_BYTES, MAX_RECORDS_PER_REQUEST, MAX_REQUEST_BYTES, encoded_len};
 use crate::telemetry::LogFormat;
@@ -114,13 +114,19 @@ pub struct ServeArgs {
     /// Largest POST body read, in bytes; larger bodies are ignored and flagged `oversize`.
     #[arg(long, global = true, env = "PIXELGATE_MAX_BODY_BYTES", default_value_t = 64 * 1024, value_name = "BYTES")]
     pub max_body_bytes: usize,
-    /// Hits that may wait for the sink; beyond this, hits are dropped and counted.
+    /// Hits (records, for the sink) that may wait in one outlet's queue; beyond this, they are
+    /// dropped and counted (shed, for forwarding).
     #[arg(long, global = true, env = "PIXELGATE_QUEUE_CAPACITY", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
     pub queue_capacity: u32,
-    /// Bytes of hits that may wait for the sink, whatever their count; beyond this, hits are
-    /// dropped and counted.
+    /// Bytes of hits that may wait for the raw-record sink, whatever their count; beyond this,
+    /// hits are dropped and counted.
     #[arg(long, global = true, env = "PIXELGATE_QUEUE_MAX_BYTES", default_value_t = DEFAULT_MAX_QUEUED_BYTES as u64, value_parser = clap::value_parser!(u64).range(1024 * 1024..), value_name = "BYTES")]
     pub queue_max_bytes: u64,
+    /// Bytes forwarding may hold for its destinations (hits queued and batched, request bodies
+    /// in flight); past it, hits are shed for forwarding only (counted; the raw record is still
+    /// written).
+    #[arg(long, global = true, env = "PIXELGATE_FORWARD_MAX_BYTES", default_value_t = DEFAULT_MAX_HIT_BYTES as u64, value_parser = clap::value_parser!(u64).range(1024 * 1024..), value_name = "BYTES")]
+    pub forward_max_bytes: u64,
     /// Country calling code for phone numbers sent without one (e.g. 1 for the US, 44 for the UK);
     /// unset = such numbers are dropped and flagged `invalid_ph`.
     #[arg(long, global = true, env = "PIXELGATE_DEFAULT_PHONE_COUNTRY", value_parser = clap::value_parser!(u16).range(1..=999), value_name = "CODE")]

@@ -39,6 +39,7 @@ impl Cli {
             body: BodyLimits { max_bytes: serve.max_body_bytes, timeout: serve.header_read_timeout },
             queue_capacity: serve.queue_capacity as usize,
             queue_max_bytes: serve.queue_max_bytes as usize,
+            forward_max_bytes: serve.forward_max_bytes as usize,
             sink: sink_settings(global, serve),
             tokens,
             token_cache: CacheSettings { ttl: global.token_ttl, negative_ttl: global.token_negative_ttl, ..CacheSettings::default() },

@@ -29,6 +29,7 @@ use self::admin::Admin;
 pub use self::capture::BodyLimits;
 pub use self::response::{EdgeBody, GIF, json, json_error};
 pub use self::service::{EdgeFuture, EdgeService};
+use crate::forward::ForwardStatus;
 use crate::metrics as m;
 use crate::pipeline::Dispatcher;
 use crate::sink::Health;
@@ -48,6 +49,8 @@ pub struct Edge {
     pub tokens: Arc<TokenCache>,
     /// The admin API under `/v1/`.
     pub admin: Admin,
+    /// Forwarding's state per destination, for `/readyz`.
+    pub forwarding: Vec<Arc<ForwardStatus>>,
     /// Hit counters by method (GET, HEAD, POST), resolved once so the hot path skips the
     /// registry lookup.
     hits: [Counter; 3],
@@ -57,6 +60,12 @@ impl Edge {
     /// Shared state for the edge service.
     pub fn new(trusted_proxies: usize, body_limits: BodyLimits, dispatcher: Dispatcher, sink_health: Arc<Health>, tokens: Arc<TokenCache>, admin: Admin) -> Self {
         let hits = ["GET", "HEAD", "POST"].map(|method| metrics::counter!(m::HITS, "method" => method));
-        Edge { trusted_proxies, body_limits, dispatcher, sink_health, tokens, admin, hits }
+        Edge { trusted_proxies, body_limits, dispatcher, sink_health, tokens, admin, forwarding: Vec::new(), hits }
+    }
+
+    /// Shows these destinations' forwarding state in `/readyz`.
+    pub fn with_forwarding(mut self, forwarding: Vec<Arc<ForwardStatus>>) -> Self {
+        self.forwarding = forwarding;
+        self
     }
 }

@@ -1,4 +1,7 @@
-//! `/readyz`: whether the raw-record sink delivers and the token store answers.
+//! `/readyz`: whether the raw-record sink delivers and the token store answers
+//! (`docs/operations.md#endpoints`). Forwarding's trouble (hits shed, a destination failing) is
+//! shown beside the status but never makes the instance unready: every pixel is still answered
+//! and every raw record written.
 
 use std::time::Duration;
 
@@ -26,9 +29,15 @@ pub async fn ready(edge: &Edge) -> Response<EdgeBody> {
             reasons.insert("token_store".into(), format!("no answer within {}s", STORE_CHECK_TIMEOUT.as_secs()).into());
         }
     }
-    if reasons.is_empty() {
-        json(StatusCode::OK, serde_json::json!({ "status": "ready" }))
-    } else {
-        json(StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({ "status": "degraded", "reasons": reasons }))
+    let mut forwarding = serde_json::Map::new();
+    for report in edge.forwarding.iter().filter_map(|status| status.report()) {
+        if let serde_json::Value::Object(destination) = report {
+            forwarding.extend(destination);
+        }
     }
+    let mut answer = if reasons.is_empty() { serde_json::json!({ "status": "ready" }) } else { serde_json::json!({ "status": "degraded", "reasons": reasons }) };
+    if !forwarding.is_empty() {
+        answer["forwarding"] = forwarding.into();
+    }
+    json(if reasons.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, answer)
 }

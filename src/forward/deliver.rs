@@ -14,7 +14,7 @@ use super::gate::Credentials;
 use super::outcomes::Outcomes;
 use super::{Key, Pending, Shared};
 use crate::metrics as m;
-use crate::pipeline::QueuedHit;
+use crate::pipeline::{Budget, QueuedHit, Share};
 use crate::record::PixelId;
 use crate::tokens::UsableToken;
 
@@ -81,11 +81,13 @@ pub(super) struct Chunk {
     ends: Vec<usize>,
     /// Requests that carried these events so far.
     pub(super) attempts: u32,
+    /// The JSON's bytes, counted in the hit outlets' budget while the chunk lives.
+    _bytes: Option<Share>,
 }
 
 impl Chunk {
     /// The events of `hits`, encoded by `destination` as of `now`.
-    fn encode<D: Destination>(destination: &D, hits: Vec<Arc<QueuedHit>>, now: SystemTime) -> Chunk {
+    fn encode<D: Destination>(destination: &D, hits: Vec<Arc<QueuedHit>>, now: SystemTime, budget: &Arc<Budget>) -> Chunk {
         let mut json = Vec::with_capacity(hits.len() * 640);
         let mut ends = Vec::with_capacity(hits.len());
         for hit in &hits {
@@ -95,7 +97,8 @@ impl Chunk {
             destination.encode(hit, now, &mut json);
             ends.push(json.len());
         }
-        Chunk { hits, json, ends, attempts: 0 }
+        let bytes = Some(budget.take(json.capacity()));
+        Chunk { hits, json, ends, attempts: 0, _bytes: bytes }
     }
 
     fn len(&self) -> usize {
@@ -111,7 +114,7 @@ impl Chunk {
 
     /// A chunk of the events at `indices` of this one (their JSON copied, not encoded again).
     fn part(&self, indices: impl IntoIterator<Item = usize>) -> Chunk {
-        let mut part = Chunk { hits: Vec::new(), json: Vec::new(), ends: Vec::new(), attempts: self.attempts };
+        let mut part = Chunk { hits: Vec::new(), json: Vec::new(), ends: Vec::new(), attempts: self.attempts, _bytes: None };
         for i in indices {
             if !part.json.is_empty() {
                 part.json.push(b',');
@@ -155,7 +158,7 @@ pub(super) async fn deliver<D: Destination, S: Credentials>(shared: &Shared<D, S
     let destination = &shared.destination;
     // Chunks still to send, the next one last; whether the platform's event-index hint may be
     // used on it.
-    let mut work: Vec<(Chunk, bool)> = vec![(Chunk::encode(destination, ready, SystemTime::now()), true)];
+    let mut work: Vec<(Chunk, bool)> = vec![(Chunk::encode(destination, ready, SystemTime::now(), &shared.budget), true)];
     let policy = shared.policy;
     let (mut retry, mut split_requests) = (0u32, 0u32);
     while let Some((mut chunk, trust_hint)) = work.pop() {
@@ -184,7 +187,10 @@ pub(super) async fn deliver<D: Destination, S: Credentials>(shared: &Shared<D, S
             };
             let (detail, code) = match &result {
                 Ok(_) => (String::new(), None),
-                Err(err) => (err.to_string(), destination.error_code(err)),
+                Err(err) => {
+                    shared.status.failed(err.to_string());
+                    (err.to_string(), destination.error_code(err))
+                }
             };
             match destination.classify(result.as_ref()) {
                 Verdict::Done => {

@@ -13,6 +13,7 @@
 //! * `outcomes` — sent, skipped, given up: metrics, the deliveries log, and a `capi_failed`
 //!   record in the raw-record sink for every event given up.
 //! * [`deliveries`] — the last deliveries per pixel, for the admin API.
+//! * [`status`] — what forwarding goes through (shedding, the last failure), for `/readyz`.
 //! * [`destination`] — the [`Destination`] trait: what a platform is (event mapping, one request,
 //!   answer classification). [`meta`] is Meta's Conversions API.
 
@@ -23,6 +24,7 @@ pub mod destination;
 pub mod gate;
 pub mod meta;
 mod outcomes;
+pub mod status;
 #[cfg(test)]
 mod tests;
 
@@ -34,7 +36,8 @@ use std::time::Duration;
 pub use self::deliveries::{Deliveries, Delivery};
 pub use self::destination::{Destination, Events, Receipt, Reject, Request, Verdict};
 pub use self::gate::{Credentials, Gate};
-use crate::pipeline::{Dispatcher, HitJobs, QueuedHit};
+pub use self::status::ForwardStatus;
+use crate::pipeline::{Budget, Dispatcher, HitJobs, QueuedHit, Shed};
 use crate::record::PixelId;
 use crate::retry::RetryPolicy;
 
@@ -122,6 +125,10 @@ struct Shared<D, S> {
     policy: RetryPolicy,
     /// The outlet's flag, raised when shutdown begins.
     closing: Arc<AtomicBool>,
+    /// The hit outlets' byte budget: request bodies being built and sent count in it.
+    budget: Arc<Budget>,
+    /// Failures, for `/readyz`.
+    status: Arc<ForwardStatus>,
     /// The credentials version the platform last called invalid, per pixel: a batch whose
     /// lookup raced the store's update (or a cache elsewhere that has not caught up) must not
     /// use it again.
@@ -148,6 +155,18 @@ pub struct Wiring<S> {
     pub sink: Dispatcher,
     /// The deliveries log the admin API reads.
     pub deliveries: Arc<Deliveries>,
+    /// The hit outlets' byte budget ([`crate::pipeline::Dispatcher::with_hit_budget`]).
+    pub budget: Arc<Budget>,
+    /// Shedding and failures, for `/readyz`.
+    pub status: Arc<ForwardStatus>,
+}
+
+impl ForwardStatus {
+    /// Counts what a hit outlet sheds ([`crate::pipeline::HitOutlet::with_shed`]).
+    pub fn for_outlet(self: &Arc<Self>) -> Shed {
+        let status = self.clone();
+        Arc::new(move |reason, n| status.shed(reason, n))
+    }
 }
 
 impl Forwarder {
@@ -155,9 +174,9 @@ impl Forwarder {
     pub fn start<D: Destination, S: Credentials>(destination: D, config: ForwardConfig, wiring: Wiring<S>) -> std::io::Result<Forwarder> {
         crate::metrics::describe_capi();
         let config = config.validate(destination.max_events());
-        let Wiring { jobs, closing, gate, sink, deliveries } = wiring;
+        let Wiring { jobs, closing, gate, sink, deliveries, budget, status } = wiring;
         let name = destination.name();
-        let shared = Arc::new(Shared { destination, gate, sink, deliveries, policy: config.retry_policy(), closing, invalid: Mutex::new(HashMap::new()) });
+        let shared = Arc::new(Shared { destination, gate, sink, deliveries, policy: config.retry_policy(), closing, budget, status, invalid: Mutex::new(HashMap::new()) });
         let consumer = consumer::Consumer::new(shared, config);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let thread = std::thread::Builder::new().name(format!("pixelgate-{name}")).spawn(move || {

@@ -4,9 +4,10 @@
 //! task ([`super::intake`]), which shapes it and offers the result here: its record line to
 //! every raw-record outlet, the [`Hit`] to every hit outlet whose gate wants it. Offers use
 //! `try_send`: a full queue is counted and logged, never waited for. Waiting hits are bounded
-//! twice: by count per queue (records, for a raw-record outlet) and by their bytes across all
-//! queues, so a stalled outlet cannot take more memory than `--queue-max-bytes` whatever the hits
-//! carry.
+//! twice: by count per queue (records, for a raw-record outlet) and by their bytes, in two
+//! budgets: what waits for the raw-record outlets within `--queue-max-bytes`, what the hit
+//! outlets hold (queued, batched, in flight) within `--forward-max-bytes`. A slow destination
+//! fills the second and its hits are shed for forwarding; the raw records keep their room.
 //!
 //! [`Dispatcher::flush`] resolves when everything submitted before it has been delivered or
 //! accounted for: graceful shutdown uses it, and so does the Lambda drain, per invocation.
@@ -18,14 +19,18 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use super::budget::Budget;
 use super::intake::{self, Intake};
 use super::outlet::{HitOutlet, Job, QueuedHit, RecordOutlet, Records, Reservation};
 use crate::metrics as m;
 use crate::params::{Captured, ParseSettings};
 use crate::record::{DraftHit, Fields, Hit, Timestamp};
 
-/// Default cap on the bytes of hits waiting in the queues (`--queue-max-bytes`).
+/// Default cap on the bytes of hits waiting for the raw-record outlets (`--queue-max-bytes`).
 pub const DEFAULT_MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
+
+/// Default cap on the bytes the hit outlets hold (`--forward-max-bytes`).
+pub const DEFAULT_MAX_HIT_BYTES: usize = 32 * 1024 * 1024;
 
 /// Most bytes of lines gathered before they are handed on.
 const MAX_LINES_BYTES: usize = 1024 * 1024;
@@ -61,10 +66,12 @@ pub struct Dispatcher {
     /// Hit outlets: a hit goes to those whose gate wants it. Drained before the raw-record
     /// outlets, which they may feed (the forwarder's `capi_failed` records).
     hits: Arc<[HitOutlet]>,
-    /// Bytes of hits waiting in any queue.
+    /// Bytes of what waits for the raw-record outlets (captured requests, record lines).
     pub(super) queued_bytes: Arc<AtomicUsize>,
-    /// Most bytes of hits that may wait.
+    /// Most bytes of those that may wait.
     max_bytes: usize,
+    /// Bytes the hit outlets hold, from the queue to the end of their delivery.
+    hit_budget: Arc<Budget>,
     /// Unix second of the last "queue full" warning, so a flood logs once per interval.
     last_full_warning: Arc<AtomicU64>,
     /// The intake tasks' queues, one per runtime worker; empty without an intake.
@@ -82,14 +89,22 @@ impl Dispatcher {
             hits: hits.into(),
             queued_bytes: Arc::new(AtomicUsize::new(0)),
             max_bytes: DEFAULT_MAX_QUEUED_BYTES,
+            hit_budget: Budget::new(DEFAULT_MAX_HIT_BYTES),
             last_full_warning: Arc::new(AtomicU64::new(0)),
             intake: Arc::new([]),
         }
     }
 
-    /// Caps the bytes of waiting hits.
+    /// Caps the bytes of what waits for the raw-record outlets.
     pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
         self.max_bytes = max_bytes;
+        self
+    }
+
+    /// The budget of what the hit outlets hold (shared with their consumers, which count what
+    /// they build from the hits).
+    pub fn with_hit_budget(mut self, budget: Arc<Budget>) -> Self {
+        self.hit_budget = budget;
         self
     }
 
@@ -164,15 +179,24 @@ impl Dispatcher {
 
     /// Counts a hit lost before it reached any outlet as dropped for each of them.
     pub(super) fn dropped_everywhere(&self, reason: &'static str) {
-        for name in self.records.iter().map(|o| o.queue.name).chain(self.hits.iter().map(|o| o.queue.name)) {
-            self.dropped(name, reason, 1);
+        for outlet in self.records.iter() {
+            self.dropped(outlet.queue.name, reason, 1);
         }
+        self.dropped_for_hit_outlets(reason);
     }
 
     /// Counts a hit lost after its record was handed on as dropped for each hit outlet.
     pub(super) fn dropped_for_hit_outlets(&self, reason: &'static str) {
         for outlet in self.hits.iter() {
-            self.dropped(outlet.queue.name, reason, 1);
+            self.shed(outlet, reason);
+        }
+    }
+
+    /// Counts a hit a hit outlet wanted but could not take.
+    fn shed(&self, outlet: &HitOutlet, reason: &'static str) {
+        match &outlet.shed {
+            Some(shed) => shed(reason, 1),
+            None => self.dropped(outlet.queue.name, reason, 1),
         }
     }
 
@@ -235,16 +259,16 @@ impl Dispatcher {
         }
         let wanted = || self.hits.iter().enumerate().filter(move |(i, _)| wanted >> i & 1 == 1).map(|(_, o)| o);
         let bytes = hit.approx_bytes();
-        if !self.reserve(bytes) {
+        if !self.hit_budget.try_take(bytes) {
             for outlet in wanted() {
-                self.dropped(outlet.queue.name, "queue_bytes_full", 1);
+                self.shed(outlet, "budget");
             }
             return;
         }
-        let hit = Arc::new(QueuedHit { hit, bytes, budget: self.queued_bytes.clone() });
+        let hit = Arc::new(QueuedHit { hit, bytes, budget: self.hit_budget.clone() });
         for outlet in wanted() {
             if let Err(err) = outlet.queue.tx.try_send(Job::Deliver(hit.clone())) {
-                self.dropped(outlet.queue.name, send_error(&err), 1);
+                self.shed(outlet, send_error(&err));
             }
         }
     }

@@ -12,6 +12,8 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use super::budget::Budget;
+
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
@@ -43,7 +45,7 @@ pub type HitJobs = mpsc::Receiver<Job<Arc<QueuedHit>>>;
 pub struct QueuedHit {
     pub(super) hit: DraftHit,
     pub(super) bytes: usize,
-    pub(super) budget: Arc<AtomicUsize>,
+    pub(super) budget: Arc<Budget>,
 }
 
 impl Deref for QueuedHit {
@@ -62,7 +64,7 @@ impl QueuedHit {
 
 impl Drop for QueuedHit {
     fn drop(&mut self) {
-        self.budget.fetch_sub(self.bytes, Ordering::Relaxed);
+        self.budget.give(self.bytes);
     }
 }
 
@@ -129,8 +131,12 @@ impl Drop for Reservation {
 }
 
 /// Whether a hit outlet wants a hit, given its pixel id (or why it has none); asked before the
-/// hit is built and queued for it. A gate counts what it turns away.
+/// hit is queued for it. A gate counts what it turns away.
 pub type Gate = Arc<dyn Fn(Result<PixelId, PixelIdError>) -> bool + Send + Sync>;
+
+/// What a hit outlet does with the count of hits it wanted but had no room for (the queue or
+/// the byte budget full, the outlet closed), given the reason.
+pub type Shed = Arc<dyn Fn(&'static str, u64) + Send + Sync>;
 
 /// The sending half of one outlet's queue, and the flag its consumer watches at shutdown.
 #[derive(Debug)]
@@ -201,6 +207,8 @@ pub struct HitOutlet {
     /// Hits this outlet would only discard (e.g. the forwarder, for a pixel known to have no
     /// credentials) are not built or queued for it.
     pub(super) gate: Option<Gate>,
+    /// Counts what is shed; without it, shed hits are counted as dropped records of the outlet.
+    pub(super) shed: Option<Shed>,
 }
 
 impl std::fmt::Debug for HitOutlet {
@@ -214,12 +222,18 @@ impl HitOutlet {
     /// consumer.
     pub fn new(name: &'static str, capacity: usize) -> (HitOutlet, HitJobs) {
         let (queue, rx) = Queue::new(name, capacity);
-        (HitOutlet { queue, gate: None }, rx)
+        (HitOutlet { queue, gate: None, shed: None }, rx)
     }
 
     /// Queues only the hits `gate` lets through.
     pub fn with_gate(mut self, gate: Gate) -> Self {
         self.gate = Some(gate);
+        self
+    }
+
+    /// Counts what the outlet sheds with `shed`.
+    pub fn with_shed(mut self, shed: Shed) -> Self {
+        self.shed = Some(shed);
         self
     }
 

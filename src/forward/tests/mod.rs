@@ -14,9 +14,9 @@ use serde_json::Value;
 
 use super::meta::client::{EventsRequest, GraphError, Received, SendError, SendEvents};
 use super::meta::{MAX_EVENTS_PER_REQUEST, Meta};
-use super::{Credentials, Deliveries, ForwardConfig, Forwarder, Gate, Wiring};
+use super::{Credentials, Deliveries, ForwardConfig, ForwardStatus, Forwarder, Gate, Wiring};
 use crate::params::{HitBuilder, ParseSettings, RequestMeta};
-use crate::pipeline::{Dispatcher, HitOutlet, Job, RecordJobs, RecordOutlet};
+use crate::pipeline::{Budget, Dispatcher, HitOutlet, Job, RecordJobs, RecordOutlet};
 use crate::record::{DraftHit, PixelId, Timestamp};
 use crate::secret::Secret;
 use crate::tokens::UsableToken;
@@ -208,14 +208,23 @@ fn start(meta: &FakeMeta, tokens: &Arc<MemTokens>, config: ForwardConfig) -> Har
 /// A forwarder to `destination` behind a gated hit outlet of `capacity`, its failure records
 /// going to a raw-record outlet whose queue is returned.
 fn wire<D: super::Destination>(destination: D, tokens: &Arc<MemTokens>, config: ForwardConfig, capacity: usize) -> Wired {
+    wire_with_budget(destination, tokens, config, capacity, 64 * 1024 * 1024)
+}
+
+/// [`wire`] with a hit budget of `budget_bytes`.
+fn wire_with_budget<D: super::Destination>(destination: D, tokens: &Arc<MemTokens>, config: ForwardConfig, capacity: usize, budget_bytes: usize) -> Wired {
     let (capi_queue, capi_rx) = HitOutlet::new("capi", capacity);
     let (sink_queue, sink_rx) = RecordOutlet::new("file", capacity);
     let deliveries = Arc::new(Deliveries::default());
     let gate = Arc::new(Gate::new(tokens.clone()));
-    let capi_queue = capi_queue.with_gate(gate.for_outlet());
-    let wiring = Wiring { jobs: capi_rx, closing: capi_queue.closing(), gate, sink: Dispatcher::new(vec![sink_queue], vec![]), deliveries: deliveries.clone() };
+    let (budget, status) = (Budget::new(budget_bytes), Arc::new(ForwardStatus::new(destination.name())));
+    let capi_queue = capi_queue.with_gate(gate.for_outlet()).with_shed(status.for_outlet());
+    let sink = Dispatcher::new(vec![sink_queue], vec![]);
+    let wiring = Wiring { jobs: capi_rx, closing: capi_queue.closing(), gate, sink, deliveries: deliveries.clone(), budget: budget.clone(), status: status.clone() };
     let forwarder = Forwarder::start(destination, config, wiring).unwrap();
-    Wired { closing: capi_queue.closing(), capi: Dispatcher::new(vec![], vec![capi_queue]), forwarder, sink_rx, deliveries }
+    let closing = capi_queue.closing();
+    let capi = Dispatcher::new(vec![], vec![capi_queue]).with_hit_budget(budget.clone());
+    Wired { closing, capi, forwarder, sink_rx, deliveries, budget, status }
 }
 
 /// What [`wire`] built.
@@ -226,6 +235,10 @@ struct Wired {
     deliveries: Arc<Deliveries>,
     /// The hit outlet's closing flag.
     closing: Arc<AtomicBool>,
+    /// The hit outlet's byte budget.
+    budget: Arc<Budget>,
+    /// Shedding and failures.
+    status: Arc<ForwardStatus>,
 }
 
 /// Every record line in the queue, parsed.
@@ -652,4 +665,26 @@ async fn a_token_called_invalid_is_not_used_again_even_if_the_store_still_hands_
     assert_eq!(meta.calls()[1].token, "token-111-v8");
     assert_eq!(sorted(meta.accepted()), ids(4..6));
     h.stop().await;
+}
+
+#[tokio::test]
+async fn past_its_byte_budget_forwarding_sheds_and_counts_exactly_what_it_shed() {
+    let meta = FakeMeta::default();
+    meta.set_latency(Duration::from_millis(200));
+    let tokens = MemTokens::with(&[("111", 1)]);
+    // Room for about twenty hits; the destination takes 200 ms a request, ten at a time.
+    let one = hit("111", "e", Some(UA), None).approx_bytes();
+    let cfg = ForwardConfig { max_batch: 10, max_concurrent_requests: 1, ..config() };
+    let Wired { capi, forwarder, budget, status, .. } = wire_with_budget(Meta::with_client(meta.clone()), &tokens, cfg, 100_000, one * 20);
+    for i in 0..100 {
+        capi.submit_draft(hit("111", &format!("e{i}"), Some(UA), None));
+    }
+    capi.flush().await;
+    let (sent, shed) = (meta.accepted().len() as u64, status.shed_total());
+    assert!(sent >= 10 && shed >= 50, "sent {sent}, shed {shed}");
+    assert_eq!(sent + shed, 100, "every hit sent or shed, none twice");
+    assert_eq!(status.report().unwrap()["meta"]["shedding"]["reason"], "budget");
+    assert_eq!(budget.used(), 0, "every byte given back");
+    capi.shutdown().await;
+    forwarder.join().await;
 }
