@@ -100,6 +100,10 @@ pub const CAPI_REQUESTS: &str = "pixelgate_capi_requests_total";
 pub const CAPI_BATCH_EVENTS: &str = "pixelgate_capi_batch_events";
 /// Duration of one Conversions API request, in seconds.
 pub const CAPI_REQUEST_SECONDS: &str = "pixelgate_capi_request_seconds";
+/// Events sent again after a request that timed out (which may have arrived: counted twice).
+pub const CAPI_POSSIBLE_DUPLICATES: &str = "pixelgate_capi_possible_duplicates_total";
+/// The congestion window's limit: requests that may be in flight to a destination.
+pub const CAPI_CONCURRENCY_LIMIT: &str = "pixelgate_capi_concurrency_limit";
 /// Under Lambda: time from the INVOKE event to the invocation's work being delivered.
 pub const LAMBDA_DRAIN_SECONDS: &str = "pixelgate_lambda_drain_seconds";
 /// Under Lambda: invocations whose work was not delivered by the deadline.
@@ -114,7 +118,9 @@ pub const CAPI_CUSTOM_DATA_DROPPED: &str = "pixelgate_capi_custom_data_dropped_t
 /// Describes the Conversions API metrics (called when the forwarder starts; a no-op before the
 /// recorder is installed).
 pub fn describe_capi() {
-    describe_counter!(CAPI_EVENTS, Unit::Count, "Conversions API events, by outcome (sent, failed, skipped) and reason.");
+    describe_counter!(CAPI_EVENTS, Unit::Count, "Conversions API events, by outcome (sent, failed, skipped, shed) and reason.");
+    describe_counter!(CAPI_POSSIBLE_DUPLICATES, Unit::Count, "Events sent again after a request that timed out (the first may have arrived).");
+    describe_gauge!(CAPI_CONCURRENCY_LIMIT, Unit::Count, "Requests that may be in flight to a destination (the congestion window), by destination.");
     describe_counter!(
         CAPI_REQUESTS,
         Unit::Count,

@@ -55,8 +55,11 @@ impl Stack {
 
         // One intake task per runtime worker shapes the pixel requests the edge answered.
         let workers = tokio::runtime::Handle::current().metrics().num_workers();
-        let dispatcher =
-            Dispatcher::new(vec![sink_outlet], vec![forward_outlet]).with_max_bytes(settings.queue_max_bytes).with_intake(workers, settings.queue_capacity, settings.parse.clone());
+        let dispatcher = Dispatcher::new(vec![sink_outlet], vec![forward_outlet]).with_max_bytes(settings.queue_max_bytes).with_hit_budget(budget).with_intake(
+            workers,
+            settings.queue_capacity,
+            settings.parse.clone(),
+        );
         spawn_ticker(dispatcher.clone());
 
         let admin = Admin::new(settings.admin_key.as_ref(), tokens.clone(), deliveries, settings.body.timeout);

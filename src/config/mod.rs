@@ -179,10 +179,16 @@ pub struct ServeArgs {
     /// Conversions API: longest an event waits for its batch to fill.
     #[arg(long, global = true, env = "PIXELGATE_CAPI_FLUSH_INTERVAL", default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
     pub capi_flush_interval: Duration,
-    /// Conversions API: most requests in flight at once (across pixels).
+    /// Conversions API: most requests in flight at once (across pixels); the congestion window
+    /// stays below it, smaller while Meta is slow or throttles.
     #[arg(long, global = true, env = "PIXELGATE_CAPI_MAX_IN_FLIGHT", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1024), value_name = "N")]
     pub capi_max_in_flight: u64,
-    /// Conversions API: how long one request may take before it counts as failed and is retried.
+    /// Conversions API: how much longer a request may take for each event it carries beyond the
+    /// first (a full batch of 1,000 waits --capi-timeout + 999 x this).
+    #[arg(long, global = true, env = "PIXELGATE_CAPI_TIMEOUT_PER_EVENT", default_value = "1ms", value_parser = parse_duration, value_name = "DURATION")]
+    pub capi_timeout_per_event: Duration,
+    /// Conversions API: how long a request of one event may take before it counts as failed and
+    /// is retried.
     #[arg(long, global = true, env = "PIXELGATE_CAPI_TIMEOUT", default_value = "1500ms", value_parser = parse_duration, value_name = "DURATION")]
     pub capi_timeout: Duration,
     /// Conversions API: how long an event is retried before it is given up (as a capi_failed record).

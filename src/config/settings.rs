@@ -48,6 +48,7 @@ impl Cli {
                 flush_interval: serve.capi_flush_interval,
                 max_concurrent_requests: serve.capi_max_in_flight as usize,
                 timeout: serve.capi_timeout,
+                timeout_per_event: serve.capi_timeout_per_event,
                 retry_budget: serve.capi_retry_budget,
                 shutdown_timeout: serve.capi_shutdown_timeout,
                 ..ForwardConfig::default()

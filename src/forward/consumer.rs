@@ -1,10 +1,10 @@
 //! The forwarder's queue consumer: drains its hit outlet into batches per [`Key`], delivers
 //! each batch in a task of its own, and honours the [`Job`] protocol.
 //!
-//! It runs on the main runtime: a batch's work is one serialisation and one HTTP request, all of
-//! it async. Concurrency is bounded by a semaphore whose permit a delivery holds from its
-//! credentials lookup to its last retry; when every permit is taken the consumer stops reading
-//! its queue, the queue fills and the dispatcher counts the drops: memory stays bounded
+//! It runs on the forwarder's own thread. Concurrency is bounded by the congestion window
+//! ([`super::window`]), a place of which a delivery holds from its credentials lookup to its
+//! last retry; while the window is full, the consumer waits and the hits wait in its queue and
+//! batches, within the byte budget past which the dispatcher sheds them: memory stays bounded
 //! whatever the platform does.
 //!
 //! `Barrier` sends every open batch and waits for every delivery under way, retries included
@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc::error::TryRecvError;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::deliver::deliver;
@@ -46,7 +46,6 @@ pub(super) struct Consumer<D: Destination, S> {
     /// No later than the earliest deadline of the open batches (may be earlier: then the timer
     /// fires, finds nothing due and recomputes).
     next_deadline: Option<Instant>,
-    permits: Arc<Semaphore>,
     in_flight: JoinSet<()>,
     /// The hits of each delivery task, so that a task that dies is still accounted for.
     in_flight_hits: HashMap<tokio::task::Id, Vec<Arc<QueuedHit>>>,
@@ -59,7 +58,6 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
     pub(super) fn new(shared: Arc<Shared<D, S>>, config: ForwardConfig) -> Self {
         Consumer {
             shared,
-            permits: Arc::new(Semaphore::new(config.max_concurrent_requests)),
             config,
             batches: HashMap::new(),
             next_deadline: None,
@@ -196,11 +194,13 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
         self.next_deadline = None;
     }
 
-    /// Starts a delivery for `items` once a permit is free (reaping finished deliveries meanwhile).
+    /// Starts a delivery for `items` once the window has room (reaping finished deliveries
+    /// meanwhile).
     async fn send(&mut self, key: Key, items: Vec<Pending>) {
-        let permit: Option<OwnedSemaphorePermit> = loop {
+        let window = self.shared.window.clone();
+        let permit = loop {
             tokio::select! {
-                permit = self.permits.clone().acquire_owned() => break permit.ok(),
+                permit = window.acquire() => break permit,
                 Some(done) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => self.reaped(done),
             }
         };

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use super::destination::{Destination, Events, Request, Verdict};
 use super::gate::Credentials;
 use super::outcomes::Outcomes;
+use super::window::Signal;
 use super::{Key, Pending, Shared};
 use crate::metrics as m;
 use crate::pipeline::{Budget, QueuedHit, Share};
@@ -161,24 +162,40 @@ pub(super) async fn deliver<D: Destination, S: Credentials>(shared: &Shared<D, S
     let mut work: Vec<(Chunk, bool)> = vec![(Chunk::encode(destination, ready, SystemTime::now(), &shared.budget), true)];
     let policy = shared.policy;
     let (mut retry, mut split_requests) = (0u32, 0u32);
+    // The events of a request that timed out may have arrived: sending them again may count
+    // them twice (the platform deduplicates by event id, but it is counted here).
+    let mut timed_out = false;
     while let Some((mut chunk, trust_hint)) = work.pop() {
         if chunk.len() == 0 {
             continue;
         }
         loop {
             chunk.attempts += 1;
+            if std::mem::take(&mut timed_out) {
+                metrics::counter!(m::CAPI_POSSIBLE_DUPLICATES).increment(chunk.len() as u64);
+            }
             let result = {
                 let request = Request { pixel: &key.pixel, credentials: &credentials.token, test_event_code: key.test_event_code.as_deref(), events: chunk.events() };
+                // A request's wait grows with what it carries.
+                let timeout = policy.attempt_timeout + shared.timeout_per_event.saturating_mul(chunk.len().saturating_sub(1) as u32);
                 let sent_at = Instant::now();
+                let mut waited_out = false;
                 let result = tokio::select! {
-                    r = tokio::time::timeout(policy.attempt_timeout, destination.send(request)) => Some(r.unwrap_or_else(|_| Err(destination.timed_out(policy.attempt_timeout)))),
+                    r = tokio::time::timeout(timeout, destination.send(request)) => Some(r.unwrap_or_else(|_| {
+                        waited_out = true;
+                        Err(destination.timed_out(timeout))
+                    })),
                     _ = stop.wait_for(|stopped| *stopped) => None,
                 };
                 if let Some(result) = &result {
+                    let verdict = destination.classify(result.as_ref());
+                    let signal = if matches!(verdict, Verdict::Retry) { Signal::Overloaded } else { Signal::Answered };
+                    shared.window.observe(signal, sent_at.elapsed());
                     metrics::histogram!(m::CAPI_BATCH_EVENTS).record(chunk.len() as f64);
                     metrics::histogram!(m::CAPI_REQUEST_SECONDS).record(sent_at.elapsed().as_secs_f64());
                     metrics::counter!(m::CAPI_REQUESTS, "result" => destination.request_label(result.as_ref())).increment(1);
                 }
+                timed_out = waited_out;
                 result
             };
             let Some(result) = result else {

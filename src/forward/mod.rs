@@ -14,6 +14,8 @@
 //!   record in the raw-record sink for every event given up.
 //! * [`deliveries`] — the last deliveries per pixel, for the admin API.
 //! * [`status`] — what forwarding goes through (shedding, the last failure), for `/readyz`.
+//! * [`window`] — how many requests may be in flight: a congestion window that grows while the
+//!   destination answers well and halves when it is overloaded.
 //! * [`destination`] — the [`Destination`] trait: what a platform is (event mapping, one request,
 //!   answer classification). [`meta`] is Meta's Conversions API.
 
@@ -27,6 +29,7 @@ mod outcomes;
 pub mod status;
 #[cfg(test)]
 mod tests;
+pub mod window;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
@@ -52,10 +55,14 @@ pub struct ForwardConfig {
     pub max_batch: usize,
     /// Longest time an event waits for its batch to fill.
     pub flush_interval: Duration,
-    /// Batches being delivered at once (their requests and retries), across all pixels.
+    /// Most batches being delivered at once (their requests and retries), across all pixels: the
+    /// ceiling of the congestion window.
     pub max_concurrent_requests: usize,
-    /// Longest wait for one answer.
+    /// Longest wait for the answer to a request of one event.
     pub timeout: Duration,
+    /// How much longer the wait is for each further event of a request, so a healthy destination
+    /// answering a full batch slowly is not timed out and sent it again.
+    pub timeout_per_event: Duration,
     /// Wait before the first retry; it doubles with each further one (full jitter).
     pub backoff_initial: Duration,
     /// Longest wait between two attempts.
@@ -74,6 +81,7 @@ impl Default for ForwardConfig {
             max_concurrent_requests: 32,
             // Meta recommends a 1,500 ms client timeout.
             timeout: Duration::from_millis(1500),
+            timeout_per_event: Duration::from_millis(1),
             backoff_initial: Duration::from_millis(200),
             backoff_max: Duration::from_secs(5),
             retry_budget: Duration::from_secs(20),
@@ -129,6 +137,10 @@ struct Shared<D, S> {
     budget: Arc<Budget>,
     /// Failures, for `/readyz`.
     status: Arc<ForwardStatus>,
+    /// How many deliveries may be under way; told how each answer went.
+    window: Arc<window::Window>,
+    /// Extra wait per event of a request.
+    timeout_per_event: Duration,
     /// The credentials version the platform last called invalid, per pixel: a batch whose
     /// lookup raced the store's update (or a cache elsewhere that has not caught up) must not
     /// use it again.
@@ -176,7 +188,21 @@ impl Forwarder {
         let config = config.validate(destination.max_events());
         let Wiring { jobs, closing, gate, sink, deliveries, budget, status } = wiring;
         let name = destination.name();
-        let shared = Arc::new(Shared { destination, gate, sink, deliveries, policy: config.retry_policy(), closing, budget, status, invalid: Mutex::new(HashMap::new()) });
+        let window = window::Window::new(config.max_concurrent_requests, name);
+        let timeout_per_event = config.timeout_per_event;
+        let shared = Arc::new(Shared {
+            destination,
+            gate,
+            sink,
+            deliveries,
+            policy: config.retry_policy(),
+            closing,
+            budget,
+            status,
+            window,
+            timeout_per_event,
+            invalid: Mutex::new(HashMap::new()),
+        });
         let consumer = consumer::Consumer::new(shared, config);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let thread = std::thread::Builder::new().name(format!("pixelgate-{name}")).spawn(move || {

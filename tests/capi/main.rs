@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 pub mod common;
 mod helpers;
+mod load;
 
 mod admin;
 mod dynamodb;
