@@ -17,7 +17,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Number, Value};
 
 use crate::forward::Reject;
-use crate::pii::PiiField;
 use crate::record::{Fields, write_json_ip, write_json_string};
 
 /// Meta refuses events older than this (`docs/forwarding.md#limits`: at most 7 days in the past,
@@ -68,8 +67,8 @@ pub fn check<F: Fields>(hit: &F, now: SystemTime) -> Result<(), Reject> {
     let Some(url) = hit.url().filter(|url| !url.is_empty()) else {
         return Err(Reject::new("rejected_no_url", "no page URL: Meta requires event_source_url for website events"));
     };
-    let scheme = url.get(..8).unwrap_or(url).to_ascii_lowercase();
-    if !(scheme.starts_with("http://") || scheme.starts_with("https://")) {
+    let starts = |prefix: &str| url.get(..prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(prefix));
+    if !(starts("http://") || starts("https://")) {
         return Err(Reject::new("rejected_bad_url", "the page URL does not start with http:// or https://"));
     }
     Ok(())
@@ -120,34 +119,49 @@ fn event_time(client_ts: Option<i64>, received: SystemTime, now: SystemTime) -> 
     }
 }
 
-/// `user_data` keys Meta takes unhashed besides the browser ids (`docs/forwarding.md#the-server-event`).
-const PASSTHROUGH_IDS: [&str; 10] = ["subscription_id", "fb_login_id", "lead_id", "anon_id", "madid", "page_id", "page_scoped_user_id", "ctwa_clid", "ig_account_id", "ig_sid"];
+/// How a user attribute goes into `user_data`.
+enum UserKey {
+    /// Personal data Meta wants hashed (`docs/parameters.md#personal-data`): already a SHA-256
+    /// digest here, sent as a one-element array, as the SDKs send it.
+    Hashed,
+    /// Sent as it is: the browser ids `fbp` and `fbc`, and the ids Meta takes unhashed
+    /// (`docs/forwarding.md#the-server-event`).
+    Plain,
+}
 
-/// The rest of `user_data`, after the user agent: `fbp` and `fbc` as they are, hashed personal
-/// data as one-element arrays (as the SDKs send it), then the pass-through ids. Any other user
-/// attribute stays in the raw record only: Meta rejects unknown keys.
+/// How `key` goes into `user_data`; `None` for a key Meta does not take (it would reject the
+/// event), which stays in the raw record only.
+fn user_key(key: &str) -> Option<UserKey> {
+    Some(match key {
+        "em" | "ph" | "fn" | "ln" | "ge" | "db" | "ct" | "st" | "zp" | "country" | "external_id" | "f5first" | "f5last" | "fi" | "dobd" | "dobm" | "doby" => UserKey::Hashed,
+        "fbp" | "fbc" | "subscription_id" | "fb_login_id" | "lead_id" | "anon_id" | "madid" | "page_id" | "page_scoped_user_id" | "ctwa_clid" | "ig_account_id" | "ig_sid" => UserKey::Plain,
+        _ => return None,
+    })
+}
+
+/// The rest of `user_data`, after the user agent, in one pass over the user attributes (in key
+/// order).
 fn user_data<F: Fields>(hit: &F, out: &mut Vec<u8>) {
-    let user = || hit.user().filter(|(_, value)| !value.is_empty());
-    for key in ["fbp", "fbc"] {
-        if let Some((_, value)) = user().find(|(k, _)| *k == key) {
-            out.extend_from_slice(b",\"");
-            out.extend_from_slice(key.as_bytes());
-            out.extend_from_slice(b"\":");
-            write_json_string(out, value);
-        }
-    }
-    for (key, value) in user().filter(|(k, _)| PiiField::from_key(k).is_some()) {
-        out.extend_from_slice(b",\"");
-        out.extend_from_slice(key.as_bytes());
-        out.extend_from_slice(b"\":[");
-        write_json_string(out, value);
-        out.push(b']');
-    }
-    for (key, value) in user().filter(|(k, _)| PASSTHROUGH_IDS.contains(k)) {
+    for (key, value) in hit.user() {
+        let Some(kind) = user_key(key).filter(|_| !value.is_empty()) else { continue };
         out.extend_from_slice(b",\"");
         out.extend_from_slice(key.as_bytes());
         out.extend_from_slice(b"\":");
-        write_json_string(out, value);
+        match kind {
+            UserKey::Hashed => {
+                out.push(b'[');
+                // A digest is 64 hex digits: nothing to escape.
+                if value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    out.push(b'"');
+                    out.extend_from_slice(value.as_bytes());
+                    out.push(b'"');
+                } else {
+                    write_json_string(out, value);
+                }
+                out.push(b']');
+            }
+            UserKey::Plain => write_json_string(out, value),
+        }
     }
 }
 
@@ -170,7 +184,7 @@ fn custom_data<F: Fields>(hit: &F, out: &mut Vec<u8>, dropped: &mut Vec<&'static
                 write_json_string(out, raw);
                 true
             }
-            Some(label @ ("value" | "predicted_ltv" | "net_revenue")) => json_value(out, number(raw)) || note(dropped, label),
+            Some(label @ ("value" | "predicted_ltv" | "net_revenue")) => json_number(out, raw) || note(dropped, label),
             Some(label @ "num_items") => json_value(out, raw.trim().parse::<i64>().ok().map(Value::from)) || note(dropped, label),
             Some(label @ "content_ids") => json_value(out, content_ids(raw)) || note(dropped, label),
             Some(label) => json_value(out, contents(raw)) || note(dropped, label),
@@ -184,6 +198,52 @@ fn custom_data<F: Fields>(hit: &F, out: &mut Vec<u8>, dropped: &mut Vec<&'static
     if !first {
         out.push(b'}');
     }
+}
+
+/// Writes `raw` as a JSON number if it is a finite decimal; whether it did. A value already
+/// written as a JSON number (most: `19.99`) is copied as it is; others (`+5`, `.5`, `5.`) go
+/// through `f64`.
+fn json_number(out: &mut Vec<u8>, raw: &str) -> bool {
+    let raw = raw.trim();
+    if is_json_number(raw) && raw.parse::<f64>().is_ok_and(f64::is_finite) {
+        out.extend_from_slice(raw.as_bytes());
+        return true;
+    }
+    json_value(out, number(raw))
+}
+
+/// Whether `s` is a number as JSON writes one: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
+fn is_json_number(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = usize::from(b.first() == Some(&b'-'));
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while b.get(*i).is_some_and(u8::is_ascii_digit) {
+            *i += 1;
+        }
+        *i - start
+    };
+    let int_start = i;
+    let n = digits(&mut i);
+    if n == 0 || (n > 1 && b[int_start] == b'0') {
+        return false;
+    }
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    i == b.len()
 }
 
 /// Writes `value` (if any) as JSON; whether it did.
@@ -432,5 +492,29 @@ mod tests {
         assert_eq!(v["custom_data"]["note"], "tab\tend");
         assert_eq!(v["user_data"]["client_ip_address"], "192.0.2.5");
         assert_eq!(v["user_data"]["em"].as_array().unwrap()[0].as_str().unwrap().len(), 64);
+    }
+
+    #[test]
+    fn numbers_written_as_json_numbers_are_copied_and_others_converted() {
+        for ok in ["0", "19.99", "-3", "1e3", "2.5E-2", "10"] {
+            assert!(is_json_number(ok), "{ok}");
+        }
+        for not in ["", "-", "01", "1.", ".5", "+5", "1e", "0x1", "NaN", "1 2", "١"] {
+            assert!(!is_json_number(not), "{not}");
+        }
+        let mut out = Vec::new();
+        assert!(json_number(&mut out, " 19.90 "));
+        assert!(json_number(&mut out, "+5"));
+        assert!(!json_number(&mut out, "1e999"), "not finite");
+        assert_eq!(out, b"19.905.0");
+    }
+
+    #[test]
+    fn user_keys_are_the_ones_meta_takes() {
+        for field in crate::pii::PiiField::ALL {
+            assert!(matches!(user_key(field.key()), Some(UserKey::Hashed)), "{}", field.key());
+        }
+        assert!(matches!(user_key("fbc"), Some(UserKey::Plain)) && matches!(user_key("lead_id"), Some(UserKey::Plain)));
+        assert!(user_key("favourite_colour").is_none());
     }
 }
