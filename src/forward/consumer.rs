@@ -13,7 +13,6 @@
 //! rest up as `shutdown`. Deliveries watch the outlet's `closing` flag: once shutdown begins, a
 //! failed attempt is given up instead of retried.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
@@ -42,13 +41,13 @@ pub(super) struct Consumer<D: Destination, S> {
     shared: Arc<Shared<D, S>>,
     config: ForwardConfig,
     /// Open batches; a key is removed when its batch leaves, so idle pixels cost nothing.
-    batches: HashMap<Key, Batcher<Pending>>,
+    batches: foldhash::HashMap<Key, Batcher<Pending>>,
     /// No later than the earliest deadline of the open batches (may be earlier: then the timer
     /// fires, finds nothing due and recomputes).
     next_deadline: Option<Instant>,
     in_flight: JoinSet<()>,
     /// The hits of each delivery task, so that a task that dies is still accounted for.
-    in_flight_hits: HashMap<tokio::task::Id, Vec<Arc<QueuedHit>>>,
+    in_flight_hits: foldhash::HashMap<tokio::task::Id, Vec<Arc<QueuedHit>>>,
     /// Turned true at the shutdown timeout: deliveries give up what they hold at once.
     stop: Arc<watch::Sender<bool>>,
     shutdown_timer: Option<JoinHandle<()>>,
@@ -59,10 +58,10 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
         Consumer {
             shared,
             config,
-            batches: HashMap::new(),
+            batches: foldhash::HashMap::default(),
             next_deadline: None,
             in_flight: JoinSet::new(),
-            in_flight_hits: HashMap::new(),
+            in_flight_hits: foldhash::HashMap::default(),
             stop: Arc::new(watch::channel(false).0),
             shutdown_timer: None,
         }
@@ -92,8 +91,10 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
                 }
             }
             let took = jobs.len();
+            // One clock reading per drain: the hits checked against it arrived within it.
+            let now = SystemTime::now();
             for job in std::mem::take(&mut jobs) {
-                self.handle(job, &mut rx, &mut shutdown_acks).await;
+                self.handle(job, now, &mut rx, &mut shutdown_acks).await;
             }
             if took == DRAIN {
                 continue;
@@ -125,9 +126,9 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
     }
 
     /// Does one job.
-    async fn handle(&mut self, job: Job<Arc<QueuedHit>>, rx: &mut HitJobs, shutdown_acks: &mut Vec<tokio::sync::oneshot::Sender<()>>) {
+    async fn handle(&mut self, job: Job<Arc<QueuedHit>>, now: SystemTime, rx: &mut HitJobs, shutdown_acks: &mut Vec<tokio::sync::oneshot::Sender<()>>) {
         match job {
-            Job::Deliver(hit) => self.accept(hit).await,
+            Job::Deliver(hit) => self.accept(hit, now).await,
             Job::Tick => {
                 self.send_due(Instant::now()).await;
                 metrics::gauge!(m::QUEUE_DEPTH, "outlet" => "capi").set(rx.len() as f64);
@@ -149,16 +150,20 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
     }
 
     /// Puts a hit in its batch, sending the batch if that fills it.
-    async fn accept(&mut self, hit: Arc<QueuedHit>) {
+    async fn accept(&mut self, hit: Arc<QueuedHit>, now: SystemTime) {
         // The dispatcher's gate let only hits with a valid pixel id through.
         let Ok(pixel) = hit.pixel() else { return };
-        let reject = self.shared.destination.check(&hit, SystemTime::now()).err();
+        let reject = self.shared.destination.check(&hit, now).err();
         let key = Key { pixel, test_event_code: hit.test_event_code().map(str::to_owned) };
         let size = hit.bytes();
         let limits = BatchLimits { max_items: self.config.max_batch, max_bytes: MAX_BATCH_BYTES, max_age: self.config.flush_interval };
         let batcher = self.batches.entry(key.clone()).or_insert_with(|| Batcher::new(limits));
+        let was_empty = batcher.is_empty();
         let full = batcher.push(Pending { hit, reject }, size);
-        if let Some(deadline) = batcher.deadline() {
+        // Only a batch opened by this hit has a new deadline (one that overflowed reopened).
+        if (was_empty || full.is_some())
+            && let Some(deadline) = batcher.deadline()
+        {
             self.next_deadline = Some(self.next_deadline.map_or(deadline, |d| d.min(deadline)));
         }
         if batcher.is_empty() {
@@ -206,10 +211,12 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
         };
         let hits = items.iter().map(|p| p.hit.clone()).collect();
         let (shared, stop) = (self.shared.clone(), self.stop.subscribe());
-        let task = self.in_flight.spawn(async move {
+        // Boxed: a delivery's future holds a whole request in flight (kilobytes), and the task
+        // machinery moves an unboxed future several times on the way to its first poll.
+        let task = self.in_flight.spawn(Box::pin(async move {
             let _permit = permit;
             deliver(&shared, key, items, stop).await;
-        });
+        }));
         self.in_flight_hits.insert(task.id(), hits);
     }
 

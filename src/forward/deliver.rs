@@ -4,12 +4,13 @@
 //! isolate a bad event, or give up. Every event ends accounted for ([`super::outcomes`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use tokio::sync::watch;
 
-use super::destination::{Destination, Events, Request, Verdict};
+use super::destination::{Destination, Events, Head, Request, Verdict};
 use super::gate::Credentials;
 use super::outcomes::Outcomes;
 use super::window::Signal;
@@ -73,63 +74,79 @@ enum Lookup {
     Stopped,
 }
 
-/// Events on their way in one request: their hits, and their encoded JSON in the same order.
+/// Events on their way in one request: their hits, and the request's body with their encoded
+/// JSON in the same order.
 pub(super) struct Chunk {
     pub(super) hits: Vec<Arc<QueuedHit>>,
-    /// The events, separated by commas.
-    json: Vec<u8>,
-    /// Where each event's JSON ends.
+    /// The request body; shared (not copied) by every attempt.
+    body: Bytes,
+    /// Where the first event starts in `body`.
+    start: usize,
+    /// Where each event ends in `body`.
     ends: Vec<usize>,
     /// Requests that carried these events so far.
     pub(super) attempts: u32,
-    /// The JSON's bytes, counted in the hit outlets' budget while the chunk lives.
+    /// The body's bytes, counted in the hit outlets' budget while the chunk lives.
     _bytes: Option<Share>,
 }
 
 impl Chunk {
-    /// The events of `hits`, encoded by `destination` as of `now`.
-    fn encode<D: Destination>(destination: &D, hits: Vec<Arc<QueuedHit>>, now: SystemTime, budget: &Arc<Budget>) -> Chunk {
-        let mut json = Vec::with_capacity(hits.len() * 640);
+    /// The request for `hits`, their events encoded by `destination` as of `now`.
+    fn encode<D: Destination>(destination: &D, head: &Head<'_>, hits: Vec<Arc<QueuedHit>>, now: SystemTime, shared_budget: &Arc<Budget>, hint: &AtomicUsize) -> Chunk {
+        // Room for what the last body's events took each, so that the body is not copied as it
+        // grows.
+        let per_event = hint.load(Ordering::Relaxed);
+        let mut body = Vec::with_capacity(hits.len() * per_event + 256);
+        destination.body_start(head, &mut body);
+        let start = body.len();
         let mut ends = Vec::with_capacity(hits.len());
         for hit in &hits {
-            if !json.is_empty() {
-                json.push(b',');
+            if !ends.is_empty() {
+                body.push(b',');
             }
-            destination.encode(hit, now, &mut json);
-            ends.push(json.len());
+            destination.encode(hit, now, &mut body);
+            ends.push(body.len());
         }
-        let bytes = Some(budget.take(json.capacity()));
-        Chunk { hits, json, ends, attempts: 0, _bytes: bytes }
+        if let Some(&end) = ends.last() {
+            hint.store((end - start).div_ceil(ends.len()) + 64, Ordering::Relaxed);
+        }
+        destination.body_end(head, &mut body);
+        let bytes = Some(shared_budget.take(body.capacity()));
+        Chunk { hits, body: Bytes::from(body), start, ends, attempts: 0, _bytes: bytes }
     }
 
     fn len(&self) -> usize {
         self.hits.len()
     }
 
-    /// The bytes of events `range`.
-    fn bytes(&self, range: std::ops::Range<usize>) -> &[u8] {
-        let start = if range.start == 0 { 0 } else { self.ends[range.start - 1] + 1 };
-        let end = if range.end == 0 { 0 } else { self.ends[range.end - 1] };
-        &self.json[start..end.max(start)]
+    /// The bytes of event `i`.
+    fn event(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { self.start } else { self.ends[i - 1] + 1 };
+        &self.body[start..self.ends[i]]
     }
 
     /// A chunk of the events at `indices` of this one (their JSON copied, not encoded again).
-    fn part(&self, indices: impl IntoIterator<Item = usize>) -> Chunk {
-        let mut part = Chunk { hits: Vec::new(), json: Vec::new(), ends: Vec::new(), attempts: self.attempts, _bytes: None };
+    fn part<D: Destination>(&self, destination: &D, head: &Head<'_>, indices: impl IntoIterator<Item = usize>) -> Chunk {
+        let mut body = Vec::new();
+        destination.body_start(head, &mut body);
+        let start = body.len();
+        let (mut hits, mut ends) = (Vec::new(), Vec::new());
         for i in indices {
-            if !part.json.is_empty() {
-                part.json.push(b',');
+            if !hits.is_empty() {
+                body.push(b',');
             }
-            part.json.extend_from_slice(self.bytes(i..i + 1));
-            part.ends.push(part.json.len());
-            part.hits.push(self.hits[i].clone());
+            body.extend_from_slice(self.event(i));
+            ends.push(body.len());
+            hits.push(self.hits[i].clone());
         }
-        part
+        destination.body_end(head, &mut body);
+        Chunk { hits, body: Bytes::from(body), start, ends, attempts: self.attempts, _bytes: None }
     }
 
     /// The chunk's events, for a request.
     fn events(&self) -> Events<'_> {
-        Events { json: &self.json, count: self.hits.len() }
+        let end = self.ends.last().copied().unwrap_or(self.start);
+        Events { json: &self.body[self.start..end], count: self.hits.len(), body: &self.body }
     }
 }
 
@@ -159,7 +176,8 @@ pub(super) async fn deliver<D: Destination, S: Credentials>(shared: &Shared<D, S
     let destination = &shared.destination;
     // Chunks still to send, the next one last; whether the platform's event-index hint may be
     // used on it.
-    let mut work: Vec<(Chunk, bool)> = vec![(Chunk::encode(destination, ready, SystemTime::now(), &shared.budget), true)];
+    let head = Head { pixel: &key.pixel, credentials: &credentials.token, test_event_code: key.test_event_code.as_deref() };
+    let mut work: Vec<(Chunk, bool)> = vec![(Chunk::encode(destination, &head, ready, SystemTime::now(), &shared.budget, &shared.event_bytes), true)];
     let policy = shared.policy;
     let (mut retry, mut split_requests) = (0u32, 0u32);
     // The events of a request that timed out may have arrived: sending them again may count
@@ -175,7 +193,7 @@ pub(super) async fn deliver<D: Destination, S: Credentials>(shared: &Shared<D, S
                 metrics::counter!(m::CAPI_POSSIBLE_DUPLICATES).increment(chunk.len() as u64);
             }
             let result = {
-                let request = Request { pixel: &key.pixel, credentials: &credentials.token, test_event_code: key.test_event_code.as_deref(), events: chunk.events() };
+                let request = Request { head, events: chunk.events() };
                 // A request's wait grows with what it carries.
                 let timeout = policy.attempt_timeout + shared.timeout_per_event.saturating_mul(chunk.len().saturating_sub(1) as u32);
                 let sent_at = Instant::now();
@@ -261,12 +279,12 @@ pub(super) async fn deliver<D: Destination, S: Credentials>(shared: &Shared<D, S
                         // The platform named the event: send it alone first (which confirms
                         // it), then the rest.
                         Some(i) => {
-                            work.push((chunk.part((0..i).chain(i + 1..n)), false));
-                            work.push((chunk.part(i..i + 1), false));
+                            work.push((chunk.part(destination, &head, (0..i).chain(i + 1..n)), false));
+                            work.push((chunk.part(destination, &head, i..i + 1), false));
                         }
                         None => {
-                            work.push((chunk.part(n / 2..n), false));
-                            work.push((chunk.part(0..n / 2), false));
+                            work.push((chunk.part(destination, &head, n / 2..n), false));
+                            work.push((chunk.part(destination, &head, 0..n / 2), false));
                         }
                     }
                     break;

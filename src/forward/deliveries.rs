@@ -6,7 +6,7 @@
 //! updated evicted first. It holds no personal data beyond the event id, and never a token.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -37,7 +37,8 @@ fn clip(s: &mut String, max: usize) {
     }
 }
 
-/// One event's delivery outcome.
+/// One event's delivery outcome. What a request's events share (when, the answer, the error)
+/// is shared, not copied per event: a batch of a thousand events makes a thousand entries.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Delivery {
     /// The event name sent (or the hit's, when rejected before sending).
@@ -45,7 +46,7 @@ pub struct Delivery {
     /// The deduplication key.
     pub event_id: String,
     /// When the outcome was known (RFC 3339, milliseconds).
-    pub at: String,
+    pub at: At,
     /// `sent` or `failed`.
     pub outcome: &'static str,
     /// For `failed`: the reason label (`invalid_token`, `invalid_parameter`, …).
@@ -54,23 +55,41 @@ pub struct Delivery {
     /// What the platform answered to the request that carried the event (Meta:
     /// `events_received`, `fbtrace_id`), as its own fields.
     #[serde(flatten)]
-    pub answer: Map<String, Value>,
+    pub answer: Arc<Map<String, Value>>,
     /// The platform's error code.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<i64>,
     /// What went wrong, in words.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
+    pub message: Option<Arc<str>>,
     /// Requests that carried the event.
     pub attempts: u32,
     /// Whether it went to the platform's test view (Meta's "Test events").
     pub test: bool,
 }
 
-impl Delivery {
-    /// The current time, formatted for [`Delivery::at`].
-    pub fn now() -> String {
-        humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+/// `text` as a [`Delivery::message`], cut to a length the log keeps; made once per request and
+/// shared by its events.
+pub fn message(text: &str) -> Arc<str> {
+    let mut text = text.to_owned();
+    clip(&mut text, MAX_MESSAGE_BYTES);
+    text.into()
+}
+
+/// When an outcome was known; written as RFC 3339 with milliseconds only when shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct At(pub SystemTime);
+
+impl At {
+    /// Now.
+    pub fn now() -> At {
+        At(SystemTime::now())
+    }
+}
+
+impl Serialize for At {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&humantime::format_rfc3339_millis(self.0))
     }
 }
 
@@ -127,9 +146,6 @@ impl Deliveries {
             for field in [&mut d.event_name, &mut d.event_id] {
                 clip(field, MAX_FIELD_BYTES);
             }
-            if let Some(m) = d.message.as_mut() {
-                clip(m, MAX_MESSAGE_BYTES);
-            }
             if log.entries.len() >= self.per_pixel {
                 log.entries.pop_front();
             }
@@ -163,10 +179,10 @@ mod tests {
         Delivery {
             event_name: "Lead".into(),
             event_id: format!("e{id}"),
-            at: "2026-11-26T20:02:34.123Z".into(),
+            at: At(humantime::parse_rfc3339("2026-11-26T20:02:34.123Z").unwrap()),
             outcome: "sent",
             reason: None,
-            answer: serde_json::json!({"events_received": 1, "fbtrace_id": "T"}).as_object().unwrap().clone(),
+            answer: Arc::new(serde_json::json!({"events_received": 1, "fbtrace_id": "T"}).as_object().unwrap().clone()),
             code: None,
             message: None,
             attempts: 1,

@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use crate::record::{DraftHit, PixelId};
@@ -38,6 +39,20 @@ pub trait Destination: Send + Sync + 'static {
     /// The name the hit's event goes under (the deliveries log shows it).
     fn event_name<'h>(&self, hit: &'h DraftHit) -> &'h str;
 
+    /// Writes what a request's body has before its events (by default `[`: the body is the list
+    /// of events). The forwarder encodes the events in place between this and
+    /// [`Destination::body_end`], so the body is sent (and resent) without copying.
+    fn body_start(&self, head: &Head<'_>, out: &mut Vec<u8>) {
+        let _ = head;
+        out.push(b'[');
+    }
+
+    /// Writes what a request's body has after its events (by default `]`).
+    fn body_end(&self, head: &Head<'_>, out: &mut Vec<u8>) {
+        let _ = head;
+        out.push(b']');
+    }
+
     /// Sends one request: exactly one call, no retries (the forwarder decides those, from
     /// [`Destination::classify`]).
     fn send(&self, request: Request<'_>) -> impl Future<Output = Result<Self::Answer, Self::Error>> + Send;
@@ -58,26 +73,36 @@ pub trait Destination: Send + Sync + 'static {
     fn receipt(&self, answer: &Self::Answer) -> Receipt;
 }
 
-/// One request: events of one pixel that share a test-events code.
+/// Who a request is for: one pixel, its credentials, one test-events code.
 #[derive(Debug, Clone, Copy)]
-pub struct Request<'a> {
+pub struct Head<'a> {
     /// The pixel the events are for.
     pub pixel: &'a PixelId,
     /// The pixel's credentials for the platform.
     pub credentials: &'a Secret,
     /// Routes the events to the platform's test view ("Test events").
     pub test_event_code: Option<&'a str>,
+}
+
+/// One request: events of one pixel that share a test-events code.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// Who it is for.
+    pub head: Head<'a>,
     /// At most [`Destination::max_events`] events, as [`Destination::encode`] wrote them.
     pub events: Events<'a>,
 }
 
-/// Encoded events: each one JSON value, separated by commas (a list's inside).
+/// Encoded events, and the request body around them.
 #[derive(Debug, Clone, Copy)]
 pub struct Events<'a> {
-    /// `event,event,…`.
+    /// The events: each one JSON value, separated by commas (a list's inside).
     pub json: &'a [u8],
     /// How many.
     pub count: usize,
+    /// The whole body: [`Destination::body_start`], `json`, [`Destination::body_end`]. Cloning
+    /// it shares it.
+    pub body: &'a Bytes,
 }
 
 /// What to do after one attempt.

@@ -32,12 +32,12 @@ mod tests;
 pub mod window;
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use self::deliveries::{Deliveries, Delivery};
-pub use self::destination::{Destination, Events, Receipt, Reject, Request, Verdict};
+pub use self::destination::{Destination, Events, Head, Receipt, Reject, Request, Verdict};
 pub use self::gate::{Credentials, Gate};
 pub use self::status::ForwardStatus;
 use crate::pipeline::{Budget, Dispatcher, HitJobs, QueuedHit, Shed};
@@ -123,6 +123,10 @@ struct Pending {
     reject: Option<Reject>,
 }
 
+/// The room a request body gets per event before one was encoded (a Meta event of a purchase
+/// with a browser's user agent, hashed e-mail and phone takes about 700 bytes).
+const INITIAL_EVENT_BYTES: usize = 768;
+
 /// What the consumer and every delivery task share.
 struct Shared<D, S> {
     destination: D,
@@ -141,6 +145,8 @@ struct Shared<D, S> {
     window: Arc<window::Window>,
     /// Extra wait per event of a request.
     timeout_per_event: Duration,
+    /// About how many bytes the last request's events took each: a new body gets that much room.
+    event_bytes: AtomicUsize,
     /// The credentials version the platform last called invalid, per pixel: a batch whose
     /// lookup raced the store's update (or a cache elsewhere that has not caught up) must not
     /// use it again.
@@ -201,6 +207,7 @@ impl Forwarder {
             status,
             window,
             timeout_per_event,
+            event_bytes: AtomicUsize::new(INITIAL_EVENT_BYTES),
             invalid: Mutex::new(HashMap::new()),
         });
         let consumer = consumer::Consumer::new(shared, config);

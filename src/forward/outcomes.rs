@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use super::deliver::Chunk;
-use super::deliveries::{Delivery, PER_PIXEL};
+use super::deliveries::{self, At, Delivery, PER_PIXEL};
 use super::destination::Destination;
 use super::{Key, Shared};
 use crate::metrics as m;
@@ -30,17 +30,17 @@ impl<D: Destination, S> Outcomes<'_, D, S> {
         if receipt.counted.is_some_and(|c| c != n as u64) {
             tracing::warn!(destination = destination.name(), pixel_id = %self.key.pixel, sent = n, counted = ?receipt.counted, "the platform counted a different number of events than were sent");
         }
-        let at = Delivery::now();
+        let (at, answer) = (At::now(), Arc::new(receipt.fields));
         // The log keeps the last entries per pixel: only those are made.
         self.shared.deliveries.record(
             &self.key.pixel,
             chunk.hits[n.saturating_sub(PER_PIXEL)..].iter().map(|hit| Delivery {
                 event_name: destination.event_name(hit).to_owned(),
                 event_id: hit.event_id().to_owned(),
-                at: at.clone(),
+                at,
                 outcome: "sent",
                 reason: None,
-                answer: receipt.fields.clone(),
+                answer: answer.clone(),
                 code: None,
                 message: None,
                 attempts: chunk.attempts,
@@ -67,18 +67,18 @@ impl<D: Destination, S> Outcomes<'_, D, S> {
         } else {
             tracing::warn!(destination = destination.name(), pixel_id = %self.key.pixel, events = hits.len(), reason, code = ?code, detail, "events given up; written as capi_failed records");
         }
-        let at = Delivery::now();
+        let (at, answer, message) = (At::now(), Arc::default(), deliveries::message(detail));
         let mut log = Vec::with_capacity(hits.len());
         for (hit, attempts) in hits {
             log.push(Delivery {
                 event_name: destination.event_name(&hit).to_owned(),
                 event_id: hit.event_id().to_owned(),
-                at: at.clone(),
+                at,
                 outcome: "failed",
                 reason: Some(reason),
-                answer: Default::default(),
+                answer: Arc::clone(&answer),
                 code,
-                message: Some(detail.to_owned()),
+                message: Some(message.clone()),
                 attempts,
                 test: self.key.test_event_code.is_some(),
             });

@@ -9,6 +9,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde::Deserialize;
 
 use crate::forward::Events;
@@ -24,25 +25,35 @@ pub struct EventsRequest<'a> {
     pub token: &'a Secret,
     /// Routes the events to Events Manager "Test events".
     pub test_event_code: Option<&'a str>,
-    /// At most 1,000 events, each already a JSON object ([`super::event::write`]).
+    /// At most 1,000 events, each already a JSON object ([`super::event::write`]), in their
+    /// body ([`body_start`], [`body_end`]).
     pub events: Events<'a>,
 }
 
-impl EventsRequest<'_> {
-    /// The request body as JSON bytes: `{"data":[…],"access_token":"…","test_event_code":…}`.
-    pub fn body(&self) -> Vec<u8> {
-        let mut body = Vec::with_capacity(self.events.json.len() + 64 + self.token.expose().len());
-        body.extend_from_slice(b"{\"data\":[");
-        body.extend_from_slice(self.events.json);
-        body.extend_from_slice(b"],\"access_token\":");
-        write_json_string(&mut body, self.token.expose());
-        if let Some(code) = self.test_event_code {
-            body.extend_from_slice(b",\"test_event_code\":");
-            write_json_string(&mut body, code);
-        }
-        body.push(b'}');
-        body
+/// What a request body has before its events.
+pub fn body_start(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"data\":[");
+}
+
+/// What a request body has after its events: the token and the test-events code.
+pub fn body_end(token: &Secret, test_event_code: Option<&str>, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"],\"access_token\":");
+    write_json_string(out, token.expose());
+    if let Some(code) = test_event_code {
+        out.extend_from_slice(b",\"test_event_code\":");
+        write_json_string(out, code);
     }
+    out.push(b'}');
+}
+
+/// A whole request body, `{"data":[…],"access_token":"…","test_event_code":…}`, around `events`
+/// (the forwarder writes the events in place between [`body_start`] and [`body_end`] instead).
+pub fn body(events: &[u8], token: &Secret, test_event_code: Option<&str>) -> Bytes {
+    let mut body = Vec::with_capacity(events.len() + 64 + token.expose().len());
+    body_start(&mut body);
+    body.extend_from_slice(events);
+    body_end(token, test_event_code, &mut body);
+    body.into()
 }
 
 /// One `/events` call. Implementations do not retry: the forwarder decides, from [`super::classify`].
@@ -172,8 +183,13 @@ impl GraphClient {
 impl SendEvents for GraphClient {
     async fn send(&self, request: &EventsRequest<'_>) -> Result<Received, SendError> {
         let http = self.http.as_ref().map_err(|e| SendError::Client(e.clone()))?;
-        let response =
-            http.post(self.url(request.pixel_id)).header(http::header::CONTENT_TYPE, "application/json").body(request.body()).send().await.map_err(|e| self.transport(&e))?;
+        let response = http
+            .post(self.url(request.pixel_id))
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(request.events.body.clone())
+            .send()
+            .await
+            .map_err(|e| self.transport(&e))?;
         let status = response.status().as_u16();
         let body = response.bytes().await.map_err(|e| self.transport(&e))?;
         let token = request.token.expose();
@@ -356,7 +372,15 @@ mod tests {
         let client = GraphClient::new(&format!("http://{addr}/"), "v26.0", Duration::from_millis(1500));
         let token = Secret::new(TOKEN);
         let json = events(&["e1", "e2"]);
-        let got = client.send(&EventsRequest { pixel_id: "1234567890", token: &token, test_event_code: Some("TEST42"), events: Events { json: &json, count: 2 } }).await.unwrap();
+        let got = client
+            .send(&EventsRequest {
+                pixel_id: "1234567890",
+                token: &token,
+                test_event_code: Some("TEST42"),
+                events: Events { json: &json, count: 2, body: &body(&json, &token, Some("TEST42")) },
+            })
+            .await
+            .unwrap();
         assert_eq!(got, Received { events_received: Some(2), messages: vec![], fbtrace_id: Some("AbC123".into()) });
         let seen = seen.lock().unwrap().clone();
         assert_eq!(seen.len(), 1);
@@ -384,7 +408,10 @@ mod tests {
         let client = GraphClient::new(&format!("http://{addr}"), "v26.0", Duration::from_millis(1500));
         let token = Secret::new(TOKEN);
         let json = events(&["e1"]);
-        let err = client.send(&EventsRequest { pixel_id: "1", token: &token, test_event_code: None, events: Events { json: &json, count: 1 } }).await.unwrap_err();
+        let err = client
+            .send(&EventsRequest { pixel_id: "1", token: &token, test_event_code: None, events: Events { json: &json, count: 1, body: &body(&json, &token, None) } })
+            .await
+            .unwrap_err();
         let SendError::Graph(g) = &err else { panic!("{err:?}") };
         assert_eq!((g.status, g.code, g.subcode, g.fbtrace_id.as_deref()), (400, Some(190), Some(467), Some("Xy9")));
         assert!(!err.to_string().contains(TOKEN) && !format!("{err:?}").contains(TOKEN), "{err}");
@@ -400,7 +427,8 @@ mod tests {
         let token = Secret::new(TOKEN);
         let json = events(&["e1"]);
         let started = Instant::now();
-        let request = EventsRequest { pixel_id: "1", token: &token, test_event_code: None, events: Events { json: &json, count: 1 } };
+        let framed = body(&json, &token, None);
+        let request = EventsRequest { pixel_id: "1", token: &token, test_event_code: None, events: Events { json: &json, count: 1, body: &framed } };
         let waited = tokio::time::timeout(Duration::from_millis(1000), client.send(&request)).await;
         assert!(waited.is_err(), "still waiting after three times the connect timeout: {waited:?}");
         assert!(started.elapsed() >= Duration::from_millis(950));
@@ -415,7 +443,10 @@ mod tests {
         let client = GraphClient::new(&format!("http://{addr}"), "v26.0", Duration::from_millis(1500));
         let token = Secret::new(TOKEN);
         let json = events(&["e1"]);
-        let err = client.send(&EventsRequest { pixel_id: "1", token: &token, test_event_code: None, events: Events { json: &json, count: 1 } }).await.unwrap_err();
+        let err = client
+            .send(&EventsRequest { pixel_id: "1", token: &token, test_event_code: None, events: Events { json: &json, count: 1, body: &body(&json, &token, None) } })
+            .await
+            .unwrap_err();
         assert!(matches!(&err, SendError::Connect(_)), "{err:?}");
         assert!(!err.to_string().contains(TOKEN));
     }

@@ -52,16 +52,22 @@ pub fn meta_event_name(name: &str) -> &str {
     }
 }
 
+/// Whether `s` is empty or only white space (what `trim` would leave empty, without looking at
+/// both ends of every value).
+fn blank(s: &str) -> bool {
+    s.chars().all(char::is_whitespace)
+}
+
 /// Whether Meta would take `hit` as a website event as of `now`, or why not.
 pub fn check<F: Fields>(hit: &F, now: SystemTime) -> Result<(), Reject> {
-    if hit.event().is_none_or(|name| name.trim().is_empty()) {
+    if hit.event().is_none_or(blank) {
         return Err(Reject::new("rejected_missing_event", "the hit has no event name"));
     }
     let received = hit.received_at().0;
     if now.duration_since(received).is_ok_and(|age| age > MAX_EVENT_AGE - SEND_MARGIN) {
         return Err(Reject::new("rejected_too_old", format!("received at {}, more than 7 days ago", humantime::format_rfc3339_millis(received))));
     }
-    if hit.user_agent().is_none_or(|ua| ua.trim().is_empty()) {
+    if hit.user_agent().is_none_or(blank) {
         return Err(Reject::new("rejected_no_user_agent", "no User-Agent: Meta requires client_user_agent for website events"));
     }
     let Some(url) = hit.url().filter(|url| !url.is_empty()) else {
@@ -134,7 +140,9 @@ enum UserKey {
 fn user_key(key: &str) -> Option<UserKey> {
     Some(match key {
         "em" | "ph" | "fn" | "ln" | "ge" | "db" | "ct" | "st" | "zp" | "country" | "external_id" | "f5first" | "f5last" | "fi" | "dobd" | "dobm" | "doby" => UserKey::Hashed,
-        "fbp" | "fbc" | "subscription_id" | "fb_login_id" | "lead_id" | "anon_id" | "madid" | "page_id" | "page_scoped_user_id" | "ctwa_clid" | "ig_account_id" | "ig_sid" => UserKey::Plain,
+        "fbp" | "fbc" | "subscription_id" | "fb_login_id" | "lead_id" | "anon_id" | "madid" | "page_id" | "page_scoped_user_id" | "ctwa_clid" | "ig_account_id" | "ig_sid" => {
+            UserKey::Plain
+        }
         _ => return None,
     })
 }
@@ -150,14 +158,7 @@ fn user_data<F: Fields>(hit: &F, out: &mut Vec<u8>) {
         match kind {
             UserKey::Hashed => {
                 out.push(b'[');
-                // A digest is 64 hex digits: nothing to escape.
-                if value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    out.push(b'"');
-                    out.extend_from_slice(value.as_bytes());
-                    out.push(b'"');
-                } else {
-                    write_json_string(out, value);
-                }
+                write_json_string(out, value);
                 out.push(b']');
             }
             UserKey::Plain => write_json_string(out, value),
@@ -205,7 +206,9 @@ fn custom_data<F: Fields>(hit: &F, out: &mut Vec<u8>, dropped: &mut Vec<&'static
 /// through `f64`.
 fn json_number(out: &mut Vec<u8>, raw: &str) -> bool {
     let raw = raw.trim();
-    if is_json_number(raw) && raw.parse::<f64>().is_ok_and(f64::is_finite) {
+    // Without an exponent, a number needs more than 300 digits to pass f64's range.
+    let finite = |raw: &str| (raw.len() <= 300 && !raw.contains(['e', 'E'])) || raw.parse::<f64>().is_ok_and(f64::is_finite);
+    if is_json_number(raw) && finite(raw) {
         out.extend_from_slice(raw.as_bytes());
         return true;
     }

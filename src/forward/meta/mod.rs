@@ -18,7 +18,7 @@ pub mod event;
 use std::time::{Duration, SystemTime};
 
 pub use self::client::{EventsRequest, GraphClient, Received, SendError, SendEvents};
-use super::destination::{Destination, Receipt, Reject, Request, Verdict};
+use super::destination::{Destination, Head, Receipt, Reject, Request, Verdict};
 use crate::metrics as m;
 use crate::record::{DraftHit, Fields};
 
@@ -86,8 +86,17 @@ impl<C: SendEvents> Destination for Meta<C> {
         event::meta_event_name(hit.event().unwrap_or_default().trim())
     }
 
+    fn body_start(&self, _head: &Head<'_>, out: &mut Vec<u8>) {
+        client::body_start(out);
+    }
+
+    fn body_end(&self, head: &Head<'_>, out: &mut Vec<u8>) {
+        client::body_end(head.credentials, head.test_event_code, out);
+    }
+
     async fn send(&self, request: Request<'_>) -> Result<Received, SendError> {
-        let request = EventsRequest { pixel_id: request.pixel.as_str(), token: request.credentials, test_event_code: request.test_event_code, events: request.events };
+        let Request { head, events } = request;
+        let request = EventsRequest { pixel_id: head.pixel.as_str(), token: head.credentials, test_event_code: head.test_event_code, events };
         self.client.send(&request).await
     }
 

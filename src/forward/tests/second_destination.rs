@@ -63,7 +63,7 @@ impl Destination for Arc<Echo> {
         let events: Vec<[String; 2]> = serde_json::from_slice(&[b"[", request.events.json, b"]"].concat()).unwrap();
         assert_eq!(events.len(), request.events.count);
         let mut requests = self.requests.lock().unwrap();
-        requests.push((events.into_iter().map(|[_, id]| id).collect(), request.credentials.expose().to_owned()));
+        requests.push((events.into_iter().map(|[_, id]| id).collect(), request.head.credentials.expose().to_owned()));
         match self.script.lock().unwrap().pop_front().unwrap_or(0) {
             0 => Ok(requests.len() as u32),
             code => Err(EchoError(code)),
