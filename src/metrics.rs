@@ -86,7 +86,7 @@ fn describe() {
     describe_counter!(RECORDS_SPOOLED, Unit::Count, "Records written to the disk spool while Firehose could not take them.");
     describe_counter!(RECORDS_REPLAYED, Unit::Count, "Spooled records delivered to Firehose by the replay.");
     describe_gauge!(SPOOL_BYTES, Unit::Bytes, "Bytes in the disk spool.");
-    describe_gauge!(QUEUE_DEPTH, Unit::Count, "Jobs waiting in an outlet queue (a raw-record outlet's job is a batch of up to 64 records).");
+    describe_gauge!(QUEUE_DEPTH, Unit::Count, "Jobs waiting in an outlet queue (a job is a batch of up to 64 records, or of up to 64 hits for the forwarder).");
     describe_gauge!(CONNECTIONS_OPEN, Unit::Count, "Open client connections, by listener.");
     describe_counter!(CONNECTIONS_ACCEPTED, Unit::Count, "Client connections accepted, by listener.");
     describe_counter!(CONNECTIONS_TIMED_OUT, Unit::Count, "Connections closed by a timeout: no complete request head in time, or an answer the client would not read.");

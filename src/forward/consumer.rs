@@ -27,11 +27,11 @@ use super::gate::Credentials;
 use super::{ForwardConfig, Key, MAX_BATCH_BYTES, Pending, Shared};
 use crate::batch::{BatchLimits, Batcher};
 use crate::metrics as m;
-use crate::pipeline::{HitJobs, Job, QueuedHit};
+use crate::pipeline::{HitJobs, Hits, Job, QueuedHit};
 use crate::record::{CapiFailure, Fields};
 
-/// Most jobs taken from the queue in one go.
-const DRAIN: usize = 1024;
+/// Most jobs taken from the queue in one go (a job holds up to one intake batch of hits).
+const DRAIN: usize = 64;
 
 /// How long the consumer rests after taking a partial drain, instead of asking to be woken.
 const COALESCE: Duration = Duration::from_millis(2);
@@ -126,9 +126,13 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
     }
 
     /// Does one job.
-    async fn handle(&mut self, job: Job<Arc<QueuedHit>>, now: SystemTime, rx: &mut HitJobs, shutdown_acks: &mut Vec<tokio::sync::oneshot::Sender<()>>) {
+    async fn handle(&mut self, job: Job<Hits>, now: SystemTime, rx: &mut HitJobs, shutdown_acks: &mut Vec<tokio::sync::oneshot::Sender<()>>) {
         match job {
-            Job::Deliver(hit) => self.accept(hit, now).await,
+            Job::Deliver(hits) => {
+                for hit in hits.take() {
+                    self.accept(hit, now).await;
+                }
+            }
             Job::Tick => {
                 self.send_due(Instant::now()).await;
                 metrics::gauge!(m::QUEUE_DEPTH, "outlet" => "capi").set(rx.len() as f64);

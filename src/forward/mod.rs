@@ -26,6 +26,7 @@ pub mod destination;
 pub mod gate;
 pub mod meta;
 mod outcomes;
+mod priority;
 pub mod status;
 #[cfg(test)]
 mod tests;
@@ -213,7 +214,7 @@ impl Forwarder {
         let consumer = consumer::Consumer::new(shared, config);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let thread = std::thread::Builder::new().name(format!("pixelgate-{name}")).spawn(move || {
-            lower_priority();
+            priority::forwarder_thread();
             runtime.block_on(consumer.run(jobs));
         })?;
         Ok(Forwarder { thread })
@@ -225,25 +226,6 @@ impl Forwarder {
         let thread = self.thread;
         if !matches!(tokio::task::spawn_blocking(move || thread.join()).await, Ok(Ok(()))) {
             tracing::error!("the forwarder thread failed");
-        }
-    }
-}
-
-/// How much lower than the answers' the forwarder's scheduling priority is (a nice value).
-const FORWARD_NICENESS: libc::c_int = 10;
-
-/// Lowers the calling thread's scheduling priority by [`FORWARD_NICENESS`]: when forwarding and
-/// answering compete for a CPU, the answers win and forwarding's queue fills and sheds.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: gettid takes no arguments and cannot fail.
-        let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
-        // SAFETY: setpriority reads its three integer arguments only; on Linux a thread id names
-        // that thread alone.
-        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, FORWARD_NICENESS) };
-        if rc != 0 {
-            tracing::debug!(error = %std::io::Error::last_os_error(), "cannot lower the forwarder's priority");
         }
     }
 }

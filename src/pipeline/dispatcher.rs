@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use super::budget::Budget;
 use super::intake::{self, Intake};
-use super::outlet::{HitOutlet, Job, QueuedHit, RecordOutlet, Records, Reservation};
+use super::outlet::{HitOutlet, Hits, Job, QueuedHit, RecordOutlet, Records, Reservation};
 use crate::metrics as m;
 use crate::params::{Captured, ParseSettings};
 use crate::record::{DraftHit, Fields, Hit, Timestamp};
@@ -34,6 +34,12 @@ pub const DEFAULT_MAX_HIT_BYTES: usize = 32 * 1024 * 1024;
 
 /// Most bytes of lines gathered before they are handed on.
 const MAX_LINES_BYTES: usize = 1024 * 1024;
+
+/// Hits offered to the hit outlets and not yet handed on: one list per outlet.
+#[derive(Debug, Default)]
+pub(super) struct Offered {
+    lists: Vec<Vec<Arc<QueuedHit>>>,
+}
 
 /// Record lines being gathered for the raw-record outlets. The buffer handed on is counted
 /// against the budget by its capacity, not its length, and the next one starts at the size the
@@ -157,7 +163,9 @@ impl Dispatcher {
         let mut lines = Lines::default();
         self.gather(&mut lines, &hit, |out| hit.write_line(out));
         self.send_lines(&mut lines);
-        self.offer_hit(hit);
+        let mut offered = Offered::default();
+        self.offer_hit(hit, &mut offered);
+        self.send_hits(&mut offered);
     }
 
     /// Writes a record that is not a hit of its own (an outlet's, e.g. the forwarder's
@@ -188,15 +196,15 @@ impl Dispatcher {
     /// Counts a hit lost after its record was handed on as dropped for each hit outlet.
     pub(super) fn dropped_for_hit_outlets(&self, reason: &'static str) {
         for outlet in self.hits.iter() {
-            self.shed(outlet, reason);
+            self.shed(outlet, reason, 1);
         }
     }
 
-    /// Counts a hit a hit outlet wanted but could not take.
-    fn shed(&self, outlet: &HitOutlet, reason: &'static str) {
+    /// Counts `n` hits a hit outlet wanted but could not take.
+    fn shed(&self, outlet: &HitOutlet, reason: &'static str, n: usize) {
         match &outlet.shed {
-            Some(shed) => shed(reason, 1),
-            None => self.dropped(outlet.queue.name, reason, 1),
+            Some(shed) => shed(reason, n as u64),
+            None => self.dropped(outlet.queue.name, reason, n),
         }
     }
 
@@ -247,28 +255,52 @@ impl Dispatcher {
         }
     }
 
-    /// Queues the draft for every hit outlet whose gate wants its pixel's hits (moved, not
-    /// copied: its line is written already); drops it if none does.
-    pub(super) fn offer_hit(&self, hit: DraftHit) {
+    /// Adds the draft to `offered` for every hit outlet whose gate wants its pixel's hits
+    /// (moved, not copied: its line is written already); drops it if none does. The hits reach
+    /// the outlets with [`Dispatcher::send_hits`].
+    pub(super) fn offer_hit(&self, hit: DraftHit, offered: &mut Offered) {
         // Each gate asked once (a gate counts what it turns away); the answers are kept as one
-        // bit per outlet, so offering a hit allocates nothing.
+        // bit per outlet.
         let pixel = hit.pixel();
         let wanted = self.hits.iter().enumerate().fold(0u64, |wanted, (i, o)| wanted | u64::from(o.wants(pixel)) << i);
         if wanted == 0 {
             return;
         }
-        let wanted = || self.hits.iter().enumerate().filter(move |(i, _)| wanted >> i & 1 == 1).map(|(_, o)| o);
+        let wanted = || self.hits.iter().enumerate().filter(move |(i, _)| wanted >> i & 1 == 1);
         let bytes = hit.approx_bytes();
         if !self.hit_budget.try_take(bytes) {
-            for outlet in wanted() {
-                self.shed(outlet, "budget");
+            for (_, outlet) in wanted() {
+                self.shed(outlet, "budget", 1);
             }
             return;
         }
         let hit = Arc::new(QueuedHit { hit, bytes, budget: self.hit_budget.clone() });
-        for outlet in wanted() {
-            if let Err(err) = outlet.queue.tx.try_send(Job::Deliver(hit.clone())) {
-                self.shed(outlet, send_error(&err));
+        if offered.lists.len() < self.hits.len() {
+            offered.lists.resize_with(self.hits.len(), Vec::new);
+        }
+        for (i, _) in wanted() {
+            offered.lists[i].push(hit.clone());
+        }
+    }
+
+    /// Hands the hits in `offered` to their outlets, one job per outlet, leaving it empty. An
+    /// outlet without room for them all (its capacity in hits, or its queue) sheds them.
+    pub(super) fn send_hits(&self, offered: &mut Offered) {
+        for (outlet, list) in self.hits.iter().zip(offered.lists.iter_mut()) {
+            let count = list.len();
+            if count == 0 {
+                continue;
+            }
+            let hits = std::mem::take(list);
+            if outlet.waiting.fetch_add(count, Ordering::Relaxed) + count > outlet.capacity {
+                outlet.waiting.fetch_sub(count, Ordering::Relaxed);
+                self.shed(outlet, "queue_full", count);
+                continue;
+            }
+            // A job that is not queued gives its places back as it drops.
+            let job = Hits { hits, count, waiting: outlet.waiting.clone() };
+            if let Err(err) = outlet.queue.tx.try_send(Job::Deliver(job)) {
+                self.shed(outlet, send_error(&err), count);
             }
         }
     }
@@ -376,5 +408,33 @@ mod tests {
         assert_eq!(taken, 5, "three records over the capacity were dropped");
         assert_eq!(outlet.waiting.load(Ordering::Relaxed), 0, "taking the records gives their places back");
         assert_eq!(dispatcher.queued_bytes.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_hit_outlet_takes_an_intake_batch_in_one_job_and_holds_at_most_its_capacity_in_hits() {
+        let shed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let counted = shed.clone();
+        let (outlet, mut rx) = HitOutlet::new("test", 5);
+        let outlet = outlet.with_shed(Arc::new(move |reason, n| counted.lock().unwrap().push((reason, n))));
+        let dispatcher = Dispatcher::new(vec![], vec![outlet.clone()]);
+        let parse = ParseSettings::default();
+        let batch = |range: std::ops::Range<usize>| {
+            let mut offered = Offered::default();
+            for n in range {
+                let mut b = HitBuilder::new(&parse, Timestamp::now());
+                b.add_encoded(&format!("pixel_id=1&event=E&event_id=e{n}"));
+                dispatcher.offer_hit(b.finish_draft(RequestMeta::default()), &mut offered);
+            }
+            dispatcher.send_hits(&mut offered);
+        };
+        batch(0..3);
+        batch(3..6);
+        assert_eq!(outlet.waiting.load(Ordering::Relaxed), 3);
+        assert_eq!(*shed.lock().unwrap(), [("queue_full", 3)], "a batch that does not fit is shed whole, and counted");
+        let Ok(Job::Deliver(hits)) = rx.try_recv() else { panic!("one job for the first batch") };
+        assert!(rx.try_recv().is_err(), "one job per batch");
+        let ids: Vec<String> = hits.take().iter().map(|h| h.event_id().to_owned()).collect();
+        assert_eq!(ids, ["e0", "e1", "e2"]);
+        assert_eq!(outlet.waiting.load(Ordering::Relaxed), 0, "taking the hits gives their places back");
     }
 }

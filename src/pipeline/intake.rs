@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::dispatcher::{Dispatcher, Lines};
+use super::dispatcher::{Dispatcher, Lines, Offered};
 use crate::params::{Captured, ParseSettings};
 
 /// Most captured requests an intake task shapes before it lets other tasks run.
@@ -55,15 +55,17 @@ pub(super) async fn run(mut rx: mpsc::Receiver<Intake>, settings: Arc<ParseSetti
     let mut batch = Vec::with_capacity(BATCH);
     let mut acks = Vec::new();
     let mut lines = Lines::default();
+    let mut offered = Offered::default();
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         for job in batch.drain(..) {
             match job {
                 Intake::Captured(captured, bytes) => {
-                    take(&outlets, &mut lines, captured, &settings);
+                    take(&outlets, &mut lines, &mut offered, captured, &settings);
                     outlets.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
                 }
                 Intake::Barrier(ack) => {
                     outlets.send_lines(&mut lines);
+                    outlets.send_hits(&mut offered);
                     let _ = ack.send(());
                 }
                 Intake::Shutdown(ack) => {
@@ -73,23 +75,24 @@ pub(super) async fn run(mut rx: mpsc::Receiver<Intake>, settings: Arc<ParseSetti
             }
         }
         outlets.send_lines(&mut lines);
+        outlets.send_hits(&mut offered);
     }
     for ack in acks {
         let _ = ack.send(());
     }
 }
 
-/// Shapes one request, adds its line to `lines` and offers its hit. A bug in shaping one
+/// Shapes one request, adds its line to `lines` and its hit to `offered`. A bug in shaping one
 /// request or writing its line must not stop the task, and with it every later hit: that hit is
 /// counted as dropped instead, for the outlets it had not reached.
-fn take(outlets: &Dispatcher, lines: &mut Lines, captured: Captured, settings: &ParseSettings) {
+fn take(outlets: &Dispatcher, lines: &mut Lines, offered: &mut Offered, captured: Captured, settings: &ParseSettings) {
     let stage = std::cell::Cell::new(Stage::Shaping);
     let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let hit = crate::params::shape(captured, settings);
         stage.set(Stage::Writing);
         outlets.gather(lines, &hit, |out| hit.write_line(out));
         stage.set(Stage::Offering);
-        outlets.offer_hit(hit);
+        outlets.offer_hit(hit, offered);
     }));
     if done.is_err() {
         tracing::error!("shaping a captured pixel request or writing its record panicked; its hit is dropped");
@@ -152,7 +155,7 @@ mod tests {
     async fn flush_and_shutdown_cover_every_captured_request() {
         let (hits, hits_rx) = HitOutlet::new("test", 10_000);
         let (records, records_rx) = RecordOutlet::new("test", 10_000);
-        let (seen_hits, hit_consumer) = consume(hits_rx, |hit| vec![hit.event_id().to_owned()]);
+        let (seen_hits, hit_consumer) = consume(hits_rx, |hits| hits.take().iter().map(|hit| hit.event_id().to_owned()).collect());
         let (seen_records, record_consumer) = consume(records_rx, record_ids);
         let dispatcher = Dispatcher::new(vec![records], vec![hits]).with_intake(3, 1000, ParseSettings::default());
         // Submitted from several threads, so every intake task gets some.
@@ -184,7 +187,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_byte_budget_drops_captured_requests_before_the_intake() {
         let (hits, hits_rx) = HitOutlet::new("test", 10);
-        let (seen, consumer) = consume(hits_rx, |hit| vec![hit.event_id().to_owned()]);
+        let (seen, consumer) = consume(hits_rx, |hits| hits.take().iter().map(|hit| hit.event_id().to_owned()).collect());
         let dispatcher = Dispatcher::new(vec![], vec![hits]).with_max_bytes(1).with_intake(1, 10, ParseSettings::default());
         dispatcher.submit_captured(captured(1));
         dispatcher.shutdown().await;
@@ -197,7 +200,7 @@ mod tests {
     async fn a_gate_keeps_the_hits_of_unwanted_pixels_out_of_its_queue() {
         let (hits, hits_rx) = HitOutlet::new("test", 10);
         let hits = hits.with_gate(Arc::new(|pixel| pixel.is_ok_and(|p| p.as_str() == "1")));
-        let (seen, consumer) = consume(hits_rx, |hit| vec![hit.event_id().to_owned()]);
+        let (seen, consumer) = consume(hits_rx, |hits| hits.take().iter().map(|hit| hit.event_id().to_owned()).collect());
         let dispatcher = Dispatcher::new(vec![], vec![hits]).with_intake(1, 10, ParseSettings::default());
         for query in ["pixel_id=1&event_id=a", "pixel_id=2&event_id=b", "event_id=c", "pixel_id=x&event_id=d"] {
             let req = http::Request::get(format!("/tr?{query}")).body(()).unwrap();

@@ -20,4 +20,4 @@ pub mod outlet;
 
 pub use budget::{Budget, Share};
 pub use dispatcher::{DEFAULT_MAX_HIT_BYTES, DEFAULT_MAX_QUEUED_BYTES, Dispatcher};
-pub use outlet::{Gate, HitJobs, HitOutlet, Job, QueuedHit, RecordJobs, RecordOutlet, Records, Shed};
+pub use outlet::{Gate, HitJobs, HitOutlet, Hits, Job, QueuedHit, RecordJobs, RecordOutlet, Records, Shed};

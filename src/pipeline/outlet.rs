@@ -2,9 +2,10 @@
 //!
 //! A raw-record outlet (the file or Firehose sink) takes [`Records`]: each hit's record already
 //! written as its NDJSON line, many lines to a job, so the line is written once, on the thread
-//! that shaped the hit, and the sink only moves bytes. A hit outlet (the forwarder) takes each
-//! hit as a shared [`QueuedHit`]: the draft record itself, moved in after its line was written
-//! (no copy), and only for the hits its [`Gate`] lets through. Both get
+//! that shaped the hit, and the sink only moves bytes. A hit outlet (the forwarder) takes
+//! [`Hits`]: each hit as a shared [`QueuedHit`], the draft record itself, moved in after its line
+//! was written (no copy), only for the hits its [`Gate`] lets through, and those of one intake
+//! batch in one job. Both get
 //! the same control jobs ([`Job`]): a barrier to answer once everything before it is delivered,
 //! a tick for time-based work, and shutdown.
 
@@ -37,7 +38,7 @@ pub enum Job<T> {
 pub type RecordJobs = mpsc::Receiver<Job<Records>>;
 
 /// What a hit outlet's consumer receives.
-pub type HitJobs = mpsc::Receiver<Job<Arc<QueuedHit>>>;
+pub type HitJobs = mpsc::Receiver<Job<Hits>>;
 
 /// A hit while it waits in the queues. Its bytes count against the hit outlets' budget until the
 /// last outlet lets go of it.
@@ -112,6 +113,29 @@ impl Records {
 }
 
 impl Drop for Records {
+    fn drop(&mut self) {
+        self.waiting.fetch_sub(self.count, Ordering::Relaxed);
+    }
+}
+
+/// Hits for a hit outlet, those of one intake batch together (one queue operation for many
+/// hits). Their number counts against the outlet's capacity until its consumer takes them.
+#[derive(Debug)]
+pub struct Hits {
+    pub(super) hits: Vec<Arc<QueuedHit>>,
+    pub(super) count: usize,
+    /// This outlet's count of waiting hits.
+    pub(super) waiting: Arc<AtomicUsize>,
+}
+
+impl Hits {
+    /// The hits, in the order they were shaped; their places in the queue are given back.
+    pub fn take(mut self) -> Vec<Arc<QueuedHit>> {
+        std::mem::take(&mut self.hits)
+    }
+}
+
+impl Drop for Hits {
     fn drop(&mut self) {
         self.waiting.fetch_sub(self.count, Ordering::Relaxed);
     }
@@ -200,10 +224,14 @@ impl RecordOutlet {
     }
 }
 
-/// A hit outlet's queue, with the gate that decides which hits it wants.
+/// A hit outlet's queue (holding at most `capacity` hits, not jobs), with the gate that decides
+/// which hits it wants.
 #[derive(Clone)]
 pub struct HitOutlet {
-    pub(super) queue: Queue<Arc<QueuedHit>>,
+    pub(super) queue: Queue<Hits>,
+    /// Hits waiting in the queue, bounded by `capacity`.
+    pub(super) waiting: Arc<AtomicUsize>,
+    pub(super) capacity: usize,
     /// Hits this outlet would only discard (e.g. the forwarder, for a pixel known to have no
     /// credentials) are not built or queued for it.
     pub(super) gate: Option<Gate>,
@@ -221,8 +249,9 @@ impl HitOutlet {
     /// A queue of `capacity` hits for the hit outlet `name`, and its receiving half for the
     /// consumer.
     pub fn new(name: &'static str, capacity: usize) -> (HitOutlet, HitJobs) {
+        let capacity = capacity.max(1);
         let (queue, rx) = Queue::new(name, capacity);
-        (HitOutlet { queue, gate: None, shed: None }, rx)
+        (HitOutlet { queue, waiting: Arc::new(AtomicUsize::new(0)), capacity, gate: None, shed: None }, rx)
     }
 
     /// Queues only the hits `gate` lets through.
