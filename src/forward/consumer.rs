@@ -24,6 +24,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use super::deliver::deliver;
 use super::destination::Destination;
 use super::gate::Credentials;
+use super::priority;
 use super::{ForwardConfig, Key, MAX_BATCH_BYTES, Pending, Shared};
 use crate::batch::{BatchLimits, Batcher};
 use crate::metrics as m;
@@ -103,6 +104,7 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
                 break;
             }
             if took == 0 {
+                priority::rest();
                 tokio::select! {
                     job = rx.recv() => match job {
                         Some(job) => jobs.push(job),
@@ -112,6 +114,7 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
                     Some(done) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => self.reaped(done),
                 }
             } else {
+                priority::rest();
                 tokio::select! {
                     _ = tokio::time::sleep(COALESCE) => {}
                     _ = sleep_until(self.next_deadline) => self.send_due(Instant::now()).await,
@@ -157,6 +160,7 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
     async fn accept(&mut self, hit: Arc<QueuedHit>, now: SystemTime) {
         // The dispatcher's gate let only hits with a valid pixel id through.
         let Ok(pixel) = hit.pixel() else { return };
+        priority::breathe();
         let reject = self.shared.destination.check(&hit, now).err();
         let key = Key { pixel, test_event_code: hit.test_event_code().map(str::to_owned) };
         let size = hit.bytes();

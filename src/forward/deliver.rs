@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use super::destination::{Destination, Events, Head, Request, Verdict};
 use super::gate::Credentials;
 use super::outcomes::Outcomes;
+use super::priority;
 use super::window::Signal;
 use super::{Key, Pending, Shared};
 use crate::metrics as m;
@@ -106,6 +107,7 @@ impl Chunk {
             }
             destination.encode(hit, now, &mut body);
             ends.push(body.len());
+            priority::breathe();
         }
         if let Some(&end) = ends.last() {
             hint.store((end - start).div_ceil(ends.len()) + 64, Ordering::Relaxed);
