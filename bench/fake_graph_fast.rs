@@ -31,7 +31,11 @@ struct Stats {
     events: u64,
     min_batch: Option<u64>,
     max_batch: u64,
-    seen: HashSet<(u64, Box<[u8]>)>,
+    /// A 64-bit digest of each `(pixel, event_id)` seen. A digest (foldhash) instead of the id
+    /// itself: SipHash over boxed ids was 40 % of the fake's CPU, on the core wrk measures from.
+    /// Two different ids sharing a digest (odds about 1 in 10^7 at a million events) would show
+    /// as a duplicate, never hide one.
+    seen: foldhash::HashSet<u64>,
     duplicates: u64,
     pixels: HashSet<u64>,
     violations: BTreeMap<&'static str, u64>,
@@ -108,7 +112,7 @@ impl Fake {
             s.max_batch = s.max_batch.max(n);
             s.pixels.insert(pixel);
             for id in ids {
-                if !s.seen.insert((pixel, id.into())) {
+                if !s.seen.insert(digest(pixel, id)) {
                     s.duplicates += 1;
                 }
             }
@@ -137,6 +141,12 @@ impl Fake {
         self.stats.lock().unwrap().in_flight -= 1;
         Ok(answer)
     }
+}
+
+/// The digest of one event's `(pixel, event_id)`, the same in every run.
+fn digest(pixel: u64, id: &[u8]) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::quality::FixedState::with_seed(0x5eed).hash_one((pixel, id))
 }
 
 /// The JSON string value that follows `key` (no escapes expected in tokens and ids).
