@@ -37,12 +37,16 @@ trap 'exit 143' TERM
 # Is something listening on 127.0.0.1:$1?
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# Print a free loopback port (random, 20000-59999), never the same twice.
+# Print a free loopback port, never the same twice: random, below the kernel's range for outgoing
+# connections (32768 by default), so that none of the thousands of connections a run opens can
+# take it between this check and the server's bind (nginx once failed to start that way).
 USED_PORTS=" "
+EPHEMERAL_LOW=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+((EPHEMERAL_LOW > 12000)) || EPHEMERAL_LOW=32768
 free_port() {
     local port
     for _ in $(seq 100); do
-        port=$((20000 + RANDOM % 40000))
+        port=$((10000 + RANDOM % (EPHEMERAL_LOW - 10000)))
         [[ "$USED_PORTS" == *" $port "* ]] && continue
         port_in_use "$port" && continue
         USED_PORTS+="$port "
