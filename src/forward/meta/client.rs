@@ -331,6 +331,14 @@ mod tests {
 
     /// A one-route HTTP server on 127.0.0.1:0 answering every request with `status` and `answer`
     /// (or never, with `hang`), recording what it received.
+    /// Sends one event for pixel 1 with [`TOKEN`] to `base`.
+    async fn send_one(base: &str) -> Result<Received, SendError> {
+        let client = GraphClient::new(base, "v26.0", Duration::from_millis(1500));
+        let token = Secret::new(TOKEN);
+        let json = events(&["e1"]);
+        client.send(&EventsRequest { pixel_id: "1", token: &token, test_event_code: None, events: Events { json: &json, count: 1, body: &body(&json, &token, None) } }).await
+    }
+
     async fn server(status: u16, answer: &'static str, hang: bool) -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -405,13 +413,7 @@ mod tests {
             false,
         )
         .await;
-        let client = GraphClient::new(&format!("http://{addr}"), "v26.0", Duration::from_millis(1500));
-        let token = Secret::new(TOKEN);
-        let json = events(&["e1"]);
-        let err = client
-            .send(&EventsRequest { pixel_id: "1", token: &token, test_event_code: None, events: Events { json: &json, count: 1, body: &body(&json, &token, None) } })
-            .await
-            .unwrap_err();
+        let err = send_one(&format!("http://{addr}")).await.unwrap_err();
         let SendError::Graph(g) = &err else { panic!("{err:?}") };
         assert_eq!((g.status, g.code, g.subcode, g.fbtrace_id.as_deref()), (400, Some(190), Some(467), Some("Xy9")));
         assert!(!err.to_string().contains(TOKEN) && !format!("{err:?}").contains(TOKEN), "{err}");
@@ -440,13 +442,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let client = GraphClient::new(&format!("http://{addr}"), "v26.0", Duration::from_millis(1500));
-        let token = Secret::new(TOKEN);
-        let json = events(&["e1"]);
-        let err = client
-            .send(&EventsRequest { pixel_id: "1", token: &token, test_event_code: None, events: Events { json: &json, count: 1, body: &body(&json, &token, None) } })
-            .await
-            .unwrap_err();
+        let err = send_one(&format!("http://{addr}")).await.unwrap_err();
         assert!(matches!(&err, SendError::Connect(_)), "{err:?}");
         assert!(!err.to_string().contains(TOKEN));
     }
