@@ -43,6 +43,7 @@ pub mod edge;
 pub mod error;
 pub mod forward;
 pub mod metrics;
+mod pace;
 pub mod params;
 pub mod pii;
 pub mod pipeline;

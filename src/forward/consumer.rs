@@ -24,10 +24,10 @@ use tokio::task::{JoinHandle, JoinSet};
 use super::deliver::deliver;
 use super::destination::Destination;
 use super::gate::Credentials;
-use super::priority;
 use super::{ForwardConfig, Key, MAX_BATCH_BYTES, Pending, Shared};
 use crate::batch::{BatchLimits, Batcher};
 use crate::metrics as m;
+use crate::pace;
 use crate::pipeline::{HitJobs, Hits, Job, QueuedHit};
 use crate::record::{CapiFailure, Fields};
 
@@ -104,7 +104,7 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
                 break;
             }
             if took == 0 {
-                priority::rest();
+                pace::rest();
                 tokio::select! {
                     job = rx.recv() => match job {
                         Some(job) => jobs.push(job),
@@ -114,7 +114,7 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
                     Some(done) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => self.reaped(done),
                 }
             } else {
-                priority::rest();
+                pace::rest();
                 tokio::select! {
                     _ = tokio::time::sleep(COALESCE) => {}
                     _ = sleep_until(self.next_deadline) => self.send_due(Instant::now()).await,
@@ -160,7 +160,7 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
     async fn accept(&mut self, hit: Arc<QueuedHit>, now: SystemTime) {
         // The dispatcher's gate let only hits with a valid pixel id through.
         let Ok(pixel) = hit.pixel() else { return };
-        priority::breathe();
+        pace::work(1);
         let reject = self.shared.destination.check(&hit, now).err();
         let key = Key { pixel, test_event_code: hit.test_event_code().map(str::to_owned) };
         let size = hit.bytes();

@@ -13,10 +13,10 @@ use tokio::sync::watch;
 use super::destination::{Destination, Events, Head, Request, Verdict};
 use super::gate::Credentials;
 use super::outcomes::Outcomes;
-use super::priority;
 use super::window::Signal;
 use super::{Key, Pending, Shared};
 use crate::metrics as m;
+use crate::pace;
 use crate::pipeline::{Budget, QueuedHit, Share};
 use crate::record::PixelId;
 use crate::tokens::UsableToken;
@@ -107,7 +107,7 @@ impl Chunk {
             }
             destination.encode(hit, now, &mut body);
             ends.push(body.len());
-            priority::breathe();
+            pace::work(1);
         }
         if let Some(&end) = ends.last() {
             hint.store((end - start).div_ceil(ends.len()) + 64, Ordering::Relaxed);

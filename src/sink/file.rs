@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use super::Health;
 use crate::metrics as m;
+use crate::pace;
 use crate::pipeline::{Job, RecordJobs};
 use crate::record::Timestamp;
 
@@ -32,6 +33,9 @@ const SHUTDOWN_WRITE_ATTEMPTS: u32 = 5;
 /// not parked on the queue, so submitting a hit costs no wake-up (a futex call and a context
 /// switch, several microseconds on the request path); records reach the file this much later.
 const COALESCE_WINDOW: Duration = Duration::from_millis(2);
+/// Most bytes handed to one `write`: the kernel copies them without a break, and this thread
+/// shares the CPU with the answers ([`crate::pace`]).
+const WRITE_SLICE: usize = 64 * 1024;
 
 /// Settings of the file sink.
 #[derive(Debug, Clone)]
@@ -116,6 +120,7 @@ impl Writer {
             for job in jobs.drain(..) {
                 match job {
                     Job::Deliver(records) => {
+                        pace::work(1);
                         self.start_line(records.received_at(), closing);
                         self.buf.extend_from_slice(records.lines());
                         self.buffered += records.count() as u64;
@@ -140,7 +145,10 @@ impl Writer {
             self.rotate_if_due();
             metrics::gauge!(m::QUEUE_DEPTH, "outlet" => "file").set(rx.len() as f64);
             if !closing && hits > 0 && hits < MAX_BATCH as u64 {
+                pace::rest();
                 std::thread::sleep(COALESCE_WINDOW);
+            } else if rx.is_empty() {
+                pace::rest();
             }
         }
         self.write_out(true);
@@ -217,9 +225,13 @@ impl Writer {
                 f.len += written as u64;
                 return Ok(());
             }
-            match f.file.write(&self.buf[written..]) {
+            let slice = &self.buf[written..self.buf.len().min(written + WRITE_SLICE)];
+            match f.file.write(slice) {
                 Ok(0) => break io::Error::from(io::ErrorKind::WriteZero),
-                Ok(n) => written += n,
+                Ok(n) => {
+                    written += n;
+                    pace::work(pace::CHECK_EVERY);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => break e,
             }
