@@ -24,9 +24,18 @@ const BREATH: Duration = Duration::from_micros(1);
 /// [`work`] costs well under a microsecond, so the clock is read every this many.
 pub const CHECK_EVERY: u32 = 32;
 
+/// A wait at least this long means the thread was off the CPU: its next run starts afresh.
+const OFF_CPU: Duration = Duration::from_micros(20);
+
 thread_local! {
     /// Units since the last look at the clock, and when the current run began.
     static RUNNING: Cell<(u32, Option<Instant>)> = const { Cell::new((0, None)) };
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Breaths this thread has taken (for the tests).
+    static BREATHS: Cell<u32> = const { Cell::new(0) };
 }
 
 /// Counts `units` of work done on this thread; once its current run has lasted [`RUN`], sleeps
@@ -45,6 +54,8 @@ pub fn work(units: u32) {
     match started {
         Some(started) if now.duration_since(started) >= RUN => {
             std::thread::sleep(BREATH);
+            #[cfg(test)]
+            BREATHS.set(BREATHS.get() + 1);
             RUNNING.set((0, Some(Instant::now())));
         }
         Some(started) => RUNNING.set((0, Some(started))),
@@ -57,59 +68,97 @@ pub fn rest() {
     RUNNING.set((0, None));
 }
 
+/// This thread waited for work since `since` (a wait that may have returned at once): if it
+/// took long enough to have been off the CPU, its next run starts afresh.
+pub fn waited(since: Instant) {
+    if since.elapsed() >= OFF_CPU {
+        rest();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Does `busy` and then `work(units)` for 20 ms, and counts the `work` calls that took a
-    /// breath.
-    fn breaths_in_20_ms(busy: Duration, units: u32) -> u32 {
-        std::thread::spawn(move || {
-            rest();
-            let (started, mut breaths) = (Instant::now(), 0);
-            while started.elapsed() < Duration::from_millis(20) {
-                let t = Instant::now();
-                while t.elapsed() < busy {}
-                let t = Instant::now();
-                work(units);
-                // A breath sleeps; counting units takes nanoseconds.
-                if t.elapsed() >= Duration::from_micros(20) {
-                    breaths += 1;
-                }
-            }
-            breaths
-        })
-        .join()
-        .unwrap()
+    /// Runs `f` on a fresh thread (fresh thread-local state) and returns what it returns.
+    fn on_a_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::spawn(f).join().unwrap()
     }
 
     #[test]
-    fn a_long_run_of_small_steps_is_cut_into_runs_with_a_breath_between() {
-        // Cut into runs, each of at least 200 µs: at most 100 in 20 ms (a loaded machine may
-        // stretch the breaths, so the lower bound only asks that the work was cut).
-        let breaths = breaths_in_20_ms(Duration::ZERO, 1);
-        assert!((2..=100).contains(&breaths), "{breaths} breaths in 20 ms of work");
+    fn a_long_run_of_small_steps_is_cut_into_runs_of_at_least_the_run_length() {
+        on_a_thread(|| {
+            rest();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            // When each run began, as the pacer itself recorded it after each breath.
+            let mut starts = Vec::new();
+            let mut seen = 0;
+            while starts.len() < 6 && Instant::now() < deadline {
+                work(1);
+                if BREATHS.get() != seen {
+                    seen = BREATHS.get();
+                    starts.push(RUNNING.get().1.expect("a breath starts a run"));
+                }
+            }
+            assert_eq!(starts.len(), 6, "six breaths within 10 s of work");
+            // No breath comes early: from the start of one run to the start of the next is at
+            // least RUN (the run itself) plus the breath.
+            for pair in starts.windows(2) {
+                let run = pair[1] - pair[0];
+                assert!(run >= RUN, "{run:?} from one run's start to the next, less than {RUN:?}");
+            }
+        });
     }
 
     #[test]
     fn large_steps_look_at_the_clock_each_time() {
-        let breaths = breaths_in_20_ms(Duration::from_micros(50), CHECK_EVERY);
-        // 50 µs steps: a breath every fourth step at the most, so about 20–80 in 20 ms.
-        assert!((2..=100).contains(&breaths), "{breaths} breaths in 20 ms of 50 µs steps");
+        on_a_thread(|| {
+            rest();
+            // Steps of at least 50 µs, each worth CHECK_EVERY units: the run passes 200 µs
+            // within five steps whatever the machine's load, and the next step breathes.
+            let mut steps_since_breath = 0;
+            for _ in 0..40 {
+                let t = Instant::now();
+                while t.elapsed() < Duration::from_micros(50) {}
+                let before = BREATHS.get();
+                work(CHECK_EVERY);
+                steps_since_breath += 1;
+                if BREATHS.get() != before {
+                    assert!(steps_since_breath <= 6, "{steps_since_breath} steps of 50 µs before a breath");
+                    steps_since_breath = 0;
+                }
+            }
+            assert!(BREATHS.get() >= 40 / 6, "{} breaths in 40 steps of 50 µs", BREATHS.get());
+        });
     }
 
     #[test]
-    fn resting_starts_a_new_run() {
-        std::thread::spawn(|| {
+    fn resting_or_a_long_wait_starts_a_new_run_and_a_short_one_does_not() {
+        on_a_thread(|| {
+            // Without a rest, a millisecond away counts as part of the run: the next look at
+            // the clock breathes.
+            rest();
             work(CHECK_EVERY);
             std::thread::sleep(Duration::from_millis(1));
-            rest();
-            // The millisecond spent resting is not part of a run: no breath yet.
-            let t = Instant::now();
             work(CHECK_EVERY);
-            assert!(t.elapsed() < Duration::from_micros(20));
-        })
-        .join()
-        .unwrap();
+            assert_eq!(BREATHS.get(), 1);
+            // After a rest, it does not: the next look at the clock starts a run.
+            std::thread::sleep(Duration::from_millis(1));
+            rest();
+            work(CHECK_EVERY);
+            assert_eq!(BREATHS.get(), 1);
+            // A wait that lasted a millisecond is a rest too.
+            let since = Instant::now();
+            std::thread::sleep(Duration::from_millis(1));
+            waited(since);
+            work(CHECK_EVERY);
+            assert_eq!(BREATHS.get(), 1);
+            // A wait that returned at once (here: one that reads as no time at all) is not: the
+            // run started above goes on, and breathes once it has lasted RUN.
+            std::thread::sleep(RUN);
+            waited(Instant::now() + Duration::from_secs(1));
+            work(CHECK_EVERY);
+            assert_eq!(BREATHS.get(), 2);
+        });
     }
 }

@@ -103,22 +103,38 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
             if !open {
                 break;
             }
+            // A wait may return at once (a request already answered): only a real one starts
+            // the next run afresh, before the work it woke up for.
+            let waiting = Instant::now();
             if took == 0 {
-                pace::rest();
                 tokio::select! {
-                    job = rx.recv() => match job {
-                        Some(job) => jobs.push(job),
-                        None => open = false,
-                    },
-                    _ = sleep_until(self.next_deadline) => self.send_due(Instant::now()).await,
-                    Some(done) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => self.reaped(done),
+                    job = rx.recv() => {
+                        pace::waited(waiting);
+                        match job {
+                            Some(job) => jobs.push(job),
+                            None => open = false,
+                        }
+                    }
+                    _ = sleep_until(self.next_deadline) => {
+                        pace::waited(waiting);
+                        self.send_due(Instant::now()).await
+                    }
+                    Some(done) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => {
+                        pace::waited(waiting);
+                        self.reaped(done)
+                    }
                 }
             } else {
-                pace::rest();
                 tokio::select! {
-                    _ = tokio::time::sleep(COALESCE) => {}
-                    _ = sleep_until(self.next_deadline) => self.send_due(Instant::now()).await,
-                    Some(done) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => self.reaped(done),
+                    _ = tokio::time::sleep(COALESCE) => pace::waited(waiting),
+                    _ = sleep_until(self.next_deadline) => {
+                        pace::waited(waiting);
+                        self.send_due(Instant::now()).await
+                    }
+                    Some(done) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => {
+                        pace::waited(waiting);
+                        self.reaped(done)
+                    }
                 }
             }
         }

@@ -108,7 +108,11 @@ impl Writer {
         let mut closing = false;
         let mut shutdown_acks = Vec::new();
         // After a Shutdown job the queue is closed, so this loop ends once it is empty.
-        while let Some(first) = rx.blocking_recv() {
+        loop {
+            let waiting = Instant::now();
+            let Some(first) = rx.blocking_recv() else { break };
+            // Only a wait that took the thread off the CPU starts its next run afresh.
+            pace::waited(waiting);
             jobs.push(first);
             while jobs.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -147,8 +151,6 @@ impl Writer {
             if !closing && hits > 0 && hits < MAX_BATCH as u64 {
                 pace::rest();
                 std::thread::sleep(COALESCE_WINDOW);
-            } else if rx.is_empty() {
-                pace::rest();
             }
         }
         self.write_out(true);

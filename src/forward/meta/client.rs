@@ -329,8 +329,6 @@ mod tests {
         raw: String,
     }
 
-    /// A one-route HTTP server on 127.0.0.1:0 answering every request with `status` and `answer`
-    /// (or never, with `hang`), recording what it received.
     /// Sends one event for pixel 1 with [`TOKEN`] to `base`.
     async fn send_one(base: &str) -> Result<Received, SendError> {
         let client = GraphClient::new(base, "v26.0", Duration::from_millis(1500));
@@ -339,6 +337,8 @@ mod tests {
         client.send(&EventsRequest { pixel_id: "1", token: &token, test_event_code: None, events: Events { json: &json, count: 1, body: &body(&json, &token, None) } }).await
     }
 
+    /// A one-route HTTP server on 127.0.0.1:0 answering every request with `status` and `answer`
+    /// (or never, with `hang`), recording what it received.
     async fn server(status: u16, answer: &'static str, hang: bool) -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
