@@ -106,35 +106,24 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
             // A wait may return at once (a request already answered): only a real one starts
             // the next run afresh, before the work it woke up for.
             let waiting = Instant::now();
-            if took == 0 {
-                tokio::select! {
-                    job = rx.recv() => {
-                        pace::waited(waiting);
-                        match job {
-                            Some(job) => jobs.push(job),
-                            None => open = false,
-                        }
-                    }
-                    _ = sleep_until(self.next_deadline) => {
-                        pace::waited(waiting);
-                        self.send_due(Instant::now()).await
-                    }
-                    Some(done) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => {
-                        pace::waited(waiting);
-                        self.reaped(done)
+            tokio::select! {
+                // Nothing taken: wait for the next job.
+                job = rx.recv(), if took == 0 => {
+                    pace::waited(waiting);
+                    match job {
+                        Some(job) => jobs.push(job),
+                        None => open = false,
                     }
                 }
-            } else {
-                tokio::select! {
-                    _ = tokio::time::sleep(COALESCE) => pace::waited(waiting),
-                    _ = sleep_until(self.next_deadline) => {
-                        pace::waited(waiting);
-                        self.send_due(Instant::now()).await
-                    }
-                    Some(done) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => {
-                        pace::waited(waiting);
-                        self.reaped(done)
-                    }
+                // A partial drain: rest before draining again, instead of asking to be woken.
+                _ = tokio::time::sleep(COALESCE), if took > 0 => pace::waited(waiting),
+                _ = sleep_until(self.next_deadline) => {
+                    pace::waited(waiting);
+                    self.send_due(Instant::now()).await
+                }
+                Some(done) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => {
+                    pace::waited(waiting);
+                    self.reaped(done)
                 }
             }
         }
