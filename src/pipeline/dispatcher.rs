@@ -243,12 +243,11 @@ impl Dispatcher {
         let reservation = Arc::new(Reservation { bytes, budget: self.queued_bytes.clone() });
         let lines = Bytes::from(buf);
         for outlet in self.records.iter() {
-            if outlet.waiting.fetch_add(count, Ordering::Relaxed) + count > outlet.capacity {
-                outlet.waiting.fetch_sub(count, Ordering::Relaxed);
+            let Some(places) = outlet.places.take(count) else {
                 self.dropped(outlet.queue.name, "queue_full", count);
                 continue;
-            }
-            let job = Records { lines: lines.clone(), count, received_at, _bytes: reservation.clone(), waiting: outlet.waiting.clone() };
+            };
+            let job = Records { lines: lines.clone(), received_at, _bytes: reservation.clone(), places };
             if let Err(err) = outlet.queue.tx.try_send(Job::Deliver(job)) {
                 self.dropped(outlet.queue.name, send_error(&err), count);
             }
@@ -292,13 +291,12 @@ impl Dispatcher {
                 continue;
             }
             let hits = std::mem::take(list);
-            if outlet.waiting.fetch_add(count, Ordering::Relaxed) + count > outlet.capacity {
-                outlet.waiting.fetch_sub(count, Ordering::Relaxed);
+            let Some(places) = outlet.places.take(count) else {
                 self.shed(outlet, "queue_full", count);
                 continue;
-            }
+            };
             // A job that is not queued gives its places back as it drops.
-            let job = Hits { hits, count, waiting: outlet.waiting.clone() };
+            let job = Hits { hits, _places: places };
             if let Err(err) = outlet.queue.tx.try_send(Job::Deliver(job)) {
                 self.shed(outlet, send_error(&err), count);
             }
@@ -400,13 +398,13 @@ mod tests {
             b.add_encoded(&format!("pixel_id=1&event=E&event_id=e{n}"));
             dispatcher.submit_record(&b.finish(RequestMeta::default()));
         }
-        assert_eq!(outlet.waiting.load(Ordering::Relaxed), 5);
+        assert_eq!(outlet.places.waiting(), 5);
         let mut taken = 0;
         while let Ok(Job::Deliver(records)) = rx.try_recv() {
             taken += records.count();
         }
         assert_eq!(taken, 5, "three records over the capacity were dropped");
-        assert_eq!(outlet.waiting.load(Ordering::Relaxed), 0, "taking the records gives their places back");
+        assert_eq!(outlet.places.waiting(), 0, "taking the records gives their places back");
         assert_eq!(dispatcher.queued_bytes.load(Ordering::Relaxed), 0);
     }
 
@@ -429,12 +427,12 @@ mod tests {
         };
         batch(0..3);
         batch(3..6);
-        assert_eq!(outlet.waiting.load(Ordering::Relaxed), 3);
+        assert_eq!(outlet.places.waiting(), 3);
         assert_eq!(*shed.lock().unwrap(), [("queue_full", 3)], "a batch that does not fit is shed whole, and counted");
         let Ok(Job::Deliver(hits)) = rx.try_recv() else { panic!("one job for the first batch") };
         assert!(rx.try_recv().is_err(), "one job per batch");
         let ids: Vec<String> = hits.take().iter().map(|h| h.event_id().to_owned()).collect();
         assert_eq!(ids, ["e0", "e1", "e2"]);
-        assert_eq!(outlet.waiting.load(Ordering::Relaxed), 0, "taking the hits gives their places back");
+        assert_eq!(outlet.places.waiting(), 0, "taking the hits gives their places back");
     }
 }

@@ -75,12 +75,11 @@ impl Drop for QueuedHit {
 #[derive(Debug)]
 pub struct Records {
     pub(super) lines: Bytes,
-    pub(super) count: usize,
     pub(super) received_at: Timestamp,
     /// Shared by every outlet the lines went to: gives the bytes back when the last lets go.
     pub(super) _bytes: Arc<Reservation>,
-    /// This outlet's count of waiting records.
-    pub(super) waiting: Arc<AtomicUsize>,
+    /// One place in this outlet's queue per record.
+    pub(super) places: Held,
 }
 
 impl Records {
@@ -91,7 +90,7 @@ impl Records {
 
     /// How many records.
     pub fn count(&self) -> usize {
-        self.count
+        self.places.count
     }
 
     /// Receipt time of the first record; every record is from the same UTC hour.
@@ -112,30 +111,59 @@ impl Records {
     }
 }
 
-impl Drop for Records {
-    fn drop(&mut self) {
-        self.waiting.fetch_sub(self.count, Ordering::Relaxed);
-    }
-}
-
 /// Hits for a hit outlet, those of one intake batch together (one queue operation for many
 /// hits). Their number counts against the outlet's capacity until its consumer takes them.
 #[derive(Debug)]
 pub struct Hits {
     pub(super) hits: Vec<Arc<QueuedHit>>,
-    pub(super) count: usize,
-    /// This outlet's count of waiting hits.
-    pub(super) waiting: Arc<AtomicUsize>,
+    /// One place in this outlet's queue per hit, given back when the consumer takes them.
+    pub(super) _places: Held,
 }
 
 impl Hits {
     /// The hits, in the order they were shaped; their places in the queue are given back.
-    pub fn take(mut self) -> Vec<Arc<QueuedHit>> {
-        std::mem::take(&mut self.hits)
+    pub fn take(self) -> Vec<Arc<QueuedHit>> {
+        self.hits
     }
 }
 
-impl Drop for Hits {
+/// The places in an outlet's queue, counted in records or hits rather than jobs (a job carries
+/// many), so that its capacity means the same whatever the batching.
+#[derive(Debug, Clone)]
+pub(super) struct Places {
+    waiting: Arc<AtomicUsize>,
+    capacity: usize,
+}
+
+impl Places {
+    fn new(capacity: usize) -> Places {
+        Places { waiting: Arc::new(AtomicUsize::new(0)), capacity }
+    }
+
+    /// Takes `count` places if they fit; `None` (and nothing taken) if they do not.
+    pub(super) fn take(&self, count: usize) -> Option<Held> {
+        if self.waiting.fetch_add(count, Ordering::Relaxed) + count > self.capacity {
+            self.waiting.fetch_sub(count, Ordering::Relaxed);
+            return None;
+        }
+        Some(Held { count, waiting: self.waiting.clone() })
+    }
+
+    /// Places taken and not given back.
+    #[cfg(test)]
+    pub(super) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+}
+
+/// Places a job holds in its outlet's queue, given back when it drops.
+#[derive(Debug)]
+pub(super) struct Held {
+    count: usize,
+    waiting: Arc<AtomicUsize>,
+}
+
+impl Drop for Held {
     fn drop(&mut self) {
         self.waiting.fetch_sub(self.count, Ordering::Relaxed);
     }
@@ -204,9 +232,8 @@ impl<T> Queue<T> {
 #[derive(Debug, Clone)]
 pub struct RecordOutlet {
     pub(super) queue: Queue<Records>,
-    /// Records waiting in the queue, bounded by `capacity`.
-    pub(super) waiting: Arc<AtomicUsize>,
-    pub(super) capacity: usize,
+    /// Records waiting in the queue.
+    pub(super) places: Places,
 }
 
 impl RecordOutlet {
@@ -215,7 +242,7 @@ impl RecordOutlet {
     pub fn new(name: &'static str, capacity: usize) -> (RecordOutlet, RecordJobs) {
         let capacity = capacity.max(1);
         let (queue, rx) = Queue::new(name, capacity);
-        (RecordOutlet { queue, waiting: Arc::new(AtomicUsize::new(0)), capacity }, rx)
+        (RecordOutlet { queue, places: Places::new(capacity) }, rx)
     }
 
     /// The flag raised when shutdown begins; for the consumer to watch while it retries.
@@ -229,9 +256,8 @@ impl RecordOutlet {
 #[derive(Clone)]
 pub struct HitOutlet {
     pub(super) queue: Queue<Hits>,
-    /// Hits waiting in the queue, bounded by `capacity`.
-    pub(super) waiting: Arc<AtomicUsize>,
-    pub(super) capacity: usize,
+    /// Hits waiting in the queue.
+    pub(super) places: Places,
     /// Hits this outlet would only discard (e.g. the forwarder, for a pixel known to have no
     /// credentials) are not built or queued for it.
     pub(super) gate: Option<Gate>,
@@ -251,7 +277,7 @@ impl HitOutlet {
     pub fn new(name: &'static str, capacity: usize) -> (HitOutlet, HitJobs) {
         let capacity = capacity.max(1);
         let (queue, rx) = Queue::new(name, capacity);
-        (HitOutlet { queue, waiting: Arc::new(AtomicUsize::new(0)), capacity, gate: None, shed: None }, rx)
+        (HitOutlet { queue, places: Places::new(capacity), gate: None, shed: None }, rx)
     }
 
     /// Queues only the hits `gate` lets through.
