@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 /// `src/`'s top-level modules, bottom layer first. A module may use the modules of the layers
 /// before its own, and those of its own layer only if they are listed before it.
 const LAYERS: &[&[&str]] = &[
-    &["error", "metrics", "telemetry", "batch", "retry", "secret", "clock", "pace", "simd", "pii"],
+    &["error", "metrics", "telemetry", "batch", "retry", "secret", "seal", "clock", "pace", "simd", "pii"],
     &["record"],
-    &["params", "tokens"],
+    &["params", "tokens", "registry"],
     &["pipeline"],
     &["sink", "forward"],
     &["edge"],
