@@ -35,6 +35,7 @@
 //!   [`batch`] (the one batcher), [`retry`] (backoff), [`secret`], `clock` and `simd` (the hot
 //!   path's clock and byte scans).
 
+pub mod api;
 pub mod app;
 pub mod batch;
 mod clock;

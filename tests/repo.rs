@@ -13,7 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["params", "tokens", "registry"],
     &["pipeline"],
     &["sink", "forward"],
-    &["edge"],
+    &["api", "edge"],
     &["runtime"],
     &["app"],
     &["config"],

@@ -12,6 +12,7 @@ use crate::runtime::lambda::{CAPI_SHUTDOWN_CAP, FIREHOSE_SHUTDOWN_CAP};
 use crate::runtime::server::ServerOptions;
 use crate::secret::Secret;
 use crate::sink::SinkSettings;
+use crate::registry::DirectorySettings;
 use crate::tokens::{CacheSettings, StoreSettings};
 
 /// The app's settings.
@@ -50,6 +51,8 @@ pub struct Settings {
     pub meta: MetaConfig,
     /// The host administrator key; `None` = the admin API is off.
     pub admin_key: Option<Secret>,
+    /// The registry's cache lifetime (pixel settings, key checks, the registered set).
+    pub registry: DirectorySettings,
 }
 
 impl Settings {

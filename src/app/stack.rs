@@ -8,13 +8,17 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::Settings;
-use crate::edge::admin::Admin;
+use crate::api::{Api, ApiState};
 use crate::edge::{Edge, EdgeService};
 use crate::forward::meta::Meta;
 use crate::forward::{Deliveries, ForwardStatus, Forwarder, Gate, Wiring};
 use crate::pipeline::{Budget, Dispatcher, HitOutlet};
+use crate::registry::{Directory, KeyCache, Kv, Registry};
 use crate::sink::{Health, RunningSink};
 use crate::tokens::{TokenCache, TokenStore};
+
+/// How often the last-use times of keys are written to the store.
+const KEY_USE_FLUSH: Duration = Duration::from_secs(60);
 
 /// The outlets and the dispatcher in front of them.
 pub struct Stack {
@@ -44,6 +48,16 @@ impl Stack {
             Err(err) => tracing::warn!(error = %err, "cannot list the pixels with a token; nothing is forwarded until the store answers"),
         }
         tokens.spawn_index_refresh();
+        // The registry beside the tokens, and which pixels are registered, before the first hit.
+        let kv = Kv::open(&settings.data_dir, tokens.store()).await?;
+        let directory = Arc::new(Directory::new(kv.clone(), settings.registry));
+        match directory.refresh().await {
+            Ok(n) => tracing::info!(pixels = n, "registered pixels listed"),
+            Err(err) => tracing::warn!(error = %err, "cannot list the registered pixels; their settings are read per pixel until the store answers"),
+        }
+        directory.spawn_refresh();
+        let keys = Arc::new(KeyCache::new(kv.clone(), settings.admin_key.as_ref(), settings.registry.ttl));
+        keys.spawn_flush(KEY_USE_FLUSH);
         let deliveries = Arc::new(Deliveries::default());
         let gate = Arc::new(Gate::new(tokens.clone()));
         let (budget, status) = (Budget::new(settings.forward_max_bytes), Arc::new(ForwardStatus::new("meta")));
@@ -62,8 +76,9 @@ impl Stack {
         );
         spawn_ticker(dispatcher.clone());
 
-        let admin = Admin::new(settings.admin_key.as_ref(), tokens.clone(), deliveries, settings.body.timeout);
-        let edge = Arc::new(Edge::new(settings.trusted_proxies, settings.body, dispatcher.clone(), sink_health, tokens, admin).with_forwarding(vec![status]));
+        let registry = Arc::new(Registry::new(kv.clone(), tokens.clone(), directory.clone(), keys));
+        let api = Api::new(ApiState { registry, deliveries, body_timeout: settings.body.timeout });
+        let edge = Arc::new(Edge::new(settings.trusted_proxies, settings.body, dispatcher.clone(), sink_health, tokens, api, directory).with_forwarding(vec![status]));
         Ok(Stack { edge, dispatcher, sink, forwarder })
     }
 

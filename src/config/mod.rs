@@ -93,6 +93,15 @@ pub struct GlobalArgs {
     /// Host administrator key for the admin API; unset = the admin API answers 404.
     #[arg(long, env = "PIXELGATE_ADMIN_KEY", hide_env_values = true, value_name = "KEY", value_parser = secret_setting, global = true)]
     pub admin_key: Option<Secret>,
+    /// Key sealing tokens and other secrets at rest: 32 bytes, base64 (`openssl rand -base64 32`).
+    /// Required with --tokens dynamodb (the same on every instance); without it the embedded
+    /// store uses <data-dir>/secrets.key, created on first start.
+    #[arg(long, env = "PIXELGATE_SECRETS_KEY", hide_env_values = true, value_name = "BASE64", value_parser = secret_setting, global = true)]
+    pub secrets_key: Option<Secret>,
+    /// How long a server keeps a pixel's settings, a key's check and the list of registered pixels
+    /// before reading the store again (revocation and settings changed elsewhere show within it).
+    #[arg(long, env = "PIXELGATE_REGISTRY_TTL", default_value = "30s", value_parser = parse_duration, value_name = "DURATION", global = true)]
+    pub registry_ttl: Duration,
     /// Log format.
     #[arg(long, env = "PIXELGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,

@@ -15,6 +15,7 @@ use crate::runtime::server::ServerOptions;
 use crate::sink::SinkSettings;
 use crate::sink::file::FileSinkConfig;
 use crate::sink::firehose::FirehoseConfig;
+use crate::registry::DirectorySettings;
 use crate::tokens::{CacheSettings, StoreSettings};
 
 impl Cli {
@@ -55,12 +56,18 @@ impl Cli {
             },
             meta: MetaConfig { graph_url: global.graph_url.clone(), graph_version: global.graph_version.clone() },
             admin_key: global.admin_key.clone(),
+            registry: DirectorySettings { ttl: global.registry_ttl, ..DirectorySettings::default() },
         })
     }
 
     /// Where the token store is (all the `tokens` commands need).
     pub fn store_settings(&self) -> StoreSettings {
-        StoreSettings { kind: self.global.tokens, data_dir: self.global.data_dir.clone(), dynamodb_table: self.global.dynamodb_table.clone() }
+        StoreSettings {
+            kind: self.global.tokens,
+            data_dir: self.global.data_dir.clone(),
+            dynamodb_table: self.global.dynamodb_table.clone(),
+            secrets_key: self.global.secrets_key.clone(),
+        }
     }
 }
 

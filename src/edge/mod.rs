@@ -8,14 +8,12 @@
 //!   to shape after the answer; the POST body read within limits.
 //! * [`response`] — the GIF and its headers, JSON answers.
 //! * [`ready`] — `/readyz`.
-//! * [`admin`] — the `/v1/` API.
 //!
 //! The answer never waits on an outlet: the edge hands the captured request to the
 //! [`Dispatcher`] and answers. The front door supplies the client's address: the hyper server per
 //! connection ([`EdgeService::for_peer`]), the Lambda door per request as a
 //! [`PeerIp`](crate::params::PeerIp) extension.
 
-pub mod admin;
 pub mod capture;
 pub mod ready;
 pub mod response;
@@ -25,13 +23,14 @@ use std::sync::Arc;
 
 use metrics::Counter;
 
-use self::admin::Admin;
 pub use self::capture::BodyLimits;
 pub use self::response::{EdgeBody, GIF, json, json_error};
 pub use self::service::{EdgeFuture, EdgeService};
+use crate::api::Api;
 use crate::forward::ForwardStatus;
 use crate::metrics as m;
 use crate::pipeline::Dispatcher;
+use crate::registry::Directory;
 use crate::sink::Health;
 use crate::tokens::TokenCache;
 
@@ -47,8 +46,10 @@ pub struct Edge {
     pub sink_health: Arc<Health>,
     /// The access-token store behind its cache, for `/readyz`.
     pub tokens: Arc<TokenCache>,
-    /// The admin API under `/v1/`.
-    pub admin: Admin,
+    /// The API under `/v1/`.
+    pub api: Api,
+    /// Registered pixels and their settings (CORS on the pixel paths).
+    pub directory: Arc<Directory>,
     /// Forwarding's state per destination, for `/readyz`.
     pub forwarding: Vec<Arc<ForwardStatus>>,
     /// Hit counters by method (GET, HEAD, POST), resolved once so the hot path skips the
@@ -58,9 +59,9 @@ pub struct Edge {
 
 impl Edge {
     /// Shared state for the edge service.
-    pub fn new(trusted_proxies: usize, body_limits: BodyLimits, dispatcher: Dispatcher, sink_health: Arc<Health>, tokens: Arc<TokenCache>, admin: Admin) -> Self {
+    pub fn new(trusted_proxies: usize, body_limits: BodyLimits, dispatcher: Dispatcher, sink_health: Arc<Health>, tokens: Arc<TokenCache>, api: Api, directory: Arc<Directory>) -> Self {
         let hits = ["GET", "HEAD", "POST"].map(|method| metrics::counter!(m::HITS, "method" => method));
-        Edge { trusted_proxies, body_limits, dispatcher, sink_health, tokens, admin, forwarding: Vec::new(), hits }
+        Edge { trusted_proxies, body_limits, dispatcher, sink_health, tokens, api, directory, forwarding: Vec::new(), hits }
     }
 
     /// Shows these destinations' forwarding state in `/readyz`.

@@ -13,7 +13,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
 
 use super::response::{EdgeBody, GIF, json_error, method_not_allowed, pixel_response, text};
-use super::{Edge, admin, capture, ready};
+use super::{Edge, capture, ready};
 
 /// The tower `Service` both front doors call.
 #[derive(Clone)]
@@ -80,7 +80,7 @@ fn is_read(m: &Method) -> bool {
 
 async fn route<B>(edge: &Edge, peer: Option<IpAddr>, req: Request<B>) -> Response<EdgeBody>
 where
-    B: Body<Data = Bytes>,
+    B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     // The admin API's and `/readyz`'s futures (store calls) are several times the size of a
@@ -90,7 +90,7 @@ where
         "/healthz" if is_read(req.method()) => text(StatusCode::OK, "ok\n"),
         "/readyz" if is_read(req.method()) => Box::pin(ready::ready(edge)).await,
         "/healthz" | "/readyz" => method_not_allowed("GET, HEAD"),
-        path if path.starts_with("/v1/") => Box::pin(admin::handle(&edge.admin, req)).await,
+        path if path.starts_with("/v1/") => Box::pin(edge.api.handle(req)).await,
         _ => json_error(StatusCode::NOT_FOUND, "no such endpoint; the pixel is at /p.gif, /tr or /tr/, the admin API under /v1/pixels/{pixel_id}/"),
     }
 }

@@ -25,6 +25,7 @@ use std::path::PathBuf;
 
 use crate::error::ConfigError;
 use crate::record::PixelId;
+pub use crate::seal::Sealer;
 pub use crate::secret::Secret;
 pub use cache::{CacheSettings, TokenCache, UsableToken};
 pub use dynamodb::DynamoStore;
@@ -138,6 +139,9 @@ pub struct StoreSettings {
     pub data_dir: PathBuf,
     /// `--dynamodb-table`.
     pub dynamodb_table: Option<String>,
+    /// `--secrets-key`: base64 of 32 bytes; `None` = the key file under `--data-dir` (embedded
+    /// store only).
+    pub secrets_key: Option<Secret>,
 }
 
 impl StoreSettings {
@@ -145,7 +149,29 @@ impl StoreSettings {
     pub fn validate(&self) -> Result<(), ConfigError> {
         match self.kind {
             StoreKind::Local => Ok(()),
-            StoreKind::Dynamodb => self.table().map(|_| ()),
+            StoreKind::Dynamodb => {
+                self.table()?;
+                if self.secrets_key.is_none() {
+                    return Err(ConfigError(
+                        "--tokens dynamodb needs --secrets-key [PIXELGATE_SECRETS_KEY] (32 bytes, base64; the same for every instance on the table, from the deployment's secret store)".into(),
+                    ));
+                }
+                Ok(())
+            }
+        }?;
+        if let Some(key) = &self.secrets_key {
+            Sealer::from_base64(key.expose()).map_err(ConfigError)?;
+        }
+        Ok(())
+    }
+
+    /// The sealer for tokens and other secrets at rest: `--secrets-key`, else (embedded store) the
+    /// key file under `--data-dir`, created on first start.
+    pub fn sealer(&self) -> anyhow::Result<Sealer> {
+        match (&self.secrets_key, self.kind) {
+            (Some(key), _) => Sealer::from_base64(key.expose()).map_err(|e| anyhow::anyhow!(e)),
+            (None, StoreKind::Local) => Sealer::from_key_file(&self.data_dir),
+            (None, StoreKind::Dynamodb) => Err(anyhow::anyhow!("--tokens dynamodb needs --secrets-key [PIXELGATE_SECRETS_KEY]")),
         }
     }
 
@@ -155,61 +181,94 @@ impl StoreSettings {
     }
 }
 
-/// The configured token store (`--tokens`).
-pub enum TokenStore {
+/// Where the tokens are kept (`--tokens`).
+pub enum Backend {
     /// SQLite under `<data-dir>`.
     Local(LocalStore),
     /// A DynamoDB table.
     Dynamodb(DynamoStore),
 }
 
+/// The configured token store: a [`Backend`], and the [`Sealer`] every token passes through on
+/// its way in and out (`docs/accounts.md#secrets-at-rest`): the store only ever holds sealed
+/// tokens, bound to their pixel. A plaintext token written before sealing existed is still read,
+/// and sealed when next written.
+pub struct TokenStore {
+    backend: Backend,
+    sealer: Sealer,
+}
+
+/// Where a pixel's Meta token is sealed to.
+fn place(pixel: &PixelId) -> String {
+    format!("meta_token:{pixel}")
+}
+
 impl TokenStore {
-    /// Opens the store the settings name. Errors are one line naming the flag and env var.
+    /// A store over `backend`, sealing with `sealer`.
+    pub fn new(backend: Backend, sealer: Sealer) -> TokenStore {
+        TokenStore { backend, sealer }
+    }
+
+    /// Opens the store the settings name, with its secrets key. Errors are one line naming the
+    /// flag and env var.
     pub async fn open(settings: &StoreSettings) -> anyhow::Result<TokenStore> {
-        match settings.kind {
-            StoreKind::Local => Ok(TokenStore::Local(LocalStore::open(&settings.data_dir).await?)),
-            StoreKind::Dynamodb => Ok(TokenStore::Dynamodb(DynamoStore::from_env(settings.table()?).await?)),
-        }
+        let sealer = settings.sealer()?;
+        let backend = match settings.kind {
+            StoreKind::Local => Backend::Local(LocalStore::open(&settings.data_dir).await?),
+            StoreKind::Dynamodb => Backend::Dynamodb(DynamoStore::from_env(settings.table()?).await?),
+        };
+        Ok(TokenStore { backend, sealer })
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
     }
 
     /// The pixel's token, if one is stored.
     pub async fn get(&self, pixel: &PixelId) -> Result<Option<StoredToken>, StoreError> {
-        match self {
-            TokenStore::Local(s) => s.get(pixel.as_str()).await,
-            TokenStore::Dynamodb(s) => s.get(pixel.as_str()).await,
-        }
+        let stored = match &self.backend {
+            Backend::Local(s) => s.get(pixel.as_str()).await?,
+            Backend::Dynamodb(s) => s.get(pixel.as_str()).await?,
+        };
+        let Some(mut stored) = stored else { return Ok(None) };
+        stored.token = self.sealer.open(&place(pixel), stored.token.expose()).map_err(|e| StoreError::Malformed(format!("pixel {pixel}: {e}")))?;
+        Ok(Some(stored))
     }
 
-    /// Stores or replaces the pixel's token, active, with a fresh version.
+    /// Stores or replaces the pixel's token (sealed), active, with a fresh version.
     pub async fn set(&self, pixel: &PixelId, token: Secret) -> Result<StoredToken, StoreError> {
-        match self {
-            TokenStore::Local(s) => s.set(pixel.as_str(), token).await,
-            TokenStore::Dynamodb(s) => s.set(pixel.as_str(), token).await,
-        }
+        let sealed = Secret::new(self.sealer.seal(&place(pixel), &token));
+        let mut stored = match &self.backend {
+            Backend::Local(s) => s.set(pixel.as_str(), sealed).await?,
+            Backend::Dynamodb(s) => s.set(pixel.as_str(), sealed).await?,
+        };
+        stored.token = token;
+        Ok(stored)
     }
 
     /// Removes the pixel's token; `false` if there was none.
     pub async fn delete(&self, pixel: &PixelId) -> Result<bool, StoreError> {
-        match self {
-            TokenStore::Local(s) => s.delete(pixel.as_str()).await,
-            TokenStore::Dynamodb(s) => s.delete(pixel.as_str()).await,
+        match &self.backend {
+            Backend::Local(s) => s.delete(pixel.as_str()).await,
+            Backend::Dynamodb(s) => s.delete(pixel.as_str()).await,
         }
     }
 
     /// Marks the token invalid if it is still the active one of `version`; `true` if it did.
     pub async fn mark_invalid(&self, pixel: &PixelId, version: u64) -> Result<bool, StoreError> {
-        match self {
-            TokenStore::Local(s) => s.mark_invalid(pixel.as_str(), version).await,
-            TokenStore::Dynamodb(s) => s.mark_invalid(pixel.as_str(), version).await,
+        match &self.backend {
+            Backend::Local(s) => s.mark_invalid(pixel.as_str(), version).await,
+            Backend::Dynamodb(s) => s.mark_invalid(pixel.as_str(), version).await,
         }
     }
 
     /// Every pixel with an active token (a listing: see [`index`]), and the store requests it
     /// took. An entry whose key is not a pixel id is skipped.
     pub async fn active_pixels(&self) -> Result<(Vec<PixelId>, u64), StoreError> {
-        let (ids, requests) = match self {
-            TokenStore::Local(s) => (s.active_pixels().await?, 1),
-            TokenStore::Dynamodb(s) => {
+        let (ids, requests) = match &self.backend {
+            Backend::Local(s) => (s.active_pixels().await?, 1),
+            Backend::Dynamodb(s) => {
                 let mut pages = 0;
                 let ids = s.active_pixels(&mut pages).await;
                 (ids?, pages)
@@ -220,18 +279,18 @@ impl TokenStore {
 
     /// Is the store reachable (for `/readyz`)?
     pub async fn check(&self) -> Result<(), StoreError> {
-        match self {
-            TokenStore::Local(s) => s.check().await,
-            TokenStore::Dynamodb(s) => s.check().await,
+        match &self.backend {
+            Backend::Local(s) => s.check().await,
+            Backend::Dynamodb(s) => s.check().await,
         }
     }
 }
 
 impl std::fmt::Debug for TokenStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            TokenStore::Local(_) => f.write_str("TokenStore::Local"),
-            TokenStore::Dynamodb(s) => write!(f, "TokenStore::Dynamodb({})", s.table()),
+        match &self.backend {
+            Backend::Local(_) => f.write_str("TokenStore::Local"),
+            Backend::Dynamodb(s) => write!(f, "TokenStore::Dynamodb({})", s.table()),
         }
     }
 }

@@ -88,6 +88,14 @@ pub enum Kv {
 }
 
 impl Kv {
+    /// The registry beside the tokens: the same SQLite file, or the same DynamoDB table and client.
+    pub async fn open(data_dir: &std::path::Path, tokens: &crate::tokens::TokenStore) -> anyhow::Result<Kv> {
+        Ok(match tokens.backend() {
+            crate::tokens::Backend::Local(_) => Kv::Local(local::LocalKv::open(data_dir).await?),
+            crate::tokens::Backend::Dynamodb(s) => Kv::Dynamodb(dynamodb::DynamoKv::new(s.client().clone(), s.table())),
+        })
+    }
+
     /// The item under `pk`.
     pub async fn get(&self, pk: &str) -> Result<Option<Item>, StoreError> {
         match self {
