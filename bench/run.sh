@@ -20,7 +20,10 @@
 #   WARMUP       warm-up run length in seconds           (default 2)
 #   SKIP_BUILD   1 = don't run `cargo build --release`   (default 0)
 #   KEEP_TMP     1 = keep the scratch directory (logs, data, wrk output)
-#   SERVERS      which servers to run, in order      (default "pixelgate pixelgate_firehose nginx")
+#   SERVERS      which servers to run, in order
+#                (default "pixelgate pixelgate_registered pixelgate_firehose nginx")
+#                pixelgate_registered - pixelgate with the hit's pixel registered to an
+#                account with allowed domains (settings read per hit from the cache)
 #                also: hyper_bare - hyper answering the GIF with no pixel work
 #                (bench/bare_gif.rs), the HTTP stack's own ceiling;
 #                pixelgate_before - another build of pixelgate (BEFORE_BIN), run exactly as
@@ -49,7 +52,7 @@ CONNECTIONS="${CONNECTIONS:-64}"
 WARMUP="${WARMUP:-2}"
 SKIP_BUILD="${SKIP_BUILD:-0}"
 KEEP_TMP="${KEEP_TMP:-0}"
-SERVERS="${SERVERS:-pixelgate pixelgate_firehose nginx}"
+SERVERS="${SERVERS:-pixelgate pixelgate_registered pixelgate_firehose nginx}"
 STEADY="${STEADY:-10}"
 ROUNDS="${ROUNDS:-1}"
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "error: ROUNDS must be a positive integer, got '$ROUNDS'" >&2; exit 2; }
@@ -176,6 +179,7 @@ declare -A RPS=()       # server name -> measured req/s of the current round (fo
 declare -A USER_US=()   # server name -> user CPU µs per request of the current round
 RATIOS=()               # "round N: ..." lines, one per round (ROUNDS > 1)
 PG_NGINX=()             # pixelgate / nginx of each round
+REG_NGINX=()            # pixelgate_registered / nginx of each round
 ROUND=1
 RUN_DIR="$WORK_DIR"     # scratch directory of the current round
 
@@ -255,11 +259,19 @@ compare_records() {
 # pixelgate with the local NDJSON sink: this build, or BEFORE_BIN's.
 bench_pixelgate() { bench_pixelgate_file pixelgate "$PIXELGATE_BIN"; }
 bench_pixelgate_before() { bench_pixelgate_file pixelgate_before "$BEFORE_BIN"; }
+# The same, with the hit's pixel registered to an account with allowed domains (the page in
+# PIXEL_PATH is on one of them): every hit reads the pixel's settings from the in-process cache,
+# checks its page and carries the account_id.
+bench_pixelgate_registered() { bench_pixelgate_file pixelgate_registered "$PIXELGATE_BIN" register; }
 
-# bench_pixelgate_file NAME BINARY
+# bench_pixelgate_file NAME BINARY [register]
 bench_pixelgate_file() {
-    local name=$1 bin=$2 dir="$RUN_DIR/$1" port mport pid rss records hits dropped cpu
+    local name=$1 bin=$2 register=${3:-} dir="$RUN_DIR/$1" port mport pid rss records hits dropped cpu
     mkdir -p "$dir/data"
+    if [[ -n "$register" ]]; then
+        echo '{"name":"Bench shop","account_id":"acc_bench"}' | "$bin" accounts create --data-dir "$dir/data" >/dev/null
+        echo '{"account_id":"acc_bench","allowed_domains":["example.com","example.org"]}' | "$bin" pixels put 1234567890 --data-dir "$dir/data" >/dev/null
+    fi
     port=$(free_port); mport=$(free_port)
     log "$name: starting $bin on 127.0.0.1:$port (metrics :$mport)"
     taskset -c "$SERVER_CPU" "$bin" serve \
@@ -285,6 +297,16 @@ bench_pixelgate_file() {
     records=$(find "$dir/data/raw" -type f -name '*.ndjson' -exec awk 'END { print NR }' {} + 2>/dev/null |
         awk '{ s += $1 } END { print s + 0 }')
     log "$name: data files: $(find "$dir/data" -type f | wc -l), NDJSON records: $records"
+    if [[ -n "$register" ]]; then
+        local sample
+        sample=$(find "$dir/data/raw" -type f -name '*.ndjson' -print -quit | xargs head -n 1)
+        if [[ "$sample" == *'"account_id":"acc_bench"'* && "$sample" != *domain_not_allowed* ]]; then
+            NOTES+=("$name: records carry account_id acc_bench, page allowed (first record checked)")
+        else
+            NOTES+=("$name: a record without account_id acc_bench or flagged domain_not_allowed: $sample")
+            FAILED=1
+        fi
+    fi
     compare_records "$name" "$records" "$ANSWERED"
     [[ "$hits" == n/a ]] || NOTES+=("$name: server CPU per hit: $(awk -v c="$cpu" -v h="$hits" 'BEGIN { printf "%.1f", c * 1e6 / h }') µs ($cpu s for $hits hits)")
     if [[ "$hits" == n/a ]]; then
@@ -558,6 +580,11 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
     fi
     if [[ -n "${RPS[pixelgate]:-}" && -n "${RPS[nginx]:-}" ]]; then
         PG_NGINX+=("$(awk -v a="${RPS[pixelgate]}" -v b="${RPS[nginx]}" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }')")
+        reg_ratio=""
+        if [[ -n "${RPS[pixelgate_registered]:-}" ]]; then
+            REG_NGINX+=("$(awk -v a="${RPS[pixelgate_registered]}" -v b="${RPS[nginx]}" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }')")
+            reg_ratio="; pixelgate_registered / nginx = ${REG_NGINX[-1]}"
+        fi
         bare_ratio=""
         if [[ -n "${RPS[hyper_bare]:-}" ]]; then
             bare_ratio=$(awk -v a="${RPS[hyper_bare]}" -v b="${RPS[nginx]}" 'BEGIN { printf "; hyper_bare / nginx = %.3f", (b > 0 ? a / b : 0) }')
@@ -567,7 +594,7 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
             before_ratio=$(awk -v a="${RPS[pixelgate_before]}" -v b="${RPS[nginx]}" -v p="${RPS[pixelgate]}" 'BEGIN { printf "; pixelgate_before / nginx = %.3f; pixelgate / pixelgate_before = %.3f", (b > 0 ? a / b : 0), (a > 0 ? p / a : 0) }')
             before_cpu=", pixelgate_before ${USER_US[pixelgate_before]} µs"
         fi
-        RATIOS+=("round $ROUND: pixelgate / nginx = ${PG_NGINX[-1]}$before_ratio$bare_ratio; user CPU per request: pixelgate ${USER_US[pixelgate]} µs$before_cpu, nginx ${USER_US[nginx]} µs")
+        RATIOS+=("round $ROUND: pixelgate / nginx = ${PG_NGINX[-1]}$reg_ratio$before_ratio$bare_ratio; user CPU per request: pixelgate ${USER_US[pixelgate]} µs$before_cpu, nginx ${USER_US[nginx]} µs")
     fi
 done
 
@@ -587,10 +614,16 @@ if ((ROUNDS > 1 && ${#PG_NGINX[@]} > 0)); then
     echo
     printf '%s\n' "${PG_NGINX[@]}" | sort -n |
         awk '{ v[NR] = $1 } END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "pixelgate req/s / nginx req/s, median of %d rounds = %.3f (min %.3f, max %.3f)\n", NR, m, v[1], v[NR] }'
+    if ((${#REG_NGINX[@]} > 0)); then
+        printf '%s\n' "${REG_NGINX[@]}" | sort -n |
+            awk '{ v[NR] = $1 } END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "pixelgate_registered req/s / nginx req/s, median of %d rounds = %.3f (min %.3f, max %.3f)\n", NR, m, v[1], v[NR] }'
+    fi
 elif [[ -n "${RPS[pixelgate]:-}" && -n "${RPS[nginx]:-}" ]]; then
     echo
     awk -v a="${RPS[pixelgate]}" -v b="${RPS[nginx]}" \
         'BEGIN { printf "pixelgate req/s / nginx req/s = %.3f\n", (b > 0 ? a / b : 0) }'
+    [[ -z "${RPS[pixelgate_registered]:-}" ]] || awk -v a="${RPS[pixelgate_registered]}" -v b="${RPS[nginx]}" \
+        'BEGIN { printf "pixelgate_registered req/s / nginx req/s = %.3f\n", (b > 0 ? a / b : 0) }'
 fi
 if ((ROUNDS == 1)) && [[ -n "${RPS[hyper_bare]:-}" && -n "${RPS[nginx]:-}" ]]; then
     echo

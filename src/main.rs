@@ -1,6 +1,6 @@
 //! The `pixelgate` binary: parse the settings, then build the app and run it until SIGTERM/SIGINT
-//! (as the Lambda runtime when `AWS_LAMBDA_RUNTIME_API` is set), or run a `tokens` command (no
-//! server, no metrics listener).
+//! (as the Lambda runtime when `AWS_LAMBDA_RUNTIME_API` is set), or run a `tokens`, `accounts`, `keys`,
+//! `pixels` or `audit` command (no server, no metrics listener).
 
 use std::process::ExitCode;
 
@@ -38,6 +38,7 @@ fn main() -> ExitCode {
                 if is_lambda() { pixelgate::app::lambda::run(settings, shutdown).await } else { App::build(settings).await?.run_until_stopped(shutdown).await }
             }
             Some(Command::Tokens(command)) => pixelgate::tokens::cli::run(&cli.store_settings(), command).await,
+            Some(other) => pixelgate::api::cli::run(&cli.store_settings(), other.registry().expect("every other command is a registry command")).await,
         }
     });
     match result {

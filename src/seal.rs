@@ -76,7 +76,7 @@ impl Sealer {
                 let text = std::fs::read_to_string(&path)?;
                 Sealer::from_base64(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
             }
-            Err(e) => Err(anyhow::anyhow!("cannot read the secrets key file {}: {e}", path.display())),
+            Err(e) => Err(anyhow::anyhow!("cannot read the secrets key file {} (--data-dir [PIXELGATE_DATA_DIR], or give --secrets-key [PIXELGATE_SECRETS_KEY]): {e}", path.display())),
         }
     }
 

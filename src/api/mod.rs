@@ -9,6 +9,7 @@
 //! router (`crate::edge`): they answer before any of this runs.
 
 pub mod accounts;
+pub mod cli;
 pub mod error;
 pub mod extract;
 pub mod keys;
@@ -88,6 +89,7 @@ impl Api {
         if parts.status == StatusCode::METHOD_NOT_ALLOWED && bytes.is_empty() {
             let allow = parts.headers.get(header::ALLOW).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
             parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            parts.headers.remove(header::CONTENT_LENGTH);
             return Response::from_parts(parts, Full::new(Bytes::from(serde_json::json!({ "error": format!("method not allowed here; use {allow}") }).to_string())));
         }
         if !parts.headers.contains_key(header::CACHE_CONTROL) {

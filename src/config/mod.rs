@@ -21,6 +21,7 @@ use crate::secret::Secret;
 use crate::sink::firehose::{MAX_RECORD_BYTES, MAX_RECORDS_PER_REQUEST, MAX_REQUEST_BYTES, encoded_len};
 use crate::telemetry::LogFormat;
 use crate::tokens::StoreKind;
+use crate::api::cli::{AccountsCommand, KeysCommand, PixelsCommand, RegistryCommand};
 use crate::tokens::cli::TokensCommand;
 
 /// pixelgate: a first-party tracking-pixel endpoint. Answers `/p.gif`, `/tr` and `/tr/` with a
@@ -49,6 +50,34 @@ pub enum Command {
     /// Manage Conversions API access tokens (works while a server runs on the same store).
     #[command(subcommand)]
     Tokens(TokensCommand),
+    /// Manage accounts (the businesses on this instance); JSON bodies on stdin.
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
+    /// Manage API keys; a new key is printed once.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Register pixels to accounts and change their settings; JSON bodies on stdin.
+    #[command(subcommand)]
+    Pixels(PixelsCommand),
+    /// Print the audit log of changes, newest first.
+    Audit {
+        /// acc_…; without it, the host's own entries.
+        #[arg(long)]
+        account_id: Option<String>,
+    },
+}
+
+impl Command {
+    /// The registry command this is, if it is one.
+    pub fn registry(&self) -> Option<RegistryCommand<'_>> {
+        match self {
+            Command::Accounts(c) => Some(RegistryCommand::Accounts(c)),
+            Command::Keys(c) => Some(RegistryCommand::Keys(c)),
+            Command::Pixels(c) => Some(RegistryCommand::Pixels(c)),
+            Command::Audit { account_id } => Some(RegistryCommand::Audit(account_id.as_deref())),
+            _ => None,
+        }
+    }
 }
 
 /// Flags every command shares.

@@ -268,9 +268,9 @@ mod tests {
 
     async fn cache(settings: CacheSettings) -> (tempfile::TempDir, Arc<TokenCache>, TokenStore) {
         let dir = tempfile::tempdir().unwrap();
-        let cache = TokenCache::new(TokenStore::Local(LocalStore::open(dir.path()).await.unwrap()), settings);
+        let cache = TokenCache::new(TokenStore::new(super::super::Backend::Local(LocalStore::open(dir.path()).await.unwrap()), crate::seal::Sealer::new(&[3; 32])), settings);
         // A second handle on the same file stands in for the CLI or another instance.
-        let other = TokenStore::Local(LocalStore::open(dir.path()).await.unwrap());
+        let other = TokenStore::new(super::super::Backend::Local(LocalStore::open(dir.path()).await.unwrap()), crate::seal::Sealer::new(&[3; 32]));
         (dir, Arc::new(cache), other)
     }
 

@@ -14,6 +14,13 @@
 //! | `updated_at` | N | last change, milliseconds since the Unix epoch |
 //! | `version` | N | random, new on every set; `invalid` is written only under the condition `version = :v` |
 //!
+//! The registry (accounts, keys, pixels, audit) keeps its documents in the same table, under keys
+//! that are never digits only (`account#…`, `pixel#…`), with `doc`, `rev` and, when listed, `grp`
+//! and `sk`; never `access_token` or `status` (`registry::kv::dynamodb`,
+//! `docs/accounts.md#dynamodb`).
+//! The global secondary index `by_group` (partition key `grp`, sort key `sk`, projection ALL)
+//! lists them; `create-table` creates it with the table.
+//!
 //! The server needs `dynamodb:GetItem`, `PutItem`, `UpdateItem` and `DeleteItem` on the table
 //! (`/readyz` probes with `GetItem`); `create-table` also needs `CreateTable` and `DescribeTable`.
 //! Reads are strongly consistent, so a change is seen by the next read after the cache expires.
@@ -28,7 +35,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::client::Waiters;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::types::{AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+use aws_sdk_dynamodb::types::{AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType, ScalarAttributeType};
 
 use super::{Secret, StoreError, StoredToken, TokenStatus, new_version, now_ms};
 
@@ -69,6 +76,11 @@ impl DynamoStore {
     /// The table name.
     pub fn table(&self) -> &str {
         &self.table
+    }
+
+    /// The client (the registry's DynamoDB backend shares it, and its timeouts).
+    pub fn client(&self) -> &Client {
+        &self.client
     }
 
     fn key(pixel_id: &str) -> AttributeValue {
@@ -172,12 +184,30 @@ impl DynamoStore {
             .map_err(|e| self.error("GetItem", e))
     }
 
-    /// Creates the table (on-demand billing) and waits until it is active; `false` if it
-    /// already existed.
+    /// Creates the table (on-demand billing) with the registry's index `by_group` and waits until
+    /// it is active; `false` if it already existed.
     pub async fn create_table(&self) -> Result<bool, StoreError> {
-        let key = KeySchemaElement::builder().attribute_name("pixel_id").key_type(KeyType::Hash).build().map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let attr = AttributeDefinition::builder().attribute_name("pixel_id").attribute_type(ScalarAttributeType::S).build().map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let created = match self.client.create_table().table_name(&self.table).key_schema(key).attribute_definitions(attr).billing_mode(BillingMode::PayPerRequest).send().await {
+        let built = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Unavailable(e.to_string());
+        let key = |name: &str, kind: KeyType| KeySchemaElement::builder().attribute_name(name).key_type(kind).build().map_err(built);
+        let attr = |name: &str| AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build().map_err(built);
+        let by_group = GlobalSecondaryIndex::builder()
+            .index_name("by_group") // the registry's listings (`registry::kv::dynamodb::INDEX`)
+            .key_schema(key("grp", KeyType::Hash)?)
+            .key_schema(key("sk", KeyType::Range)?)
+            .projection(Projection::builder().projection_type(ProjectionType::All).build())
+            .build()
+            .map_err(built)?;
+        let request = self
+            .client
+            .create_table()
+            .table_name(&self.table)
+            .key_schema(key("pixel_id", KeyType::Hash)?)
+            .attribute_definitions(attr("pixel_id")?)
+            .attribute_definitions(attr("grp")?)
+            .attribute_definitions(attr("sk")?)
+            .global_secondary_indexes(by_group)
+            .billing_mode(BillingMode::PayPerRequest);
+        let created = match request.send().await {
             Ok(_) => true,
             Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => false,
             Err(e) => return Err(self.error("CreateTable", e)),

@@ -16,6 +16,9 @@ use crate::common::records::files_below;
 /// The admin key of servers started with [`Site::serve_admin`].
 pub const ADMIN_KEY: &str = "capi-admin-key-0123456789";
 
+/// The `--secrets-key` of DynamoDB sites (every instance on one table shares one).
+pub const SECRETS_KEY: &str = "cGl4ZWxnYXRlLXRlc3RzLXNlY3JldHMta2V5LTMyYiE=";
+
 /// Polls `$cond` (an `Option<T>` expression, may `.await`) every 25 ms until it is `Some`, and
 /// evaluates to the value; panics with `$what` (a `Display`) after `$timeout`.
 macro_rules! eventually {
@@ -61,7 +64,7 @@ impl Site {
     /// created with `pixelgate tokens create-table`).
     pub fn dynamodb(table: &str) -> Site {
         let mut site = Site::new();
-        site.args = ["--tokens", "dynamodb", "--dynamodb-table", table].map(String::from).to_vec();
+        site.args = ["--tokens", "dynamodb", "--dynamodb-table", table, "--secrets-key", SECRETS_KEY].map(String::from).to_vec();
         site.env = aws_env(&moto().endpoint);
         let created = site.tokens(&["create-table"], "").json();
         assert_eq!(created["table"], table, "{created}");

@@ -20,10 +20,14 @@ fn set_from_stdin_then_status_and_delete_never_print_the_token() {
     let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
     assert_eq!(keys.len(), 4, "exactly the four fields: {keys:?}");
 
-    // The file holds the token; nothing the commands print does.
+    // Neither the file nor anything the commands print holds the token: it is sealed under the
+    // key file created on first use (owner-only).
     let db = std::fs::read(data.path().join("tokens.sqlite3")).unwrap();
     let wal = std::fs::read(data.path().join("tokens.sqlite3-wal")).unwrap_or_default();
-    assert!([db, wal].iter().any(|b| b.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes())));
+    assert!(![&db, &wal].iter().any(|b| b.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes())), "the token is in the store in plaintext");
+    assert!([db, wal].iter().any(|b| b.windows(5).any(|w| w == b"pgs1:")), "a sealed token is in the store");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(data.path().join("secrets.key")).unwrap().permissions().mode() & 0o777, 0o600);
 
     let delete = pixelgate(&["tokens", "delete", "1234567890", "--data-dir", dir], "", &[]);
     let gone = serde_json::json!({ "pixel_id": "1234567890", "set": false, "status": null, "updated_at": null });

@@ -9,6 +9,8 @@ use crate::common::process::pixelgate;
 use crate::helpers::{CacheSettings, TokenCache, TokenStatus, TokenStore, counted_store};
 
 const TOKEN: &str = "EAABsbCS1iHgBAKZCtokenfordynamodb";
+/// `--secrets-key`: every process on the table seals and opens tokens with it.
+const SECRETS_KEY: &str = "dG9rZW5zLXRlc3RzLXNlY3JldHMta2V5LTMyLWJ5dGU=";
 
 fn table_for(test: &str) -> String {
     format!("pixelgate-tokens-{test}-{}", std::process::id()).replace('_', "-")
@@ -18,7 +20,7 @@ fn table_for(test: &str) -> String {
 async fn cli_writes_and_the_cache_reads_once_for_a_burst() {
     let env = aws_env(&moto().endpoint);
     let table = table_for("burst");
-    let dynamo = ["--tokens", "dynamodb", "--dynamodb-table", &table];
+    let dynamo = ["--tokens", "dynamodb", "--dynamodb-table", &table, "--secrets-key", SECRETS_KEY];
     let run = |args: &[&str], stdin: &str| pixelgate(&[&["tokens"], args, &dynamo[..]].concat(), stdin, &env);
 
     assert_eq!(run(&["create-table"], "").json(), serde_json::json!({ "table": table, "created": true }));
@@ -32,7 +34,7 @@ async fn cli_writes_and_the_cache_reads_once_for_a_burst() {
     assert_eq!(status.json(), set.json());
 
     let (store, gets) = counted_store(&table).await;
-    let cache = Arc::new(TokenCache::new(TokenStore::Dynamodb(store), CacheSettings::default()));
+    let cache = Arc::new(TokenCache::new(TokenStore::new(pixelgate::tokens::Backend::Dynamodb(store), pixelgate::seal::Sealer::from_base64(SECRETS_KEY).unwrap()), CacheSettings::default()));
     let barrier = Arc::new(tokio::sync::Barrier::new(1000));
     let tasks: Vec<_> = (0..1000)
         .map(|_| {
@@ -64,7 +66,9 @@ async fn cli_writes_and_the_cache_reads_once_for_a_burst() {
     let (store, _) = counted_store(&table).await;
     assert!(!store.mark_invalid("987654321", versions[0]).await.unwrap());
     let now = store.get("987654321").await.unwrap().unwrap();
-    assert_eq!((now.status, now.token.expose()), (TokenStatus::Active, "EAABnewer"));
+    assert!(now.token.expose().starts_with("pgs1:") && !now.token.expose().contains("EAAB"), "the table holds the token sealed");
+    let opened = pixelgate::seal::Sealer::from_base64(SECRETS_KEY).unwrap().open("meta_token:987654321", now.token.expose()).unwrap();
+    assert_eq!((now.status, opened.expose()), (TokenStatus::Active, "EAABnewer"));
     store.check().await.unwrap();
 
     let deleted = run(&["delete", "987654321"], "");
@@ -76,7 +80,7 @@ async fn cli_writes_and_the_cache_reads_once_for_a_burst() {
 #[test]
 fn a_missing_table_is_one_line_naming_the_flag() {
     let env = aws_env(&moto().endpoint);
-    let run = pixelgate(&["tokens", "status", "1", "--tokens", "dynamodb", "--dynamodb-table", "no-such-table"], "", &env);
+    let run = pixelgate(&["tokens", "status", "1", "--tokens", "dynamodb", "--dynamodb-table", "no-such-table", "--secrets-key", SECRETS_KEY], "", &env);
     let line = run.one_line_error(1);
     assert!(line.contains("'no-such-table' does not exist") && line.contains("--dynamodb-table [PIXELGATE_DYNAMODB_TABLE]"), "{line}");
 }
@@ -84,6 +88,6 @@ fn a_missing_table_is_one_line_naming_the_flag() {
 #[test]
 fn no_region_is_one_line() {
     let env: Vec<_> = aws_env(&moto().endpoint).into_iter().filter(|(k, _)| *k != "AWS_REGION").collect();
-    let run = pixelgate(&["tokens", "status", "1", "--tokens", "dynamodb", "--dynamodb-table", "t"], "", &env);
+    let run = pixelgate(&["tokens", "status", "1", "--tokens", "dynamodb", "--dynamodb-table", "t", "--secrets-key", SECRETS_KEY], "", &env);
     assert!(run.one_line_error(1).contains("AWS_REGION"), "{}", run.stderr);
 }
