@@ -185,7 +185,8 @@ impl DynamoStore {
     }
 
     /// Creates the table (on-demand billing) with the registry's index `by_group` and waits until
-    /// it is active; `false` if it already existed.
+    /// it is active; `false` if it already existed, in which case the index is added to it if it
+    /// lacks it (a table made before accounts existed).
     pub async fn create_table(&self) -> Result<bool, StoreError> {
         let built = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Unavailable(e.to_string());
         let key = |name: &str, kind: KeyType| KeySchemaElement::builder().attribute_name(name).key_type(kind).build().map_err(built);
@@ -218,6 +219,30 @@ impl DynamoStore {
             .wait(Duration::from_secs(120))
             .await
             .map_err(|e| StoreError::Unavailable(format!("table '{}' did not become active: {e}", self.table)))?;
+        if !created {
+            // A table made before accounts existed (Part I) has no index for the registry: add it.
+            let described = self.client.describe_table().table_name(&self.table).send().await.map_err(|e| self.error("DescribeTable", e))?;
+            let has_index = described.table().is_some_and(|t| t.global_secondary_indexes().iter().any(|i| i.index_name() == Some("by_group")));
+            if !has_index {
+                let by_group = aws_sdk_dynamodb::types::CreateGlobalSecondaryIndexAction::builder()
+                    .index_name("by_group")
+                    .key_schema(key("grp", KeyType::Hash)?)
+                    .key_schema(key("sk", KeyType::Range)?)
+                    .projection(Projection::builder().projection_type(ProjectionType::All).build())
+                    .build()
+                    .map_err(built)?;
+                self.client
+                    .update_table()
+                    .table_name(&self.table)
+                    .attribute_definitions(attr("grp")?)
+                    .attribute_definitions(attr("sk")?)
+                    .global_secondary_index_updates(aws_sdk_dynamodb::types::GlobalSecondaryIndexUpdate::builder().create(by_group).build())
+                    .send()
+                    .await
+                    .map_err(|e| self.error("UpdateTable", e))?;
+                tracing::info!(table = %self.table, "added the registry's index by_group to an existing table");
+            }
+        }
         Ok(created)
     }
 

@@ -62,3 +62,29 @@ async fn lives_next_to_the_tokens_and_lists_past_one_page() {
     assert_eq!(kv.list("pixels", "acc_1#010", false, 1000).await.unwrap(), items[1000..1100]);
     assert_eq!(kv.list("pixels", "", false, 0).await.unwrap(), vec![]);
 }
+
+/// A Part I table (the key only, no index): `create-table` adds the registry's index to it, and
+/// the registry then lists through it.
+#[tokio::test]
+async fn create_table_adds_the_index_to_a_table_made_before_accounts() {
+    use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+    let table = format!("pixelgate-registry-partone-{}", std::process::id());
+    let client = aws_sdk_dynamodb::Client::new(&sdk_config().await);
+    client
+        .create_table()
+        .table_name(&table)
+        .key_schema(KeySchemaElement::builder().attribute_name("pixel_id").key_type(KeyType::Hash).build().unwrap())
+        .attribute_definitions(AttributeDefinition::builder().attribute_name("pixel_id").attribute_type(ScalarAttributeType::S).build().unwrap())
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+    let store = DynamoStore::with_client(client.clone(), &table);
+    assert!(!store.create_table().await.unwrap(), "the table existed");
+    let described = client.describe_table().table_name(&table).send().await.unwrap();
+    assert!(described.table().unwrap().global_secondary_indexes().iter().any(|i| i.index_name() == Some("by_group")), "{described:?}");
+    let kv = Kv::Dynamodb(DynamoKv::from_store(&store));
+    let item = Item { pk: "account#acc_a".into(), group: Some(("accounts".into(), "acc_a".into())), doc: "{}".into(), rev: 1 };
+    kv.transact(vec![Write::Put(item.clone(), Cond::Absent)]).await.unwrap();
+    assert_eq!(kv.list("accounts", "", false, 10).await.unwrap(), vec![item]);
+}
