@@ -16,7 +16,7 @@ pub enum ApiError {
     Auth(AuthError),
     /// A body over the limit: 413.
     TooLarge(&'static str),
-    /// A body that did not arrive in time: 408.
+    /// A body that did not arrive in time: 400 (as in Part I).
     Timeout,
     /// The API is off (no `--admin-key` and no key sent): 404, as if it did not exist.
     Off,
@@ -51,7 +51,7 @@ impl ApiError {
             ApiError::Auth(AuthError::Unavailable(m)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{m}; try again shortly")),
             ApiError::Auth(e) => (StatusCode::UNAUTHORIZED, e.to_string()),
             ApiError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, (*m).to_owned()),
-            ApiError::Timeout => (StatusCode::REQUEST_TIMEOUT, "the body did not arrive in time".to_owned()),
+            ApiError::Timeout => (StatusCode::BAD_REQUEST, "body: it did not arrive within --header-read-timeout [PIXELGATE_HEADER_READ_TIMEOUT]".to_owned()),
             ApiError::Off => (StatusCode::NOT_FOUND, "no such endpoint; the admin API is off until the server runs with --admin-key [PIXELGATE_ADMIN_KEY] or is sent a key made by `pixelgate keys create`".to_owned()),
         }
     }
