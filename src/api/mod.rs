@@ -79,11 +79,27 @@ impl Api {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        // Only the listings take a query parameter (`?account_id=`); anywhere else one is a typo.
+        if let Some(query) = req.uri().query().filter(|q| !q.is_empty())
+            && !matches!(req.uri().path(), "/v1/keys" | "/v1/pixels" | "/v1/audit")
+        {
+            let name = query.split('&').next().and_then(|p| p.split('=').next()).unwrap_or("");
+            let e = error::ApiError::Registry(crate::registry::RegistryError::Invalid(format!(
+                "unknown query parameter `{}`; this route takes none (only GET /v1/keys, /v1/pixels and /v1/audit take ?account_id=)",
+                crate::registry::ids::clip(name)
+            )));
+            return Self::finish(axum::response::IntoResponse::into_response(e)).await;
+        }
         let mut router = self.router.clone();
         let answer = match router.call(req).await {
             Ok(r) => r,
             Err(never) => match never {},
         };
+        Self::finish(answer).await
+    }
+
+    /// The router's answer as the edge's body type, a bodiless 405 given its JSON error.
+    async fn finish(answer: axum::response::Response) -> Response<Full<Bytes>> {
         let (mut parts, body) = answer.into_parts();
         let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
         if parts.status == StatusCode::METHOD_NOT_ALLOWED && bytes.is_empty() {

@@ -22,8 +22,11 @@ pub const MAX_ASSIGNED: usize = 1000;
 
 /// `bytes` as a `T`, or a `400` naming the field that is wrong.
 pub fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, RegistryError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(RegistryError::Invalid("the body is empty; send a JSON object".into()));
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => return Err(RegistryError::Invalid("the body is empty; send a JSON object".into())),
+        // serde reads a struct from an array too (fields by position): only objects are bodies.
+        Some(b) if *b != b'{' => return Err(RegistryError::Invalid("body: send a JSON object ({\"field\": …})".into())),
+        Some(_) => {}
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
@@ -231,6 +234,7 @@ mod tests {
         assert!(err::<NewAccount>("{}").contains("`name`"));
         assert!(err::<NewAccount>("").contains("empty"));
         assert!(err::<NewAccount>("[1]").starts_with("body:"));
+        assert!(err::<NewAccount>(r#"["Shop X"]"#).starts_with("body:"), "an array is not read as the fields in order");
         assert!(err::<PixelBody>(r#"{"allowed_domains":[1]}"#).starts_with("allowed_domains[0]:"));
         assert!(err::<PixelBody>(r#"{"forwarding":"maybe"}"#).starts_with("forwarding:"));
         assert!(err::<PixelBody>(r#"{"destinations":{"tiktok":{}}}"#).contains("`tiktok`"));

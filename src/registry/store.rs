@@ -357,6 +357,11 @@ impl Registry {
     pub async fn put_pixel(&self, who: &Principal, id: &str, account: Option<AccountId>, change: PixelChange) -> Result<(PixelView, bool), RegistryError> {
         let pixel = check_pixel("pixel_id", id)?;
         let account = account.ok_or_else(|| RegistryError::field("account_id", "required: the account the pixel is registered to"))?;
+        // An account this key cannot see is answered before the pixel is looked at, so the answer
+        // says nothing about where the pixel is registered.
+        if who.access(Target::AccountPixels(&account)) == Access::Hidden {
+            return Err(RegistryError::field("account_id", NO_ACCOUNT));
+        }
         for _ in 0..ATTEMPTS {
             match self.pixel_record(&pixel).await? {
                 Some((px, _)) if px.account_id != account => {
@@ -365,9 +370,6 @@ impl Registry {
                 }
                 Some(_) => return Ok((self.patch_pixel_checked(who, &pixel, change).await?, false)),
                 None => {}
-            }
-            if who.access(Target::AccountPixels(&account)) == Access::Hidden {
-                return Err(RegistryError::field("account_id", NO_ACCOUNT));
             }
             let (mut acct, rev) = self.get::<Account>(&at::account(&account)).await?.ok_or_else(|| RegistryError::field("account_id", NO_ACCOUNT))?;
             require(who.access(Target::AccountPixels(&account)), Access::Write, NO_ACCOUNT, "add pixels to this account (its admins and host managers may)")?;

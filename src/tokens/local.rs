@@ -130,6 +130,9 @@ fn open_blocking(data_dir: &Path, path: &Path) -> anyhow::Result<Connection> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // A replaced or deleted row (a Part I plaintext token, a revoked key's digest) is zeroed in
+    // the file, not left in a free page.
+    conn.pragma_update(None, "secure_delete", "ON")?;
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS tokens (
             pixel_id      TEXT PRIMARY KEY NOT NULL,
