@@ -10,7 +10,7 @@
 //! still read, and sealed when next written.
 //!
 //! Keys the server only has to *check* (API keys) are never sealed: they are stored as SHA-256
-//! digests (`crate::registry`).
+//! digests (the registry).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -6,7 +6,7 @@
 //! field) and return `Result<…, ApiError>`; [`error::ApiError`] is the only place that picks a
 //! status and writes `{"error":…}`. What a key may do is decided by the registry
 //! ([`crate::registry::Principal::access`]), never here. The pixel's own paths stay outside the
-//! router (`crate::edge`): they answer before any of this runs.
+//! router (the edge): they answer before any of this runs.
 
 pub mod accounts;
 pub mod cli;
