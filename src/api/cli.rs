@@ -111,7 +111,7 @@ pub enum RegistryCommand<'a> {
 async fn open(store: &StoreSettings) -> anyhow::Result<Registry> {
     store.validate()?;
     let tokens = TokenStore::open(store).await?;
-    let kv = Kv::open(&store.data_dir, &tokens).await?;
+    let kv = Kv::open(&tokens).await?;
     let tokens = Arc::new(TokenCache::new(tokens, CacheSettings::default()));
     let directory = Arc::new(Directory::new(kv.clone(), DirectorySettings::default()));
     let keys = Arc::new(KeyCache::new(kv.clone(), None, std::time::Duration::from_secs(1)));

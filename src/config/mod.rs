@@ -313,8 +313,14 @@ mod tests {
         assert!(cli.store_settings().validate().unwrap_err().to_string().contains("--dynamodb-table [PIXELGATE_DYNAMODB_TABLE]"));
         assert!(cli.settings().is_err());
         let cli = Cli::try_parse_args(["pixelgate", "--tokens", "dynamodb", "--dynamodb-table", "t"]).unwrap();
+        assert!(cli.store_settings().validate().unwrap_err().to_string().contains("--secrets-key [PIXELGATE_SECRETS_KEY]"), "a shared table needs a shared secrets key");
+        let key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+        let cli = Cli::try_parse_args(["pixelgate", "--tokens", "dynamodb", "--dynamodb-table", "t", "--secrets-key", key]).unwrap();
         cli.store_settings().validate().unwrap();
         cli.settings().unwrap();
+        let cli = Cli::try_parse_args(["pixelgate", "--secrets-key", "c2hvcnQ="]).unwrap();
+        assert!(cli.store_settings().validate().unwrap_err().to_string().contains("32 bytes"));
+        assert!(!format!("{cli:?}").contains(key) && !format!("{cli:?}").contains("c2hvcnQ="), "the key never prints");
     }
 
     #[test]

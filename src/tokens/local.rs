@@ -40,15 +40,32 @@ impl LocalStore {
         &self.path
     }
 
-    async fn call<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static) -> Result<T, StoreError> {
+    /// Runs `f` on the connection on tokio's blocking pool; an `rusqlite` error becomes `E` through
+    /// `err` (which gets the file's path for its message). The registry's SQLite backend shares
+    /// the connection through this.
+    pub async fn blocking<T, E>(&self, f: impl FnOnce(&mut Connection) -> Result<T, E> + Send + 'static) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
         let conn = self.conn.clone();
-        let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = conn.lock().map_err(|_| StoreError::Unavailable("the token store connection was poisoned by a panic".into()))?;
-            f(&conn).map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))
+            let mut conn = conn.lock().map_err(|_| StoreError::Unavailable("the embedded store's connection was poisoned by a panic".into()))?;
+            f(&mut conn)
         })
         .await
-        .map_err(|e| StoreError::Unavailable(format!("token store task failed: {e}")))?
+        .map_err(|e| StoreError::Unavailable(format!("embedded store task failed: {e}")))?
+    }
+
+    /// An `rusqlite` error as the store's, naming the file.
+    pub fn unavailable(&self) -> impl Fn(rusqlite::Error) -> StoreError + Send + Sync + use<> {
+        let path = self.path.clone();
+        move |e| StoreError::Unavailable(format!("{}: {e}", path.display()))
+    }
+
+    async fn call<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static) -> Result<T, StoreError> {
+        let err = self.unavailable();
+        self.blocking(move |c| f(c).map_err(err)).await
     }
 
     /// The pixel's token, if one is stored.

@@ -19,22 +19,7 @@ pub const ADMIN_KEY: &str = "capi-admin-key-0123456789";
 /// The `--secrets-key` of DynamoDB sites (every instance on one table shares one).
 pub const SECRETS_KEY: &str = "cGl4ZWxnYXRlLXRlc3RzLXNlY3JldHMta2V5LTMyYiE=";
 
-/// Polls `$cond` (an `Option<T>` expression, may `.await`) every 25 ms until it is `Some`, and
-/// evaluates to the value; panics with `$what` (a `Display`) after `$timeout`.
-macro_rules! eventually {
-    ($timeout:expr, $what:expr, $cond:expr) => {{
-        let started = std::time::Instant::now();
-        let timeout: std::time::Duration = $timeout;
-        loop {
-            if let Some(v) = $cond {
-                break v;
-            }
-            assert!(started.elapsed() < timeout, "timed out after {:?} waiting for {}", timeout, $what);
-            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-        }
-    }};
-}
-pub(crate) use eventually;
+pub(crate) use crate::eventually;
 
 /// One data directory.
 pub struct Site {

@@ -12,55 +12,44 @@
 //! A transaction runs under `BEGIN IMMEDIATE`: it takes the write lock before it reads the
 //! conditions, so no other writer can change an item between the check and the write.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::path::Path;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
 
 use super::{Cond, Item, TxError, Write};
-use crate::tokens::StoreError;
+use crate::tokens::{LocalStore, StoreError};
 
-/// How long a call waits for another process's write lock.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The SQLite registry.
+/// The SQLite registry: the token store's connection, another table.
 #[derive(Clone)]
 pub struct LocalKv {
-    conn: Arc<Mutex<Connection>>,
-    path: PathBuf,
+    store: LocalStore,
 }
 
 impl LocalKv {
-    /// Opens (creating if needed) the registry table in `<data_dir>/tokens.sqlite3`.
+    /// Opens (creating if needed) `<data_dir>/tokens.sqlite3` and the registry table in it.
     pub async fn open(data_dir: &Path) -> anyhow::Result<LocalKv> {
-        let data_dir = data_dir.to_owned();
-        let path = data_dir.join("tokens.sqlite3");
-        let p = path.clone();
-        let conn = tokio::task::spawn_blocking(move || open_blocking(&data_dir, &p))
-            .await?
-            .map_err(|e| anyhow::anyhow!("cannot open the registry {} (--data-dir [PIXELGATE_DATA_DIR]): {e}", path.display()))?;
-        Ok(LocalKv { conn: Arc::new(Mutex::new(conn)), path })
+        LocalKv::on(LocalStore::open(data_dir).await?).await
+    }
+
+    /// The registry table beside the tokens of `store` (created if needed), on its connection.
+    pub async fn on(store: LocalStore) -> anyhow::Result<LocalKv> {
+        let err = store.unavailable();
+        store.blocking(move |c| c.execute_batch(SCHEMA).map_err(err)).await.map_err(|e| anyhow::anyhow!("cannot create the registry table (--data-dir [PIXELGATE_DATA_DIR]): {e}"))?;
+        Ok(LocalKv { store })
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.store.path()
     }
 
-    async fn call<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> Result<T, TxError> + Send + 'static) -> Result<T, TxError> {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = conn.lock().map_err(|_| StoreError::Unavailable("the registry connection was poisoned by a panic".into()))?;
-            f(&mut conn)
-        })
-        .await
-        .map_err(|e| TxError::Store(StoreError::Unavailable(format!("registry task failed: {e}"))))?
+    async fn call<T: Send + 'static>(&self, f: impl FnOnce(&mut rusqlite::Connection) -> Result<T, TxError> + Send + 'static) -> Result<T, TxError> {
+        self.store.blocking(f).await
     }
 
     fn unavailable(&self) -> impl Fn(rusqlite::Error) -> TxError + use<> {
-        let path = self.path.clone();
-        move |e| TxError::Store(StoreError::Unavailable(format!("{}: {e}", path.display())))
+        let err = self.store.unavailable();
+        move |e| TxError::Store(err(e))
     }
 
     fn flat<T>(r: Result<T, TxError>) -> Result<T, StoreError> {
@@ -156,29 +145,14 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Item> {
     Ok(Item { pk: r.get(0)?, group: grp.zip(sk), doc: r.get(3)?, rev: r.get::<_, i64>(4)? as u64 })
 }
 
-fn open_blocking(data_dir: &Path, path: &Path) -> anyhow::Result<Connection> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::create_dir_all(data_dir)?;
-    std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    // A replaced or deleted row (a Part I plaintext token, a revoked key's digest) is zeroed in
-    // the file, not left in a free page.
-    conn.pragma_update(None, "secure_delete", "ON")?;
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS registry (
-            pk  TEXT PRIMARY KEY NOT NULL,
-            grp TEXT,
-            sk  TEXT,
-            doc TEXT NOT NULL,
-            rev INTEGER NOT NULL
-        );
-        CREATE INDEX IF NOT EXISTS registry_by_group ON registry (grp, sk);",
-    )?;
-    Ok(conn)
-}
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS registry (
+        pk  TEXT PRIMARY KEY NOT NULL,
+        grp TEXT,
+        sk  TEXT,
+        doc TEXT NOT NULL,
+        rev INTEGER NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS registry_by_group ON registry (grp, sk);";
 
 #[cfg(test)]
 mod tests {

@@ -89,9 +89,9 @@ pub enum Kv {
 
 impl Kv {
     /// The registry beside the tokens: the same SQLite file, or the same DynamoDB table and client.
-    pub async fn open(data_dir: &std::path::Path, tokens: &crate::tokens::TokenStore) -> anyhow::Result<Kv> {
+    pub async fn open(tokens: &crate::tokens::TokenStore) -> anyhow::Result<Kv> {
         Ok(match tokens.backend() {
-            crate::tokens::Backend::Local(_) => Kv::Local(local::LocalKv::open(data_dir).await?),
+            crate::tokens::Backend::Local(s) => Kv::Local(local::LocalKv::on(s.clone()).await?),
             crate::tokens::Backend::Dynamodb(s) => Kv::Dynamodb(dynamodb::DynamoKv::new(s.client().clone(), s.table())),
         })
     }
