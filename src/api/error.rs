@@ -52,7 +52,10 @@ impl ApiError {
             ApiError::Auth(e) => (StatusCode::UNAUTHORIZED, e.to_string()),
             ApiError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, (*m).to_owned()),
             ApiError::Timeout => (StatusCode::BAD_REQUEST, "body: it did not arrive within --header-read-timeout [PIXELGATE_HEADER_READ_TIMEOUT]".to_owned()),
-            ApiError::Off => (StatusCode::NOT_FOUND, "no such endpoint; the admin API is off until the server runs with --admin-key [PIXELGATE_ADMIN_KEY] or is sent a key made by `pixelgate keys create`".to_owned()),
+            ApiError::Off => (
+                StatusCode::NOT_FOUND,
+                "no such endpoint; the admin API is off until the server runs with --admin-key [PIXELGATE_ADMIN_KEY] or is sent a key made by `pixelgate keys create`".to_owned(),
+            ),
         }
     }
 }

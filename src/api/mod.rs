@@ -1,4 +1,4 @@
-//! The `/v1/` API (`docs/api.md`, SPEC §7.1): accounts, keys, pixels, tokens, deliveries and the
+//! The `/v1/` API (`docs/api.md`): accounts, keys, pixels, tokens, deliveries and the
 //! audit log, routed by axum on the same hyper stack as the pixel.
 //!
 //! Handlers take typed extractors ([`extract::Caller`]: the verified key as a

@@ -30,6 +30,8 @@ pub struct Stack {
     sink: RunningSink,
     /// The Meta forwarder, joined at shutdown.
     forwarder: Forwarder,
+    /// Keys' last-use times, written at shutdown.
+    keys: Arc<KeyCache>,
 }
 
 impl Stack {
@@ -49,7 +51,7 @@ impl Stack {
         }
         tokens.spawn_index_refresh();
         // The registry beside the tokens, and which pixels are registered, before the first hit.
-        let kv = Kv::open(&settings.data_dir, tokens.store()).await?;
+        let kv = Kv::open(tokens.store()).await?;
         let directory = Arc::new(Directory::new(kv.clone(), settings.registry));
         match directory.refresh().await {
             Ok(n) => tracing::info!(pixels = n, "registered pixels listed"),
@@ -69,17 +71,19 @@ impl Stack {
 
         // One intake task per runtime worker shapes the pixel requests the edge answered.
         let workers = tokio::runtime::Handle::current().metrics().num_workers();
-        let dispatcher = Dispatcher::new(vec![sink_outlet], vec![forward_outlet]).with_max_bytes(settings.queue_max_bytes).with_hit_budget(budget).with_intake(
-            workers,
-            settings.queue_capacity,
-            settings.parse.clone(),
-        );
+        // Each hit of a registered pixel gets its settings (account, allowed domains, forwarding,
+        // test mode) in the intake, before its record is written.
+        let dispatcher = Dispatcher::new(vec![sink_outlet], vec![forward_outlet])
+            .with_max_bytes(settings.queue_max_bytes)
+            .with_hit_budget(budget)
+            .with_directory(directory.clone())
+            .with_intake(workers, settings.queue_capacity, settings.parse.clone());
         spawn_ticker(dispatcher.clone());
 
-        let registry = Arc::new(Registry::new(kv.clone(), tokens.clone(), directory.clone(), keys));
+        let registry = Arc::new(Registry::new(kv.clone(), tokens.clone(), directory.clone(), keys.clone()));
         let api = Api::new(ApiState { registry, deliveries, body_timeout: settings.body.timeout });
         let edge = Arc::new(Edge::new(settings.trusted_proxies, settings.body, dispatcher.clone(), sink_health, tokens, api, directory).with_forwarding(vec![status]));
-        Ok(Stack { edge, dispatcher, sink, forwarder })
+        Ok(Stack { edge, dispatcher, sink, forwarder, keys })
     }
 
     /// The edge service over this stack, for a front door to call.
@@ -98,6 +102,7 @@ impl Stack {
         self.dispatcher.shutdown().await;
         self.forwarder.join().await;
         self.sink.join().await;
+        self.keys.flush_last_used().await;
     }
 }
 

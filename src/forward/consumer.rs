@@ -29,7 +29,7 @@ use crate::batch::{BatchLimits, Batcher};
 use crate::metrics as m;
 use crate::pace;
 use crate::pipeline::{HitJobs, Hits, Job, QueuedHit};
-use crate::record::{CapiFailure, Fields};
+use crate::record::CapiFailure;
 
 /// Most jobs taken from the queue in one go (a job holds up to one intake batch of hits).
 const DRAIN: usize = 64;
@@ -167,7 +167,8 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
         let Ok(pixel) = hit.pixel() else { return };
         pace::work(1);
         let reject = self.shared.destination.check(&hit, now).err();
-        let key = Key { pixel, test_event_code: hit.test_event_code().map(str::to_owned) };
+        // Test mode: the pixel's code for an event that carries none of its own.
+        let key = Key { pixel, test_event_code: hit.forward_test_event_code().map(str::to_owned) };
         let size = hit.bytes();
         let limits = BatchLimits { max_items: self.config.max_batch, max_bytes: MAX_BATCH_BYTES, max_age: self.config.flush_interval };
         let batcher = self.batches.entry(key.clone()).or_insert_with(|| Batcher::new(limits));

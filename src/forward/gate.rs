@@ -1,10 +1,13 @@
-//! The "no credentials" gate, in one place: which hits are worth forwarding at all.
+//! The gate, in one place: which hits are worth forwarding at all.
 //!
 //! Most pixels never get credentials, and anyone can send hits for pixel ids nobody registered.
 //! Their hits should cost nothing past the raw record: no queue slot, no event, no store read.
 //! [`Gate::admits`] decides on the intake's thread for every hit, before anything is queued for
-//! the forwarder, from what [`Credentials::has`] knows without waiting (for the token cache: its
-//! [`crate::tokens::TokenIndex`]); what it turns away is counted as skipped, with the reason.
+//! the forwarder, from the hit itself (its pixel id, the flags `domain_not_allowed` and
+//! `settings_unavailable`, its pixel's forwarding switch in its [`Routing`](crate::record::Routing),
+//! all set by the intake) and from what [`Credentials::has`] knows without waiting (for the token
+//! cache: its [`crate::tokens::TokenIndex`]); what it turns away is counted as skipped, with the
+//! reason.
 //!
 //! [`Credentials`] is what the gate and the deliveries ask; [`TokenCache`] is the real one.
 
@@ -13,7 +16,7 @@ use std::sync::Arc;
 
 use crate::metrics as m;
 use crate::pipeline;
-use crate::record::{PixelId, PixelIdError};
+use crate::record::{DraftHit, Fields, Flag, PixelId, PixelIdError};
 use crate::tokens::{TokenCache, UsableToken};
 
 /// Where the forwarder gets a pixel's credentials.
@@ -34,16 +37,30 @@ pub trait Credentials: Send + Sync + 'static {
 /// The gate over a credentials source.
 pub struct Gate<S> {
     credentials: Arc<S>,
-    /// `pixelgate_capi_events_total{outcome="skipped",reason="no_token"}`, resolved once: it
-    /// counts every hit of a pixel without credentials.
-    skipped_no_token: metrics::Counter,
+    /// `pixelgate_capi_events_total{outcome="skipped",reason=…}` for the reasons that may count
+    /// every hit of a pixel, resolved once.
+    skipped: Skipped,
+}
+
+/// The skipped-event counters of the gate's frequent reasons.
+struct Skipped {
+    no_token: metrics::Counter,
+    domain_not_allowed: metrics::Counter,
+    forwarding_off: metrics::Counter,
+    settings_unavailable: metrics::Counter,
 }
 
 impl<S: Credentials> Gate<S> {
     /// A gate asking `credentials`.
     pub fn new(credentials: Arc<S>) -> Self {
-        let skipped_no_token = metrics::counter!(m::CAPI_EVENTS, "outcome" => "skipped", "reason" => "no_token");
-        Gate { credentials, skipped_no_token }
+        let skipped = |reason: &'static str| metrics::counter!(m::CAPI_EVENTS, "outcome" => "skipped", "reason" => reason);
+        let skipped = Skipped {
+            no_token: skipped("no_token"),
+            domain_not_allowed: skipped("domain_not_allowed"),
+            forwarding_off: skipped("forwarding_off"),
+            settings_unavailable: skipped("settings_unavailable"),
+        };
+        Gate { credentials, skipped }
     }
 
     /// The credentials source.
@@ -51,8 +68,27 @@ impl<S: Credentials> Gate<S> {
         &self.credentials
     }
 
-    /// Whether a hit of `pixel` should be built and queued for the forwarder. Never waits.
-    pub fn admits(&self, pixel: Result<PixelId, PixelIdError>) -> bool {
+    /// Whether `hit` should be queued for the forwarder. Never waits.
+    pub fn admits(&self, hit: &DraftHit) -> bool {
+        // What the pixel's settings said, in the intake: forwarded nowhere.
+        let refused = if hit.flags().contains(Flag::DomainNotAllowed) {
+            Some(&self.skipped.domain_not_allowed)
+        } else if hit.flags().contains(Flag::SettingsUnavailable) {
+            Some(&self.skipped.settings_unavailable)
+        } else if hit.routing().forwarding_off {
+            Some(&self.skipped.forwarding_off)
+        } else {
+            None
+        };
+        if let Some(counter) = refused {
+            counter.increment(1);
+            return false;
+        }
+        self.admits_pixel(hit.pixel())
+    }
+
+    /// Whether a hit of `pixel` should be queued, as far as its pixel id and credentials say.
+    fn admits_pixel(&self, pixel: Result<PixelId, PixelIdError>) -> bool {
         match pixel {
             // No pixel, no credentials, no destination: the raw record (flagged) is all there is.
             Err(err) => {
@@ -66,7 +102,7 @@ impl<S: Credentials> Gate<S> {
             Ok(pixel) => match self.credentials.has(&pixel) {
                 Some(true) => true,
                 Some(false) => {
-                    self.skipped_no_token.increment(1);
+                    self.skipped.no_token.increment(1);
                     false
                 }
                 None => {
@@ -80,7 +116,7 @@ impl<S: Credentials> Gate<S> {
     /// The gate as a hit outlet's [`pipeline::Gate`].
     pub fn for_outlet(self: &Arc<Self>) -> pipeline::Gate {
         let gate = self.clone();
-        Arc::new(move |pixel| gate.admits(pixel))
+        Arc::new(move |hit| gate.admits(hit))
     }
 }
 
@@ -101,5 +137,50 @@ impl Credentials for TokenCache {
     fn has(&self, pixel: &PixelId) -> Option<bool> {
         let index = self.index();
         index.loaded().then(|| index.contains(pixel))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::{HitBuilder, ParseSettings, RequestMeta};
+    use crate::record::{Routing, Timestamp};
+
+    /// Every pixel has credentials.
+    struct Everyone;
+
+    impl Credentials for Everyone {
+        async fn usable(&self, _: &PixelId) -> Result<Option<UsableToken>, String> {
+            Ok(None)
+        }
+        async fn mark_invalid(&self, _: &PixelId, _: u64) {}
+        fn has(&self, _: &PixelId) -> Option<bool> {
+            Some(true)
+        }
+    }
+
+    fn draft(query: &str) -> DraftHit {
+        let settings = ParseSettings::default();
+        let mut b = HitBuilder::new(&settings, Timestamp::now());
+        b.add_encoded(query);
+        b.finish_draft(RequestMeta::default())
+    }
+
+    #[test]
+    fn what_the_pixel_s_settings_said_keeps_a_hit_from_every_destination() {
+        let gate = Gate::new(Arc::new(Everyone));
+        assert!(gate.admits(&draft("pixel_id=1&event=Lead")));
+        assert!(!gate.admits(&draft("event=Lead")) && !gate.admits(&draft("pixel_id=x")));
+        for flag in [Flag::DomainNotAllowed, Flag::SettingsUnavailable] {
+            let mut hit = draft("pixel_id=1&event=Lead");
+            hit.flags_mut().set(flag);
+            assert!(!gate.admits(&hit), "{flag:?}");
+        }
+        let mut off = draft("pixel_id=1&event=Lead");
+        off.set_routing(Routing { forwarding_off: true, test_event_code: None });
+        assert!(!gate.admits(&off));
+        let mut test_mode = draft("pixel_id=1&event=Lead");
+        test_mode.set_routing(Routing { forwarding_off: false, test_event_code: Some("TEST1".into()) });
+        assert!(gate.admits(&test_mode), "test mode is forwarded");
     }
 }

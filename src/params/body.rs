@@ -60,6 +60,34 @@ pub fn add_params(body: &Body, hit: &mut HitBuilder<'_>) {
     }
 }
 
+/// Hands each parameter of a form or JSON body to `visit` as [`add_params`] would add it (a
+/// multipart body is not looked into), without a builder: for a caller that needs one name
+/// before the hit is shaped (the edge: the pixel id, for CORS).
+pub(super) fn names(body: &Body, visit: &mut dyn FnMut(&str, &str)) {
+    let Body::Read { content_type, bytes } = body else { return };
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let json = match essence.as_str() {
+        "application/json" => true,
+        "text/plain" | "" => bytes.trim_ascii_start().starts_with(b"{"),
+        "application/x-www-form-urlencoded" => false,
+        _ => return,
+    };
+    if !json {
+        for (key, value) in form_urlencoded::parse(bytes) {
+            visit(&key, &value);
+        }
+        return;
+    }
+    let Ok(map) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(bytes) else { return };
+    for (k, v) in map {
+        match v {
+            serde_json::Value::Null => {}
+            serde_json::Value::String(s) => visit(&k, &s),
+            other => visit(&k, &other.to_string()),
+        }
+    }
+}
+
 fn add_form(bytes: &[u8], hit: &mut HitBuilder<'_>) {
     let text = String::from_utf8_lossy(bytes);
     if matches!(text, std::borrow::Cow::Owned(_)) {

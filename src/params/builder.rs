@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use super::names::{Concept, bare_contact, classify, user_alias};
 use super::{ParseSettings, bots, decode};
 use crate::pii::{self, PiiField};
-use crate::record::{DraftHit, DraftParts, Entry, Flag, Flags, Hit, MapName, PixelId, PixelIdError, Span, Timestamp};
+use crate::record::{DraftHit, DraftParts, Entry, Flag, Flags, Hit, MapName, PixelId, PixelIdError, Routing, Span, Timestamp};
 
 /// The keys a builder adds to the record itself (personal-data fields in [`PiiField::ALL`] order,
 /// then `fbp`, `fbc`, `ts`), at the start of every builder's text: each is a range of it rather
@@ -472,6 +472,7 @@ impl<'s> HitBuilder<'s> {
             text: self.text,
             pixel_id,
             pixel: pixel.ok(),
+            account_id: None,
             event,
             event_id,
             ip: meta.ip,
@@ -482,6 +483,7 @@ impl<'s> HitBuilder<'s> {
             test_event_code,
             entries: self.entries,
             flags: self.flags,
+            routing: Routing::default(),
         };
         // SAFETY: every span was made from a `str` slice of the text, from what was pushed onto
         // it, or cut with `is_char_boundary` (`capped`): in bounds and on character boundaries.

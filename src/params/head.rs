@@ -23,8 +23,8 @@ use crate::record::Flags;
 /// shaper, and a move of more than 128 bytes is a `memcpy` call each time.
 #[derive(Debug)]
 pub struct RequestHead {
-    /// Path and query (`path?query`), then the `User-Agent`, `Referer`, `Cookie` and (with
-    /// trusted proxies) `X-Forwarded-For` values, one after another. Every part but the last
+    /// Path and query (`path?query`), then the `User-Agent`, `Referer`, `Origin`, `Cookie` and
+    /// (with trusted proxies) `X-Forwarded-For` values, one after another. Every part but the last
     /// was a `str`.
     text: Box<[u8]>,
     /// End of the path, at the start of `text`.
@@ -32,6 +32,9 @@ pub struct RequestHead {
     query: Part,
     user_agent: Part,
     referer: Part,
+    /// The `Origin` header: the page of last resort for the allowed-domains check, and whom a
+    /// CORS answer is for. Not part of the record.
+    origin: Part,
     /// Every `Cookie` line, joined with `; ` (one cookie string to split).
     cookies: Part,
     /// Every `X-Forwarded-For` line, joined with `,` (kept only when proxies are trusted).
@@ -79,6 +82,7 @@ impl RequestHead {
         let query = parts.uri.query();
         let user_agent = header_str(headers, &header::USER_AGENT);
         let referer = header_str(headers, &header::REFERER);
+        let origin = header_str(headers, &header::ORIGIN);
         let cookies = || headers.get_all(header::COOKIE).iter().filter_map(visible_ascii);
         let forwarded_for = || headers.get_all(&client_ip::X_FORWARDED_FOR).iter().map(|v| v.as_bytes());
         let trusted = trusted_proxies > 0;
@@ -88,6 +92,7 @@ impl RequestHead {
         let len = path_and_query.map_or(path.len() + query.map_or(0, str::len), str::len)
             + user_agent.map_or(0, str::len)
             + referer.map_or(0, str::len)
+            + origin.map_or(0, str::len)
             + joined_len(cookies().map(str::len), 2)
             + if trusted { joined_len(forwarded_for().map(<[u8]>::len), 1) } else { 0 };
         // Ranges are u32 (`u32::MAX` meaning none); a head is capped far below that (hyper's
@@ -104,7 +109,7 @@ impl RequestHead {
                 push(&mut text, query)
             }
         };
-        let (user_agent, referer) = (push(&mut text, user_agent), push(&mut text, referer));
+        let (user_agent, referer, origin) = (push(&mut text, user_agent), push(&mut text, referer), push(&mut text, origin));
         let cookies = join(&mut text, cookies().map(str::as_bytes), b"; ");
         let forwarded_for = if trusted { join(&mut text, forwarded_for(), b",") } else { Part::NONE };
         let method = match parts.method {
@@ -121,6 +126,7 @@ impl RequestHead {
             query,
             user_agent,
             referer,
+            origin,
             cookies,
             forwarded_for,
             trusted_proxies: u32::try_from(trusted_proxies).unwrap_or(u32::MAX),
@@ -156,6 +162,11 @@ impl RequestHead {
     /// The query string, without the `?`.
     pub fn query(&self) -> Option<&str> {
         self.str(self.query)
+    }
+
+    /// The `Origin` header, when the request sent one (as visible ASCII).
+    pub fn origin(&self) -> Option<&str> {
+        self.str(self.origin)
     }
 
     /// The client address under the trusted-proxy policy the head was captured with
@@ -237,6 +248,7 @@ mod tests {
         let p = parts(&[
             ("user-agent", b"Mozilla/5.0"),
             ("referer", b"https://shop.example/a"),
+            ("origin", b"https://shop.example"),
             ("cookie", b"_fbp=fb.1.1.2"),
             ("cookie", b"_fbc=fb.1.1.x"),
             ("x-forwarded-for", b"203.0.113.7"),
@@ -246,6 +258,7 @@ mod tests {
         let meta = head.meta(None);
         assert_eq!((meta.user_agent, meta.referer), (Some("Mozilla/5.0"), Some("https://shop.example/a")));
         assert_eq!(meta.cookies, Some("_fbp=fb.1.1.2; _fbc=fb.1.1.x"), "every line, as one cookie string");
+        assert_eq!(head.origin(), Some("https://shop.example"));
         assert!(head.forwarded_for.range().is_none(), "X-Forwarded-For is not read without trusted proxies");
         assert!(std::mem::size_of::<RequestHead>() <= 96, "small enough to move without a memcpy call");
         let mut flags = Flags::default();
@@ -295,6 +308,6 @@ mod tests {
         let bare = RequestHead::capture(&http::Request::post("/p.gif").body(()).unwrap().into_parts().0, door, 0);
         assert_eq!((bare.method(), bare.path(), bare.query()), ("POST", "/p.gif", None));
         let meta = bare.meta(None);
-        assert_eq!((meta.user_agent, meta.referer, meta.cookies), (None, None, None));
+        assert_eq!((meta.user_agent, meta.referer, meta.cookies, bare.origin()), (None, None, None, None));
     }
 }

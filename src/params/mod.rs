@@ -31,7 +31,7 @@ pub use builder::{HitBuilder, RequestMeta};
 pub use client_ip::PeerIp;
 pub use head::RequestHead;
 pub use names::{Concept, classify};
-pub use shape::{Captured, shape};
+pub use shape::{Captured, pixel_in_query, pixel_named, shape};
 
 /// Bounds on what one request may contribute to a record.
 #[derive(Debug, Clone)]

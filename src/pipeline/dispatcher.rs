@@ -22,9 +22,11 @@ use tokio::sync::mpsc;
 use super::budget::Budget;
 use super::intake::{self, Intake};
 use super::outlet::{HitOutlet, Hits, Job, QueuedHit, RecordOutlet, Records, Reservation};
+use super::tenancy::Tenancy;
 use crate::metrics as m;
 use crate::params::{Captured, ParseSettings};
 use crate::record::{DraftHit, Fields, Hit, Timestamp};
+use crate::registry::Directory;
 
 /// Default cap on the bytes of hits waiting for the raw-record outlets (`--queue-max-bytes`).
 pub const DEFAULT_MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
@@ -82,6 +84,19 @@ pub struct Dispatcher {
     last_full_warning: Arc<AtomicU64>,
     /// The intake tasks' queues, one per runtime worker; empty without an intake.
     intake: Arc<[mpsc::Sender<Intake>]>,
+    /// Registered pixels and their settings, which the intake applies to their hits (account,
+    /// allowed domains, forwarding, test mode); without it every hit is an unregistered pixel's.
+    directory: Registered,
+}
+
+/// The dispatcher's directory, if it has one (shown by `Debug` as whether it has one).
+#[derive(Clone, Default)]
+struct Registered(Option<Arc<Directory>>);
+
+impl std::fmt::Debug for Registered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(Directory)" } else { "None" })
+    }
 }
 
 impl Dispatcher {
@@ -98,7 +113,16 @@ impl Dispatcher {
             hit_budget: Budget::new(DEFAULT_MAX_HIT_BYTES),
             last_full_warning: Arc::new(AtomicU64::new(0)),
             intake: Arc::new([]),
+            directory: Registered::default(),
         }
+    }
+
+    /// The registered pixels whose settings the intake applies to their hits
+    /// (`docs/records.md#registered-pixels`). Before [`Dispatcher::with_intake`].
+    pub fn with_directory(mut self, directory: Arc<Directory>) -> Self {
+        assert!(self.intake.is_empty(), "with_directory before with_intake: the intake tasks take it when they start");
+        self.directory = Registered(Some(directory));
+        self
     }
 
     /// Caps the bytes of what waits for the raw-record outlets.
@@ -117,14 +141,15 @@ impl Dispatcher {
     /// Puts an intake in front of the outlets: `tasks` tasks, spawned on the current runtime,
     /// each with a queue of `capacity` captured requests, shape what
     /// [`Dispatcher::submit_captured`] hands them with `settings`. One task per runtime worker
-    /// keeps shaping as parallel as the answers.
+    /// keeps shaping as parallel as the answers. With a [`Dispatcher::with_directory`], each
+    /// hit of a registered pixel gets its settings applied before its record is written.
     pub fn with_intake(mut self, tasks: usize, capacity: usize, settings: ParseSettings) -> Self {
         let outlets = self.clone();
         let settings = Arc::new(settings);
         self.intake = (0..tasks.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::channel(capacity.max(1));
-                tokio::spawn(intake::run(rx, settings.clone(), outlets.clone()));
+                tokio::spawn(intake::run(rx, settings.clone(), outlets.clone(), Tenancy::new(self.directory.0.clone())));
                 tx
             })
             .collect();
@@ -158,7 +183,7 @@ impl Dispatcher {
 
     /// Offers a hit that was shaped elsewhere (a test's, an input's) as the intake offers its
     /// own: its line to the raw-record outlets, the draft to the hit outlets that want it.
-    /// Never waits.
+    /// Never waits. No pixel settings are applied: the draft goes as it is.
     pub fn submit_draft(&self, hit: DraftHit) {
         let mut lines = Lines::default();
         self.gather(&mut lines, &hit, |out| hit.write_line(out));
@@ -254,14 +279,13 @@ impl Dispatcher {
         }
     }
 
-    /// Adds the draft to `offered` for every hit outlet whose gate wants its pixel's hits
+    /// Adds the draft to `offered` for every hit outlet whose gate wants it
     /// (moved, not copied: its line is written already); drops it if none does. The hits reach
     /// the outlets with [`Dispatcher::send_hits`].
     pub(super) fn offer_hit(&self, hit: DraftHit, offered: &mut Offered) {
         // Each gate asked once (a gate counts what it turns away); the answers are kept as one
         // bit per outlet.
-        let pixel = hit.pixel();
-        let wanted = self.hits.iter().enumerate().fold(0u64, |wanted, (i, o)| wanted | u64::from(o.wants(pixel)) << i);
+        let wanted = self.hits.iter().enumerate().fold(0u64, |wanted, (i, o)| wanted | u64::from(o.wants(&hit)) << i);
         if wanted == 0 {
             return;
         }

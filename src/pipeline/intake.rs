@@ -9,13 +9,18 @@
 //! network stack per request did not. Flush and shutdown pass through the intake first, so they
 //! still cover every hit answered before them.
 
+use std::cell::Cell;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
 use super::dispatcher::{Dispatcher, Lines, Offered};
+use super::tenancy::Tenancy;
 use crate::params::{Captured, ParseSettings};
+use crate::record::{DraftHit, PixelId};
 
 /// Most captured requests an intake task shapes before it lets other tasks run.
 const BATCH: usize = 64;
@@ -50,8 +55,10 @@ pub(super) async fn answered(tx: &mpsc::Sender<Intake>, job: fn(oneshot::Sender<
 
 /// An intake task: shapes captured requests in batches, hands the batch's record lines to the
 /// raw-record outlets together and offers the hits to the hit outlets, until an
-/// [`Intake::Shutdown`] (after which what is still queued is shaped too).
-pub(super) async fn run(mut rx: mpsc::Receiver<Intake>, settings: Arc<ParseSettings>, outlets: Dispatcher) {
+/// [`Intake::Shutdown`] (after which what is still queued is shaped too). A hit of a registered
+/// pixel gets its settings (`tenancy`) between shaping and its record line, in order with the
+/// others.
+pub(super) async fn run(mut rx: mpsc::Receiver<Intake>, settings: Arc<ParseSettings>, outlets: Dispatcher, mut tenancy: Tenancy) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut acks = Vec::new();
     let mut lines = Lines::default();
@@ -60,7 +67,16 @@ pub(super) async fn run(mut rx: mpsc::Receiver<Intake>, settings: Arc<ParseSetti
         for job in batch.drain(..) {
             match job {
                 Intake::Captured(captured, bytes) => {
-                    take(&outlets, &mut lines, &mut offered, captured, &settings);
+                    // Most hits are of pixels known not to be registered: taken at once, with no
+                    // future made for them. A registered pixel's hit waits for its settings.
+                    let mut waiting = None;
+                    take(&outlets, &mut lines, &mut offered, &captured, &settings, &tenancy, &mut waiting);
+                    if let Some((mut hit, pixel)) = waiting
+                        && settle(&outlets, &mut tenancy, &mut hit, pixel, &captured).await
+                    {
+                        offer(&outlets, &mut lines, &mut offered, hit);
+                    }
+                    drop(captured);
                     outlets.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
                 }
                 Intake::Barrier(ack) => {
@@ -82,18 +98,64 @@ pub(super) async fn run(mut rx: mpsc::Receiver<Intake>, settings: Arc<ParseSetti
     }
 }
 
-/// Shapes one request, adds its line to `lines` and its hit to `offered`. A bug in shaping one
-/// request or writing its line must not stop the task, and with it every later hit: that hit is
-/// counted as dropped instead, for the outlets it had not reached.
-fn take(outlets: &Dispatcher, lines: &mut Lines, offered: &mut Offered, captured: Captured, settings: &ParseSettings) {
-    let stage = std::cell::Cell::new(Stage::Shaping);
-    let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+// A bug in shaping one request, applying its settings or writing its line must not stop the
+// task, and with it every later hit: that hit is counted as dropped instead, for the outlets it
+// had not reached. Each step runs in a `catch_unwind`.
+
+/// Shapes one request and, unless its pixel's settings are to be applied first, adds its line
+/// to `lines` and its hit to `offered`; a hit that waits for its pixel's settings is put in
+/// `waiting` instead. The hit stays where it was shaped on the common way: moving it (a few
+/// hundred bytes) costs a copy each time.
+fn take(
+    outlets: &Dispatcher,
+    lines: &mut Lines,
+    offered: &mut Offered,
+    captured: &Captured,
+    settings: &ParseSettings,
+    tenancy: &Tenancy,
+    waiting: &mut Option<(DraftHit, PixelId)>,
+) {
+    caught(outlets, lines, Stage::Shaping, |stage, lines| {
         let hit = crate::params::shape(captured, settings);
+        if let Some(pixel) = tenancy.registered(&hit) {
+            *waiting = Some((hit, pixel));
+            return;
+        }
         stage.set(Stage::Writing);
         outlets.gather(lines, &hit, |out| hit.write_line(out));
         stage.set(Stage::Offering);
         outlets.offer_hit(hit, offered);
-    }));
+    });
+}
+
+/// Adds the line of a hit whose pixel's settings were applied to `lines`, and the hit to
+/// `offered`. Out of line: the common way ([`take`]) stays as it is compiled alone.
+#[inline(never)]
+fn offer(outlets: &Dispatcher, lines: &mut Lines, offered: &mut Offered, hit: DraftHit) {
+    caught(outlets, lines, Stage::Writing, |stage, lines| {
+        outlets.gather(lines, &hit, |out| hit.write_line(out));
+        stage.set(Stage::Offering);
+        outlets.offer_hit(hit, offered);
+    });
+}
+
+/// Applies the settings of `pixel` to its `hit` (from the directory's cache or, once per TTL,
+/// its store); false if that panicked.
+async fn settle(outlets: &Dispatcher, tenancy: &mut Tenancy, hit: &mut DraftHit, pixel: PixelId, captured: &Captured) -> bool {
+    let done = AssertUnwindSafe(tenancy.apply(hit, pixel, captured)).catch_unwind().await.is_ok();
+    if !done {
+        tracing::error!("applying a pixel's settings to a hit panicked; its hit is dropped");
+        outlets.dropped_everywhere("shaping_failed");
+    }
+    done
+}
+
+/// Runs `step` (which starts at `stage` and says how far it got), catching a panic: the hit is
+/// then counted as dropped for the outlets it had not reached, and a line it cut short is
+/// dropped from `lines`.
+fn caught(outlets: &Dispatcher, lines: &mut Lines, stage: Stage, step: impl FnOnce(&Cell<Stage>, &mut Lines)) {
+    let stage = Cell::new(stage);
+    let done = std::panic::catch_unwind(AssertUnwindSafe(|| step(&stage, lines)));
     if done.is_err() {
         tracing::error!("shaping a captured pixel request or writing its record panicked; its hit is dropped");
         match stage.get() {
@@ -199,7 +261,7 @@ mod tests {
     #[tokio::test]
     async fn a_gate_keeps_the_hits_of_unwanted_pixels_out_of_its_queue() {
         let (hits, hits_rx) = HitOutlet::new("test", 10);
-        let hits = hits.with_gate(Arc::new(|pixel| pixel.is_ok_and(|p| p.as_str() == "1")));
+        let hits = hits.with_gate(Arc::new(|hit: &crate::record::DraftHit| hit.pixel().is_ok_and(|p| p.as_str() == "1")));
         let (seen, consumer) = consume(hits_rx, |hits| hits.take().iter().map(|hit| hit.event_id().to_owned()).collect());
         let dispatcher = Dispatcher::new(vec![], vec![hits]).with_intake(1, 10, ParseSettings::default());
         for query in ["pixel_id=1&event_id=a", "pixel_id=2&event_id=b", "event_id=c", "pixel_id=x&event_id=d"] {
@@ -209,5 +271,68 @@ mod tests {
         dispatcher.shutdown().await;
         consumer.await.unwrap();
         assert_eq!(*seen.lock().unwrap(), ["a"]);
+    }
+
+    #[tokio::test]
+    async fn registered_pixels_get_their_settings_in_order_and_the_gate_sees_them() {
+        use crate::registry::kv::{Kv, local::LocalKv};
+        use crate::registry::model::{Forwarding, PixelRecord};
+        use crate::registry::{AccountId, Directory, DirectorySettings};
+
+        let dir = tempfile::tempdir().unwrap();
+        let directory = Arc::new(Directory::new(Kv::Local(LocalKv::open(dir.path()).await.unwrap()), DirectorySettings::default()));
+        directory.refresh().await.unwrap();
+        for (pixel, domains, forwarding) in [("42", vec!["shop.test".to_owned()], Forwarding::On), ("43", vec![], Forwarding::Off)] {
+            let record = PixelRecord {
+                pixel_id: pixel.into(),
+                account_id: AccountId::parse("acc_a").unwrap(),
+                name: None,
+                allowed_domains: domains,
+                test_event_code: None,
+                forwarding,
+                created_at: 0,
+                updated_at: 0,
+            };
+            directory.changed(pixel.parse().unwrap(), Some(&record)).await;
+        }
+        let (hits, hits_rx) = HitOutlet::new("test", 100);
+        let hits = hits.with_gate(Arc::new(|hit: &crate::record::DraftHit| !hit.flags().contains(crate::record::Flag::DomainNotAllowed) && !hit.routing().forwarding_off));
+        let (records, records_rx) = RecordOutlet::new("test", 100);
+        let (seen_hits, hit_consumer) = consume(hits_rx, |hits| hits.take().iter().map(|hit| hit.event_id().to_owned()).collect());
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let kept = lines.clone();
+        let (_, record_consumer) = consume(records_rx, move |records: super::super::Records| {
+            kept.lock().unwrap().extend(records.each_line().map(|l| serde_json::from_slice::<serde_json::Value>(&l).unwrap()));
+            vec![]
+        });
+        let dispatcher = Dispatcher::new(vec![records], vec![hits]).with_directory(directory).with_intake(1, 100, ParseSettings::default());
+        for (query, origin) in [
+            ("pixel_id=42&event_id=shop&url=https%3A%2F%2Fshop.test%2F", None),
+            ("pixel_id=42&event_id=evil&url=https%3A%2F%2Fevil.test%2F", None),
+            ("pixel_id=42&event_id=by-origin", Some("https://www.shop.test")),
+            ("pixel_id=7&event_id=unregistered", None),
+            ("pixel_id=43&event_id=quiet", None),
+            ("event_id=no-pixel", None),
+        ] {
+            let mut req = http::Request::get(format!("/tr?{query}"));
+            if let Some(origin) = origin {
+                req = req.header("origin", origin);
+            }
+            let head = RequestHead::capture(&req.body(()).unwrap().into_parts().0, None, 0);
+            dispatcher.submit_captured(Captured { received_at: Timestamp::now(), head, body: None });
+        }
+        dispatcher.shutdown().await;
+        hit_consumer.await.unwrap();
+        record_consumer.await.unwrap();
+        let lines = lines.lock().unwrap();
+        let summary: Vec<(&str, &serde_json::Value, bool)> =
+            lines.iter().map(|r| (r["event_id"].as_str().unwrap(), &r["account_id"], r["flags"].as_array().unwrap().iter().any(|f| f == "domain_not_allowed"))).collect();
+        let acc = serde_json::json!("acc_a");
+        let null = serde_json::Value::Null;
+        assert_eq!(
+            summary,
+            [("shop", &acc, false), ("evil", &acc, true), ("by-origin", &acc, false), ("unregistered", &null, false), ("quiet", &acc, false), ("no-pixel", &null, false)]
+        );
+        assert_eq!(*seen_hits.lock().unwrap(), ["shop", "by-origin", "unregistered", "no-pixel"]);
     }
 }

@@ -2,6 +2,8 @@
 //!
 //! * [`intake`](self::intake) — tasks that shape captured requests into hits in batches
 //!   ([`crate::params::shape`]) and offer them to the outlets.
+//! * `tenancy` — a registered pixel's settings applied to its hits in the intake:
+//!   `account_id`, allowed domains, forwarding on/off, test mode.
 //! * [`outlet`] — the typed queues: a raw-record outlet takes [`Records`] (record lines), a hit
 //!   outlet takes [`QueuedHit`]s it let through its [`Gate`]; both answer the same control
 //!   [`Job`]s (barrier, tick, shutdown).
@@ -17,6 +19,7 @@ pub mod budget;
 pub mod dispatcher;
 mod intake;
 pub mod outlet;
+mod tenancy;
 
 pub use budget::{Budget, Share};
 pub use dispatcher::{DEFAULT_MAX_HIT_BYTES, DEFAULT_MAX_QUEUED_BYTES, Dispatcher};

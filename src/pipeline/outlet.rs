@@ -18,7 +18,7 @@ use super::budget::Budget;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::record::{DraftHit, PixelId, PixelIdError, Timestamp};
+use crate::record::{DraftHit, Timestamp};
 
 /// A unit of work for an outlet's consumer, carrying `T` (what the outlet delivers).
 #[derive(Debug)]
@@ -182,9 +182,10 @@ impl Drop for Reservation {
     }
 }
 
-/// Whether a hit outlet wants a hit, given its pixel id (or why it has none); asked before the
-/// hit is queued for it. A gate counts what it turns away.
-pub type Gate = Arc<dyn Fn(Result<PixelId, PixelIdError>) -> bool + Send + Sync>;
+/// Whether a hit outlet wants a hit (its pixel id or why it has none, its flags, its
+/// [`Routing`](crate::record::Routing)); asked once the hit's record line is written, before the
+/// hit is queued for the outlet. Never waits. A gate counts what it turns away.
+pub type Gate = Arc<dyn Fn(&DraftHit) -> bool + Send + Sync>;
 
 /// What a hit outlet does with the count of hits it wanted but had no room for (the queue or
 /// the byte budget full, the outlet closed), given the reason.
@@ -297,8 +298,8 @@ impl HitOutlet {
         self.queue.closing.clone()
     }
 
-    /// Whether the hit of `pixel` goes to this outlet.
-    pub(super) fn wants(&self, pixel: Result<PixelId, PixelIdError>) -> bool {
-        self.gate.as_ref().is_none_or(|gate| gate(pixel))
+    /// Whether `hit` goes to this outlet.
+    pub(super) fn wants(&self, hit: &DraftHit) -> bool {
+        self.gate.as_ref().is_none_or(|gate| gate(hit))
     }
 }

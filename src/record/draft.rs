@@ -6,8 +6,9 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::ops::Range;
+use std::sync::Arc;
 
-use super::{CapiFailure, Fields, Flags, Hit, PixelId, PixelIdError, SCHEMA, Timestamp, write_line_within_limit};
+use super::{CapiFailure, Fields, Flags, Hit, PixelId, PixelIdError, Routing, SCHEMA, Timestamp, write_line_within_limit};
 
 /// A byte range of a draft's text buffer (32-bit: the builder keeps the text below 4 GiB).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +93,9 @@ pub struct DraftParts {
     pub pixel_id: Option<Span>,
     /// The pixel id, when `pixel_id` is one.
     pub pixel: Option<PixelId>,
+    /// `account_id`: the registered pixel's account (the builder leaves it `None`; the intake
+    /// sets it from the pixel's settings).
+    pub account_id: Option<Arc<str>>,
     /// `event`.
     pub event: Option<Span>,
     /// `event_id` (sent or generated).
@@ -112,6 +116,8 @@ pub struct DraftParts {
     pub entries: Vec<Entry>,
     /// The flags.
     pub flags: Flags,
+    /// What the pixel's settings say about forwarding (not part of the record).
+    pub routing: Routing,
 }
 
 /// The fields only: the buffer may still hold text of parameters that were not kept.
@@ -145,6 +151,32 @@ impl DraftHit {
             (None, Some(_)) => Err(PixelIdError::Invalid),
             (None, None) => Err(PixelIdError::Missing),
         }
+    }
+
+    /// Sets `account_id`, the registered pixel's account.
+    pub fn set_account_id(&mut self, account_id: Option<Arc<str>>) {
+        self.parts.account_id = account_id;
+    }
+
+    /// The flags, for what is found after shaping (the pixel's settings).
+    pub fn flags_mut(&mut self) -> &mut Flags {
+        &mut self.parts.flags
+    }
+
+    /// What the pixel's settings say about forwarding the hit.
+    pub fn routing(&self) -> &Routing {
+        &self.parts.routing
+    }
+
+    /// Sets what the pixel's settings say about forwarding the hit.
+    pub fn set_routing(&mut self, routing: Routing) {
+        self.parts.routing = routing;
+    }
+
+    /// The test-events code the hit's forwarded event goes with: its own, else its pixel's test
+    /// mode's.
+    pub fn forward_test_event_code(&self) -> Option<&str> {
+        self.parts.routing.test_event_code(self.opt(self.parts.test_event_code))
     }
 
     /// Roughly the heap bytes the draft holds, for memory budgets.
@@ -197,6 +229,7 @@ impl DraftHit {
             received_at: self.parts.received_at,
             pixel_id: owned(self.parts.pixel_id),
             pixel: self.parts.pixel,
+            account_id: self.parts.account_id.clone(),
             event: owned(self.parts.event),
             event_id: self.str(self.parts.event_id).to_owned(),
             ip: self.parts.ip,
@@ -210,6 +243,7 @@ impl DraftHit {
             flags: self.parts.flags.clone(),
             extra: self.owned_map(MapName::Extra),
             capi_failure: None,
+            routing: self.parts.routing.clone(),
         }
     }
 }
@@ -220,6 +254,9 @@ impl Fields for DraftHit {
     }
     fn pixel_id(&self) -> Option<&str> {
         self.opt(self.parts.pixel_id)
+    }
+    fn account_id(&self) -> Option<&str> {
+        self.parts.account_id.as_deref()
     }
     fn event(&self) -> Option<&str> {
         self.opt(self.parts.event)

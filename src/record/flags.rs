@@ -35,6 +35,12 @@ pub enum Flag {
     /// The Conversions API delivery of this hit was given up; set only on the extra record that
     /// says so (see [`Hit::capi_failure`]).
     CapiFailed,
+    /// The pixel has allowed domains and the hit's page (`url`, else the `Origin` header) is not
+    /// on one of them: the hit is recorded and forwarded nowhere.
+    DomainNotAllowed,
+    /// The pixel's settings could not be read from the registry: the hit is recorded without its
+    /// account and forwarded nowhere.
+    SettingsUnavailable,
 }
 
 impl Flag {
@@ -55,6 +61,8 @@ impl Flag {
             Flag::UnsupportedBody => "unsupported_body",
             Flag::InvalidPii(field) => field.invalid_flag(),
             Flag::CapiFailed => "capi_failed",
+            Flag::DomainNotAllowed => "domain_not_allowed",
+            Flag::SettingsUnavailable => "settings_unavailable",
         }
     }
 }

@@ -4,8 +4,9 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 use super::{CapiFailure, Fields, Flag, Flags, MAX_RECORD_BYTES, PixelId, Timestamp, write_line_within_limit};
 
@@ -22,6 +23,10 @@ pub struct Hit {
     /// what outlets route by. Not part of the record.
     #[serde(skip)]
     pub pixel: Option<PixelId>,
+    /// The account of a registered pixel (from the registry, set by the intake); null for any
+    /// other hit.
+    #[serde(serialize_with = "opt_str")]
+    pub account_id: Option<Arc<str>>,
     /// Event name (`event` / `ev`), as sent.
     pub event: Option<String>,
     /// Deduplication key: the request's `event_id` / `eid`, else a generated UUID.
@@ -51,6 +56,31 @@ pub struct Hit {
     /// `capi_failed`): why. Absent from ordinary records.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capi_failure: Option<CapiFailure>,
+    /// What the pixel's settings say about forwarding the hit. Not part of the record.
+    #[serde(skip)]
+    pub routing: Routing,
+}
+
+/// What a registered pixel's settings say about forwarding its hits, set on the hit by the
+/// intake (the registry is above this layer): plain values, so a destination needs no lookup.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Routing {
+    /// The pixel's forwarding is off: the hit goes to no destination.
+    pub forwarding_off: bool,
+    /// The pixel's test mode: the test-events code of a forwarded event that carries none of its
+    /// own.
+    pub test_event_code: Option<Arc<str>>,
+}
+
+impl Routing {
+    /// The test-events code a forwarded event goes with: the hit's own, else the pixel's.
+    pub fn test_event_code<'a>(&'a self, own: Option<&'a str>) -> Option<&'a str> {
+        own.or(self.test_event_code.as_deref())
+    }
+}
+
+fn opt_str<S: Serializer>(value: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
+    value.as_deref().serialize(s)
 }
 
 impl Fields for Hit {
@@ -59,6 +89,9 @@ impl Fields for Hit {
     }
     fn pixel_id(&self) -> Option<&str> {
         self.pixel_id.as_deref()
+    }
+    fn account_id(&self) -> Option<&str> {
+        self.account_id.as_deref()
     }
     fn event(&self) -> Option<&str> {
         self.event.as_deref()
@@ -118,6 +151,12 @@ impl Hit {
             (None, Some(_)) => Err(super::PixelIdError::Invalid),
             (None, None) => Err(super::PixelIdError::Missing),
         }
+    }
+
+    /// The test-events code the hit's forwarded event goes with: its own, else its pixel's test
+    /// mode's.
+    pub fn forward_test_event_code(&self) -> Option<&str> {
+        self.routing.test_event_code(self.test_event_code.as_deref())
     }
 
     /// The record that says this hit's Conversions API delivery was given up: the same fields,

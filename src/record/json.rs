@@ -21,6 +21,8 @@ pub(super) fn write_hit<F: Fields>(out: &mut Vec<u8>, hit: &F) {
     timestamp(out, hit.received_at());
     out.extend_from_slice(b",\"pixel_id\":");
     opt(out, hit.pixel_id());
+    out.extend_from_slice(b",\"account_id\":");
+    opt(out, hit.account_id());
     out.extend_from_slice(b",\"event\":");
     opt(out, hit.event());
     out.extend_from_slice(b",\"event_id\":");
@@ -226,6 +228,7 @@ fn escape(out: &mut Vec<u8>, b: u8) {
 #[cfg(test)]
 mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::sync::Arc;
     use std::time::{Duration, UNIX_EPOCH};
 
     use proptest::prelude::*;
@@ -243,10 +246,10 @@ mod tests {
         let opt = || proptest::option::of(text());
         let map = || proptest::collection::btree_map(text(), text(), 0..4);
         let ip = prop_oneof![Just(None), any::<u32>().prop_map(|v| Some(IpAddr::V4(Ipv4Addr::from(v)))), any::<u128>().prop_map(|v| Some(IpAddr::V6(Ipv6Addr::from(v)))),];
-        let flags = proptest::sample::subsequence(vec![Flag::Bot, Flag::Oversize, Flag::BadEncoding, Flag::CapiFailed], 0..4);
+        let flags = proptest::sample::subsequence(vec![Flag::Bot, Flag::Oversize, Flag::BadEncoding, Flag::CapiFailed, Flag::DomainNotAllowed, Flag::SettingsUnavailable], 0..6);
         let failure = proptest::option::of((text(), proptest::option::of(any::<i64>()), any::<u32>()));
-        ((0u64..4_000_000_000_000, opt(), opt(), text(), ip, opt(), opt(), opt()), (proptest::option::of(any::<i64>()), map(), map(), opt(), flags, map(), failure)).prop_map(
-            |((ms, pixel_id, event, event_id, ip, user_agent, url, referrer), (client_ts, attrs, user, test_event_code, flag_list, extra, failure))| {
+        ((0u64..4_000_000_000_000, opt(), opt(), text(), ip, opt(), opt(), opt()), (proptest::option::of(any::<i64>()), map(), map(), opt(), flags, map(), failure, opt()))
+            .prop_map(|((ms, pixel_id, event, event_id, ip, user_agent, url, referrer), (client_ts, attrs, user, test_event_code, flag_list, extra, failure, account_id))| {
                 let mut flags = Flags::default();
                 flag_list.into_iter().for_each(|f| flags.set(f));
                 Hit {
@@ -254,6 +257,7 @@ mod tests {
                     received_at: Timestamp(UNIX_EPOCH + Duration::from_millis(ms)),
                     pixel: None,
                     pixel_id,
+                    account_id: account_id.map(Arc::from),
                     event,
                     event_id,
                     ip,
@@ -267,9 +271,9 @@ mod tests {
                     flags,
                     extra,
                     capi_failure: failure.map(|(detail, code, attempts)| CapiFailure { reason: "retries_exhausted", detail, code, attempts }),
+                    routing: Default::default(),
                 }
-            },
-        )
+            })
     }
 
     proptest! {

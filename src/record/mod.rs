@@ -1,6 +1,7 @@
 //! The raw record of one hit, in one room: the owned [`Hit`], the [`DraftHit`] still in its
 //! builder's buffer, the [`Fields`] view both give the one JSON encoder, the [`Flags`] that say
-//! what was wrong, the [`Timestamp`] and the [`PixelId`].
+//! what was wrong, the [`Timestamp`], the [`PixelId`], and the [`Routing`] the pixel's settings
+//! give a hit (not part of the record).
 //!
 //! The schema (field order and names) is public: see `docs/records.md#schema`. A record is built
 //! once, where the request is shaped (in `params`), and then only read by every outlet.
@@ -18,7 +19,7 @@ use serde::Serialize;
 
 pub use draft::{DraftHit, DraftParts, Entry, MapName, Span};
 pub use flags::{Flag, Flags};
-pub use hit::{Hit, Truncation};
+pub use hit::{Hit, Routing, Truncation};
 /// The record encoder's JSON writers, for other encoders of the hot path (a destination's events).
 pub use json::{ip_addr as write_json_ip, string as write_json_string};
 pub use pixel_id::{PixelId, PixelIdError};
@@ -37,6 +38,7 @@ pub const MAX_RECORD_BYTES: usize = 1_024_000;
 pub trait Fields {
     fn received_at(&self) -> Timestamp;
     fn pixel_id(&self) -> Option<&str>;
+    fn account_id(&self) -> Option<&str>;
     fn event(&self) -> Option<&str>;
     fn event_id(&self) -> &str;
     fn ip(&self) -> Option<IpAddr>;

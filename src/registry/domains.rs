@@ -1,4 +1,4 @@
-//! Allowed domains: which pages may send a pixel's hits (`docs/accounts.md#allowed-domains`).
+//! Allowed domains: which pages may send a pixel's hits (`docs/accounts.md#allowed-domains-and-cors`).
 //!
 //! A domain allows itself and its subdomains: `example.com` allows `example.com` and
 //! `shop.example.com`, not `badexample.com`. Domains are compared lowercased, without a port.

@@ -123,7 +123,9 @@ pub fn new_key() -> Secret {
 /// Whether `given` has the shape of a key this server makes: checked before any store read, so
 /// garbage costs nothing.
 pub fn looks_like_key(given: &str) -> bool {
-    given.len() == KEY_PREFIX.len() + 43 && given.starts_with(KEY_PREFIX) && given.as_bytes()[KEY_PREFIX.len()..].iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+    given.len() == KEY_PREFIX.len() + 43
+        && given.starts_with(KEY_PREFIX)
+        && given.as_bytes()[KEY_PREFIX.len()..].iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
 }
 
 /// The stored form of a key: SHA-256, hex. One unsalted hash is right for 256 random bits

@@ -67,7 +67,8 @@ impl KeyCache {
 
     /// The principal for an `Authorization` header value.
     pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
-        let given = authorization.and_then(|v| v.trim().split_once(' ')).filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer")).map(|(_, k)| k.trim()).ok_or(AuthError::Missing)?;
+        let given =
+            authorization.and_then(|v| v.trim().split_once(' ')).filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer")).map(|(_, k)| k.trim()).ok_or(AuthError::Missing)?;
         if let Some(boot) = &self.bootstrap {
             let d: [u8; 32] = Sha256::digest(given.as_bytes()).into();
             if d == *boot {

@@ -1,4 +1,4 @@
-//! Accounts, keys and pixels (SPEC §7, `docs/accounts.md`): who may do what to which pixel, and
+//! Accounts, keys and pixels (`docs/accounts.md`): who may do what to which pixel, and
 //! each registered pixel's settings.
 //!
 //! * [`ids`], [`model`], [`requests`], [`domains`] — the values: ids, stored documents, the

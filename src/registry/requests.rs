@@ -1,4 +1,4 @@
-//! The bodies the accounts API and the CLI take (SPEC §7.1), strict: an unknown field, a wrong
+//! The bodies the accounts API and the CLI take (`docs/api.md`), strict: an unknown field, a wrong
 //! type or a bad value is a `400` whose message names the field. Nothing is written before a whole
 //! body has been checked.
 
@@ -179,7 +179,10 @@ impl PixelBody {
             Some(Some(code)) => {
                 let ok = !code.is_empty() && code.len() <= MAX_TEST_CODE && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
                 if !ok {
-                    return Err(RegistryError::field("test_event_code", format_args!("1-{MAX_TEST_CODE} letters, digits, '_' or '-' (e.g. \"TEST12345\" from Events Manager), or null to leave test mode")));
+                    return Err(RegistryError::field(
+                        "test_event_code",
+                        format_args!("1-{MAX_TEST_CODE} letters, digits, '_' or '-' (e.g. \"TEST12345\" from Events Manager), or null to leave test mode"),
+                    ));
                 }
                 Some(Some(code))
             }

@@ -190,11 +190,17 @@ impl Registry {
         for _ in 0..ATTEMPTS {
             let (account, rev) = self.account(who, id, Access::Write, true, "delete accounts (a host admin key may)").await?;
             if account.pixel_count > 0 {
-                return Err(RegistryError::Conflict(format!("{} still has {} pixel(s); delete them first (GET /v1/pixels?account_id={})", account.account_id, account.pixel_count, account.account_id)));
+                return Err(RegistryError::Conflict(format!(
+                    "{} still has {} pixel(s); delete them first (GET /v1/pixels?account_id={})",
+                    account.account_id, account.pixel_count, account.account_id
+                )));
             }
             let keys = self.kv.list(at::KEYS, &format!("{}#", account.account_id), false, MAX_KEYS_DELETED + 1).await?;
             if keys.len() > MAX_KEYS_DELETED {
-                return Err(RegistryError::Conflict(format!("{} has more than {MAX_KEYS_DELETED} keys; revoke them first (GET /v1/keys?account_id={})", account.account_id, account.account_id)));
+                return Err(RegistryError::Conflict(format!(
+                    "{} has more than {MAX_KEYS_DELETED} keys; revoke them first (GET /v1/keys?account_id={})",
+                    account.account_id, account.account_id
+                )));
             }
             let mut writes = vec![Write::Delete(at::account(&account.account_id), Cond::Rev(rev))];
             let mut revoked = Vec::new();
@@ -230,7 +236,9 @@ impl Registry {
             (Some(_), Some(_), _) => return Err(RegistryError::field("accounts", "only a host key (no account_id) is assigned accounts; an account manager is assigned pixels")),
             (Some(_), None, Role::Admin) => return Err(RegistryError::field("accounts", "a host admin may do everything; assign accounts to a manager or viewer")),
             (Some(list), None, _) if list.len() > MAX_ASSIGNED => return Err(RegistryError::field("accounts", format_args!("at most {MAX_ASSIGNED}"))),
-            (Some(list), None, _) => list.iter().enumerate().map(|(i, a)| AccountId::parse(a).map_err(|e| RegistryError::field(&format!("accounts[{i}]"), e))).collect::<Result<_, _>>()?,
+            (Some(list), None, _) => {
+                list.iter().enumerate().map(|(i, a)| AccountId::parse(a).map_err(|e| RegistryError::field(&format!("accounts[{i}]"), e))).collect::<Result<_, _>>()?
+            }
         };
         let pixels: Vec<String> = match (&body.pixels, &account, body.role) {
             (None, _, _) => vec![],
@@ -551,7 +559,6 @@ impl Registry {
         items.iter().map(decode).collect()
     }
 }
-
 
 /// Applies a checked change to a record.
 fn apply(record: &mut PixelRecord, change: &PixelChange) {

@@ -549,9 +549,24 @@ async fn test_event_codes_travel_in_their_own_requests() {
     let h = start(&meta, &tokens, config());
     h.capi.submit_draft(hit("111", "live", Some(UA), None));
     h.capi.submit_draft(hit("111", "test", Some(UA), Some("TEST9")));
+    // Test mode: the pixel's code for an event without one; an event's own code wins.
+    let test_mode = |event_id: &str, own: Option<&str>| {
+        let mut draft = hit("111", event_id, Some(UA), own);
+        draft.set_routing(crate::record::Routing { forwarding_off: false, test_event_code: Some("PIXEL7".into()) });
+        draft
+    };
+    h.capi.submit_draft(test_mode("pixel-code", None));
+    h.capi.submit_draft(test_mode("own-code", Some("TEST9")));
     h.capi.flush().await;
     let calls: HashMap<Option<String>, Vec<String>> = meta.calls().into_iter().map(|c| (c.test_event_code, c.event_ids)).collect();
-    assert_eq!(calls, HashMap::from([(None, vec!["live".to_owned()]), (Some("TEST9".to_owned()), vec!["test".to_owned()])]));
+    assert_eq!(
+        calls,
+        HashMap::from([
+            (None, vec!["live".to_owned()]),
+            (Some("TEST9".to_owned()), vec!["test".to_owned(), "own-code".to_owned()]),
+            (Some("PIXEL7".to_owned()), vec!["pixel-code".to_owned()])
+        ])
+    );
     h.stop().await;
 }
 

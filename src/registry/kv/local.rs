@@ -34,7 +34,10 @@ impl LocalKv {
     /// The registry table beside the tokens of `store` (created if needed), on its connection.
     pub async fn on(store: LocalStore) -> anyhow::Result<LocalKv> {
         let err = store.unavailable();
-        store.blocking(move |c| c.execute_batch(SCHEMA).map_err(err)).await.map_err(|e| anyhow::anyhow!("cannot create the registry table (--data-dir [PIXELGATE_DATA_DIR]): {e}"))?;
+        store
+            .blocking(move |c| c.execute_batch(SCHEMA).map_err(err))
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot create the registry table (--data-dir [PIXELGATE_DATA_DIR]): {e}"))?;
         Ok(LocalKv { store })
     }
 
