@@ -3,7 +3,10 @@
 //!
 //! * [`service`] — [`EdgeService`]: routes; answers a pixel GET/HEAD inside `Service::call`
 //!   (no state machine, no allocation), a POST once its body is read; health, readiness and the
-//!   admin API.
+//!   admin API. CORS on the pixel paths: a preflight (`OPTIONS`) and an answer to a request with
+//!   an `Origin` get CORS headers when the pixel allows the origin (its settings from the
+//!   [`Directory`]'s cache, or the store within 50 ms); only a request without `Origin` (an
+//!   image load) is answered inside `call`.
 //! * [`capture`] — what is kept of a pixel request ([`crate::params::Captured`]) for the intake
 //!   to shape after the answer; the POST body read within limits.
 //! * [`response`] — the GIF and its headers, JSON answers.
@@ -59,7 +62,15 @@ pub struct Edge {
 
 impl Edge {
     /// Shared state for the edge service.
-    pub fn new(trusted_proxies: usize, body_limits: BodyLimits, dispatcher: Dispatcher, sink_health: Arc<Health>, tokens: Arc<TokenCache>, api: Api, directory: Arc<Directory>) -> Self {
+    pub fn new(
+        trusted_proxies: usize,
+        body_limits: BodyLimits,
+        dispatcher: Dispatcher,
+        sink_health: Arc<Health>,
+        tokens: Arc<TokenCache>,
+        api: Api,
+        directory: Arc<Directory>,
+    ) -> Self {
         let hits = ["GET", "HEAD", "POST"].map(|method| metrics::counter!(m::HITS, "method" => method));
         Edge { trusted_proxies, body_limits, dispatcher, sink_health, tokens, api, directory, forwarding: Vec::new(), hits }
     }

@@ -43,6 +43,31 @@ pub fn pixel_response(status: StatusCode, body: Option<&'static [u8]>, gif_heade
     r
 }
 
+/// Lets `origin` read a pixel answer, credentials included (`docs/parameters.md#cors`).
+pub fn allow_origin(r: &mut Response<EdgeBody>, origin: HeaderValue) {
+    let headers = r.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+    headers.append(header::VARY, HeaderValue::from_static("Origin"));
+}
+
+/// The answer to an `OPTIONS` request on a pixel path: `204` with `Allow`; for an allowed
+/// `origin`, the preflight's CORS headers too (`request_headers` is the preflight's
+/// `Access-Control-Request-Headers`, allowed as asked).
+pub fn preflight_response(origin: Option<HeaderValue>, request_headers: Option<HeaderValue>) -> Response<EdgeBody> {
+    let mut r = pixel_response(StatusCode::NO_CONTENT, None, false);
+    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST, OPTIONS"));
+    let Some(origin) = origin else { return r };
+    allow_origin(&mut r, origin);
+    let headers = r.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, HEAD, POST"));
+    if let Some(asked) = request_headers {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked);
+    }
+    headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    r
+}
+
 /// A plain-text answer.
 pub fn text(status: StatusCode, body: &'static str) -> Response<EdgeBody> {
     Response::builder().status(status).header(header::CONTENT_TYPE, "text/plain; charset=utf-8").body(Full::new(Bytes::from_static(body.as_bytes()))).expect("static response")
