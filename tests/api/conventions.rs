@@ -123,13 +123,16 @@ async fn cache_busters_are_dropped_and_everything_else_is_kept() {
 async fn every_record_has_the_schema_fields() {
     let app = spawn_app(&[]).await;
     let r = record_of(&app, "").await;
-    for field in ["schema", "received_at", "pixel_id", "event", "event_id", "ip", "user_agent", "url", "referrer", "attrs", "user", "test_event_code", "flags", "extra"] {
+    for field in
+        ["schema", "received_at", "pixel_id", "account_id", "event", "event_id", "ip", "user_agent", "url", "referrer", "attrs", "user", "test_event_code", "flags", "extra"]
+    {
         assert!(r.get(field).is_some(), "missing {field}");
     }
     assert_eq!(r["schema"], "pixelgate.hit/1");
     let at = r["received_at"].as_str().unwrap();
     assert!(at.len() == 24 && at.ends_with('Z') && at.as_bytes()[19] == b'.', "{at}");
     assert_eq!(r["flags"], json!(["missing_pixel_id", "missing_event"]));
+    assert_eq!(r["account_id"], Value::Null, "no registered pixel, no account");
     assert_eq!(r["ip"], "127.0.0.1");
     assert_eq!(r["user_agent"], BROWSER_UA);
 }

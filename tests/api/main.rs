@@ -12,3 +12,4 @@ mod operations;
 mod personal_data;
 mod pixel;
 mod shutdown;
+mod tenancy;

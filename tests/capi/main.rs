@@ -11,4 +11,5 @@ mod dynamodb;
 mod failures;
 mod forwarding;
 mod resilience;
+mod tenancy;
 mod unknown_pixels;

@@ -34,7 +34,10 @@ async fn cli_writes_and_the_cache_reads_once_for_a_burst() {
     assert_eq!(status.json(), set.json());
 
     let (store, gets) = counted_store(&table).await;
-    let cache = Arc::new(TokenCache::new(TokenStore::new(pixelgate::tokens::Backend::Dynamodb(store), pixelgate::seal::Sealer::from_base64(SECRETS_KEY).unwrap()), CacheSettings::default()));
+    let cache = Arc::new(TokenCache::new(
+        TokenStore::new(pixelgate::tokens::Backend::Dynamodb(store), pixelgate::seal::Sealer::from_base64(SECRETS_KEY).unwrap()),
+        CacheSettings::default(),
+    ));
     let barrier = Arc::new(tokio::sync::Barrier::new(1000));
     let tasks: Vec<_> = (0..1000)
         .map(|_| {
