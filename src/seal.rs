@@ -71,12 +71,15 @@ impl Sealer {
             Ok(text) => Sealer::from_base64(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key: [u8; 32] = rand::random();
-                create_key_file(&path, &STANDARD.encode(key)).map_err(|e| anyhow::anyhow!("cannot create the secrets key file {} (--data-dir [PIXELGATE_DATA_DIR]): {e}", path.display()))?;
+                create_key_file(&path, &STANDARD.encode(key))
+                    .map_err(|e| anyhow::anyhow!("cannot create the secrets key file {} (--data-dir [PIXELGATE_DATA_DIR]): {e}", path.display()))?;
                 // Another process may have won the race to create it: read what is there.
                 let text = std::fs::read_to_string(&path)?;
                 Sealer::from_base64(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
             }
-            Err(e) => Err(anyhow::anyhow!("cannot read the secrets key file {} (--data-dir [PIXELGATE_DATA_DIR], or give --secrets-key [PIXELGATE_SECRETS_KEY]): {e}", path.display())),
+            Err(e) => {
+                Err(anyhow::anyhow!("cannot read the secrets key file {} (--data-dir [PIXELGATE_DATA_DIR], or give --secrets-key [PIXELGATE_SECRETS_KEY]): {e}", path.display()))
+            }
         }
     }
 

@@ -8,11 +8,11 @@ use crate::edge::BodyLimits;
 use crate::forward::ForwardConfig;
 use crate::forward::meta::MetaConfig;
 use crate::params::ParseSettings;
+use crate::registry::DirectorySettings;
 use crate::runtime::lambda::{CAPI_SHUTDOWN_CAP, FIREHOSE_SHUTDOWN_CAP};
 use crate::runtime::server::ServerOptions;
 use crate::secret::Secret;
 use crate::sink::SinkSettings;
-use crate::registry::DirectorySettings;
 use crate::tokens::{CacheSettings, StoreSettings};
 
 /// The app's settings.

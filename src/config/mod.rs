@@ -15,13 +15,13 @@ use std::time::Duration;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use self::parse::{exit_with, one_line, parse_duration, parse_graph_version, parse_http_url, secret_setting};
+use crate::api::cli::{AccountsCommand, KeysCommand, PixelsCommand, RegistryCommand};
 use crate::error::ConfigError;
 use crate::pipeline::{DEFAULT_MAX_HIT_BYTES, DEFAULT_MAX_QUEUED_BYTES};
 use crate::secret::Secret;
 use crate::sink::firehose::{MAX_RECORD_BYTES, MAX_RECORDS_PER_REQUEST, MAX_REQUEST_BYTES, encoded_len};
 use crate::telemetry::LogFormat;
 use crate::tokens::StoreKind;
-use crate::api::cli::{AccountsCommand, KeysCommand, PixelsCommand, RegistryCommand};
 use crate::tokens::cli::TokensCommand;
 
 /// pixelgate: a first-party tracking-pixel endpoint. Answers `/p.gif`, `/tr` and `/tr/` with a

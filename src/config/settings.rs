@@ -10,12 +10,12 @@ use crate::forward::ForwardConfig;
 use crate::forward::meta::MetaConfig;
 use crate::params::{Limits, ParseSettings};
 use crate::pii::PiiRules;
+use crate::registry::DirectorySettings;
 use crate::retry::RetryPolicy;
 use crate::runtime::server::ServerOptions;
 use crate::sink::SinkSettings;
 use crate::sink::file::FileSinkConfig;
 use crate::sink::firehose::FirehoseConfig;
-use crate::registry::DirectorySettings;
 use crate::tokens::{CacheSettings, StoreSettings};
 
 impl Cli {
