@@ -147,6 +147,9 @@ bench_mode() {
         CHILD_PIDS+=("$!")
         wait_http "$!" "$moto_port" /moto-api/ 30 || die "$mode: moto did not start"
         env=(AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_EC2_METADATA_DISABLED=true "AWS_ENDPOINT_URL=http://127.0.0.1:$moto_port")
+        # A DynamoDB store keeps tokens sealed with a key it is given
+        # (docs/accounts.md#secrets-at-rest); in the environment, not on a command line ps shows.
+        env+=("PIXELGATE_SECRETS_KEY=$(head -c 32 /dev/urandom | base64)")
         store_flags+=(--tokens dynamodb --dynamodb-table pixelgate-bench)
         env "${env[@]}" "$PIXELGATE_BIN" tokens create-table "${store_flags[@]}" >/dev/null 2>"$dir/tokens.log" || { cat "$dir/tokens.log" >&2; die "$mode: create-table failed"; }
     fi

@@ -69,7 +69,7 @@ PIXELGATE_BIN="$REPO_ROOT/target/release/pixelgate"
 BARE_BIN="$REPO_ROOT/target/release/examples/bare_gif"
 
 for server in $SERVERS; do
-    [[ "$server" =~ ^(pixelgate|pixelgate_before|pixelgate_firehose|nginx|hyper_bare)$ ]] || { echo "error: unknown server in SERVERS: $server" >&2; exit 2; }
+    [[ "$server" =~ ^(pixelgate|pixelgate_before|pixelgate_firehose|pixelgate_registered|nginx|hyper_bare)$ ]] || { echo "error: unknown server in SERVERS: $server" >&2; exit 2; }
 done
 if [[ " $SERVERS " == *" pixelgate_before "* ]]; then
     [[ -x "${BEFORE_BIN:-}" ]] || { echo "error: pixelgate_before needs BEFORE_BIN, an executable pixelgate binary" >&2; exit 2; }
