@@ -164,6 +164,12 @@ bench_mode() {
             { cat "$dir/tokens.log" >&2; die "$mode: pixelgate tokens set $p failed"; }
         [[ "$out" == *'"set":true'* ]] || die "$mode: pixelgate tokens set $p answered: $out"
     done
+    # One pixel registered to an account, so every hit asks the registry (a loaded, non-empty
+    # set of registered pixels); the hits' own pixels are not registered, as a flood's are not.
+    echo '{"name":"Bench shop","account_id":"acc_bench"}' | env "${env[@]}" "$PIXELGATE_BIN" accounts create "${store_flags[@]}" >/dev/null 2>"$dir/registry.log" ||
+        { cat "$dir/registry.log" >&2; die "$mode: pixelgate accounts create failed"; }
+    echo '{"account_id":"acc_bench"}' | env "${env[@]}" "$PIXELGATE_BIN" pixels put 2000000001 "${store_flags[@]}" >/dev/null 2>"$dir/registry.log" ||
+        { cat "$dir/registry.log" >&2; die "$mode: pixelgate pixels put failed"; }
 
     # 3. The server.
     log "$mode: $label"
@@ -213,7 +219,7 @@ bench_mode() {
     fi
     local w="$dir/wrk.txt"
     hits=$(hit_records "$dir/data")
-    local requests errors non2xx rps p50 p99 max cpu_us sent failed skipped shed reads dropped
+    local requests errors non2xx rps p50 p99 max cpu_us sent failed skipped shed reads reg_reads dropped
     requests=$(kv "$w" requests); errors=$(kv "$w" errors); non2xx=$(kv "$w" non2xx)
     rps=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$w")
     p50=$(us_to_ms "$(kv "$w" p50_us)"); p99=$(us_to_ms "$(kv "$w" p99_us)"); max=$(us_to_ms "$(kv "$w" max_us)")
@@ -228,8 +234,9 @@ bench_mode() {
     skipped=$(prom_sum 'pixelgate_capi_events_total{outcome="skipped"' <"$dir/metrics.txt")
     shed=$(prom_sum 'pixelgate_capi_events_total{outcome="shed"' <"$dir/metrics.txt")
     reads=$(prom_sum pixelgate_token_store_reads_total <"$dir/metrics.txt")
+    reg_reads=$(prom_sum pixelgate_registry_store_reads_total <"$dir/metrics.txt")
     dropped=$(prom_sum pixelgate_records_dropped_total <"$dir/metrics.txt")
-    note "$mode: $hits hit records; forwarding at the end of the load: sent $sent, failed $failed, skipped $skipped, shed $shed; token-store reads $reads; raw records dropped $dropped; /readyz: $(tr -d '\n' <"$dir/readyz.json")"
+    note "$mode: $hits hit records; forwarding at the end of the load: sent $sent, failed $failed, skipped $skipped, shed $shed; token-store reads $reads; registry reads $reg_reads; raw records dropped $dropped; /readyz: $(tr -d '\n' <"$dir/readyz.json")"
     ((dropped == 0)) || fail "$mode: $dropped raw records dropped"
     local g_req="—" g_ev="—" epr="—"
     if [[ $fake == fast && $tokens == all ]]; then
@@ -241,7 +248,7 @@ bench_mode() {
         ((g_uniq == hits && g_dup == 0)) || fail "$mode: the fake Graph API got $g_uniq distinct events ($g_dup duplicates) for $hits hits"
     fi
     P99[$mode]=$p99; CPU[$mode]=$cpu_us; RPS[$mode]=$rps
-    ROWS+=("| $mode: $label | $rps | $p50 | $p99 | $max | $cpu_us | $rss | $g_req | $epr | $sent / $shed / $failed / $skipped | $reads |")
+    ROWS+=("| $mode: $label | $rps | $p50 | $p99 | $max | $cpu_us | $rss | $g_req | $epr | $sent / $shed / $failed / $skipped | $reads / $reg_reads |")
 }
 
 command -v wrk >/dev/null || die "wrk not found (apt-get install wrk)"
@@ -266,7 +273,7 @@ echo "$(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuin
     "wrk and the fake Graph API on CPU $CLIENT_CPU; wrk -t1 -c$CONNECTIONS, ${DURATION}s per mode."
 echo "Latency is wrk's; CPU is the server's (user + kernel, all threads) per answered hit during the load."
 echo
-echo "| mode | req/s | p50 ms | p99 ms | max ms | CPU µs/hit | peak RSS MiB | Graph requests | events/request | sent / shed / failed / skipped | token-store reads |"
+echo "| mode | req/s | p50 ms | p99 ms | max ms | CPU µs/hit | peak RSS MiB | Graph requests | events/request | sent / shed / failed / skipped | token / registry store reads |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"
 printf '%s\n' "${ROWS[@]}"
 echo

@@ -43,6 +43,9 @@ pub const CONNECTIONS_TIMED_OUT: &str = "pixelgate_connections_timed_out_total";
 pub const TOKEN_CACHE: &str = "pixelgate_token_cache_total";
 /// Token-store reads made by the token cache (a listing of the index counts its requests).
 pub const TOKEN_STORE_READS: &str = "pixelgate_token_store_reads_total";
+/// Registry reads made for the hot path: the listing of registered pixels (counting its requests)
+/// and one read per registered pixel per TTL.
+pub const REGISTRY_STORE_READS: &str = "pixelgate_registry_store_reads_total";
 /// Pixels with an active token, as the index last listed them.
 pub const TOKEN_INDEX_PIXELS: &str = "pixelgate_token_index_pixels";
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -90,6 +93,11 @@ fn describe() {
     describe_gauge!(CONNECTIONS_OPEN, Unit::Count, "Open client connections, by listener.");
     describe_counter!(CONNECTIONS_ACCEPTED, Unit::Count, "Client connections accepted, by listener.");
     describe_counter!(CONNECTIONS_TIMED_OUT, Unit::Count, "Connections closed by a timeout: no complete request head in time, or an answer the client would not read.");
+    describe_counter!(
+        REGISTRY_STORE_READS,
+        Unit::Count,
+        "Registry reads made for hits: listings of registered pixels (their requests) and reads of a registered pixel's settings."
+    );
 }
 
 /// Conversions API events by outcome (`sent`, `failed`, `skipped`) and reason (closed sets).

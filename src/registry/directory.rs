@@ -24,6 +24,7 @@ use super::domains::{allowed, host_of};
 use super::kv::Kv;
 use super::layout as at;
 use super::model::{Forwarding, PixelRecord};
+use crate::metrics as m;
 use crate::record::PixelId;
 use crate::tokens::{StoreError, TokenIndex};
 
@@ -108,6 +109,7 @@ impl Directory {
         self.cache
             .try_get_with(*pixel, async {
                 self.store_reads.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(m::REGISTRY_STORE_READS).increment(1);
                 let item = self.kv.get(&at::pixel(pixel.as_str())).await?;
                 let record = item.map(|i| serde_json::from_str::<PixelRecord>(&i.doc)).transpose().map_err(|e| StoreError::Malformed(format!("pixel {pixel}: {e}")))?;
                 Ok::<_, StoreError>(record.map(|r| Arc::new(PixelSettings::of(&r))))
@@ -136,6 +138,7 @@ impl Directory {
         match self.kv.sort_keys(at::PIXELS).await {
             Ok((keys, requests)) => {
                 self.store_reads.fetch_add(requests, Ordering::Relaxed);
+                metrics::counter!(m::REGISTRY_STORE_READS).increment(requests);
                 let pixels: Vec<PixelId> = keys.iter().filter_map(|k| at::pixel_of_sort_key(k)).filter_map(|p| PixelId::parse(p).ok()).collect();
                 let n = pixels.len();
                 self.registered.listed(pixels);
