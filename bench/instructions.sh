@@ -4,6 +4,9 @@
 #
 #   bench/instructions.sh                            # this build (target/release/pixelgate)
 #   BINARIES="/tmp/old/pixelgate target/release/pixelgate" bench/instructions.sh
+#   REGISTER=1 bench/instructions.sh                 # what the registry adds: each binary twice,
+#                                                    # the hit's pixel unregistered, then registered
+#                                                    # to an account with allowed domains
 #   FORWARD=1 bench/instructions.sh                  # what forwarding adds: each binary twice
 #                                                    # under the same paced load, without and with
 #                                                    # tokens (to bench/fake_graph_fast.rs)
@@ -21,7 +24,7 @@
 # event_id each; the run fails if a hit was shed or not delivered.
 #
 # Knobs: DURATION (default 10 s), CONNECTIONS (default 8), BINARIES (default this build's),
-# FORWARD (default 0), RATE (default 2000), PIXELS (default 1), KEEP_TMP (1 = keep the scratch directory and its
+# FORWARD (default 0), REGISTER (default 0), RATE (default 2000), PIXELS (default 1), KEEP_TMP (1 = keep the scratch directory and its
 # callgrind.out files).
 # Output: one Markdown table on stdout, progress on stderr.
 set -euo pipefail
@@ -32,6 +35,7 @@ DURATION="${DURATION:-10}"
 CONNECTIONS="${CONNECTIONS:-8}"
 BINARIES="${BINARIES:-$REPO_ROOT/target/release/pixelgate}"
 FORWARD="${FORWARD:-0}"
+REGISTER="${REGISTER:-0}"
 RATE="${RATE:-2000}"
 PIXELS="${PIXELS:-1}"
 KEEP_TMP="${KEEP_TMP:-0}"
@@ -62,9 +66,9 @@ load() {
     fi
 }
 
-# measure BINARY TOKENS(none|all): prints one table row.
+# measure BINARY TOKENS(none|all) [registered]: prints one table row.
 measure() {
-    local bin=$1 tokens=$2 dir port mport gport pid before after total n sent shed
+    local bin=$1 tokens=$2 registered=${3:-no} dir port mport gport pid before after total n sent shed
     dir="$WORK_DIR/$(basename "$bin")-$tokens-$RANDOM"
     mkdir -p "$dir/data"
     port=$(free_port); mport=$(free_port); gport=$(free_port)
@@ -78,7 +82,11 @@ measure() {
             done
         fi
     fi
-    log "$bin ($tokens tokens): starting under callgrind on 127.0.0.1:$port"
+    if [[ "$registered" == registered ]]; then
+        echo '{"name":"Bench shop","account_id":"acc_bench"}' | "$bin" accounts create --data-dir "$dir/data" >/dev/null
+        echo '{"account_id":"acc_bench","allowed_domains":["example.com","example.org"]}' | "$bin" pixels put 1234567890 --data-dir "$dir/data" >/dev/null
+    fi
+    log "$bin ($tokens tokens, pixel $registered): starting under callgrind on 127.0.0.1:$port"
     taskset -c 0 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$dir/callgrind.out" \
         "$bin" serve --listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$mport" --data-dir "$dir/data" \
         --graph-url "http://127.0.0.1:$gport" 2>"$dir/stderr.log" &
@@ -106,16 +114,19 @@ measure() {
         ((shed == 0)) || die "$bin: $shed hits shed (lower RATE)"
         ((sent == after)) || die "$bin: $sent of $after hits delivered"
     fi
-    printf '| %s | %s | %d | %s |\n' "$bin" "$tokens" "$n" "$(awk -v t="$total" -v n="$n" 'BEGIN { printf "%.0f", t / n }')"
+    printf '| %s | %s | %s | %d | %s |\n' "$bin" "$tokens" "$registered" "$n" "$(awk -v t="$total" -v n="$n" 'BEGIN { printf "%.0f", t / n }')"
 }
 
-echo "| binary | tokens | hits measured | instructions per hit |"
-echo "|---|---|---:|---:|"
+echo "| binary | tokens | pixel registered | hits measured | instructions per hit |"
+echo "|---|---|---|---:|---:|"
 for bin in $BINARIES; do
     [[ -x "$bin" ]] || die "$bin is not an executable"
     if [[ "$FORWARD" == 1 ]]; then
         measure "$bin" none
         measure "$bin" all
+    elif [[ "$REGISTER" == 1 ]]; then
+        measure "$bin" none no
+        measure "$bin" none registered
     else
         measure "$bin" none
     fi

@@ -9,14 +9,20 @@
 //! hit is recorded with flag `settings_unavailable` and forwarded nowhere; after a failure or a
 //! read slower than [`SETTINGS_WAIT`], the intake task asks only the cache for [`COOL_DOWN`], so
 //! a store that hangs holds up the hits behind a miss at most once per cool-down.
+//!
+//! Each intake task keeps the settings it used in a map of its own ([`Tenancy::front`]), so a
+//! registered pixel's hit costs a hash lookup and no trip through the shared cache; a kept copy
+//! is used only while the directory's [`Fresh`] answer allows (its read time plus the TTL, and no
+//! change or listing since), so it is never staler than the shared cache.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::clock;
 use crate::metrics as m;
 use crate::params::Captured;
 use crate::record::{DraftHit, Fields, Flag, PixelId, Routing};
-use crate::registry::{Directory, PixelSettings};
+use crate::registry::{Directory, Fresh, PixelSettings};
 
 /// Longest an intake task waits for a pixel's settings before it records the hit without them.
 pub(super) const SETTINGS_WAIT: Duration = Duration::from_secs(1);
@@ -28,6 +34,9 @@ pub(super) const COOL_DOWN: Duration = Duration::from_secs(10);
 /// How often, at most, an intake task logs that settings could not be read.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
+/// Most pixels an intake task keeps settings for; past it the map starts again empty.
+const FRONT_CAPACITY: usize = 4096;
+
 /// The settings could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Unavailable;
@@ -38,12 +47,14 @@ pub(super) struct Tenancy {
     /// Until when the store is not asked (after a failure or a slow read).
     cool_down_until: Option<Instant>,
     last_warning: Option<Instant>,
+    /// Settings this task used, while still fresh.
+    front: foldhash::HashMap<PixelId, Fresh>,
 }
 
 impl Tenancy {
     /// Over `directory`; without one, hits are left as shaped.
     pub(super) fn new(directory: Option<Arc<Directory>>) -> Tenancy {
-        Tenancy { directory, cool_down_until: None, last_warning: None }
+        Tenancy { directory, cool_down_until: None, last_warning: None, front: Default::default() }
     }
 
     /// The pixel of `hit` when its settings are to be applied: it has a valid pixel id that the
@@ -59,13 +70,29 @@ impl Tenancy {
     /// resort).
     pub(super) async fn apply(&mut self, hit: &mut DraftHit, pixel: PixelId, captured: &Captured) {
         let Some(directory) = self.directory.clone() else { return };
-        let settings = match directory.cached(&pixel).await {
+        let settings = match self.kept(&directory, &pixel) {
             Some(settings) => Ok(settings),
-            None => self.read(&directory, &pixel).await,
+            None => match directory.fresh(&pixel).await {
+                Some(fresh) => {
+                    let settings = fresh.settings.clone();
+                    if self.front.len() >= FRONT_CAPACITY {
+                        self.front.clear();
+                    }
+                    self.front.insert(pixel, fresh);
+                    Ok(settings)
+                }
+                None => self.read(&directory, &pixel).await,
+            },
         };
         if let Some(flag) = settle(hit, settings.as_ref().map(Option::as_deref).map_err(|e| *e), captured.head.origin()) {
             metrics::counter!(m::HIT_FLAGS, "flag" => flag.as_str()).increment(1);
         }
+    }
+
+    /// The settings this task kept for `pixel`, if they are still fresh.
+    fn kept(&self, directory: &Directory, pixel: &PixelId) -> Option<Option<Arc<PixelSettings>>> {
+        let fresh = self.front.get(pixel)?;
+        (fresh.generation == directory.generation() && clock::now_ms() < fresh.until_ms).then(|| fresh.settings.clone())
     }
 
     /// The pixel's settings read through the directory (a cache miss: once per pixel per TTL),
@@ -203,5 +230,51 @@ mod tests {
         assert_eq!(settle(&mut failed, Err(Unavailable), None), Some(Flag::SettingsUnavailable));
         let v = line(&failed);
         assert_eq!((&v["account_id"], &v["flags"]), (&serde_json::Value::Null, &serde_json::json!(["settings_unavailable"])));
+    }
+
+    #[tokio::test]
+    async fn a_kept_copy_gives_way_to_a_change_and_to_its_age() {
+        use crate::registry::kv::{Kv, local::LocalKv};
+        use crate::registry::model::{Forwarding, PixelRecord};
+        use crate::registry::{AccountId, DirectorySettings};
+
+        let record = |account: &str| PixelRecord {
+            pixel_id: "42".into(),
+            account_id: AccountId::parse(account).unwrap(),
+            name: None,
+            allowed_domains: vec![],
+            test_event_code: None,
+            forwarding: Forwarding::On,
+            created_at: 0,
+            updated_at: 0,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let ttl = Duration::from_millis(300);
+        let directory = Arc::new(Directory::new(Kv::Local(LocalKv::open(dir.path()).await.unwrap()), DirectorySettings { ttl, capacity: 100 }));
+        directory.refresh().await.unwrap();
+        directory.changed("42".parse().unwrap(), Some(&record("acc_a"))).await;
+        let mut tenancy = Tenancy::new(Some(directory.clone()));
+        let captured = Captured {
+            received_at: crate::record::Timestamp::now(),
+            head: crate::params::RequestHead::capture(&http::Request::get("/tr").body(()).unwrap().into_parts().0, None, 0),
+            body: None,
+        };
+        let mut account = async |tenancy: &mut Tenancy| {
+            let mut hit = draft("pixel_id=42", None);
+            let pixel = tenancy.registered(&hit).unwrap();
+            tenancy.apply(&mut hit, pixel, &captured).await;
+            hit.account_id().map(str::to_owned)
+        };
+        assert_eq!(account(&mut tenancy).await.as_deref(), Some("acc_a"));
+        assert_eq!(tenancy.front.len(), 1, "kept");
+        directory.changed("42".parse().unwrap(), Some(&record("acc_b"))).await;
+        assert_eq!(account(&mut tenancy).await.as_deref(), Some("acc_b"), "a change here applies to the next hit");
+        // Past the TTL the kept copy is not used; the shared cache has let its entry go too, so
+        // the settings are read from the store (where this pixel was never written).
+        let generation = directory.generation();
+        tokio::time::sleep(ttl + Duration::from_millis(50)).await;
+        assert_eq!(directory.generation(), generation, "no change, no listing: only age");
+        assert!(tenancy.kept(&directory, &"42".parse().unwrap()).is_none(), "aged out");
+        assert_eq!(account(&mut tenancy).await, None);
     }
 }

@@ -13,6 +13,11 @@
 //! pixel plus the cached settings of the pixels that had hits (at most `capacity`). Until the
 //! first listing succeeds, a pixel's settings are read through the cache (at most one read per
 //! pixel id per TTL).
+//!
+//! A reader that keeps settings of its own for speed (the intake's tasks do) asks
+//! [`Directory::fresh`], which says until when an answer may be used, and checks
+//! [`Directory::generation`]: it changes whenever this process changes a pixel or lists the set, so
+//! a kept copy is never staler than the cache it came from.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +29,7 @@ use super::domains::{allowed, host_of};
 use super::kv::Kv;
 use super::layout as at;
 use super::model::{Forwarding, PixelRecord};
+use crate::clock;
 use crate::metrics as m;
 use crate::record::PixelId;
 use crate::tokens::{StoreError, TokenIndex};
@@ -74,25 +80,58 @@ impl Default for DirectorySettings {
     }
 }
 
+/// A cached answer: the settings (`None`: not registered) and when they were read
+/// ([`clock::now_ms`]).
+#[derive(Debug, Clone)]
+struct Entry {
+    settings: Option<Arc<PixelSettings>>,
+    read_ms: u64,
+}
+
+impl Entry {
+    fn now(settings: Option<Arc<PixelSettings>>) -> Entry {
+        Entry { settings, read_ms: clock::now_ms() }
+    }
+}
+
+/// Settings that may be used until [`Fresh::until_ms`] ([`clock::now_ms`]), while
+/// [`Directory::generation`] is still [`Fresh::generation`].
+#[derive(Debug, Clone)]
+pub struct Fresh {
+    /// The settings; `None`: not registered.
+    pub settings: Option<Arc<PixelSettings>>,
+    /// When they become too old: read time plus the TTL.
+    pub until_ms: u64,
+    /// The directory's generation when they were handed out.
+    pub generation: u64,
+}
+
 /// The registered pixels and their settings.
 pub struct Directory {
     kv: Kv,
     registered: TokenIndex,
-    cache: Cache<PixelId, Option<Arc<PixelSettings>>>,
+    cache: Cache<PixelId, Entry>,
     settings: DirectorySettings,
     store_reads: AtomicU64,
+    /// Bumped by each change this process makes and each listing.
+    generation: AtomicU64,
 }
 
 impl Directory {
     /// A directory over `kv`.
     pub fn new(kv: Kv, settings: DirectorySettings) -> Directory {
         let cache = Cache::builder().max_capacity(settings.capacity).time_to_live(settings.ttl).build();
-        Directory { kv, registered: TokenIndex::default(), cache, settings, store_reads: AtomicU64::new(0) }
+        Directory { kv, registered: TokenIndex::default(), cache, settings, store_reads: AtomicU64::new(0), generation: AtomicU64::new(0) }
     }
 
     /// Store requests made so far (listings and reads).
     pub fn store_reads(&self) -> u64 {
         self.store_reads.load(Ordering::Relaxed)
+    }
+
+    /// Changes whenever a kept copy of settings may have become stale here (see the module docs).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Whether `pixel` is registered, known without a store read; `None` before the first listing.
@@ -112,9 +151,10 @@ impl Directory {
                 metrics::counter!(m::REGISTRY_STORE_READS).increment(1);
                 let item = self.kv.get(&at::pixel(pixel.as_str())).await?;
                 let record = item.map(|i| serde_json::from_str::<PixelRecord>(&i.doc)).transpose().map_err(|e| StoreError::Malformed(format!("pixel {pixel}: {e}")))?;
-                Ok::<_, StoreError>(record.map(|r| Arc::new(PixelSettings::of(&r))))
+                Ok::<_, StoreError>(Entry::now(record.map(|r| Arc::new(PixelSettings::of(&r)))))
             })
             .await
+            .map(|entry| entry.settings)
             .map_err(|e: Arc<StoreError>| (*e).clone())
     }
 
@@ -123,13 +163,27 @@ impl Directory {
         if self.registered(pixel) == Some(false) {
             return Some(None);
         }
-        self.cache.get(pixel).await
+        self.cache.get(pixel).await.map(|entry| entry.settings)
+    }
+
+    /// As [`Directory::cached`], with how long the answer may be kept.
+    pub async fn fresh(&self, pixel: &PixelId) -> Option<Fresh> {
+        // Read first: a change after this is seen by the caller's next generation check.
+        let generation = self.generation();
+        let until_ms = |read_ms: u64| read_ms.saturating_add(self.settings.ttl.as_millis() as u64);
+        if self.registered(pixel) == Some(false) {
+            // Until the next listing or change (which bump the generation), at most a TTL.
+            return Some(Fresh { settings: None, until_ms: until_ms(clock::now_ms()), generation });
+        }
+        let entry = self.cache.get(pixel).await?;
+        Some(Fresh { settings: entry.settings, until_ms: until_ms(entry.read_ms), generation })
     }
 
     /// This process changed the pixel (`None`: unregistered it): in effect here at once.
     pub async fn changed(&self, pixel: PixelId, record: Option<&PixelRecord>) {
         self.registered.changed(pixel, record.is_some());
-        self.cache.insert(pixel, record.map(|r| Arc::new(PixelSettings::of(r)))).await;
+        self.cache.insert(pixel, Entry::now(record.map(|r| Arc::new(PixelSettings::of(r))))).await;
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Lists the registered pixels into the set; how many. A failure keeps the set as it was.
@@ -142,6 +196,7 @@ impl Directory {
                 let pixels: Vec<PixelId> = keys.iter().filter_map(|k| at::pixel_of_sort_key(k)).filter_map(|p| PixelId::parse(p).ok()).collect();
                 let n = pixels.len();
                 self.registered.listed(pixels);
+                self.generation.fetch_add(1, Ordering::AcqRel);
                 Ok(n)
             }
             Err(e) => {

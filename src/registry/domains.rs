@@ -3,6 +3,8 @@
 //! A domain allows itself and its subdomains: `example.com` allows `example.com` and
 //! `shop.example.com`, not `badexample.com`. Domains are compared lowercased, without a port.
 
+use std::borrow::Cow;
+
 /// Longest domain name (RFC 1035).
 const MAX_DOMAIN: usize = 253;
 /// Most allowed domains per pixel.
@@ -29,13 +31,30 @@ pub fn parse_domain(given: &str) -> Result<String, String> {
 }
 
 /// The host of an absolute http(s) URL or an `Origin`, lowercased, without port or credentials.
-pub fn host_of(url: &str) -> Option<String> {
-    let rest = url.trim().split_once("://").filter(|(scheme, _)| scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https"))?.1;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = if host_port.starts_with('[') { host_port.split_inclusive(']').next()? } else { host_port.split(':').next()? };
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
+pub fn host_of(url: &str) -> Option<Cow<'_, str>> {
+    // Byte scans rather than `str` patterns: asked for every hit of a pixel with allowed domains,
+    // where the pattern searchers' set-up cost more than the scan (callgrind: ~1,300
+    // instructions a hit).
+    let url = url.trim();
+    let rest = strip_prefix_ignore_case(url, "https://").or_else(|| strip_prefix_ignore_case(url, "http://"))?;
+    let authority = &rest[..rest.bytes().position(|b| matches!(b, b'/' | b'?' | b'#')).unwrap_or(rest.len())];
+    let host_port = authority.bytes().rposition(|b| b == b'@').map_or(authority, |at| &authority[at + 1..]);
+    let host = if host_port.starts_with('[') {
+        host_port.bytes().position(|b| b == b']').map_or(host_port, |end| &host_port[..=end])
+    } else {
+        &host_port[..host_port.bytes().position(|b| b == b':').unwrap_or(host_port.len())]
+    };
+    let host = host.trim_end_matches('.');
+    // No copy unless there is a capital.
+    let host = if host.bytes().any(|b| b.is_ascii_uppercase()) { Cow::Owned(host.to_ascii_lowercase()) } else { Cow::Borrowed(host) };
     (!host.is_empty()).then_some(host)
+}
+
+/// `s` without `prefix` (ASCII, any case), if it starts with it.
+fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.as_bytes().get(..prefix.len())?;
+    // `prefix` is ASCII, so a match ends on a character boundary.
+    head.eq_ignore_ascii_case(prefix.as_bytes()).then(|| &s[prefix.len()..])
 }
 
 /// Whether `host` is one of `domains` or below one of them.
@@ -75,5 +94,10 @@ mod tests {
         assert_eq!(host_of("null"), None);
         assert_eq!(host_of("javascript:alert(1)"), None);
         assert_eq!(host_of("ftp://example.com/"), None);
+        assert_eq!(host_of("HTTPS://[::1]:8443/x").as_deref(), Some("[::1]"));
+        assert_eq!(host_of("https://shop.test.?q").as_deref(), Some("shop.test"));
+        assert_eq!(host_of("https://é.test/").as_deref(), Some("é.test"));
+        assert_eq!(host_of("https:/example.com"), None);
+        assert_eq!(host_of("https://"), None);
     }
 }

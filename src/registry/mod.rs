@@ -23,7 +23,7 @@ pub mod principal;
 pub mod requests;
 pub mod store;
 
-pub use directory::{Directory, DirectorySettings, PixelSettings};
+pub use directory::{Directory, DirectorySettings, Fresh, PixelSettings};
 pub use error::RegistryError;
 pub use ids::{AccountId, KeyId};
 pub use keys::{AuthError, KeyCache};
