@@ -102,7 +102,7 @@ pub(super) async fn run(mut rx: mpsc::Receiver<Intake>, settings: Arc<ParseSetti
 // task, and with it every later hit: that hit is counted as dropped instead, for the outlets it
 // had not reached. Each step runs in a `catch_unwind`.
 
-/// Shapes one request and, unless its pixel's settings are to be applied first, adds its line
+/// Shapes one request and, unless its pixel's settings are still to be found, adds its line
 /// to `lines` and its hit to `offered`; a hit that waits for its pixel's settings is put in
 /// `waiting` instead. The hit stays where it was shaped on the common way: moving it (a few
 /// hundred bytes) costs a copy each time.
@@ -116,8 +116,12 @@ fn take(
     waiting: &mut Option<(DraftHit, PixelId)>,
 ) {
     caught(outlets, lines, Stage::Shaping, |stage, lines| {
-        let hit = crate::params::shape(captured, settings);
-        if let Some(pixel) = tenancy.registered(&hit) {
+        let mut hit = crate::params::shape(captured, settings);
+        // A registered pixel's settings that this task kept are applied here, with no future
+        // and no move; others are waited for.
+        if let Some(pixel) = tenancy.registered(&hit)
+            && !tenancy.apply_kept(&mut hit, &pixel, captured)
+        {
             *waiting = Some((hit, pixel));
             return;
         }

@@ -65,6 +65,15 @@ impl Tenancy {
         (directory.registered(&pixel) != Some(false)).then_some(pixel)
     }
 
+    /// Applies the settings of `pixel` to `hit` if this task kept them and they are still fresh;
+    /// whether it did. Never waits.
+    pub(super) fn apply_kept(&self, hit: &mut DraftHit, pixel: &PixelId, captured: &Captured) -> bool {
+        let Some(directory) = self.directory.as_deref() else { return false };
+        let Some(settings) = self.kept(directory, pixel) else { return false };
+        flag(hit, Ok(settings.as_deref()), captured);
+        true
+    }
+
     /// Applies the settings of `pixel` (`hit`'s, see [`Tenancy::registered`]) to `hit`.
     /// `captured` is the request it was shaped from (its `Origin` header is the page of last
     /// resort).
@@ -84,9 +93,7 @@ impl Tenancy {
                 None => self.read(&directory, &pixel).await,
             },
         };
-        if let Some(flag) = settle(hit, settings.as_ref().map(Option::as_deref).map_err(|e| *e), captured.head.origin()) {
-            metrics::counter!(m::HIT_FLAGS, "flag" => flag.as_str()).increment(1);
-        }
+        flag(hit, settings.as_ref().map(Option::as_deref).map_err(|e| *e), captured);
     }
 
     /// The settings this task kept for `pixel`, if they are still fresh.
@@ -118,6 +125,13 @@ impl Tenancy {
             tracing::warn!(pixel_id = %pixel, error, cool_down = ?COOL_DOWN, "cannot read a pixel's settings; its hits are recorded with flag settings_unavailable and not forwarded (see pixelgate_hit_flags_total)");
         }
         Err(Unavailable)
+    }
+}
+
+/// [`settle`]s `hit` and counts the flag it raised, if any.
+fn flag(hit: &mut DraftHit, settings: Result<Option<&PixelSettings>, Unavailable>, captured: &Captured) {
+    if let Some(flag) = settle(hit, settings, captured.head.origin()) {
+        metrics::counter!(m::HIT_FLAGS, "flag" => flag.as_str()).increment(1);
     }
 }
 

@@ -61,7 +61,7 @@ impl PixelSettings {
     /// Whether a page at `url` may send this pixel's hits (any page when no domains are set; with
     /// domains, a page with no URL may not).
     pub fn allows_page(&self, url: Option<&str>) -> bool {
-        self.allowed_domains.is_empty() || url.and_then(host_of).is_some_and(|h| allowed(&self.allowed_domains, &h))
+        self.allowed_domains.is_empty() || url.and_then(host_of).is_some_and(|h| allowed(&self.allowed_domains, h))
     }
 }
 
