@@ -273,7 +273,7 @@ mod tests {
             head: crate::params::RequestHead::capture(&http::Request::get("/tr").body(()).unwrap().into_parts().0, None, 0),
             body: None,
         };
-        let mut account = async |tenancy: &mut Tenancy| {
+        let account = async |tenancy: &mut Tenancy| {
             let mut hit = draft("pixel_id=42", None);
             let pixel = tenancy.registered(&hit).unwrap();
             tenancy.apply(&mut hit, pixel, &captured).await;
