@@ -25,7 +25,7 @@ pub struct BodyLimits {
 /// A pixel GET or HEAD, captured from its head alone.
 pub fn head_only(parts: &http::request::Parts, peer: Option<IpAddr>, trusted_proxies: usize) -> Captured {
     let received_at = Timestamp::now();
-    Captured { received_at, head: RequestHead::capture(parts, peer, trusted_proxies), body: None }
+    Captured { received_at, source: crate::record::Source::Pixel, head: RequestHead::capture(parts, peer, trusted_proxies), body: None }
 }
 
 /// A pixel POST: its head, then its body, read within `limits`.
@@ -42,5 +42,5 @@ where
         Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => Body::Oversize,
         Ok(Err(_)) | Err(_) => Body::Unreadable,
     };
-    Captured { received_at, head, body: Some(Box::new(body)) }
+    Captured { received_at, source: crate::record::Source::Pixel, head, body: Some(Box::new(body)) }
 }

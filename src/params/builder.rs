@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use super::names::{Concept, bare_contact, classify, user_alias};
 use super::{ParseSettings, bots, decode};
 use crate::pii::{self, PiiField};
-use crate::record::{DraftHit, DraftParts, Entry, Flag, Flags, Hit, MapName, PixelId, PixelIdError, Routing, Span, Timestamp};
+use crate::record::{DraftHit, DraftParts, Entry, Flag, Flags, Hit, MapName, PixelId, PixelIdError, Routing, Source, Span, Timestamp};
 
 /// The keys a builder adds to the record itself (personal-data fields in [`PiiField::ALL`] order,
 /// then `fbp`, `fbc`, `ts`), at the start of every builder's text: each is a range of it rather
@@ -469,6 +469,7 @@ impl<'s> HitBuilder<'s> {
 
         let parts = DraftParts {
             received_at: self.received_at,
+            source: Source::Pixel,
             text: self.text,
             pixel_id,
             pixel: pixel.ok(),

@@ -12,6 +12,8 @@
 //! * [`head`] — [`RequestHead`]: what shaping reads of a request's head, copied out of it.
 //! * [`body`] — POST bodies (form, multipart, JSON, `text/plain`) into the builder.
 //! * [`client_ip`] — the trusted-proxy policy; [`bots`] — user agents of crawlers and scripts.
+//! * [`event`] — an event sent to an input (the API, EventBridge, SQS) as a [`Captured`]
+//!   request, shaped like a pixel hit.
 //! * [`shape`] — [`Captured`] (a request as the edge captured it) → [`DraftHit`]: the one way every
 //!   door's hit is shaped.
 
@@ -20,6 +22,7 @@ pub mod bots;
 pub mod builder;
 pub mod client_ip;
 mod decode;
+pub mod event;
 pub mod head;
 pub mod names;
 pub mod shape;

@@ -6,13 +6,15 @@
 use super::body::{self, Body};
 use super::{HitBuilder, ParseSettings, RequestHead};
 use crate::metrics as m;
-use crate::record::{DraftHit, Fields, PixelId, PixelIdError, Timestamp};
+use crate::record::{DraftHit, Fields, PixelId, PixelIdError, Source, Timestamp};
 
 /// A pixel request as the edge captured it, for the intake to shape.
 #[derive(Debug)]
 pub struct Captured {
     /// When the edge received it.
     pub received_at: Timestamp,
+    /// Where it came from: a pixel request, or an event sent to an input.
+    pub source: Source,
     /// What shaping reads of its head (the query among it), copied out of the request.
     pub head: RequestHead,
     /// A POST's body, read by the edge; boxed so that a GET's capture stays small to move.
@@ -29,7 +31,7 @@ impl Captured {
 /// The draft record of a captured request. The capture is only read: its head still has what
 /// the record leaves out (the `Origin` header).
 pub fn shape(captured: &Captured, settings: &ParseSettings) -> DraftHit {
-    let Captured { received_at, head, body } = captured;
+    let Captured { received_at, source, head, body } = captured;
     let mut hit = HitBuilder::new(settings, *received_at);
     if let Some(query) = head.query() {
         hit.add_encoded(query);
@@ -38,7 +40,8 @@ pub fn shape(captured: &Captured, settings: &ParseSettings) -> DraftHit {
         body::add_params(body, &mut hit);
     }
     let ip = head.client_ip(hit.flags_mut());
-    let hit = hit.finish_draft(head.meta(ip));
+    let mut hit = hit.finish_draft(head.meta(ip));
+    hit.set_source(*source);
     for flag in hit.flags().iter() {
         metrics::counter!(m::HIT_FLAGS, "flag" => flag.as_str()).increment(1);
     }
@@ -118,7 +121,7 @@ mod tests {
         let settings = ParseSettings::default();
         for query in ["pixel_id=12&id=34", "id=34&pixel_id=12", "pid=&id=5&pid=6", "ID=7", "x=1&pixel%5Fid=8", "pixel_id=abc", "", "pixel_id=&x=1", "id=1&id=2"] {
             let req = http::Request::get(format!("/tr?{query}")).body(()).unwrap();
-            let captured = Captured { received_at: Timestamp::now(), head: RequestHead::capture(&req.into_parts().0, None, 0), body: None };
+            let captured = Captured { received_at: Timestamp::now(), source: Source::Pixel, head: RequestHead::capture(&req.into_parts().0, None, 0), body: None };
             assert_eq!(pixel_in_query(query), shape(&captured, &settings).pixel(), "{query}");
         }
         assert_eq!(pixel_in_query("id=34&pixel_id=12").unwrap().as_str(), "12");
@@ -141,7 +144,7 @@ mod tests {
             let req = http::Request::post(format!("/tr?{query}")).body(()).unwrap();
             let head = RequestHead::capture(&req.into_parts().0, None, 0);
             let read = Body::Read { content_type: content_type.into(), bytes: body.to_owned().into() };
-            let captured = Captured { received_at: Timestamp::now(), head, body: Some(Box::new(read)) };
+            let captured = Captured { received_at: Timestamp::now(), source: Source::Pixel, head, body: Some(Box::new(read)) };
             assert_eq!(pixel_named(&captured), shape(&captured, &settings).pixel(), "{query} {content_type} {body}");
         }
     }
@@ -158,7 +161,7 @@ mod tests {
         let req = http::Request::post("/tr?id=1&ev=PageView").header("user-agent", "Mozilla/5.0").body(()).unwrap();
         let head = RequestHead::capture(&req.into_parts().0, Some("192.0.2.1".parse().unwrap()), 0);
         let body = Body::Read { content_type: "application/x-www-form-urlencoded".into(), bytes: "ev=Lead&cd%5Bv%5D=2".into() };
-        let hit = shape(&Captured { received_at: Timestamp::now(), head, body: Some(Box::new(body)) }, &ParseSettings::default()).to_hit();
+        let hit = shape(&Captured { received_at: Timestamp::now(), source: Source::Pixel, head, body: Some(Box::new(body)) }, &ParseSettings::default()).to_hit();
         assert_eq!(hit.event.as_deref(), Some("PageView"), "the query's first value stays");
         assert_eq!((hit.attrs["v"].as_str(), hit.user_agent.as_deref()), ("2", Some("Mozilla/5.0")));
         assert_eq!(hit.ip, Some("192.0.2.1".parse().unwrap()));

@@ -159,6 +159,15 @@ impl Dispatcher {
     /// Hands a captured pixel request to the intake (see [`Dispatcher::with_intake`]); never
     /// waits. A full queue or byte budget drops it, counted for every outlet and logged.
     pub fn submit_captured(&self, captured: Captured) {
+        if let Err(reason) = self.try_submit_captured(captured) {
+            self.dropped_everywhere(reason);
+        }
+    }
+
+    /// As [`Dispatcher::submit_captured`], for a sender that can be told: a request the intake
+    /// has no room for is handed back as the reason (`queue_bytes_full`, `queue_full`,
+    /// `outlet_closed`), not counted as dropped.
+    pub fn try_submit_captured(&self, captured: Captured) -> Result<(), &'static str> {
         thread_local! {
             /// Each thread feeds one intake task, so a worker's hits are shaped together.
             static SHARD: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
@@ -167,18 +176,17 @@ impl Dispatcher {
         assert!(!self.intake.is_empty(), "submit_captured needs Dispatcher::with_intake");
         let bytes = captured.approx_bytes();
         if !self.reserve(bytes) {
-            self.dropped_everywhere("queue_bytes_full");
-            return;
+            return Err("queue_bytes_full");
         }
         let mut shard = SHARD.get();
         if shard == usize::MAX {
             shard = NEXT.fetch_add(1, Ordering::Relaxed);
             SHARD.set(shard);
         }
-        if let Err(err) = self.intake[shard % self.intake.len()].try_send(Intake::Captured(captured, bytes)) {
+        self.intake[shard % self.intake.len()].try_send(Intake::Captured(captured, bytes)).map_err(|err| {
             self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
-            self.dropped_everywhere(send_error(&err));
-        }
+            send_error(&err)
+        })
     }
 
     /// Offers a hit that was shaped elsewhere (a test's, an input's) as the intake offers its

@@ -184,7 +184,7 @@ mod tests {
 
     fn captured(n: usize) -> Captured {
         let req = http::Request::get(format!("/p.gif?pixel_id=1&event=E&event_id=e{n}")).body(()).unwrap();
-        Captured { received_at: Timestamp::now(), head: RequestHead::capture(&req.into_parts().0, None, 0), body: None }
+        Captured { received_at: Timestamp::now(), source: crate::record::Source::Pixel, head: RequestHead::capture(&req.into_parts().0, None, 0), body: None }
     }
 
     type Seen = Arc<Mutex<Vec<String>>>;
@@ -270,7 +270,12 @@ mod tests {
         let dispatcher = Dispatcher::new(vec![], vec![hits]).with_intake(1, 10, ParseSettings::default());
         for query in ["pixel_id=1&event_id=a", "pixel_id=2&event_id=b", "event_id=c", "pixel_id=x&event_id=d"] {
             let req = http::Request::get(format!("/tr?{query}")).body(()).unwrap();
-            dispatcher.submit_captured(Captured { received_at: Timestamp::now(), head: RequestHead::capture(&req.into_parts().0, None, 0), body: None });
+            dispatcher.submit_captured(Captured {
+                received_at: Timestamp::now(),
+                source: crate::record::Source::Pixel,
+                head: RequestHead::capture(&req.into_parts().0, None, 0),
+                body: None,
+            });
         }
         dispatcher.shutdown().await;
         consumer.await.unwrap();
@@ -323,7 +328,7 @@ mod tests {
                 req = req.header("origin", origin);
             }
             let head = RequestHead::capture(&req.body(()).unwrap().into_parts().0, None, 0);
-            dispatcher.submit_captured(Captured { received_at: Timestamp::now(), head, body: None });
+            dispatcher.submit_captured(Captured { received_at: Timestamp::now(), source: crate::record::Source::Pixel, head, body: None });
         }
         dispatcher.shutdown().await;
         hit_consumer.await.unwrap();

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use crate::clock;
 use crate::metrics as m;
 use crate::params::Captured;
-use crate::record::{DraftHit, Fields, Flag, PixelId, Routing};
+use crate::record::{DraftHit, Fields, Flag, PixelId, Routing, Source};
 use crate::registry::{Directory, Fresh, PixelSettings};
 
 /// Longest an intake task waits for a pixel's settings before it records the hit without them.
@@ -140,7 +140,8 @@ fn flag(hit: &mut DraftHit, settings: Result<Option<&PixelSettings>, Unavailable
 ///
 /// * Registered: `account_id` is the account; forwarding off and test mode go to the hit's
 ///   [`Routing`]; with allowed domains, a hit whose page (`url`, which is already `url`/`dl`
-///   else `Referer`; else `origin`) is on none of them is flagged `domain_not_allowed`.
+///   else `Referer`; else `origin`) is on none of them is flagged `domain_not_allowed` — a pixel
+///   request's only: an input's event was sent with a key that may write to the pixel.
 /// * Settings unavailable: flagged `settings_unavailable`, no account.
 pub(super) fn settle(hit: &mut DraftHit, settings: Result<Option<&PixelSettings>, Unavailable>, origin: Option<&str>) -> Option<Flag> {
     let settings = match settings {
@@ -153,8 +154,10 @@ pub(super) fn settle(hit: &mut DraftHit, settings: Result<Option<&PixelSettings>
     };
     hit.set_account_id(Some(settings.account_id.clone()));
     hit.set_routing(Routing { forwarding_off: !settings.forwarding, test_event_code: settings.test_event_code.clone() });
+    // Allowed domains say which pages may send hits; an event from an input was sent by a key
+    // that may write to the pixel, whatever page it names.
     let page = hit.url().or(origin);
-    if settings.allows_page(page) {
+    if hit.source() != Source::Pixel || settings.allows_page(page) {
         return None;
     }
     hit.flags_mut().set(Flag::DomainNotAllowed);
@@ -270,6 +273,7 @@ mod tests {
         let mut tenancy = Tenancy::new(Some(directory.clone()));
         let captured = Captured {
             received_at: crate::record::Timestamp::now(),
+            source: crate::record::Source::Pixel,
             head: crate::params::RequestHead::capture(&http::Request::get("/tr").body(()).unwrap().into_parts().0, None, 0),
             body: None,
         };

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::ops::Range;
 use std::sync::Arc;
 
-use super::{CapiFailure, Fields, Flags, Hit, PixelId, PixelIdError, Routing, SCHEMA, Timestamp, write_line_within_limit};
+use super::{CapiFailure, Fields, Flags, Hit, PixelId, PixelIdError, Routing, SCHEMA, Source, Timestamp, write_line_within_limit};
 
 /// A byte range of a draft's text buffer (32-bit: the builder keeps the text below 4 GiB).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +87,8 @@ pub struct DraftHit {
 pub struct DraftParts {
     /// When the edge received the request.
     pub received_at: Timestamp,
+    /// Where the event came from.
+    pub source: Source,
     /// Every field's text lies in here.
     pub text: String,
     /// `pixel_id` as sent.
@@ -151,6 +153,16 @@ impl DraftHit {
             (None, Some(_)) => Err(PixelIdError::Invalid),
             (None, None) => Err(PixelIdError::Missing),
         }
+    }
+
+    /// Sets `source`, where the event came from.
+    pub fn set_source(&mut self, source: Source) {
+        self.parts.source = source;
+    }
+
+    /// Where the event came from.
+    pub fn source(&self) -> Source {
+        self.parts.source
     }
 
     /// Sets `account_id`, the registered pixel's account.
@@ -226,6 +238,7 @@ impl DraftHit {
         let owned = |span: Option<Span>| span.map(|s| self.str(s).to_owned());
         Hit {
             schema: SCHEMA,
+            source: self.parts.source,
             received_at: self.parts.received_at,
             pixel_id: owned(self.parts.pixel_id),
             pixel: self.parts.pixel,
@@ -249,6 +262,9 @@ impl DraftHit {
 }
 
 impl Fields for DraftHit {
+    fn source(&self) -> Source {
+        self.parts.source
+    }
     fn received_at(&self) -> Timestamp {
         self.parts.received_at
     }

@@ -8,13 +8,15 @@ use std::sync::Arc;
 
 use serde::{Serialize, Serializer};
 
-use super::{CapiFailure, Fields, Flag, Flags, MAX_RECORD_BYTES, PixelId, Timestamp, write_line_within_limit};
+use super::{CapiFailure, Fields, Flag, Flags, MAX_RECORD_BYTES, PixelId, Source, Timestamp, write_line_within_limit};
 
 /// One pixel hit, exactly as it is written to the sink.
 #[derive(Debug, Clone, Serialize)]
 pub struct Hit {
     /// Always [`SCHEMA`], so downstream readers can tell record versions apart.
     pub schema: &'static str,
+    /// Where the event came from: a pixel request, the API, EventBridge or SQS.
+    pub source: Source,
     /// When the edge received the request (RFC 3339 UTC, milliseconds).
     pub received_at: Timestamp,
     /// Pixel id (`pixel_id` / `id` / `pid`), as sent, valid or not.
@@ -84,6 +86,9 @@ fn opt_str<S: Serializer>(value: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Er
 }
 
 impl Fields for Hit {
+    fn source(&self) -> Source {
+        self.source
+    }
     fn received_at(&self) -> Timestamp {
         self.received_at
     }

@@ -17,6 +17,8 @@ pub(super) fn write_hit<F: Fields>(out: &mut Vec<u8>, hit: &F) {
     out.reserve(512);
     out.extend_from_slice(b"{\"schema\":");
     string(out, super::SCHEMA);
+    out.extend_from_slice(b",\"source\":");
+    string(out, hit.source().as_str());
     out.extend_from_slice(b",\"received_at\":");
     timestamp(out, hit.received_at());
     out.extend_from_slice(b",\"pixel_id\":");
@@ -233,7 +235,7 @@ mod tests {
 
     use proptest::prelude::*;
 
-    use super::super::{CapiFailure, Flag, Flags, Hit, SCHEMA};
+    use super::super::{CapiFailure, Flag, Flags, Hit, SCHEMA, Source};
     use super::*;
 
     fn text() -> impl Strategy<Value = String> {
@@ -254,6 +256,7 @@ mod tests {
                 flag_list.into_iter().for_each(|f| flags.set(f));
                 Hit {
                     schema: SCHEMA,
+                    source: [Source::Pixel, Source::Api, Source::EventBridge, Source::Sqs][(ms % 4) as usize],
                     received_at: Timestamp(UNIX_EPOCH + Duration::from_millis(ms)),
                     pixel: None,
                     pixel_id,

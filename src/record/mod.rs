@@ -25,6 +25,33 @@ pub use json::{ip_addr as write_json_ip, string as write_json_string};
 pub use pixel_id::{PixelId, PixelIdError};
 pub use timestamp::Timestamp;
 
+/// Where a record's event came from: its `source` field.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// A pixel request (`/p.gif`, `/tr`, a beacon).
+    #[default]
+    Pixel,
+    /// `POST /v1/events` from a platform's backend.
+    Api,
+    /// An EventBridge event, under Lambda.
+    EventBridge,
+    /// An SQS message, under Lambda.
+    Sqs,
+}
+
+impl Source {
+    /// The field's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Pixel => "pixel",
+            Source::Api => "api",
+            Source::EventBridge => "eventbridge",
+            Source::Sqs => "sqs",
+        }
+    }
+}
+
 /// Value of the `schema` field of every record.
 pub const SCHEMA: &str = "pixelgate.hit/1";
 
@@ -36,6 +63,7 @@ pub const MAX_RECORD_BYTES: usize = 1_024_000;
 /// [`Hit`] and of a hit still in its builder's buffer ([`DraftHit`]) alike. Map
 /// entries come sorted by key, as a `BTreeMap` gives them.
 pub trait Fields {
+    fn source(&self) -> Source;
     fn received_at(&self) -> Timestamp;
     fn pixel_id(&self) -> Option<&str>;
     fn account_id(&self) -> Option<&str>;

@@ -83,7 +83,7 @@ async fn every_record_carries_the_account_and_pages_outside_the_allowed_domains_
     let raw: String = files_below(&app.data.path().join("raw")).iter().map(|p| std::fs::read_to_string(p).unwrap()).collect();
     assert!(raw.contains(&format!(r#""pixel_id":"123","account_id":"{account}","event":"PageView","event_id":"allowed","#)), "account_id right after pixel_id: {raw}");
     assert!(raw.contains(r#""pixel_id":"999","account_id":null,"#), "{raw}");
-    assert!(records.iter().all(|r| r.get("origin").is_none() && r.as_object().unwrap().len() == 16), "the Origin header is not part of the record: {raw}");
+    assert!(records.iter().all(|r| r.get("origin").is_none() && r.as_object().unwrap().len() == 17), "the Origin header is not part of the record: {raw}");
     // The recorder is the test process's: other tests' hits count too.
     let metrics = app.metrics().await;
     assert!(metric(&metrics, "pixelgate_hit_flags_total", &[("flag", "domain_not_allowed")]) >= 4.0, "{metrics}");
