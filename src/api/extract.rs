@@ -51,17 +51,23 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let timeout = ApiState::from_ref(state).body_timeout;
-        let bytes: Bytes = match tokio::time::timeout(timeout, Limited::new(req.into_body(), MAX_BODY_BYTES).collect()).await {
-            Ok(Ok(c)) => c.to_bytes(),
-            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Err(ApiError::TooLarge("the body is over 64 KiB")),
-            Ok(Err(_)) | Err(_) => return Err(ApiError::Timeout),
-        };
+        let bytes = read_body(req.into_body(), MAX_BODY_BYTES, "the body is over 64 KiB", timeout).await?;
         Ok(Strict(parse(&bytes)?))
     }
 }
 
 /// `?account_id=` (the only query parameter the API takes).
 pub struct AccountParam(pub Option<String>);
+
+/// A request body read whole: at most `limit` bytes (else `413` saying `too_large`), within
+/// `timeout` (else `400`).
+pub async fn read_body(body: axum::body::Body, limit: usize, too_large: &'static str, timeout: std::time::Duration) -> Result<Bytes, ApiError> {
+    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::TooLarge(too_large)),
+        Ok(Err(_)) | Err(_) => Err(ApiError::Timeout),
+    }
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for AccountParam {
     type Rejection = ApiError;

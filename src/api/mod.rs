@@ -1,5 +1,5 @@
-//! The `/v1/` API (`docs/api.md`): accounts, keys, pixels, tokens, deliveries and the
-//! audit log, routed by axum on the same hyper stack as the pixel.
+//! The `/v1/` API (`docs/api.md`): accounts, keys, pixels, tokens, deliveries, the audit log
+//! and events from a platform's backend, routed by axum on the same hyper stack as the pixel.
 //!
 //! Handlers take typed extractors ([`extract::Caller`]: the verified key as a
 //! [`Principal`](crate::registry::Principal); [`extract::Strict`]: a JSON body checked field by
@@ -11,6 +11,7 @@
 pub mod accounts;
 pub mod cli;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod keys;
 pub mod pixels;
@@ -30,6 +31,7 @@ use http_body_util::{BodyExt, Full};
 use tower_service::Service;
 
 use crate::forward::Deliveries;
+use crate::pipeline::Dispatcher;
 use crate::registry::Registry;
 
 /// What every handler shares.
@@ -41,6 +43,8 @@ pub struct ApiState {
     pub deliveries: Arc<Deliveries>,
     /// How long a request body may take to arrive.
     pub body_timeout: Duration,
+    /// Where events sent to the API go: the pixel's own pipeline.
+    pub dispatcher: Dispatcher,
 }
 
 /// The API: its router, built once.
@@ -68,6 +72,7 @@ impl Api {
             .route("/v1/pixels/{pixel_id}/token", get(tokens::status).put(tokens::set).delete(tokens::delete))
             .route("/v1/pixels/{pixel_id}/deliveries", get(tokens::deliveries))
             .route("/v1/audit", get(accounts::audit))
+            .route("/v1/events", axum::routing::post(events::post))
             .fallback(|| async { error::ApiError::Registry(crate::registry::RegistryError::NotFound("no such endpoint; see docs/api.md for the /v1/ routes".into())) })
             .with_state(state);
         Api { router }

@@ -81,7 +81,7 @@ impl Stack {
         spawn_ticker(dispatcher.clone());
 
         let registry = Arc::new(Registry::new(kv.clone(), tokens.clone(), directory.clone(), keys.clone()));
-        let api = Api::new(ApiState { registry, deliveries, body_timeout: settings.body.timeout });
+        let api = Api::new(ApiState { registry, deliveries, body_timeout: settings.body.timeout, dispatcher: dispatcher.clone() });
         let edge = Arc::new(Edge::new(settings.trusted_proxies, settings.body, dispatcher.clone(), sink_health, tokens, api, directory).with_forwarding(vec![status]));
         Ok(Stack { edge, dispatcher, sink, forwarder, keys })
     }

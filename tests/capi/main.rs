@@ -8,6 +8,7 @@ mod load;
 
 mod admin;
 mod dynamodb;
+mod events;
 mod failures;
 mod forwarding;
 mod resilience;
