@@ -9,6 +9,7 @@ use crate::forward::ForwardConfig;
 use crate::forward::meta::MetaConfig;
 use crate::params::ParseSettings;
 use crate::registry::DirectorySettings;
+use crate::runtime::lambda::inputs::EventNames;
 use crate::runtime::lambda::{CAPI_SHUTDOWN_CAP, FIREHOSE_SHUTDOWN_CAP};
 use crate::runtime::server::ServerOptions;
 use crate::secret::Secret;
@@ -53,6 +54,8 @@ pub struct Settings {
     pub admin_key: Option<Secret>,
     /// The registry's cache lifetime (pixel settings, key checks, the registered set).
     pub registry: DirectorySettings,
+    /// Under Lambda: EventBridge detail-types to event names.
+    pub event_names: EventNames,
 }
 
 impl Settings {

@@ -18,6 +18,7 @@ use self::parse::{exit_with, one_line, parse_duration, parse_graph_version, pars
 use crate::api::cli::{AccountsCommand, KeysCommand, PixelsCommand, RegistryCommand};
 use crate::error::ConfigError;
 use crate::pipeline::{DEFAULT_MAX_HIT_BYTES, DEFAULT_MAX_QUEUED_BYTES};
+use crate::runtime::lambda::inputs::EventNames;
 use crate::secret::Secret;
 use crate::sink::firehose::{MAX_RECORD_BYTES, MAX_RECORDS_PER_REQUEST, MAX_REQUEST_BYTES, encoded_len};
 use crate::telemetry::LogFormat;
@@ -235,6 +236,10 @@ pub struct ServeArgs {
     /// Conversions API: how long shutdown lets requests finish before it gives the rest up (as capi_failed records).
     #[arg(long, global = true, env = "PIXELGATE_CAPI_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     pub capi_shutdown_timeout: Duration,
+    /// Under Lambda, an EventBridge event whose `detail` names no event gets its `detail-type` as
+    /// the event name, through this map: `ProfileViewed=PageView,LinkClicked=ViewContent`.
+    #[arg(long, global = true, env = "PIXELGATE_EVENT_NAME_MAP", default_value = "", value_parser = EventNames::parse, value_name = "TYPE=NAME,…")]
+    pub event_name_map: EventNames,
 }
 
 /// Raw-record sinks.

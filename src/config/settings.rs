@@ -57,6 +57,7 @@ impl Cli {
             meta: MetaConfig { graph_url: global.graph_url.clone(), graph_version: global.graph_version.clone() },
             admin_key: global.admin_key.clone(),
             registry: DirectorySettings { ttl: global.registry_ttl, ..DirectorySettings::default() },
+            event_names: serve.event_name_map.clone(),
         })
     }
 

@@ -155,12 +155,21 @@ fn an_event_of_another_kind_is_an_error_and_releases_the_extension_at_once() {
     let mut function = spawn(&emulator, &data, &[]);
     emulator.wait_init(Duration::from_secs(20), || function.logs());
 
-    let inv = emulator.invoke(json!({"source": "aws.events", "detail-type": "Scheduled Event"}));
+    // Not an event pixelgate takes: the error's type names the problem, not a Rust type.
+    let inv = emulator.invoke(json!({"source": "aws.s3", "Records": [{"eventSource": "aws:s3"}]}));
     assert!(inv.response.is_none(), "{inv:?}");
     let error = inv.error.as_ref().expect("an invocation error");
-    assert!(error.to_string().contains("API Gateway HTTP API"), "{error}");
+    assert_eq!(error["errorType"], "UnknownEventKind", "{error}");
+    assert!(error["errorMessage"].as_str().unwrap().contains("an SQS batch or an EventBridge event"), "{error}");
     let ended = inv.ended_at.expect("ended");
     assert!(ended - inv.dispatched_at < Duration::from_secs(1), "the extension waited {} for an event the handler never took", ms(ended - inv.dispatched_at));
+
+    // An EventBridge event whose detail is not an event: the invocation fails, so EventBridge
+    // retries it and then sends it to the rule's dead-letter queue.
+    let inv = emulator.invoke(json!({"id": "e-1", "source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}));
+    let error = inv.error.as_ref().expect("an invocation error");
+    assert_eq!(error["errorType"], "InvalidEvent", "{error}");
+    assert!(error["errorMessage"].as_str().unwrap().contains("user_agent"), "{error}");
 
     let inv = emulator.invoke(pixel_event("1234567890", "after-error"));
     assert_eq!(inv.response.as_ref().unwrap()["statusCode"], 200, "{inv:?}");

@@ -19,9 +19,10 @@ const JANE_EM: &str = "86e0b9e56c17cc4d12387e1949b85053fbe73bc3ce5a1188713a9d300
 /// What each event file must get back, as `lambda_http` posts it to the Runtime API.
 fn expect_answer(file: &str, inv: &Invocation) {
     let r = inv.response.as_ref().unwrap_or_else(|| panic!("{file}: no response; error {:?}", inv.error));
-    let header = |name: &str| r["headers"][name].as_str().map(str::to_owned);
+    // REST API and load balancer answers may carry their headers as lists.
+    let header = |name: &str| r["headers"][name].as_str().or_else(|| r["multiValueHeaders"][name][0].as_str()).map(str::to_owned);
     match file {
-        "gtm-custom-image.json" | "meta-pixel-tr.json" | "no-query.json" => {
+        "gtm-custom-image.json" | "meta-pixel-tr.json" | "no-query.json" | "rest-api-pixel.json" | "alb-pixel.json" | "function-url-pixel.json" => {
             assert_eq!(r["statusCode"], 200, "{file}: {r}");
             assert_eq!(r["isBase64Encoded"], true, "{file}: {r}");
             assert_eq!(r["body"], GIF_BASE64, "{file}: {r}");
@@ -41,6 +42,10 @@ fn expect_answer(file: &str, inv: &Invocation) {
             assert_eq!(r["statusCode"], 204, "{file}: {r}");
             assert!(r["body"].as_str().is_none_or(str::is_empty), "{file}: {r}");
         }
+        "eventbridge-profile-viewed.json" => assert_eq!(r, &serde_json::json!({"accepted": 1}), "{file}"),
+        // The second message's body is cut short: not JSON, so that message (and only it) is
+        // handed back to SQS.
+        "sqs-batch.json" => assert_eq!(r, &serde_json::json!({"batchItemFailures": [{"itemIdentifier": "059f36b4-87a3-44ab-83d2-661975073102"}]}), "{file}"),
         other => panic!("events/{other} has no expected answer in tests/lambda/events.rs: add one"),
     }
 }
@@ -61,7 +66,8 @@ fn every_event_file_gets_its_documented_answer_and_record() {
     let graph = FakeGraph::start();
     graph.set_token("1234567890", &admin_event_token());
     let emulator = Emulator::start(Duration::from_secs(10));
-    let mut function = spawn(&emulator, &data, &[("PIXELGATE_ADMIN_KEY", ADMIN_KEY.into()), ("PIXELGATE_GRAPH_URL", graph.url())]);
+    let mut function =
+        spawn(&emulator, &data, &[("PIXELGATE_ADMIN_KEY", ADMIN_KEY.into()), ("PIXELGATE_GRAPH_URL", graph.url()), ("PIXELGATE_EVENT_NAME_MAP", "ProfileViewed=PageView".into())]);
     emulator.wait_init(Duration::from_secs(20), || function.logs());
 
     let extensions = emulator.extensions();
@@ -70,16 +76,31 @@ fn every_event_file_gets_its_documented_answer_and_record() {
     assert_eq!(extensions[0].events, ["INVOKE"], "an internal extension may register for INVOKE only");
 
     let files = event_files();
-    assert_eq!(files, ["admin-token-put.json", "beacon-post.json", "gtm-custom-image.json", "meta-pixel-tr.json", "no-query.json"]);
+    assert_eq!(
+        files,
+        [
+            "admin-token-put.json",
+            "alb-pixel.json",
+            "beacon-post.json",
+            "eventbridge-profile-viewed.json",
+            "function-url-pixel.json",
+            "gtm-custom-image.json",
+            "meta-pixel-tr.json",
+            "no-query.json",
+            "rest-api-pixel.json",
+            "sqs-batch.json"
+        ]
+    );
     for file in &files {
         let inv = emulator.invoke(event(file));
         assert!(!inv.timed_out, "{file}: invocation timed out: {inv:?}\n{}", function.logs());
         expect_answer(file, &inv);
         assert!(inv.ended_at.is_some() && inv.extension_next("pixelgate-drain").is_some(), "{file}: {inv:?}");
     }
-    // The three pixel events after the admin PUT reached the Conversions API during their own
+    // The nine events after the admin PUT (six pixel hits whose pixel has a token, the
+    // EventBridge event, two SQS messages) reached the Conversions API during their own
     // invocations (the process is frozen in between, so not later).
-    assert_eq!(graph.events().len(), 3, "{:?}", graph.requests());
+    assert_eq!(graph.events().len(), 9, "{:?}", graph.requests());
     let (status, _) = function.terminate();
     assert!(status.success(), "exit {status}: {}", function.logs());
     assert!(emulator.violations().is_empty(), "{:?}", emulator.violations());
@@ -88,7 +109,7 @@ fn every_event_file_gets_its_documented_answer_and_record() {
     // The records: client IP from requestContext.http.sourceIp (X-Forwarded-For is API
     // Gateway's own hop), personal data hashed, ids kept or generated.
     let records = read_records_so_far(&data);
-    assert_eq!(records.len(), 4, "one record per pixel event: {records:#?}");
+    assert_eq!(records.len(), 10, "one record per pixel event and per event taken: {records:#?}");
     let by_event = |id: &str| records.iter().find(|r| r["event_id"] == id).unwrap_or_else(|| panic!("no record {id}: {records:#?}"));
     let gtm = by_event("order-100234");
     assert_eq!(gtm["ip"], "203.0.113.42");
@@ -107,6 +128,21 @@ fn every_event_file_gets_its_documented_answer_and_record() {
     let flags: Vec<&str> = bare["flags"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
     assert!(flags.contains(&"missing_pixel_id") && flags.contains(&"missing_event"), "{bare}");
     assert_eq!(bare["event_id"].as_str().unwrap().len(), 36, "a generated UUID: {bare}");
+    // Every HTTP payload format: the client address each front reports, the parameters as sent.
+    for (id, ip, event) in [("rest-7001", "203.0.113.50", "ViewContent"), ("alb-7002", "203.0.113.60", "AddToCart"), ("furl-7003", "203.0.113.80", "Lead")] {
+        let r = by_event(id);
+        assert_eq!((&r["source"], &r["ip"], &r["event"], &r["user"]["em"]), (&"pixel".into(), &ip.into(), &event.into(), &JANE_EM.into()), "{r}");
+        assert_eq!(r["flags"], serde_json::json!([]), "{r}");
+    }
+    assert_eq!(by_event("alb-7002")["url"], "https://shop.example.com/cart");
+    assert_eq!(by_event("rest-7001")["url"], "https://shop.example.com/product/42", "the Referer");
+    // EventBridge: detail as the event, its detail-type mapped to the name; SQS: each good message.
+    let eb = by_event("eb-7004");
+    assert_eq!((&eb["source"], &eb["event"], &eb["ip"], &eb["attrs"]["profile"]), (&"eventbridge".into(), &"PageView".into(), &"203.0.113.70".into(), &"jane".into()), "{eb}");
+    for id in ["sqs-7005", "sqs-7006"] {
+        let r = by_event(id);
+        assert_eq!((&r["source"], &r["ip"]), (&"sqs".into(), &"198.51.100.90".into()), "{r}");
+    }
     let text = serde_json::to_string(&records).unwrap();
     assert!(!text.contains("jane.doe@example.com") && !text.contains("jane.doe%40example.com"), "plaintext e-mail in a record");
 
@@ -120,7 +156,8 @@ fn every_event_file_gets_its_documented_answer_and_record() {
     graph.assert_no_violations();
     let mut sent: Vec<String> = graph.events().iter().filter_map(|e| e.event_id().map(str::to_owned)).collect();
     sent.sort();
-    let mut want = vec!["order-100234".to_owned(), "atc-7f3e2d1c".to_owned(), meta["event_id"].as_str().unwrap().to_owned()];
+    let mut want: Vec<String> = ["order-100234", "atc-7f3e2d1c", "rest-7001", "alb-7002", "furl-7003", "eb-7004", "sqs-7005", "sqs-7006"].iter().map(|s| s.to_string()).collect();
+    want.push(meta["event_id"].as_str().unwrap().to_owned());
     want.sort();
     assert_eq!(sent, want);
 }

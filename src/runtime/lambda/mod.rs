@@ -1,5 +1,5 @@
-//! The AWS Lambda front door (`docs/lambda.md`): the edge service behind API Gateway (HTTP API,
-//! payload 2.0), and the internal extension that finishes each invocation's work before Lambda
+//! The AWS Lambda front door (`docs/lambda.md`): the edge service behind API Gateway (HTTP API
+//! or REST API), an Application Load Balancer or a Function URL; SQS and EventBridge inputs; and the internal extension that finishes each invocation's work before Lambda
 //! freezes the process.
 //!
 //! What differs from the hyper server, and nothing else, lives here:
@@ -24,11 +24,14 @@
 //! * **Metrics** go to the log (one `metrics` line at most every [`METRICS_LOG_INTERVAL`], after a
 //!   drain, and one at shutdown): there is no listener to scrape.
 //!
-//! * [`door`] — the runtime's handler and the edge service as `lambda_http` calls it.
+//! * [`door`] — the runtime's handler (by the kind of event) and the edge service as
+//!   `lambda_http` calls it.
+//! * [`inputs`] — SQS batches and EventBridge events, each event into the pipeline.
 //! * [`drain`] — the extension's side of each invocation, and the metrics log line.
 
 pub mod door;
 pub mod drain;
+pub mod inputs;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -43,6 +46,7 @@ use tokio::sync::mpsc;
 use self::door::{Invocations, LambdaDoor};
 use self::drain::Drain;
 pub use self::drain::metrics_summary;
+use self::inputs::{EventNames, Inputs};
 use crate::edge::EdgeService;
 use crate::error::ConfigError;
 use crate::pipeline::Dispatcher;
@@ -75,7 +79,8 @@ pub fn is_lambda() -> bool {
 /// Runs the Lambda runtime over `service` and the drain extension over `dispatcher` until the
 /// runtime stops or `shutdown` resolves (`SIGTERM`). The caller then drains the outlets within
 /// [`SHUTDOWN_BUDGET`].
-pub async fn serve(service: EdgeService, dispatcher: Dispatcher, metrics: PrometheusHandle, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn serve(service: EdgeService, dispatcher: Dispatcher, event_names: EventNames, metrics: PrometheusHandle, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let inputs = Inputs::new(dispatcher.clone(), event_names);
     let (ends_tx, ends_rx) = mpsc::unbounded_channel();
     let drain = Arc::new(Drain::new(dispatcher, ends_rx, metrics));
     let processor = lambda_extension::service_fn(move |event: lambda_extension::LambdaEvent| {
@@ -95,7 +100,7 @@ pub async fn serve(service: EdgeService, dispatcher: Dispatcher, metrics: Promet
         .register()
         .await
         .map_err(|err| anyhow::anyhow!("cannot register the drain extension with the Lambda Extensions API: {err}"))?;
-    let handler = Invocations::new(Adapter::from(LambdaDoor::new(service)), ends_tx);
+    let handler = Invocations::new(Adapter::from(LambdaDoor::new(service)), inputs, ends_tx);
     tracing::info!(extension = EXTENSION_NAME, "serving Lambda invocations");
     tokio::select! {
         result = async { tokio::try_join!(lambda_http::lambda_runtime::run(handler), extension.run()) } => {
