@@ -3,7 +3,8 @@
 # loopback Runtime/Extensions API emulator of tests/lambda (the real binary started with
 # AWS_LAMBDA_RUNTIME_API, Firehose in moto behind a proxy that answers 50 ms late):
 #   - time from process start to the first /invocation/next (cold start without the download),
-#     with the Firehose sink and with the file sink,
+#     with the Firehose sink, with the Firehose sink and the DynamoDB store (median of 5; both
+#     behind the 50 ms proxy), and with the file sink (median of 5),
 #   - the time the drain extension adds after each answer with a Firehose that answers in 50 ms,
 #   - the function's peak RSS.
 #
@@ -50,7 +51,8 @@ cat <<EOF
 |---|---|
 | release binary | $(size_mib "$BIN") MiB ($(size_mib "$stripped") MiB stripped) |
 | start → first \`/invocation/next\`, Firehose sink (its start-up \`DescribeDeliveryStream\` answered in 50 ms) | $(field 'next ([0-9.]+ ms) with the Firehose') |
-| start → first \`/invocation/next\`, file sink (median of 5) | $(field 'median of 5 ([0-9.]+ ms)') |
+| start → first \`/invocation/next\`, Firehose sink and DynamoDB store, each answering in 50 ms (median of 5) | $(field 'median of 5 ([0-9.]+ ms) with the Firehose sink and') |
+| start → first \`/invocation/next\`, file sink (median of 5) | $(field 'median of 5 ([0-9.]+ ms) with the file sink') |
 | drain after the answer, Firehose answering in 50 ms (p50 / p90 / max of 40) | $(field 'in 50 ms: p50 ([0-9.]+ ms)') / $(field 'in 50 ms: p50 [0-9.]+ ms p90 ([0-9.]+ ms)') / $(field 'in 50 ms: p50 [0-9.]+ ms p90 [0-9.]+ ms max ([0-9.]+ ms)') |
 | whole invocation, dispatch → extension's next (p50 / p90 / max) | $(field 'whole invocation p50 ([0-9.]+ ms)') / $(field 'whole invocation p50 [0-9.]+ ms p90 ([0-9.]+ ms)') / $(field 'whole invocation p50 [0-9.]+ ms p90 [0-9.]+ ms max ([0-9.]+ ms)') |
 | peak RSS after 40 invocations | $(field 'peak RSS ([0-9.]+ MiB)') |

@@ -56,6 +56,9 @@ pub struct Settings {
     pub registry: DirectorySettings,
     /// Under Lambda: EventBridge detail-types to event names.
     pub event_names: EventNames,
+    /// List the pixels with a token and the registered pixels after start-up rather than before
+    /// (under Lambda, where the listing would delay the first invocation).
+    pub list_in_background: bool,
 }
 
 impl Settings {
@@ -65,7 +68,9 @@ impl Settings {
         self.forward.shutdown_timeout = self.forward.shutdown_timeout.min(CAPI_SHUTDOWN_CAP);
         if let SinkSettings::Firehose(firehose) = &mut self.sink {
             firehose.shutdown_timeout = firehose.shutdown_timeout.min(FIREHOSE_SHUTDOWN_CAP);
+            firehose.check_in_background = true;
         }
+        self.list_in_background = true;
         self
     }
 }

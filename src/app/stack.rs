@@ -43,20 +43,33 @@ impl Stack {
 
         let store = TokenStore::open(&settings.tokens).await?;
         let tokens = Arc::new(TokenCache::new(store, settings.token_cache));
-        // Which pixels have a token, before the first hit: until it is known nothing is
-        // forwarded. A store that cannot be listed now is listed again every refresh.
-        match tokens.refresh_index().await {
-            Ok(n) => tracing::info!(pixels = n, "pixels with an access token listed"),
-            Err(err) => tracing::warn!(error = %err, "cannot list the pixels with a token; nothing is forwarded until the store answers"),
-        }
-        tokens.spawn_index_refresh();
-        // The registry beside the tokens, and which pixels are registered, before the first hit.
+        // Which pixels have a token, before the first hit (under Lambda, beside it: meanwhile
+        // hits are let through and their deliveries ask the store). If the store cannot be
+        // listed, nothing is forwarded until a later listing, every refresh, succeeds.
         let kv = Kv::open(tokens.store()).await?;
         let directory = Arc::new(Directory::new(kv.clone(), settings.registry));
-        match directory.refresh().await {
-            Ok(n) => tracing::info!(pixels = n, "registered pixels listed"),
-            Err(err) => tracing::warn!(error = %err, "cannot list the registered pixels; their settings are read per pixel until the store answers"),
+        tokens.index().listing_started();
+        directory.listing_started();
+        let listings = {
+            let (tokens, directory) = (tokens.clone(), directory.clone());
+            async move {
+                match tokens.refresh_index().await {
+                    Ok(n) => tracing::info!(pixels = n, "pixels with an access token listed"),
+                    Err(err) => tracing::warn!(error = %err, "cannot list the pixels with a token; nothing is forwarded until the store answers"),
+                }
+                // The registered pixels: until listed, a pixel's settings are read per pixel.
+                match directory.refresh().await {
+                    Ok(n) => tracing::info!(pixels = n, "registered pixels listed"),
+                    Err(err) => tracing::warn!(error = %err, "cannot list the registered pixels; their settings are read per pixel until the store answers"),
+                }
+            }
+        };
+        if settings.list_in_background {
+            tokio::spawn(listings);
+        } else {
+            listings.await;
         }
+        tokens.spawn_index_refresh();
         directory.spawn_refresh();
         let keys = Arc::new(KeyCache::new(kv.clone(), settings.admin_key.as_ref(), settings.registry.ttl));
         keys.spawn_flush(KEY_USE_FLUSH);

@@ -58,6 +58,7 @@ impl Cli {
             admin_key: global.admin_key.clone(),
             registry: DirectorySettings { ttl: global.registry_ttl, ..DirectorySettings::default() },
             event_names: serve.event_name_map.clone(),
+            list_in_background: false,
         })
     }
 
@@ -108,6 +109,7 @@ fn sink_settings(global: &GlobalArgs, serve: &ServeArgs) -> SinkSettings {
             spool_dir: global.data_dir.join("spool"),
             spool_max_bytes: serve.spool_max_bytes,
             shutdown_timeout: serve.firehose_shutdown_timeout,
+            check_in_background: false,
         }),
     }
 }

@@ -29,8 +29,9 @@ pub trait Credentials: Send + Sync + 'static {
     /// until new ones are set.
     fn mark_invalid(&self, pixel: &PixelId, version: u64) -> impl Future<Output = ()> + Send;
 
-    /// Whether the pixel has usable credentials, known without asking the store: `None` while
-    /// that is not known (the token index not loaded yet). Never waits; asked for every hit.
+    /// Whether the pixel has usable credentials, known without asking the store (`Some(true)`
+    /// also while the first listing of the token index runs: the delivery asks the store); `None`
+    /// while that is not known (no listing has succeeded). Never waits; asked for every hit.
     fn has(&self, pixel: &PixelId) -> Option<bool>;
 }
 
@@ -136,7 +137,14 @@ impl Credentials for TokenCache {
 
     fn has(&self, pixel: &PixelId) -> Option<bool> {
         let index = self.index();
-        index.loaded().then(|| index.contains(pixel))
+        if index.loaded() {
+            Some(index.contains(pixel))
+        } else {
+            // While the first listing runs (under Lambda it runs after start-up), a hit is let
+            // through and its delivery asks the store: the first invocation's event is not lost
+            // to the listing's few milliseconds. A listing that failed lets nothing through.
+            index.first_listing_pending().then_some(true)
+        }
     }
 }
 

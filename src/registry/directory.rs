@@ -186,6 +186,11 @@ impl Directory {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// The first listing is on its way: changes this process makes meanwhile are kept for it.
+    pub fn listing_started(&self) {
+        self.registered.listing_started();
+    }
+
     /// Lists the registered pixels into the set; how many. A failure keeps the set as it was.
     pub async fn refresh(&self) -> Result<usize, StoreError> {
         self.registered.listing_started();

@@ -65,9 +65,15 @@ impl TokenIndex {
         }
     }
 
-    /// A listing starts: changes from now on are kept to be applied over its result.
+    /// A listing starts: changes from now on are kept to be applied over its result. Saying so
+    /// twice before the result keeps the changes made in between.
     pub fn listing_started(&self) {
-        *self.during_listing.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
+        self.during_listing.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(Vec::new);
+    }
+
+    /// Whether the first listing is under way (none has succeeded yet).
+    pub fn first_listing_pending(&self) -> bool {
+        !self.loaded() && self.during_listing.lock().unwrap_or_else(|e| e.into_inner()).is_some()
     }
 
     /// A listing's result: the set becomes `listed`, with the changes made meanwhile applied.

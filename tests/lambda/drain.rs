@@ -17,6 +17,8 @@ use crate::helpers::{pixel_event, spawn};
 
 const DRAIN: &str = "pixelgate-drain";
 const FIREHOSE_DELAY: Duration = Duration::from_millis(50);
+/// `--secrets-key` of the DynamoDB store (32 bytes, base64).
+const SECRETS_KEY: &str = "cGl4ZWxnYXRlLXRlc3RzLXNlY3JldHMta2V5LTMyYiE=";
 
 /// The function's environment for the Firehose sink on `endpoint` and the fake Graph API.
 fn firehose_env(endpoint: &str, stream: &str, graph: &FakeGraph) -> Vec<(&'static str, String)> {
@@ -177,6 +179,34 @@ fn an_event_of_another_kind_is_an_error_and_releases_the_extension_at_once() {
     assert!(emulator.violations().is_empty(), "{:?}", emulator.violations());
 }
 
+/// Under Lambda the stream is checked after start-up: a missing one does not stop the function,
+/// and still shows clearly: an error in the log naming it, and `/readyz` answering 503 with the
+/// reason.
+#[test]
+fn a_missing_stream_under_lambda_shows_in_the_log_and_readyz() {
+    let graph = FakeGraph::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let emulator = Emulator::start(Duration::from_secs(2));
+    let mut function = spawn(&emulator, &data, &firehose_env(&moto().endpoint, "no-such-stream-lambda", &graph));
+    emulator.wait_init(Duration::from_secs(20), || function.logs());
+    let inv = emulator.invoke(pixel_event("1234567890", "to-the-spool"));
+    assert_eq!(inv.response.as_ref().unwrap()["statusCode"], 200, "the pixel is answered: {inv:?}");
+    let mut ready = pixel_event("1234567890", "unused");
+    ready["rawPath"] = "/readyz".into();
+    ready["rawQueryString"] = "".into();
+    ready["routeKey"] = "GET /readyz".into();
+    ready["requestContext"]["http"]["path"] = "/readyz".into();
+    ready.as_object_mut().unwrap().remove("queryStringParameters");
+    let inv = emulator.invoke(ready);
+    let r = inv.response.as_ref().unwrap();
+    assert_eq!(r["statusCode"], 503, "{r}");
+    assert!(r["body"].as_str().unwrap().contains("no-such-stream-lambda"), "{r}");
+    assert!(function.terminate().0.success(), "{}", function.logs());
+    let logs = function.logs();
+    assert!(logs.contains("ERROR") && logs.contains("no-such-stream-lambda") && logs.contains("does not exist"), "{logs}");
+}
+
 /// A process's peak resident set (`VmHWM`), in KiB.
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -214,6 +244,30 @@ fn figures_start_to_first_next_and_drain_with_a_50ms_firehose() {
     assert_eq!(rt.block_on(stream.records()).len(), INVOCATIONS);
     assert!(graph.requests().is_empty(), "no token, no Graph API call");
 
+    // Init alone with the Firehose sink and the DynamoDB store, both behind the 50 ms proxy (the
+    // stream check and the listings of the table would each cost 50 ms if start-up waited for
+    // them): five cold starts, each then answering an invocation whose record reaches Firehose.
+    let table = format!("lambda-figures-{}", std::process::id());
+    let mut store_env = aws_env(&moto().endpoint);
+    store_env.extend([("PIXELGATE_TOKENS", "dynamodb".to_owned()), ("PIXELGATE_DYNAMODB_TABLE", table.clone()), ("PIXELGATE_SECRETS_KEY", SECRETS_KEY.to_owned())]);
+    let created = tokens(dir.path(), &["create-table"], "", &store_env);
+    assert!(created.code == 0, "{}", created.stderr);
+    let mut aws_inits: Vec<Duration> = (0..5)
+        .map(|n| {
+            let emulator = Emulator::start(Duration::from_secs(10));
+            let dir = tempfile::tempdir().unwrap();
+            let mut env = firehose_env(&firehose.endpoint, &stream.name, &graph);
+            env.extend([("PIXELGATE_TOKENS", "dynamodb".to_owned()), ("PIXELGATE_DYNAMODB_TABLE", table.clone()), ("PIXELGATE_SECRETS_KEY", SECRETS_KEY.to_owned())]);
+            let mut function = spawn(&emulator, &dir.path().join("data"), &env);
+            let init = emulator.wait_init(Duration::from_secs(20), || function.logs()) - function.spawned_at();
+            let inv = emulator.invoke(pixel_event("1234567890", &format!("cold-{n}")));
+            assert_eq!(inv.response.as_ref().map(|r| r["statusCode"].clone()), Some(200.into()), "{inv:?}");
+            assert!(function.terminate().0.success(), "{}", function.logs());
+            init
+        })
+        .collect();
+    assert_eq!(rt.block_on(stream.records()).len(), INVOCATIONS + 5, "each cold start's record reached Firehose");
+
     // Init alone, on the file sink (no AWS call at start-up): five cold starts.
     let mut file_inits: Vec<Duration> = (0..5)
         .map(|_| {
@@ -227,10 +281,11 @@ fn figures_start_to_first_next_and_drain_with_a_50ms_firehose() {
         .collect();
     eprintln!(
         "LAMBDA FIGURES: start to first invocation/next {} with the Firehose sink (its DescribeDeliveryStream answered in 50 ms), \
-         median of 5 {} with the file sink; peak RSS {} MiB after {INVOCATIONS} invocations; \
+         median of 5 {} with the Firehose sink and the DynamoDB store (each answering in 50 ms), median of 5 {} with the file sink; peak RSS {} MiB after {INVOCATIONS} invocations; \
          drain after the answer with Firehose answering in 50 ms: p50 {} p90 {} max {}; \
          whole invocation p50 {} p90 {} max {}",
         ms(init),
+        ms(quantile(&mut aws_inits, 0.5)),
         ms(quantile(&mut file_inits, 0.5)),
         peak_rss.map_or("?".into(), |k| format!("{:.1}", k as f64 / 1024.0)),
         ms(quantile(&mut after_answer, 0.5)),

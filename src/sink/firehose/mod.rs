@@ -73,6 +73,10 @@ pub struct FirehoseConfig {
     pub spool_max_bytes: u64,
     /// How long shutdown lets deliveries run before it spools what is left.
     pub shutdown_timeout: Duration,
+    /// Check the stream after start-up rather than before (under Lambda, where the check would
+    /// delay the first invocation): a missing stream is then logged as an error and shown in
+    /// `/readyz`, and its records spool, instead of stopping start-up.
+    pub check_in_background: bool,
 }
 
 impl FirehoseConfig {
@@ -167,9 +171,27 @@ fn open_spool(config: &FirehoseConfig) -> std::io::Result<spool::Spool> {
 }
 
 /// The SDK client, once the stream has been checked.
-async fn connect(config: &FirehoseConfig, health: &Health) -> anyhow::Result<SdkFirehose> {
+async fn connect(config: &FirehoseConfig, health: &Arc<Health>) -> anyhow::Result<SdkFirehose> {
     let connect_timeout = config.retry.attempt_timeout.min(Duration::from_secs(3));
     let client = SdkFirehose::from_env(&config.stream, connect_timeout).await.map_err(ConfigError)?;
+    if config.check_in_background {
+        // On the sink's own runtime, beside the consumer: start-up does not wait for it.
+        let (checker, config, health) = (client.clone(), config.clone(), health.clone());
+        tokio::spawn(async move {
+            if let Err(err) = check(&checker, &config, &health).await {
+                tracing::error!(error = %err, "the Firehose delivery stream cannot take records; they spool until it can (see /readyz)");
+                health.fail(err.to_string());
+            }
+        });
+        return Ok(client);
+    }
+    check(&client, config, health).await?;
+    Ok(client)
+}
+
+/// `DescribeDeliveryStream`: an error if the stream is missing; an unknown answer is logged and
+/// marks the sink unhealthy.
+async fn check(client: &SdkFirehose, config: &FirehoseConfig, health: &Health) -> anyhow::Result<()> {
     let check = tokio::time::timeout(config.retry.attempt_timeout, client.check_stream())
         .await
         .unwrap_or_else(|_| StreamCheck::Unknown(format!("no answer from Firehose within {:?}", config.retry.attempt_timeout)));
@@ -185,5 +207,5 @@ async fn connect(config: &FirehoseConfig, health: &Health) -> anyhow::Result<Sdk
             health.fail(why);
         }
     }
-    Ok(client)
+    Ok(())
 }

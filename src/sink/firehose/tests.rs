@@ -133,6 +133,7 @@ fn config(spool: &std::path::Path) -> FirehoseConfig {
         },
         spool_dir: spool.to_path_buf(),
         spool_max_bytes: 64 * 1024 * 1024,
+        check_in_background: false,
         shutdown_timeout: Duration::from_secs(2),
     }
 }
