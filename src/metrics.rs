@@ -120,7 +120,7 @@ pub const CAPI_CONCURRENCY_LIMIT: &str = "pixelgate_capi_concurrency_limit";
 pub const LAMBDA_DRAIN_SECONDS: &str = "pixelgate_lambda_drain_seconds";
 /// Under Lambda: invocations whose work was not delivered by the deadline.
 pub const LAMBDA_DRAIN_TIMEOUTS: &str = "pixelgate_lambda_drain_timeouts_total";
-/// Under Lambda: events that were not API Gateway HTTP API events.
+/// Under Lambda: events of no kind the function takes.
 pub const LAMBDA_BAD_EVENTS: &str = "pixelgate_lambda_bad_events_total";
 /// Access tokens Meta called invalid (code 190 / 102); forwarding for the pixel stops.
 pub const CAPI_TOKENS_INVALIDATED: &str = "pixelgate_capi_tokens_invalidated_total";
@@ -142,7 +142,7 @@ pub fn describe_capi() {
     describe_histogram!(CAPI_REQUEST_SECONDS, Unit::Seconds, "Duration of one Conversions API request.");
     describe_histogram!(LAMBDA_DRAIN_SECONDS, Unit::Seconds, "Under Lambda: time from the INVOKE event to the invocation's records and Conversions API calls being done.");
     describe_counter!(LAMBDA_DRAIN_TIMEOUTS, Unit::Count, "Under Lambda: invocations whose work was not done by the deadline (it continues at the next invocation).");
-    describe_counter!(LAMBDA_BAD_EVENTS, Unit::Count, "Under Lambda: events that were not API Gateway HTTP API (payload 2.0) events.");
+    describe_counter!(LAMBDA_BAD_EVENTS, Unit::Count, "Under Lambda: events of no kind the function takes (not an HTTP request, an SQS batch or an EventBridge event).");
     describe_counter!(CAPI_TOKENS_INVALIDATED, Unit::Count, "Access tokens Meta called invalid (code 190/102); forwarding for the pixel stops until a new token is set.");
     describe_counter!(CAPI_CUSTOM_DATA_DROPPED, Unit::Count, "custom_data values dropped because they did not parse, by key.");
 }

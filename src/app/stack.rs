@@ -112,6 +112,7 @@ impl Stack {
     /// Delivers everything queued (or accounts for it) and stops the outlets: the forwarder
     /// first, so its `capi_failed` records still reach the sink.
     pub async fn drain(self) {
+        self.sink.begin_shutdown();
         self.dispatcher.shutdown().await;
         self.forwarder.join().await;
         self.sink.join().await;

@@ -78,6 +78,14 @@ impl RunningSink {
         }
     }
 
+    /// Shutdown has begun (before the queue's [`crate::pipeline::Job::Shutdown`]): see
+    /// [`FirehoseSink::begin_shutdown`].
+    pub fn begin_shutdown(&self) {
+        if let RunningSink::Firehose(sink) = self {
+            sink.begin_shutdown();
+        }
+    }
+
     /// Waits for the sink to finish after its queue got a [`crate::pipeline::Job::Shutdown`].
     pub async fn join(self) {
         match self {

@@ -180,10 +180,11 @@ fn an_event_of_another_kind_is_an_error_and_releases_the_extension_at_once() {
 }
 
 /// Under Lambda the stream is checked after start-up: a missing one does not stop the function,
-/// and still shows clearly: an error in the log naming it, and `/readyz` answering 503 with the
-/// reason.
+/// and still shows clearly: an error in the log naming it, `/readyz` answering 503 with the
+/// reason, and the records kept in the spool at `SIGTERM` (the deliveries stop retrying at the
+/// shutdown timeout although the sink is still waiting on them for the drain's flush).
 #[test]
-fn a_missing_stream_under_lambda_shows_in_the_log_and_readyz() {
+fn a_missing_stream_under_lambda_shows_in_the_log_and_readyz_and_records_spool() {
     let graph = FakeGraph::start();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -205,6 +206,9 @@ fn a_missing_stream_under_lambda_shows_in_the_log_and_readyz() {
     assert!(function.terminate().0.success(), "{}", function.logs());
     let logs = function.logs();
     assert!(logs.contains("ERROR") && logs.contains("no-such-stream-lambda") && logs.contains("does not exist"), "{logs}");
+    let spooled: u64 = crate::common::records::files_below(&data.join("spool")).iter().map(|p| std::fs::metadata(p).map_or(0, |m| m.len())).sum();
+    assert!(spooled > 0, "the record is kept in the spool: {logs}");
+    assert!(!logs.contains("outlets not drained within the shutdown budget"), "{logs}");
 }
 
 /// A process's peak resident set (`VmHWM`), in KiB.

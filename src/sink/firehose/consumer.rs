@@ -86,7 +86,9 @@ pub(super) struct Consumer<C> {
 }
 
 impl<C: PutRecords> Consumer<C> {
-    pub(super) fn new(client: C, config: FirehoseConfig, health: Arc<Health>, spool: Spool) -> Self {
+    /// `stop_deliveries` is also the sink's: shutdown may stop the deliveries from outside while
+    /// the consumer waits on them (in a barrier's flush).
+    pub(super) fn new(client: C, config: FirehoseConfig, health: Arc<Health>, spool: Spool, stop_deliveries: Arc<watch::Sender<bool>>) -> Self {
         Consumer {
             client: Arc::new(client),
             batcher: Batcher::new(config.batch),
@@ -96,7 +98,7 @@ impl<C: PutRecords> Consumer<C> {
             in_flight_records: HashMap::new(),
             spool: SharedSpool::new(spool),
             replay: None,
-            stop_deliveries: Arc::new(watch::channel(false).0),
+            stop_deliveries,
             shutdown_timer: None,
             stop_replay: watch::channel(false).0,
         }

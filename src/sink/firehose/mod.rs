@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use self::client::{PutRecords, SdkFirehose, StreamCheck};
 use super::Health;
@@ -114,6 +114,9 @@ impl Status {
 /// sink's writer thread does for disk writes.
 pub struct FirehoseSink {
     thread: std::thread::JoinHandle<()>,
+    /// Turned true to stop the deliveries' retries: what they hold goes to the spool.
+    stop_deliveries: Arc<watch::Sender<bool>>,
+    shutdown_timeout: Duration,
 }
 
 impl FirehoseSink {
@@ -126,12 +129,14 @@ impl FirehoseSink {
         let config = config.validate();
         let spool = open_spool(&config)?;
         let (started_tx, started) = oneshot::channel();
+        let stop_deliveries = Arc::new(watch::channel(false).0);
+        let (stop, shutdown_timeout) = (stop_deliveries.clone(), config.shutdown_timeout);
         // The client is built on the sink's runtime so that its connections are driven there too.
         let thread = spawn(async move {
             match connect(&config, &health).await {
                 Ok(client) => {
                     let _ = started_tx.send(Ok(()));
-                    consumer::Consumer::new(client, config, health, spool).run(rx).await;
+                    consumer::Consumer::new(client, config, health, spool, stop).run(rx).await;
                 }
                 Err(err) => {
                     let _ = started_tx.send(Err(err));
@@ -139,15 +144,28 @@ impl FirehoseSink {
             }
         })?;
         started.await.unwrap_or_else(|_| Err(anyhow::anyhow!("the Firehose sink stopped during start-up")))?;
-        Ok(FirehoseSink { thread })
+        Ok(FirehoseSink { thread, stop_deliveries, shutdown_timeout })
     }
 
     /// Starts the sink over a ready [`PutRecords`] (a fake, in tests).
     pub fn start_with<C: PutRecords>(client: C, config: FirehoseConfig, rx: RecordJobs, health: Arc<Health>) -> std::io::Result<FirehoseSink> {
         let config = config.validate();
         let spool = open_spool(&config)?;
-        let consumer = consumer::Consumer::new(client, config, health, spool);
-        Ok(FirehoseSink { thread: spawn(consumer.run(rx))? })
+        let stop_deliveries = Arc::new(watch::channel(false).0);
+        let shutdown_timeout = config.shutdown_timeout;
+        let consumer = consumer::Consumer::new(client, config, health, spool, stop_deliveries.clone());
+        Ok(FirehoseSink { thread: spawn(consumer.run(rx))?, stop_deliveries, shutdown_timeout })
+    }
+
+    /// Shutdown has begun: after the shutdown timeout the deliveries stop retrying and what they
+    /// hold goes to the spool, even if the consumer is still waiting on them (for a barrier, under
+    /// Lambda, while Firehose refuses every batch) and has not yet seen the shutdown in its queue.
+    pub fn begin_shutdown(&self) {
+        let (stop, timeout) = (self.stop_deliveries.clone(), self.shutdown_timeout);
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            stop.send_replace(true);
+        });
     }
 
     /// Waits for the consumer to finish (after a [`crate::pipeline::Job::Shutdown`]).
