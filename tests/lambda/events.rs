@@ -143,6 +143,13 @@ fn every_event_file_gets_its_documented_answer_and_record() {
         let r = by_event(id);
         assert_eq!((&r["source"], &r["ip"]), (&"sqs".into(), &"198.51.100.90".into()), "{r}");
     }
+    // Records from every input have the same fields; `source` tells them apart.
+    let fields = |r: &Value| r.as_object().unwrap().keys().cloned().collect::<Vec<String>>();
+    assert!(records.iter().all(|r| fields(r) == fields(&records[0])), "{records:#?}");
+    let mut sources: Vec<&str> = records.iter().map(|r| r["source"].as_str().unwrap()).collect();
+    sources.sort_unstable();
+    sources.dedup();
+    assert_eq!(sources, ["eventbridge", "pixel", "sqs"]);
     let text = serde_json::to_string(&records).unwrap();
     assert!(!text.contains("jane.doe@example.com") && !text.contains("jane.doe%40example.com"), "plaintext e-mail in a record");
 
