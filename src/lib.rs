@@ -44,6 +44,7 @@ pub mod edge;
 pub mod error;
 pub mod forward;
 pub mod metrics;
+pub mod notify;
 mod pace;
 pub mod params;
 pub mod pii;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["error", "metrics", "telemetry", "batch", "retry", "secret", "seal", "clock", "pace", "simd", "pii"],
     &["record"],
-    &["params", "tokens", "registry"],
+    &["params", "tokens", "registry", "notify"],
     &["pipeline"],
     &["sink", "forward"],
     &["api", "edge"],

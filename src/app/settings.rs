@@ -59,6 +59,8 @@ pub struct Settings {
     /// List the pixels with a token and the registered pixels after start-up rather than before
     /// (under Lambda, where the listing would delay the first invocation).
     pub list_in_background: bool,
+    /// The EventBridge bus for credentials-invalidated notices, if any.
+    pub notify_event_bus: Option<String>,
 }
 
 impl Settings {

@@ -12,6 +12,7 @@ use crate::api::{Api, ApiState};
 use crate::edge::{Edge, EdgeService};
 use crate::forward::meta::Meta;
 use crate::forward::{Deliveries, ForwardStatus, Forwarder, Gate, Wiring};
+use crate::notify::Notifier;
 use crate::pipeline::{Budget, Dispatcher, HitOutlet};
 use crate::registry::{Directory, KeyCache, Kv, Registry};
 use crate::sink::{Health, RunningSink};
@@ -79,7 +80,12 @@ impl Stack {
         let (forward_outlet, jobs) = HitOutlet::new("capi", settings.queue_capacity);
         let forward_outlet = forward_outlet.with_gate(gate.for_outlet()).with_shed(status.for_outlet());
         let records = Dispatcher::new(vec![sink_outlet.clone()], vec![]);
-        let wiring = Wiring { jobs, closing: forward_outlet.closing(), gate, sink: records, deliveries: deliveries.clone(), budget: budget.clone(), status: status.clone() };
+        let notifier = match &settings.notify_event_bus {
+            Some(bus) => Some(Notifier::eventbridge(bus.clone()).await),
+            None => None,
+        };
+        let wiring =
+            Wiring { jobs, closing: forward_outlet.closing(), gate, sink: records, deliveries: deliveries.clone(), budget: budget.clone(), status: status.clone(), notifier };
         let forwarder = Forwarder::start(Meta::new(&settings.meta, settings.forward.timeout), settings.forward.clone(), wiring).context("cannot start the forwarder's thread")?;
 
         // One intake task per runtime worker shapes the pixel requests the edge answered.

@@ -240,6 +240,10 @@ pub struct ServeArgs {
     /// the event name, through this map: `ProfileViewed=PageView,LinkClicked=ViewContent`.
     #[arg(long, global = true, env = "PIXELGATE_EVENT_NAME_MAP", default_value = "", value_parser = EventNames::parse, value_name = "TYPE=NAME,…")]
     pub event_name_map: EventNames,
+    /// An EventBridge bus that gets a notice when a destination calls a pixel's credentials
+    /// invalid (once per state change; `docs/notifications.md`). Unset: no notices.
+    #[arg(long, global = true, env = "PIXELGATE_NOTIFY_EVENT_BUS", value_name = "NAME")]
+    pub notify_event_bus: Option<String>,
 }
 
 /// Raw-record sinks.

@@ -59,6 +59,7 @@ impl Cli {
             registry: DirectorySettings { ttl: global.registry_ttl, ..DirectorySettings::default() },
             event_names: serve.event_name_map.clone(),
             list_in_background: false,
+            notify_event_bus: serve.notify_event_bus.clone().filter(|b| !b.is_empty()),
         })
     }
 

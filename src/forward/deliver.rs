@@ -16,6 +16,7 @@ use super::outcomes::Outcomes;
 use super::window::Signal;
 use super::{Key, Pending, Shared};
 use crate::metrics as m;
+use crate::notify::Invalidated;
 use crate::pace;
 use crate::pipeline::{Budget, QueuedHit, Share};
 use crate::record::PixelId;
@@ -261,7 +262,8 @@ pub(super) async fn deliver<D: Destination, S: Credentials>(shared: &Shared<D, S
                     }
                 }
                 Verdict::InvalidCredentials => {
-                    mark_invalid(shared, &key.pixel, credentials.version).await;
+                    let account = chunk.hits.first().and_then(|h| crate::record::Fields::account_id(&***h).map(str::to_owned));
+                    mark_invalid(shared, &key.pixel, credentials.version, account, code).await;
                     let rest = std::iter::once(chunk).chain(work.into_iter().map(|(c, _)| c));
                     return out.failed_chunks(rest, "invalid_token", &detail, code);
                 }
@@ -342,7 +344,7 @@ async fn lookup<D, S: Credentials>(shared: &Shared<D, S>, pixel: &PixelId, stop:
 
 /// The platform called this version of the pixel's credentials invalid: remember it here, tell
 /// the store, count and log it (never the credentials).
-async fn mark_invalid<D: Destination, S: Credentials>(shared: &Shared<D, S>, pixel: &PixelId, version: u64) {
+async fn mark_invalid<D: Destination, S: Credentials>(shared: &Shared<D, S>, pixel: &PixelId, version: u64, account_id: Option<String>, code: Option<i64>) {
     let first = {
         let mut invalid = shared.invalid.lock().unwrap_or_else(|e| e.into_inner());
         let known = invalid.get(pixel) == Some(&version);
@@ -355,5 +357,12 @@ async fn mark_invalid<D: Destination, S: Credentials>(shared: &Shared<D, S>, pix
         metrics::counter!(m::CAPI_TOKENS_INVALIDATED).increment(1);
         tracing::warn!(destination = shared.destination.name(), pixel_id = %pixel, version, "the platform says the pixel's access token is invalid or expired; forwarding for it stops until a new token is set");
     }
-    shared.gate.credentials().mark_invalid(pixel, version).await;
+    // Once per state change: the call that flipped the stored token tells the tenant.
+    if shared.gate.credentials().mark_invalid(pixel, version).await
+        && let Some(notifier) = &shared.notifier
+    {
+        // The record's own time format (RFC 3339, UTC, milliseconds).
+        let at = serde_json::to_value(crate::record::Timestamp::now()).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        notifier.invalidated(Invalidated { account_id, pixel_id: pixel.as_str().to_owned(), destination: shared.destination.name(), code, at });
+    }
 }

@@ -26,8 +26,8 @@ pub trait Credentials: Send + Sync + 'static {
     fn usable(&self, pixel: &PixelId) -> impl Future<Output = Result<Option<UsableToken>, String>> + Send;
 
     /// The platform called this version of the pixel's credentials invalid: stop handing it out
-    /// until new ones are set.
-    fn mark_invalid(&self, pixel: &PixelId, version: u64) -> impl Future<Output = ()> + Send;
+    /// until new ones are set. Whether this call changed their state (the first to say so).
+    fn mark_invalid(&self, pixel: &PixelId, version: u64) -> impl Future<Output = bool> + Send;
 
     /// Whether the pixel has usable credentials, known without asking the store (`Some(true)`
     /// also while the first listing of the token index runs: the delivery asks the store); `None`
@@ -129,9 +129,13 @@ impl Credentials for TokenCache {
         TokenCache::usable(self, pixel).await.map_err(|e| e.to_string())
     }
 
-    async fn mark_invalid(&self, pixel: &PixelId, version: u64) {
-        if let Err(err) = TokenCache::mark_invalid(self, pixel, version).await {
-            tracing::warn!(pixel_id = %pixel, error = %err, "could not mark the access token invalid in the store; it stays unused by this process");
+    async fn mark_invalid(&self, pixel: &PixelId, version: u64) -> bool {
+        match TokenCache::mark_invalid(self, pixel, version).await {
+            Ok(flipped) => flipped,
+            Err(err) => {
+                tracing::warn!(pixel_id = %pixel, error = %err, "could not mark the access token invalid in the store; it stays unused by this process");
+                false
+            }
         }
     }
 
@@ -161,7 +165,9 @@ mod tests {
         async fn usable(&self, _: &PixelId) -> Result<Option<UsableToken>, String> {
             Ok(None)
         }
-        async fn mark_invalid(&self, _: &PixelId, _: u64) {}
+        async fn mark_invalid(&self, _: &PixelId, _: u64) -> bool {
+            false
+        }
         fn has(&self, _: &PixelId) -> Option<bool> {
             Some(true)
         }

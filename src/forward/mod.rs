@@ -41,6 +41,7 @@ pub use self::deliveries::{Deliveries, Delivery};
 pub use self::destination::{Destination, Events, Head, Receipt, Reject, Request, Verdict};
 pub use self::gate::{Credentials, Gate};
 pub use self::status::ForwardStatus;
+use crate::notify::Notifier;
 use crate::pipeline::{Budget, Dispatcher, HitJobs, QueuedHit, Shed};
 use crate::record::PixelId;
 use crate::retry::RetryPolicy;
@@ -152,6 +153,8 @@ struct Shared<D, S> {
     /// lookup raced the store's update (or a cache elsewhere that has not caught up) must not
     /// use it again.
     invalid: Mutex<HashMap<PixelId, u64>>,
+    /// Where a credentials-invalidated notice goes, if anywhere.
+    notifier: Option<Notifier>,
 }
 
 /// The running forwarder of one destination: its consumer on a thread of its own, with a
@@ -178,6 +181,8 @@ pub struct Wiring<S> {
     pub budget: Arc<Budget>,
     /// Shedding and failures, for `/readyz`.
     pub status: Arc<ForwardStatus>,
+    /// Where a credentials-invalidated notice goes (`--notify-event-bus`), if anywhere.
+    pub notifier: Option<Notifier>,
 }
 
 impl ForwardStatus {
@@ -193,7 +198,7 @@ impl Forwarder {
     pub fn start<D: Destination, S: Credentials>(destination: D, config: ForwardConfig, wiring: Wiring<S>) -> std::io::Result<Forwarder> {
         crate::metrics::describe_capi();
         let config = config.validate(destination.max_events());
-        let Wiring { jobs, closing, gate, sink, deliveries, budget, status } = wiring;
+        let Wiring { jobs, closing, gate, sink, deliveries, budget, status, notifier } = wiring;
         let name = destination.name();
         let window = window::Window::new(config.max_concurrent_requests, name);
         let timeout_per_event = config.timeout_per_event;
@@ -210,6 +215,7 @@ impl Forwarder {
             timeout_per_event,
             event_bytes: AtomicUsize::new(INITIAL_EVENT_BYTES),
             invalid: Mutex::new(HashMap::new()),
+            notifier,
         });
         let consumer = consumer::Consumer::new(shared, config);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -27,7 +27,7 @@ pub struct Site {
     /// Flags every run gets (the token store's).
     args: Vec<String>,
     /// The only environment variables runs see.
-    env: Vec<(&'static str, String)>,
+    pub env: Vec<(&'static str, String)>,
 }
 
 impl Site {

@@ -11,6 +11,7 @@ mod dynamodb;
 mod events;
 mod failures;
 mod forwarding;
+mod notify;
 mod resilience;
 mod tenancy;
 mod unknown_pixels;

@@ -171,14 +171,18 @@ impl Credentials for MemTokens {
         Some(self.tokens.lock().unwrap().get(pixel.as_str()).is_some_and(|t| !t.2))
     }
 
-    async fn mark_invalid(&self, pixel: &PixelId, version: u64) {
+    async fn mark_invalid(&self, pixel: &PixelId, version: u64) -> bool {
         let pixel_id = pixel.as_str();
         self.marked.lock().unwrap().push((pixel_id.to_owned(), version));
         if self.stale.load(Ordering::SeqCst) {
-            return;
+            return false;
         }
-        if let Some(t) = self.tokens.lock().unwrap().get_mut(pixel_id).filter(|t| t.1 == version) {
-            t.2 = true;
+        match self.tokens.lock().unwrap().get_mut(pixel_id).filter(|t| t.1 == version && !t.2) {
+            Some(t) => {
+                t.2 = true;
+                true
+            }
+            None => false,
         }
     }
 }
@@ -224,7 +228,8 @@ fn wire_with_budget<D: super::Destination>(destination: D, tokens: &Arc<MemToken
     let (budget, status) = (Budget::new(budget_bytes), Arc::new(ForwardStatus::new(destination.name())));
     let capi_queue = capi_queue.with_gate(gate.for_outlet()).with_shed(status.for_outlet());
     let sink = Dispatcher::new(vec![sink_queue], vec![]);
-    let wiring = Wiring { jobs: capi_rx, closing: capi_queue.closing(), gate, sink, deliveries: deliveries.clone(), budget: budget.clone(), status: status.clone() };
+    let wiring =
+        Wiring { jobs: capi_rx, closing: capi_queue.closing(), gate, sink, deliveries: deliveries.clone(), budget: budget.clone(), status: status.clone(), notifier: None };
     let forwarder = Forwarder::start(destination, config, wiring).unwrap();
     let closing = capi_queue.closing();
     let capi = Dispatcher::new(vec![], vec![capi_queue]).with_hit_budget(budget.clone());
