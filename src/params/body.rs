@@ -49,14 +49,11 @@ pub fn add_params(body: &Body, hit: &mut HitBuilder<'_>) {
     if bytes.is_empty() {
         return;
     }
-    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    match essence.as_str() {
-        "application/x-www-form-urlencoded" => add_form(bytes, hit),
-        "text/plain" | "" if bytes.trim_ascii_start().starts_with(b"{") => add_json(bytes, hit),
-        "text/plain" | "" => add_form(bytes, hit),
-        "application/json" => add_json(bytes, hit),
-        "multipart/form-data" => add_multipart(content_type, bytes.clone(), hit),
-        _ => hit.flags_mut().set(Flag::UnsupportedBody),
+    match kind(content_type, bytes) {
+        Kind::Form => add_form(bytes, hit),
+        Kind::Json => add_json(bytes, hit),
+        Kind::Multipart => add_multipart(content_type, bytes.clone(), hit),
+        Kind::Unsupported => hit.flags_mut().set(Flag::UnsupportedBody),
     }
 }
 
@@ -65,26 +62,46 @@ pub fn add_params(body: &Body, hit: &mut HitBuilder<'_>) {
 /// before the hit is shaped (the edge: the pixel id, for CORS).
 pub(super) fn names(body: &Body, visit: &mut dyn FnMut(&str, &str)) {
     let Body::Read { content_type, bytes } = body else { return };
-    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    let json = match essence.as_str() {
-        "application/json" => true,
-        "text/plain" | "" => bytes.trim_ascii_start().starts_with(b"{"),
-        "application/x-www-form-urlencoded" => false,
-        _ => return,
-    };
-    if !json {
-        for (key, value) in form_urlencoded::parse(bytes) {
-            visit(&key, &value);
+    match kind(content_type, bytes) {
+        Kind::Form => form_urlencoded::parse(bytes).for_each(|(key, value)| visit(&key, &value)),
+        Kind::Json => {
+            let Ok(map) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(bytes) else { return };
+            for (k, text) in map.into_iter().filter_map(|(k, v)| Some((k, json_text(v)?))) {
+                visit(&k, &text);
+            }
         }
-        return;
+        Kind::Multipart | Kind::Unsupported => {}
     }
-    let Ok(map) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(bytes) else { return };
-    for (k, v) in map {
-        match v {
-            serde_json::Value::Null => {}
-            serde_json::Value::String(s) => visit(&k, &s),
-            other => visit(&k, &other.to_string()),
-        }
+}
+
+/// How a body is read, by its content type (and, for `text/plain` or none, whether it looks
+/// like a JSON object): the one decision [`add_params`] and [`names`] share.
+enum Kind {
+    Form,
+    Json,
+    Multipart,
+    Unsupported,
+}
+
+fn kind(content_type: &str, bytes: &[u8]) -> Kind {
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match essence.as_str() {
+        "application/x-www-form-urlencoded" => Kind::Form,
+        "text/plain" | "" if bytes.trim_ascii_start().starts_with(b"{") => Kind::Json,
+        "text/plain" | "" => Kind::Form,
+        "application/json" => Kind::Json,
+        "multipart/form-data" => Kind::Multipart,
+        _ => Kind::Unsupported,
+    }
+}
+
+/// A JSON object's value as a parameter value: strings as they are, numbers, booleans and nested
+/// values as JSON text; `null` is no value.
+fn json_text(value: serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(s),
+        other => Some(other.to_string()),
     }
 }
 
@@ -101,13 +118,8 @@ fn add_json(bytes: &[u8], hit: &mut HitBuilder<'_>) {
     let Ok(map) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(bytes) else {
         return hit.flags_mut().set(Flag::BadBody);
     };
-    for (k, v) in map {
-        let keep_going = match v {
-            serde_json::Value::Null => true,
-            serde_json::Value::String(s) => hit.add(&k, &s),
-            other => hit.add(&k, &other.to_string()),
-        };
-        if !keep_going {
+    for (k, text) in map.into_iter().filter_map(|(k, v)| Some((k, json_text(v)?))) {
+        if !hit.add(&k, &text) {
             break;
         }
     }

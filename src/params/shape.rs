@@ -4,6 +4,7 @@
 //! cookies). Its flags are counted here, once per hit.
 
 use super::body::{self, Body};
+use super::names::{Concept, classify};
 use super::{HitBuilder, ParseSettings, RequestHead};
 use crate::metrics as m;
 use crate::record::{DraftHit, Fields, PixelId, PixelIdError, Source, Timestamp};
@@ -89,14 +90,10 @@ impl Named {
     }
 
     /// Considers one decoded parameter: a pixel id name beats a worse-ranked one, and the first
-    /// of a rank stays (an empty value counts as absent), as [`super::names::classify`] ranks
-    /// the names.
+    /// of a rank stays (an empty value counts as absent), the names ranked by
+    /// [`super::names::classify`].
     fn consider(&mut self, key: &str, value: &str) {
-        let rank = match key {
-            k if k.eq_ignore_ascii_case("pixel_id") => 0,
-            k if k.eq_ignore_ascii_case("id") || k.eq_ignore_ascii_case("pid") => 1,
-            _ => return,
-        };
+        let Concept::PixelId(rank) = classify(key) else { return };
         if !value.is_empty() && self.best.as_ref().is_none_or(|(best, _)| rank < *best) {
             self.best = Some((rank, value.to_owned()));
         }
