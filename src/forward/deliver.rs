@@ -19,7 +19,7 @@ use crate::metrics as m;
 use crate::notify::Invalidated;
 use crate::pace;
 use crate::pipeline::{Budget, QueuedHit, Share};
-use crate::record::PixelId;
+use crate::record::{Fields, PixelId, Timestamp};
 use crate::tokens::UsableToken;
 
 /// Longest wait for the credentials store; beyond it the lookup counts as failed and is retried.
@@ -262,7 +262,7 @@ pub(super) async fn deliver<D: Destination, S: Credentials>(shared: &Shared<D, S
                     }
                 }
                 Verdict::InvalidCredentials => {
-                    let account = chunk.hits.first().and_then(|h| crate::record::Fields::account_id(&***h).map(str::to_owned));
+                    let account = chunk.hits.first().and_then(|h| h.account_id().map(str::to_owned));
                     mark_invalid(shared, &key.pixel, credentials.version, account, code).await;
                     let rest = std::iter::once(chunk).chain(work.into_iter().map(|(c, _)| c));
                     return out.failed_chunks(rest, "invalid_token", &detail, code);
@@ -361,8 +361,6 @@ async fn mark_invalid<D: Destination, S: Credentials>(shared: &Shared<D, S>, pix
     if shared.gate.credentials().mark_invalid(pixel, version).await
         && let Some(notifier) = &shared.notifier
     {
-        // The record's own time format (RFC 3339, UTC, milliseconds).
-        let at = serde_json::to_value(crate::record::Timestamp::now()).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-        notifier.invalidated(Invalidated { account_id, pixel_id: pixel.as_str().to_owned(), destination: shared.destination.name(), code, at });
+        notifier.invalidated(Invalidated { account_id, pixel_id: pixel.as_str().to_owned(), destination: shared.destination.name(), code, at: Timestamp::now() });
     }
 }

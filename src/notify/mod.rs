@@ -12,6 +12,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::metrics as m;
+use crate::record::Timestamp;
 
 /// `detail-type` of the notice.
 pub const INVALIDATED: &str = "Destination Credentials Invalidated";
@@ -30,8 +31,8 @@ pub struct Invalidated {
     pub destination: &'static str,
     /// What the platform answered (Meta: 190 or 102).
     pub code: Option<i64>,
-    /// When pixelgate learned it: RFC 3339, UTC, milliseconds.
-    pub at: String,
+    /// When pixelgate learned it: RFC 3339, UTC, milliseconds (as in the records).
+    pub at: Timestamp,
 }
 
 /// Where notices go; cloned into whoever may raise one.

@@ -86,17 +86,7 @@ pub struct Dispatcher {
     intake: Arc<[mpsc::Sender<Intake>]>,
     /// Registered pixels and their settings, which the intake applies to their hits (account,
     /// allowed domains, forwarding, test mode); without it every hit is an unregistered pixel's.
-    directory: Registered,
-}
-
-/// The dispatcher's directory, if it has one (shown by `Debug` as whether it has one).
-#[derive(Clone, Default)]
-struct Registered(Option<Arc<Directory>>);
-
-impl std::fmt::Debug for Registered {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() { "Some(Directory)" } else { "None" })
-    }
+    directory: Option<Arc<Directory>>,
 }
 
 impl Dispatcher {
@@ -113,7 +103,7 @@ impl Dispatcher {
             hit_budget: Budget::new(DEFAULT_MAX_HIT_BYTES),
             last_full_warning: Arc::new(AtomicU64::new(0)),
             intake: Arc::new([]),
-            directory: Registered::default(),
+            directory: None,
         }
     }
 
@@ -121,7 +111,7 @@ impl Dispatcher {
     /// (`docs/records.md#registered-pixels`). Before [`Dispatcher::with_intake`].
     pub fn with_directory(mut self, directory: Arc<Directory>) -> Self {
         assert!(self.intake.is_empty(), "with_directory before with_intake: the intake tasks take it when they start");
-        self.directory = Registered(Some(directory));
+        self.directory = Some(directory);
         self
     }
 
@@ -149,7 +139,7 @@ impl Dispatcher {
         self.intake = (0..tasks.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::channel(capacity.max(1));
-                tokio::spawn(intake::run(rx, settings.clone(), outlets.clone(), Tenancy::new(self.directory.0.clone())));
+                tokio::spawn(intake::run(rx, settings.clone(), outlets.clone(), Tenancy::new(self.directory.clone())));
                 tx
             })
             .collect();

@@ -117,6 +117,12 @@ pub struct Directory {
     generation: AtomicU64,
 }
 
+impl std::fmt::Debug for Directory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Directory").field("settings", &self.settings).field("generation", &self.generation()).finish_non_exhaustive()
+    }
+}
+
 impl Directory {
     /// A directory over `kv`.
     pub fn new(kv: Kv, settings: DirectorySettings) -> Directory {
