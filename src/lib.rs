@@ -17,15 +17,20 @@
 //!   extension) and the private `/metrics` listener.
 //! * [`edge`] — the one tower `Service` both doors call: routes, answers the GIF at once, hands
 //!   the captured request to the pipeline; health, readiness, the admin API (`edge::admin`).
+//! * [`api`] — the `/v1/` accounts API on axum, and the CLI that makes the same calls on the store.
 //! * [`forward`] — destination-agnostic forwarding (credentials gate, batching per key, the
 //!   retry/split loop, outcomes, deliveries log) and [`forward::meta`], Meta's Conversions API
 //!   behind the [`forward::Destination`] trait.
+//! * [`notify`] — notices a tenant must act on: to an EventBridge bus and to the account's signed
+//!   webhook.
 //! * [`sink`] — raw-record sinks: [`sink::file`] (hourly NDJSON files) and [`sink::firehose`]
 //!   (`PutRecordBatch`, per-record retry, disk spool).
 //! * [`tokens`] — access tokens: the store (SQLite or DynamoDB), the moka cache in front of it,
 //!   the `pixelgate tokens` commands.
 //! * [`pipeline`] — one way from door to outlets: the intake (shapes captured requests in
 //!   batches), typed outlet queues, the dispatcher (fan-out, byte budget, flush, shutdown).
+//! * [`registry`] — accounts, keys with roles, registered pixels and their settings, the audit
+//!   log; [`seal`] keeps their secrets sealed at rest.
 //! * [`params`] — every parameter convention (pixelgate, Meta pixel, Meta sGTM) and POST body
 //!   into one draft record; the client address; bots.
 //! * [`record`] — the raw record: [`record::Hit`], [`record::DraftHit`], the JSON encoder, flags,
@@ -33,8 +38,9 @@
 //! * [`pii`] — personal data normalised and SHA-256-hashed at the edge.
 //! * Support, used by all of the above: [`error`], [`metrics`] (names), [`telemetry`] (logs),
 //!   [`batch`] (the one batcher), [`retry`] (backoff), [`secret`], `clock` and `simd` (the hot
-//!   path's clock and byte scans).
+//!   path's clock and byte scans), [`address`] (which addresses are public).
 
+pub mod address;
 pub mod api;
 pub mod app;
 pub mod batch;

@@ -38,7 +38,7 @@ fn main() -> ExitCode {
                 if is_lambda() { pixelgate::app::lambda::run(settings, shutdown).await } else { App::build(settings).await?.run_until_stopped(shutdown).await }
             }
             Some(Command::Tokens(command)) => pixelgate::tokens::cli::run(&cli.store_settings(), command).await,
-            Some(other) => pixelgate::api::cli::run(&cli.store_settings(), other.registry().expect("every other command is a registry command")).await,
+            Some(other) => pixelgate::api::cli::run(&cli.store_settings(), cli.webhook_policy(), other.registry().expect("every other command is a registry command")).await,
         }
     });
     match result {

@@ -49,8 +49,8 @@ pub const REGISTRY_STORE_READS: &str = "pixelgate_registry_store_reads_total";
 /// Events sent to an input, by source (`api`, `sqs`, `eventbridge`) and outcome (`accepted`,
 /// `rejected`).
 pub const INPUT_EVENTS: &str = "pixelgate_input_events_total";
-/// Credentials-invalidated notices, by channel (`eventbridge`) and outcome (`sent`, `failed`,
-/// `dropped`).
+/// Credentials-invalidated notices, by channel (`eventbridge`, `webhook`) and outcome (`sent`,
+/// `failed`, `refused` (a webhook target that is not public), `dropped`).
 pub const NOTIFICATIONS: &str = "pixelgate_notifications_total";
 /// Pixels with an active token, as the index last listed them.
 pub const TOKEN_INDEX_PIXELS: &str = "pixelgate_token_index_pixels";
@@ -99,7 +99,7 @@ fn describe() {
     describe_gauge!(CONNECTIONS_OPEN, Unit::Count, "Open client connections, by listener.");
     describe_counter!(CONNECTIONS_ACCEPTED, Unit::Count, "Client connections accepted, by listener.");
     describe_counter!(CONNECTIONS_TIMED_OUT, Unit::Count, "Connections closed by a timeout: no complete request head in time, or an answer the client would not read.");
-    describe_counter!(NOTIFICATIONS, Unit::Count, "Credentials-invalidated notices, by channel and outcome (sent, failed, dropped).");
+    describe_counter!(NOTIFICATIONS, Unit::Count, "Credentials-invalidated notices, by channel (eventbridge, webhook) and outcome (sent, failed, refused, dropped).");
     describe_counter!(INPUT_EVENTS, Unit::Count, "Events sent to an input (POST /v1/events, SQS, EventBridge), by source and outcome (accepted, rejected).");
     describe_counter!(
         REGISTRY_STORE_READS,

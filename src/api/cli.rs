@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::views;
 use crate::error::ConfigError;
 use crate::registry::requests::{AccountPatch, NewAccount, NewKey, PixelBody, parse};
-use crate::registry::{Directory, DirectorySettings, KeyCache, Kv, Principal, Registry, RegistryError};
+use crate::registry::{Directory, DirectorySettings, KeyCache, Kv, Principal, Registry, RegistryError, WebhookPolicy};
 use crate::tokens::{CacheSettings, StoreSettings, TokenCache, TokenStore};
 
 /// Largest body read from standard input.
@@ -31,7 +31,7 @@ pub enum AccountsCommand {
         /// acc_…
         account_id: String,
     },
-    /// Change an account; body on stdin: {"name":"…"}.
+    /// Change an account; body on stdin: {"name"?, "webhook_url"?, "webhook_secret"?} (null clears one).
     Update {
         /// acc_…
         account_id: String,
@@ -108,19 +108,19 @@ pub enum RegistryCommand<'a> {
 }
 
 /// Opens the registry the settings name, as the CLI uses it.
-async fn open(store: &StoreSettings) -> anyhow::Result<Registry> {
+async fn open(store: &StoreSettings, webhooks: WebhookPolicy) -> anyhow::Result<Registry> {
     store.validate()?;
     let tokens = TokenStore::open(store).await?;
     let kv = Kv::open(&tokens).await?;
     let tokens = Arc::new(TokenCache::new(tokens, CacheSettings::default()));
     let directory = Arc::new(Directory::new(kv.clone(), DirectorySettings::default()));
     let keys = Arc::new(KeyCache::new(kv.clone(), None, std::time::Duration::from_secs(1)));
-    Ok(Registry::new(kv, tokens, directory, keys))
+    Ok(Registry::new(kv, tokens, directory, keys).with_webhook_policy(webhooks))
 }
 
 /// Runs one command, printing its JSON answer on standard output.
-pub async fn run(store: &StoreSettings, command: RegistryCommand<'_>) -> anyhow::Result<()> {
-    let registry = open(store).await?;
+pub async fn run(store: &StoreSettings, webhooks: WebhookPolicy, command: RegistryCommand<'_>) -> anyhow::Result<()> {
+    let registry = open(store, webhooks).await?;
     let who = Principal::cli();
     let answer = answer(&registry, &who, command).await.map_err(|e| anyhow::anyhow!(ConfigError(e.to_string())))?;
     if let Some(answer) = answer {

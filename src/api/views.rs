@@ -11,7 +11,15 @@ pub fn time(ms: i64) -> String {
 
 /// An account.
 pub fn account(a: &Account) -> Value {
-    json!({ "account_id": a.account_id, "name": a.name, "created_at": time(a.created_at), "updated_at": time(a.updated_at), "pixels": a.pixel_count })
+    let last = a.webhook_last_delivery.as_ref().map(|d| {
+        json!({
+            "delivery_id": d.delivery_id, "at": time(d.at), "outcome": d.outcome, "attempts": d.attempts, "status": d.status, "error": d.error, "pixel_id": d.pixel_id,
+        })
+    });
+    json!({
+        "account_id": a.account_id, "name": a.name, "created_at": time(a.created_at), "updated_at": time(a.updated_at), "pixels": a.pixel_count,
+        "webhook_url": a.webhook_url, "webhook_secret": { "set": a.webhook_secret.is_some() }, "webhook_last_delivery": last,
+    })
 }
 
 /// A key, without the key.

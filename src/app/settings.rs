@@ -8,7 +8,7 @@ use crate::edge::BodyLimits;
 use crate::forward::ForwardConfig;
 use crate::forward::meta::MetaConfig;
 use crate::params::ParseSettings;
-use crate::registry::DirectorySettings;
+use crate::registry::{DirectorySettings, WebhookPolicy};
 use crate::runtime::lambda::inputs::EventNames;
 use crate::runtime::lambda::{CAPI_SHUTDOWN_CAP, FIREHOSE_SHUTDOWN_CAP};
 use crate::runtime::server::ServerOptions;
@@ -61,6 +61,8 @@ pub struct Settings {
     pub list_in_background: bool,
     /// The EventBridge bus for credentials-invalidated notices, if any.
     pub notify_event_bus: Option<String>,
+    /// Where accounts' webhooks may point.
+    pub webhooks: WebhookPolicy,
 }
 
 impl Settings {

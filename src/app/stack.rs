@@ -12,7 +12,7 @@ use crate::api::{Api, ApiState};
 use crate::edge::{Edge, EdgeService};
 use crate::forward::meta::Meta;
 use crate::forward::{Deliveries, ForwardStatus, Forwarder, Gate, Wiring};
-use crate::notify::Notifier;
+use crate::notify::{self, Channel, Notifier};
 use crate::pipeline::{Budget, Dispatcher, HitOutlet};
 use crate::registry::{Directory, KeyCache, Kv, Registry};
 use crate::sink::{Health, RunningSink};
@@ -80,10 +80,14 @@ impl Stack {
         let (forward_outlet, jobs) = HitOutlet::new("capi", settings.queue_capacity);
         let forward_outlet = forward_outlet.with_gate(gate.for_outlet()).with_shed(status.for_outlet());
         let records = Dispatcher::new(vec![sink_outlet.clone()], vec![]);
-        let notifier = match &settings.notify_event_bus {
-            Some(bus) => Some(Notifier::eventbridge(bus.clone()).await),
-            None => None,
-        };
+        let registry = Arc::new(Registry::new(kv.clone(), tokens.clone(), directory.clone(), keys.clone()).with_webhook_policy(settings.webhooks));
+        // Notices of credentials gone bad: to the EventBridge bus if one is named, and to the
+        // webhook of the pixel's account, if it has one.
+        let mut channels: Vec<Arc<dyn Channel>> = vec![Arc::new(notify::webhook::Sender::new(registry.clone(), settings.webhooks))];
+        if let Some(bus) = &settings.notify_event_bus {
+            channels.push(Arc::new(notify::eventbridge::Sender::from_env(bus.clone()).await));
+        }
+        let notifier = Notifier::start(channels);
         let wiring =
             Wiring { jobs, closing: forward_outlet.closing(), gate, sink: records, deliveries: deliveries.clone(), budget: budget.clone(), status: status.clone(), notifier };
         let forwarder = Forwarder::start(Meta::new(&settings.meta, settings.forward.timeout), settings.forward.clone(), wiring).context("cannot start the forwarder's thread")?;
@@ -99,7 +103,6 @@ impl Stack {
             .with_intake(workers, settings.queue_capacity, settings.parse.clone());
         spawn_ticker(dispatcher.clone());
 
-        let registry = Arc::new(Registry::new(kv.clone(), tokens.clone(), directory.clone(), keys.clone()));
         let api = Api::new(ApiState { registry, deliveries, body_timeout: settings.body.timeout, dispatcher: dispatcher.clone() });
         let edge = Arc::new(Edge::new(settings.trusted_proxies, settings.body, dispatcher.clone(), sink_health, tokens, api, directory).with_forwarding(vec![status]));
         Ok(Stack { edge, dispatcher, sink, forwarder, keys })

@@ -132,6 +132,10 @@ pub struct GlobalArgs {
     /// before reading the store again (revocation and settings changed elsewhere show within it).
     #[arg(long, env = "PIXELGATE_REGISTRY_TTL", default_value = "30s", value_parser = parse_duration, value_name = "DURATION", global = true)]
     pub registry_ttl: Duration,
+    /// Let accounts' webhooks reach loopback, private and link-local addresses and plain http
+    /// (tests, private deployments). Off: https to public addresses only (`docs/notifications.md`).
+    #[arg(long, env = "PIXELGATE_ALLOW_PRIVATE_WEBHOOKS", global = true)]
+    pub allow_private_webhooks: bool,
     /// Log format.
     #[arg(long, env = "PIXELGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,

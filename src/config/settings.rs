@@ -10,7 +10,7 @@ use crate::forward::ForwardConfig;
 use crate::forward::meta::MetaConfig;
 use crate::params::{Limits, ParseSettings};
 use crate::pii::PiiRules;
-use crate::registry::DirectorySettings;
+use crate::registry::{DirectorySettings, WebhookPolicy};
 use crate::retry::RetryPolicy;
 use crate::runtime::server::ServerOptions;
 use crate::sink::SinkSettings;
@@ -60,7 +60,13 @@ impl Cli {
             event_names: serve.event_name_map.clone(),
             list_in_background: false,
             notify_event_bus: serve.notify_event_bus.clone().filter(|b| !b.is_empty()),
+            webhooks: self.webhook_policy(),
         })
+    }
+
+    /// Where accounts' webhooks may point (`--allow-private-webhooks`).
+    pub fn webhook_policy(&self) -> WebhookPolicy {
+        WebhookPolicy { allow_private: self.global.allow_private_webhooks }
     }
 
     /// Where the token store is (all the `tokens` commands need).

@@ -8,7 +8,9 @@ use std::time::Duration;
 use aws_config::BehaviorVersion;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 
-use super::{INVALIDATED, Invalidated};
+use futures_util::future::BoxFuture;
+
+use super::{Channel, INVALIDATED, Invalidated};
 use crate::metrics as m;
 
 /// Attempts per notice.
@@ -34,7 +36,7 @@ impl Sender {
     }
 
     /// Sends `notice`, retrying what may pass later; counts and logs the outcome.
-    pub async fn send(&self, notice: &Invalidated) {
+    async fn send(&self, notice: &Invalidated) {
         let detail = serde_json::to_string(notice).expect("a notice serializes");
         let entry = PutEventsRequestEntry::builder().event_bus_name(&self.bus).source("pixelgate").detail_type(INVALIDATED).detail(detail).build();
         let mut wait = FIRST_BACKOFF;
@@ -70,5 +72,15 @@ impl Sender {
             error = last,
             "a credentials-invalidated notice could not be sent to EventBridge (see pixelgate_notifications_total)"
         );
+    }
+}
+
+impl Channel for Sender {
+    fn name(&self) -> &'static str {
+        "eventbridge"
+    }
+
+    fn deliver<'a>(&'a self, notice: &'a Invalidated) -> BoxFuture<'a, ()> {
+        Box::pin(self.send(notice))
     }
 }

@@ -1,24 +1,34 @@
 //! Notices a tenant must act on (`docs/notifications.md`): a destination's credentials became
 //! unusable (Meta answered code 190 or 102), once per state change, never per failed event, with
-//! nothing secret in it. Sent to an EventBridge bus (`--notify-event-bus`) off the forwarder's
-//! way: a bounded queue, a task of its own, retries of what may succeed later, and every notice
-//! that cannot be delivered counted and logged.
+//! nothing secret in it. Sent off the forwarder's way: a bounded queue, a task of its own, each
+//! notice to every [`Channel`], retries of what may succeed later, and every notice that cannot be
+//! delivered counted and logged.
 //!
-//! * [`eventbridge`] — `PutEvents`, with per-entry retry of the retryable error codes.
+//! * [`eventbridge`] — `PutEvents` to a bus (`--notify-event-bus`), with per-entry retry of the
+//!   retryable error codes.
+//! * [`webhook`] — a signed `POST` to the account's webhook, to public addresses only.
 
 pub mod eventbridge;
+pub mod webhook;
 
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::metrics as m;
 use crate::record::Timestamp;
 
-/// `detail-type` of the notice.
+/// `detail-type` of the notice on EventBridge.
 pub const INVALIDATED: &str = "Destination Credentials Invalidated";
+/// The notice's type where it names itself (the webhook's body and `pixelgate-event` header).
+pub const INVALIDATED_TYPE: &str = "pixelgate.destination.invalidated";
 
 /// Notices that may wait for the sender; past it, a notice is counted and logged as dropped.
 const QUEUE: usize = 1_000;
+/// Deliveries in progress at once, over every channel (a slow webhook holds one while it retries).
+const CONCURRENT: usize = 64;
 
 /// A destination's credentials for a pixel are no longer usable.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -35,29 +45,54 @@ pub struct Invalidated {
     pub at: Timestamp,
 }
 
+/// Somewhere notices go. A new channel is a file beside `eventbridge.rs` that implements this.
+pub trait Channel: Send + Sync + 'static {
+    /// Its name in metrics and logs.
+    fn name(&self) -> &'static str;
+
+    /// Delivers `notice`, or gives it up: retries, counting and logging are the channel's.
+    fn deliver<'a>(&'a self, notice: &'a Invalidated) -> BoxFuture<'a, ()>;
+}
+
 /// Where notices go; cloned into whoever may raise one.
 #[derive(Clone)]
 pub struct Notifier {
     tx: mpsc::Sender<Invalidated>,
+    channels: Arc<[&'static str]>,
 }
 
 impl Notifier {
-    /// Notices to EventBridge bus `bus`, sent by a task on the current runtime.
-    pub async fn eventbridge(bus: String) -> Notifier {
-        let sender = eventbridge::Sender::from_env(bus).await;
+    /// Notices to every one of `channels`, sent by tasks on the current runtime; `None` if there
+    /// are none.
+    pub fn start(channels: Vec<Arc<dyn Channel>>) -> Option<Notifier> {
+        if channels.is_empty() {
+            return None;
+        }
+        let names = channels.iter().map(|c| c.name()).collect();
         let (tx, mut rx) = mpsc::channel::<Invalidated>(QUEUE);
+        let room = Arc::new(Semaphore::new(CONCURRENT));
         tokio::spawn(async move {
             while let Some(notice) = rx.recv().await {
-                sender.send(&notice).await;
+                let notice = Arc::new(notice);
+                for channel in &channels {
+                    let Ok(permit) = room.clone().acquire_owned().await else { return };
+                    let (channel, notice) = (channel.clone(), notice.clone());
+                    tokio::spawn(async move {
+                        channel.deliver(&notice).await;
+                        drop(permit);
+                    });
+                }
             }
         });
-        Notifier { tx }
+        Some(Notifier { tx, channels: names })
     }
 
     /// Queues `notice`; never waits.
     pub fn invalidated(&self, notice: Invalidated) {
         if let Err(err) = self.tx.try_send(notice) {
-            metrics::counter!(m::NOTIFICATIONS, "channel" => "eventbridge", "outcome" => "dropped").increment(1);
+            for channel in self.channels.iter() {
+                metrics::counter!(m::NOTIFICATIONS, "channel" => *channel, "outcome" => "dropped").increment(1);
+            }
             tracing::error!(error = %err, "a credentials-invalidated notice was dropped: the notice queue is full or closed (see pixelgate_notifications_total)");
         }
     }

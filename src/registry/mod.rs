@@ -9,6 +9,7 @@
 //!   its audit entry in one transaction.
 //! * [`keys`] — [`KeyCache`]: `Authorization` to a principal, cached, no store write per request.
 //! * [`directory`] — [`Directory`]: the hot path's view (registered or not, and the settings).
+//! * [`webhook`] — what an account's webhook URL and secret may be.
 //! * [`kv`] — the storage both backends (SQLite, DynamoDB) implement.
 
 pub mod directory;
@@ -22,12 +23,14 @@ pub mod model;
 pub mod principal;
 pub mod requests;
 pub mod store;
+pub mod webhook;
 
 pub use directory::{Directory, DirectorySettings, Fresh, PixelSettings};
 pub use error::RegistryError;
 pub use ids::{AccountId, KeyId};
 pub use keys::{AuthError, KeyCache};
 pub use kv::Kv;
-pub use model::{Account, AuditEntry, Forwarding, KeyRecord, PixelRecord, Role};
+pub use model::{Account, AuditEntry, Forwarding, KeyRecord, PixelRecord, Role, WebhookDelivery};
 pub use principal::{Access, Principal, Target};
-pub use store::{PixelView, Registry};
+pub use store::{PixelView, Registry, WebhookTarget};
+pub use webhook::WebhookPolicy;

@@ -54,6 +54,35 @@ pub struct Account {
     /// Pixels registered to it: kept on the account so that deleting it can be refused while it
     /// has any, in the same transaction that checks it.
     pub pixel_count: u64,
+    /// Where its notices are POSTed (`docs/notifications.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    /// The secret its notices are signed with, sealed (`crate::seal`); write-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
+    /// How the last notice to the webhook went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_last_delivery: Option<WebhookDelivery>,
+}
+
+/// How a notice to an account's webhook went, after its last attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookDelivery {
+    /// The notice's id (the `pixelgate-delivery` header; the same on every attempt).
+    pub delivery_id: String,
+    /// When the last attempt ended.
+    pub at: i64,
+    /// `delivered` (a 2xx), `failed` (attempts used up, or an answer not worth retrying) or
+    /// `refused` (the target is not a public address).
+    pub outcome: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last answer's status, if there was an answer.
+    pub status: Option<u16>,
+    /// Why it failed; never carries the secret.
+    pub error: Option<String>,
+    /// The pixel the notice was about.
+    pub pixel_id: String,
 }
 
 /// A stored API key: everything but the key, which only its digest stands for.

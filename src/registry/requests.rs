@@ -60,6 +60,12 @@ pub struct AccountPatch {
     /// A new name.
     #[serde(default)]
     pub name: Option<String>,
+    /// Where notices are POSTed; `null` stops them.
+    #[serde(default, deserialize_with = "nullable")]
+    pub webhook_url: Option<Option<String>>,
+    /// What they are signed with (write-only); `null` clears it (only with no URL).
+    #[serde(default, deserialize_with = "nullable")]
+    pub webhook_secret: Option<Option<String>>,
 }
 
 /// `POST /v1/keys`.

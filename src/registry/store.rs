@@ -11,9 +11,10 @@ use super::ids::{AccountId, KeyId, key_digest, new_key};
 use super::keys::KeyCache;
 use super::kv::{Cond, Item, Kv, TxError, Write};
 use super::layout as at;
-use super::model::{Account, AuditEntry, Forwarding, KeyRecord, PixelRecord, Role};
+use super::model::{Account, AuditEntry, Forwarding, KeyRecord, PixelRecord, Role, WebhookDelivery};
 use super::principal::{Access, Principal, Target};
 use super::requests::{AccountPatch, MAX_ASSIGNED, NewAccount, NewKey, PixelChange, check_name, check_pixel};
+use super::webhook::{WebhookPolicy, check_secret, check_url, secret_place};
 use crate::record::PixelId;
 use crate::secret::Secret;
 use crate::tokens::{TokenCache, TokenStatusView, now_ms};
@@ -48,6 +49,16 @@ pub struct Registry {
     tokens: Arc<TokenCache>,
     directory: Arc<Directory>,
     keys: Arc<KeyCache>,
+    webhooks: WebhookPolicy,
+}
+
+/// An account's webhook, ready to be called.
+#[derive(Debug)]
+pub struct WebhookTarget {
+    /// Where to POST.
+    pub url: String,
+    /// What to sign with.
+    pub secret: Secret,
 }
 
 /// Whether a principal may go as far as `need` with a target, as the error the API answers.
@@ -74,7 +85,13 @@ impl Registry {
     /// A registry in `kv`; Meta tokens through `tokens`; changes shown at once to `directory`
     /// (the hot path's view) and `keys` (the key cache).
     pub fn new(kv: Kv, tokens: Arc<TokenCache>, directory: Arc<Directory>, keys: Arc<KeyCache>) -> Registry {
-        Registry { kv, tokens, directory, keys }
+        Registry { kv, tokens, directory, keys, webhooks: WebhookPolicy::default() }
+    }
+
+    /// The same, with webhook targets checked under `policy` (`--allow-private-webhooks`).
+    pub fn with_webhook_policy(mut self, policy: WebhookPolicy) -> Registry {
+        self.webhooks = policy;
+        self
     }
 
     /// The store.
@@ -116,7 +133,8 @@ impl Registry {
             None => AccountId::generate(),
         };
         let now = now_ms();
-        let account = Account { account_id: id.clone(), name, created_at: now, updated_at: now, pixel_count: 0 };
+        let account =
+            Account { account_id: id.clone(), name, created_at: now, updated_at: now, pixel_count: 0, webhook_url: None, webhook_secret: None, webhook_last_delivery: None };
         let (audit, _) = self.audit(who, "account.create", id.as_str(), Some(&id), vec!["name".into()]);
         let put = Write::Put(at::item(at::account(&id), Some((at::ACCOUNTS, id.to_string())), &account, 1), Cond::Absent);
         match self.kv.transact(vec![put, audit]).await {
@@ -163,9 +181,18 @@ impl Registry {
         Ok(self.account(who, id, Access::Read, false, "read this account").await?.0)
     }
 
-    /// `PATCH /v1/accounts/{id}`.
+    /// `PATCH /v1/accounts/{id}`. A webhook URL is checked (`https`, a public target) before
+    /// anything is written, and needs a secret, given now or before.
     pub async fn update_account(&self, who: &Principal, id: &str, patch: AccountPatch) -> Result<Account, RegistryError> {
         let name = patch.name.as_deref().map(|n| check_name("name", n)).transpose()?;
+        let url = match patch.webhook_url {
+            Some(Some(u)) => Some(Some(check_url(&u, self.webhooks).await.map_err(|e| RegistryError::field("webhook_url", e))?.to_string())),
+            other => other.map(|_| None),
+        };
+        let secret = match patch.webhook_secret {
+            Some(Some(s)) => Some(Some(check_secret(&s).map_err(|e| RegistryError::field("webhook_secret", e))?)),
+            other => other.map(|_| None),
+        };
         for _ in 0..ATTEMPTS {
             let (mut account, rev) = self.account(who, id, Access::Write, false, "change this account").await?;
             let mut fields = Vec::new();
@@ -173,11 +200,49 @@ impl Registry {
                 account.name = name.clone();
                 fields.push("name".to_owned());
             }
+            if let Some(url) = &url {
+                if account.webhook_url != *url {
+                    account.webhook_last_delivery = None;
+                }
+                account.webhook_url = url.clone();
+                fields.push("webhook_url".to_owned());
+            }
+            if let Some(secret) = &secret {
+                account.webhook_secret = secret.as_ref().map(|s| self.tokens.store().sealer().seal(&secret_place(&account.account_id), s));
+                fields.push("webhook_secret".to_owned());
+            }
+            if account.webhook_url.is_some() && account.webhook_secret.is_none() {
+                return Err(RegistryError::field("webhook_secret", "required while webhook_url is set: every delivery is signed with it"));
+            }
             account.updated_at = now_ms();
             let (audit, _) = self.audit(who, "account.update", account.account_id.as_str(), Some(&account.account_id), fields);
             let put = Write::Put(at::item(at::account(&account.account_id), Some((at::ACCOUNTS, account.account_id.to_string())), &account, rev + 1), Cond::Rev(rev));
             match self.kv.transact(vec![put, audit]).await {
                 Ok(()) => return Ok(account),
+                Err(TxError::Conflict(_)) => continue,
+                Err(e) => return Err(tx_error(e)),
+            }
+        }
+        Err(tx_error(TxError::Conflict(0)))
+    }
+
+    /// The account's webhook and its secret, opened, if it has one (the notifier, per notice).
+    pub async fn webhook(&self, account: &AccountId) -> Result<Option<WebhookTarget>, RegistryError> {
+        let Some((a, _)) = self.get::<Account>(&at::account(account)).await? else { return Ok(None) };
+        let (Some(url), Some(sealed)) = (a.webhook_url, a.webhook_secret) else { return Ok(None) };
+        let secret = self.tokens.store().sealer().open(&secret_place(account), &sealed).map_err(|e| RegistryError::Unavailable(format!("{account}'s webhook_secret: {e}")))?;
+        Ok(Some(WebhookTarget { url, secret }))
+    }
+
+    /// Keeps how a notice to the account's webhook went, for its settings to show. Not a change
+    /// through the API: no audit entry, and `updated_at` stays.
+    pub async fn record_webhook_delivery(&self, account: &AccountId, delivery: WebhookDelivery) -> Result<(), RegistryError> {
+        for _ in 0..ATTEMPTS {
+            let Some((mut a, rev)) = self.get::<Account>(&at::account(account)).await? else { return Ok(()) };
+            a.webhook_last_delivery = Some(delivery.clone());
+            let put = Write::Put(at::item(at::account(account), Some((at::ACCOUNTS, account.to_string())), &a, rev + 1), Cond::Rev(rev));
+            match self.kv.transact(vec![put]).await {
+                Ok(()) => return Ok(()),
                 Err(TxError::Conflict(_)) => continue,
                 Err(e) => return Err(tx_error(e)),
             }

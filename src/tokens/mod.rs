@@ -220,6 +220,11 @@ impl TokenStore {
         Ok(TokenStore { backend, sealer })
     }
 
+    /// What seals secrets at rest: tokens here, and the registry's other secrets.
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
+    }
+
     /// The backend.
     pub fn backend(&self) -> &Backend {
         &self.backend

@@ -1,6 +1,7 @@
 //! Secrets at rest (`docs/accounts.md#secrets-at-rest`): keys stored only as hashes, tokens sealed under the secrets key.
 //! After keys are made (API and CLI) and tokens set every way there is (a pixel's destinations on
-//! `PUT` and `PATCH`, `PUT …/token`, `pixelgate tokens set`), the store read back raw — every
+//! `PUT` and `PATCH`, `PUT …/token`, `pixelgate tokens set`) and accounts' webhook secrets (API
+//! and CLI), the store read back raw — every
 //! SQLite row, a DynamoDB Scan — and every byte of every file under the data dir hold no key, no
 //! token and no secrets key. A plaintext token Part I wrote is still used, and sealed when it is
 //! next written.
@@ -25,7 +26,10 @@ const TOKENS: [&str; 6] = [
     "EAAatrestCliSet0x66666666666666666666",
 ];
 
-/// Makes keys and sets tokens every way there is; every secret that must not be stored in the
+/// Webhook secrets, set through the API and the CLI.
+const WEBHOOK_SECRETS: [&str; 2] = ["whsec-atrest-api-0x1234567890abcdef", "whsec-atrest-cli-0xfedcba0987654321"];
+
+/// Makes keys and sets tokens and webhook secrets every way there is; every secret that must not be stored in the
 /// clear (the keys, the tokens, the bootstrap key).
 async fn populate(site: &Site, api: &Api) -> Vec<String> {
     api.create_account("acc_a").await;
@@ -44,7 +48,16 @@ async fn populate(site: &Site, api: &Api) -> Vec<String> {
     run.assert_hides(TOKENS[5]);
     assert_eq!(run.json()["set"], true);
 
-    let mut secrets: Vec<String> = TOKENS.iter().map(|t| t.to_string()).collect();
+    // Webhook secrets: through the API, and through the CLI (from standard input).
+    let hook = "https://hooks.example.com/pixelgate";
+    let a = api.ok("PATCH", "/v1/accounts/acc_a", Some(json!({"webhook_url": hook, "webhook_secret": WEBHOOK_SECRETS[0]}))).await;
+    assert_eq!((&a["webhook_url"], &a["webhook_secret"]), (&json!(hook), &json!({"set": true})), "{a}");
+    api.create_account("acc_w").await;
+    let run = site.run(&["accounts", "update", "acc_w"], &json!({"webhook_url": hook, "webhook_secret": WEBHOOK_SECRETS[1]}).to_string());
+    run.assert_hides(WEBHOOK_SECRETS[1]);
+    assert_eq!(run.json()["webhook_secret"], json!({"set": true}));
+
+    let mut secrets: Vec<String> = TOKENS.iter().chain(WEBHOOK_SECRETS.iter()).map(|t| t.to_string()).collect();
     secrets.push(ADMIN_KEY.to_owned());
     for body in [json!({"role": "admin"}), json!({"role": "admin", "account_id": "acc_a"}), json!({"role": "manager", "account_id": "acc_a", "pixels": ["301"]})] {
         let (_, key) = api.create_key(body).await;

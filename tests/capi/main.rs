@@ -15,3 +15,4 @@ mod notify;
 mod resilience;
 mod tenancy;
 mod unknown_pixels;
+mod webhook;

@@ -1,0 +1,214 @@
+//! Credentials-invalidated notices to the account's webhook, the real binary against a local
+//! receiver on a real socket: the receiver checks each POST's signature itself (HMAC-SHA256 of the
+//! body under the secret), answers 500 to the first, and gets the notice again; one POST per state
+//! change however many events fail; the last outcome on the account; the secret never shown, never
+//! stored in plaintext, never logged. Targets that are not public are refused when the URL is set
+//! and, for a URL stored while they were allowed, again when the name resolves at delivery.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use hmac::{Hmac, KeyInit, Mac};
+use http::{Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::common::fake_graph::{Answer, FakeGraph};
+use crate::common::http_server::HttpServer;
+use crate::common::metrics::metric;
+use crate::helpers::{Site, eventually, q};
+
+const PIXEL: &str = "9000310";
+const TOKEN: &str = "EAAtesttokenWebhookFirst4Hq8Zk2Wn5Rt7Yc3Vb";
+const TOKEN_2: &str = "EAAtesttokenWebhookSecond9Pd3Lm6Xs2Qa8Ge5";
+const SECRET: &str = "whsec-test-2f9c1d7e4b8a6035";
+
+/// One POST the receiver got.
+#[derive(Debug, Clone)]
+struct Received {
+    signature: String,
+    delivery: String,
+    event: String,
+    body: Bytes,
+}
+
+/// A webhook receiver on 127.0.0.1: keeps every request, answers with the next queued status
+/// (then 200).
+struct Receiver {
+    server: HttpServer,
+    got: Arc<Mutex<Vec<Received>>>,
+    answers: Arc<Mutex<VecDeque<u16>>>,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let answers = Arc::new(Mutex::new(VecDeque::new()));
+        let (g, a) = (got.clone(), answers.clone());
+        let server = HttpServer::start("webhook-receiver", move |req: http::Request<hyper::body::Incoming>| {
+            let (got, answers) = (g.clone(), a.clone());
+            async move {
+                let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+                let (signature, delivery, event) = (header("pixelgate-signature"), header("pixelgate-delivery"), header("pixelgate-event"));
+                assert_eq!((req.method().as_str(), req.uri().path()), ("POST", "/hook"));
+                assert_eq!(req.headers()["content-type"], "application/json");
+                let body = req.into_body().collect().await.unwrap().to_bytes();
+                got.lock().unwrap().push(Received { signature, delivery, event, body });
+                let status = answers.lock().unwrap().pop_front().unwrap_or(200);
+                Ok(Response::builder().status(StatusCode::from_u16(status).unwrap()).body(Full::new(Bytes::from_static(b"{}"))).unwrap())
+            }
+        });
+        Receiver { server, got, answers }
+    }
+
+    fn url(&self, host: &str) -> String {
+        format!("http://{host}:{}/hook", self.server.addr().port())
+    }
+
+    fn got(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+/// Checks `pixelgate-signature` as a receiver would: `t` recent, `v1` the HMAC-SHA256 of the body.
+fn verify(r: &Received, secret: &str) {
+    let parts: Vec<(&str, &str)> = r.signature.split(',').filter_map(|p| p.split_once('=')).collect();
+    let t: u64 = parts.iter().find(|(k, _)| *k == "t").expect("t=").1.parse().unwrap();
+    let v1 = parts.iter().find(|(k, _)| *k == "v1").expect("v1=").1;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    assert!(now.abs_diff(t) < 120, "t={t} is not now ({now})");
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(&r.body);
+    let want: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(v1, want, "the signature does not verify: {}", r.signature);
+}
+
+#[tokio::test]
+async fn one_signed_post_per_state_change_retried_after_a_500() {
+    let receiver = Receiver::start();
+    receiver.answers.lock().unwrap().push_back(500);
+    let site = Site::new();
+    let fake = FakeGraph::start();
+    fake.set_token(PIXEL, TOKEN);
+    fake.set_token(PIXEL, TOKEN_2);
+    fake.fail_next(1000, Answer::delay(Duration::from_millis(200), Answer::InvalidToken));
+    let server = site.serve_admin(&fake, &["--allow-private-webhooks", "--capi-batch-events", "5"]);
+
+    let (status, a) = server.admin_json("POST", "/v1/accounts", Some(json!({"name": "Hooked", "account_id": "acc_hooked"}))).await;
+    assert_eq!(status, 201, "{a}");
+    let (status, a) = server.admin_json("PATCH", "/v1/accounts/acc_hooked", Some(json!({"webhook_url": receiver.url("127.0.0.1"), "webhook_secret": SECRET}))).await;
+    assert_eq!(status, 200, "{a}");
+    assert_eq!((&a["webhook_url"], &a["webhook_secret"], &a["webhook_last_delivery"]), (&receiver.url("127.0.0.1").into(), &json!({"set": true}), &Value::Null), "{a}");
+    let (status, p) = server.admin_json("PUT", &format!("/v1/pixels/{PIXEL}"), Some(json!({"account_id": "acc_hooked", "destinations": {"meta": {"access_token": TOKEN}}}))).await;
+    assert_eq!(status, 201, "{p}");
+
+    for i in 0..20 {
+        server.hit(&q(PIXEL, "Purchase", &format!("eid=hook-{i}"))).await;
+    }
+    // The first POST is answered 500; the second (0.5 s later) 200.
+    eventually!(Duration::from_secs(15), "the notice to be delivered", (receiver.got().len() >= 2).then_some(()));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let got = receiver.got();
+    assert_eq!(got.len(), 2, "one notice, sent twice (500, then 200): {got:#?}");
+    assert_eq!(got[0].delivery, got[1].delivery, "a retry keeps the delivery id");
+    assert_eq!(got[0].body, got[1].body);
+    for r in &got {
+        verify(r, SECRET);
+        assert_eq!(r.event, "pixelgate.destination.invalidated");
+    }
+    let body: Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(
+        (&body["type"], &body["account_id"], &body["pixel_id"], &body["destination"], &body["code"]),
+        (&"pixelgate.destination.invalidated".into(), &"acc_hooked".into(), &PIXEL.into(), &"meta".into(), &190.into()),
+        "{body}"
+    );
+    assert_eq!(body["delivery_id"], got[0].delivery.as_str());
+    assert!(body["at"].as_str().is_some_and(|at| at.ends_with('Z')), "{body}");
+    let text = String::from_utf8_lossy(&got[0].body);
+    assert!(!text.contains(TOKEN) && !text.contains(SECRET), "a secret in the notice: {text}");
+
+    let m = server.metrics().await;
+    assert_eq!(metric(&m, "pixelgate_notifications_total", &[("channel", "webhook"), ("outcome", "sent")]), 1.0, "{m}");
+    let failed = metric(&m, "pixelgate_capi_events_total", &[("outcome", "failed"), ("reason", "invalid_token")]);
+    assert!(failed > 5.0, "several requests were refused ({failed} events), one notice went out");
+    let (_, a) = server.admin_json("GET", "/v1/accounts/acc_hooked", None).await;
+    let last = &a["webhook_last_delivery"];
+    assert_eq!((&last["outcome"], &last["attempts"], &last["status"], &last["pixel_id"]), (&"delivered".into(), &2.into(), &200.into(), &PIXEL.into()), "{a}");
+    assert_eq!(last["delivery_id"], got[0].delivery.as_str());
+    assert!(!a.to_string().contains(SECRET), "the secret is write-only: {a}");
+
+    // A new token is a new state; its invalidation is one more notice.
+    let (status, p) = server.admin_json("PATCH", &format!("/v1/pixels/{PIXEL}"), Some(json!({"destinations": {"meta": {"access_token": TOKEN_2}}}))).await;
+    assert_eq!(status, 200, "{p}");
+    for i in 0..10 {
+        server.hit(&q(PIXEL, "Purchase", &format!("eid=hook-again-{i}"))).await;
+    }
+    eventually!(Duration::from_secs(15), "the second notice", (receiver.got().len() >= 3).then_some(()));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let got = receiver.got();
+    assert_eq!(got.len(), 3, "{got:#?}");
+    verify(&got[2], SECRET);
+    assert_ne!(got[2].delivery, got[0].delivery);
+    server.finish(&[TOKEN, TOKEN_2, SECRET]).await;
+}
+
+#[tokio::test]
+async fn targets_that_are_not_public_are_refused_when_set_and_at_delivery() {
+    let receiver = Receiver::start();
+    let site = Site::new();
+    let fake = FakeGraph::start();
+    fake.set_token(PIXEL, TOKEN);
+    fake.fail_next(1000, Answer::InvalidToken);
+    let server = site.serve_admin(&fake, &[]);
+    let (status, _) = server.admin_json("POST", "/v1/accounts", Some(json!({"name": "Fenced", "account_id": "acc_fenced"}))).await;
+    assert_eq!(status, 201);
+    let patch = |url: &str| json!({"webhook_url": url, "webhook_secret": SECRET});
+    for (url, says) in [
+        (receiver.url("127.0.0.1"), "must be https"),
+        ("https://127.0.0.1/hook".to_owned(), "127.0.0.1 is not a public address"),
+        ("https://169.254.169.254/latest/meta-data/".to_owned(), "169.254.169.254 is not a public address"),
+        ("https://10.1.2.3/hook".to_owned(), "10.1.2.3 is not a public address"),
+        ("https://[fd00::1]/hook".to_owned(), "fd00::1 is not a public address"),
+        ("https://localhost/hook".to_owned(), "loopback name"),
+        ("not a url".to_owned(), "not an absolute URL"),
+    ] {
+        let (status, e) = server.admin_json("PATCH", "/v1/accounts/acc_fenced", Some(patch(&url))).await;
+        assert_eq!(status, 400, "{url}: {e}");
+        let error = e["error"].as_str().unwrap();
+        assert!(error.starts_with("webhook_url: ") && error.contains(says), "{url}: {error}");
+    }
+    let (status, e) = server.admin_json("PATCH", "/v1/accounts/acc_fenced", Some(json!({"webhook_url": "https://hooks.example.com/pixelgate"}))).await;
+    assert_eq!(status, 400, "{e}");
+    assert!(e["error"].as_str().unwrap().starts_with("webhook_secret: "), "{e}");
+    let (_, a) = server.admin_json("GET", "/v1/accounts/acc_fenced", None).await;
+    assert_eq!((&a["webhook_url"], &a["webhook_secret"]), (&Value::Null, &json!({"set": false})), "nothing half-written: {a}");
+    server.finish(&[SECRET]).await;
+
+    // Stored while private targets were allowed, under a name that resolves to loopback.
+    let url = format!("https://localhost:{}/hook", receiver.server.addr().port());
+    let server = site.serve_admin(&fake, &["--allow-private-webhooks"]);
+    let (status, a) = server.admin_json("PATCH", "/v1/accounts/acc_fenced", Some(patch(&url))).await;
+    assert_eq!(status, 200, "{a}");
+    let (status, p) = server.admin_json("PUT", &format!("/v1/pixels/{PIXEL}"), Some(json!({"account_id": "acc_fenced", "destinations": {"meta": {"access_token": TOKEN}}}))).await;
+    assert_eq!(status, 201, "{p}");
+    server.finish(&[TOKEN, SECRET]).await;
+
+    // A server without the flag resolves the name at delivery and does not connect.
+    let server = site.serve_admin(&fake, &[]);
+    server.hit(&q(PIXEL, "Purchase", "eid=fenced-hook")).await;
+    let m = eventually!(Duration::from_secs(15), "the notice to be refused", {
+        let m = server.metrics().await;
+        (metric(&m, "pixelgate_notifications_total", &[("channel", "webhook"), ("outcome", "refused")]) == 1.0).then_some(m)
+    });
+    assert_eq!(metric(&m, "pixelgate_notifications_total", &[("channel", "webhook"), ("outcome", "sent")]), 0.0);
+    assert!(receiver.got().is_empty(), "no request reached the receiver");
+    let (_, a) = server.admin_json("GET", "/v1/accounts/acc_fenced", None).await;
+    let last = &a["webhook_last_delivery"];
+    assert_eq!((&last["outcome"], &last["attempts"], &last["status"]), (&"refused".into(), &1.into(), &Value::Null), "{a}");
+    assert!(last["error"].as_str().unwrap().contains("localhost resolves to"), "{a}");
+    let logs = server.finish(&[TOKEN, SECRET]).await;
+    assert!(logs.contains("could not be delivered to the account's webhook"), "{logs}");
+}
