@@ -12,7 +12,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     let metrics = crate::metrics::install();
     let event_names = settings.event_names.clone();
     let stack = Stack::start(&settings.for_lambda()).await?;
-    let outcome = lambda::serve(stack.service(), stack.dispatcher(), event_names, metrics.clone(), shutdown).await;
+    let outcome = lambda::serve(stack.service(), stack.dispatcher(), stack.notifier(), event_names, metrics.clone(), shutdown).await;
     tracing::info!("flushing queued records");
     if tokio::time::timeout(SHUTDOWN_BUDGET, stack.drain()).await.is_err() {
         tracing::warn!(budget = ?SHUTDOWN_BUDGET, "outlets not drained within the shutdown budget; what they held is lost with the environment (see pixelgate_records_dropped_total)");

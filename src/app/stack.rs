@@ -33,6 +33,10 @@ pub struct Stack {
     forwarder: Forwarder,
     /// Keys' last-use times, written at shutdown.
     keys: Arc<KeyCache>,
+    /// Notices of credentials gone bad, waited for at shutdown.
+    notifier: Option<Notifier>,
+    /// How long shutdown waits for notices still being delivered.
+    notice_wait: Duration,
 }
 
 impl Stack {
@@ -88,8 +92,16 @@ impl Stack {
             channels.push(Arc::new(notify::eventbridge::Sender::from_env(bus.clone()).await));
         }
         let notifier = Notifier::start(channels);
-        let wiring =
-            Wiring { jobs, closing: forward_outlet.closing(), gate, sink: records, deliveries: deliveries.clone(), budget: budget.clone(), status: status.clone(), notifier };
+        let wiring = Wiring {
+            jobs,
+            closing: forward_outlet.closing(),
+            gate,
+            sink: records,
+            deliveries: deliveries.clone(),
+            budget: budget.clone(),
+            status: status.clone(),
+            notifier: notifier.clone(),
+        };
         let forwarder = Forwarder::start(Meta::new(&settings.meta, settings.forward.timeout), settings.forward.clone(), wiring).context("cannot start the forwarder's thread")?;
 
         // One intake task per runtime worker shapes the pixel requests the edge answered.
@@ -105,12 +117,17 @@ impl Stack {
 
         let api = Api::new(ApiState { registry, deliveries, body_timeout: settings.body.timeout, dispatcher: dispatcher.clone() });
         let edge = Arc::new(Edge::new(settings.trusted_proxies, settings.body, dispatcher.clone(), sink_health, tokens, api, directory).with_forwarding(vec![status]));
-        Ok(Stack { edge, dispatcher, sink, forwarder, keys })
+        Ok(Stack { edge, dispatcher, sink, forwarder, keys, notifier, notice_wait: settings.forward.shutdown_timeout })
     }
 
     /// The edge service over this stack, for a front door to call.
     pub fn service(&self) -> EdgeService {
         EdgeService::new(self.edge.clone())
+    }
+
+    /// Where notices go (the Lambda drain waits for them), if anywhere.
+    pub fn notifier(&self) -> Option<Notifier> {
+        self.notifier.clone()
     }
 
     /// A handle to the outlets, to [`Dispatcher::flush`] them.
@@ -119,12 +136,23 @@ impl Stack {
     }
 
     /// Delivers everything queued (or accounts for it) and stops the outlets: the forwarder
-    /// first, so its `capi_failed` records still reach the sink.
+    /// first, so its `capi_failed` records still reach the sink; the notices it raised get the
+    /// forwarder's shutdown timeout meanwhile.
     pub async fn drain(self) {
         self.sink.begin_shutdown();
         self.dispatcher.shutdown().await;
         self.forwarder.join().await;
-        self.sink.join().await;
+        let notices = async {
+            let Some(notifier) = &self.notifier else { return };
+            if tokio::time::timeout(self.notice_wait, notifier.settled()).await.is_err() {
+                tracing::error!(
+                    notices = notifier.pending(),
+                    waited = ?self.notice_wait,
+                    "credentials-invalidated notices were still being delivered at shutdown and are lost (raise --capi-shutdown-timeout to wait longer)"
+                );
+            }
+        };
+        tokio::join!(self.sink.join(), notices);
         self.keys.flush_last_used().await;
     }
 }

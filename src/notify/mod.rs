@@ -12,10 +12,11 @@ pub mod eventbridge;
 pub mod webhook;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures_util::future::BoxFuture;
 use serde::Serialize;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 
 use crate::metrics as m;
 use crate::record::Timestamp;
@@ -59,6 +60,23 @@ pub trait Channel: Send + Sync + 'static {
 pub struct Notifier {
     tx: mpsc::Sender<Invalidated>,
     channels: Arc<[&'static str]>,
+    pending: Arc<Pending>,
+}
+
+/// Notices queued or being delivered, for whoever must wait until none is (the Lambda drain,
+/// shutdown).
+#[derive(Default)]
+struct Pending {
+    count: AtomicUsize,
+    none: Notify,
+}
+
+impl Pending {
+    fn done(&self) {
+        if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.none.notify_waiters();
+        }
+    }
 }
 
 impl Notifier {
@@ -71,25 +89,53 @@ impl Notifier {
         let names = channels.iter().map(|c| c.name()).collect();
         let (tx, mut rx) = mpsc::channel::<Invalidated>(QUEUE);
         let room = Arc::new(Semaphore::new(CONCURRENT));
+        let pending = Arc::new(Pending::default());
+        let settle = pending.clone();
         tokio::spawn(async move {
             while let Some(notice) = rx.recv().await {
                 let notice = Arc::new(notice);
+                // The notice is settled when its last channel is done with it.
+                let left = Arc::new(AtomicUsize::new(channels.len()));
                 for channel in &channels {
                     let Ok(permit) = room.clone().acquire_owned().await else { return };
-                    let (channel, notice) = (channel.clone(), notice.clone());
+                    let (channel, notice, left, settle) = (channel.clone(), notice.clone(), left.clone(), settle.clone());
                     tokio::spawn(async move {
                         channel.deliver(&notice).await;
                         drop(permit);
+                        if left.fetch_sub(1, Ordering::AcqRel) == 1 {
+                            settle.done();
+                        }
                     });
                 }
             }
         });
-        Some(Notifier { tx, channels: names })
+        Some(Notifier { tx, channels: names, pending })
+    }
+
+    /// Notices queued or still being delivered.
+    pub fn pending(&self) -> usize {
+        self.pending.count.load(Ordering::Acquire)
+    }
+
+    /// Returns once every notice raised so far is delivered or given up (each channel's retries
+    /// included). The caller bounds the wait.
+    pub async fn settled(&self) {
+        loop {
+            let none = self.pending.none.notified();
+            tokio::pin!(none);
+            none.as_mut().enable();
+            if self.pending() == 0 {
+                return;
+            }
+            none.await;
+        }
     }
 
     /// Queues `notice`; never waits.
     pub fn invalidated(&self, notice: Invalidated) {
+        self.pending.count.fetch_add(1, Ordering::AcqRel);
         if let Err(err) = self.tx.try_send(notice) {
+            self.pending.done();
             for channel in self.channels.iter() {
                 metrics::counter!(m::NOTIFICATIONS, "channel" => *channel, "outcome" => "dropped").increment(1);
             }

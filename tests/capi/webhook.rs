@@ -5,20 +5,13 @@
 //! stored in plaintext, never logged. Targets that are not public are refused when the URL is set
 //! and, for a URL stored while they were allowed, again when the name resolves at delivery.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use bytes::Bytes;
-use hmac::{Hmac, KeyInit, Mac};
-use http::{Response, StatusCode};
-use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
-use sha2::Sha256;
 
 use crate::common::fake_graph::{Answer, FakeGraph};
-use crate::common::http_server::HttpServer;
 use crate::common::metrics::metric;
+use crate::common::webhook_receiver::Receiver;
 use crate::helpers::{Site, eventually, q};
 
 const PIXEL: &str = "9000310";
@@ -26,70 +19,10 @@ const TOKEN: &str = "EAAtesttokenWebhookFirst4Hq8Zk2Wn5Rt7Yc3Vb";
 const TOKEN_2: &str = "EAAtesttokenWebhookSecond9Pd3Lm6Xs2Qa8Ge5";
 const SECRET: &str = "whsec-test-2f9c1d7e4b8a6035";
 
-/// One POST the receiver got.
-#[derive(Debug, Clone)]
-struct Received {
-    signature: String,
-    delivery: String,
-    event: String,
-    body: Bytes,
-}
-
-/// A webhook receiver on 127.0.0.1: keeps every request, answers with the next queued status
-/// (then 200).
-struct Receiver {
-    server: HttpServer,
-    got: Arc<Mutex<Vec<Received>>>,
-    answers: Arc<Mutex<VecDeque<u16>>>,
-}
-
-impl Receiver {
-    fn start() -> Receiver {
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let answers = Arc::new(Mutex::new(VecDeque::new()));
-        let (g, a) = (got.clone(), answers.clone());
-        let server = HttpServer::start("webhook-receiver", move |req: http::Request<hyper::body::Incoming>| {
-            let (got, answers) = (g.clone(), a.clone());
-            async move {
-                let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-                let (signature, delivery, event) = (header("pixelgate-signature"), header("pixelgate-delivery"), header("pixelgate-event"));
-                assert_eq!((req.method().as_str(), req.uri().path()), ("POST", "/hook"));
-                assert_eq!(req.headers()["content-type"], "application/json");
-                let body = req.into_body().collect().await.unwrap().to_bytes();
-                got.lock().unwrap().push(Received { signature, delivery, event, body });
-                let status = answers.lock().unwrap().pop_front().unwrap_or(200);
-                Ok(Response::builder().status(StatusCode::from_u16(status).unwrap()).body(Full::new(Bytes::from_static(b"{}"))).unwrap())
-            }
-        });
-        Receiver { server, got, answers }
-    }
-
-    fn url(&self, host: &str) -> String {
-        format!("http://{host}:{}/hook", self.server.addr().port())
-    }
-
-    fn got(&self) -> Vec<Received> {
-        self.got.lock().unwrap().clone()
-    }
-}
-
-/// Checks `pixelgate-signature` as a receiver would: `t` recent, `v1` the HMAC-SHA256 of the body.
-fn verify(r: &Received, secret: &str) {
-    let parts: Vec<(&str, &str)> = r.signature.split(',').filter_map(|p| p.split_once('=')).collect();
-    let t: u64 = parts.iter().find(|(k, _)| *k == "t").expect("t=").1.parse().unwrap();
-    let v1 = parts.iter().find(|(k, _)| *k == "v1").expect("v1=").1;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-    assert!(now.abs_diff(t) < 120, "t={t} is not now ({now})");
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(&r.body);
-    let want: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
-    assert_eq!(v1, want, "the signature does not verify: {}", r.signature);
-}
-
 #[tokio::test]
 async fn one_signed_post_per_state_change_retried_after_a_500() {
     let receiver = Receiver::start();
-    receiver.answers.lock().unwrap().push_back(500);
+    receiver.answer_next(&[500]);
     let site = Site::new();
     let fake = FakeGraph::start();
     fake.set_token(PIXEL, TOKEN);
@@ -99,9 +32,9 @@ async fn one_signed_post_per_state_change_retried_after_a_500() {
 
     let (status, a) = server.admin_json("POST", "/v1/accounts", Some(json!({"name": "Hooked", "account_id": "acc_hooked"}))).await;
     assert_eq!(status, 201, "{a}");
-    let (status, a) = server.admin_json("PATCH", "/v1/accounts/acc_hooked", Some(json!({"webhook_url": receiver.url("127.0.0.1"), "webhook_secret": SECRET}))).await;
+    let (status, a) = server.admin_json("PATCH", "/v1/accounts/acc_hooked", Some(json!({"webhook_url": receiver.url("http", "127.0.0.1"), "webhook_secret": SECRET}))).await;
     assert_eq!(status, 200, "{a}");
-    assert_eq!((&a["webhook_url"], &a["webhook_secret"], &a["webhook_last_delivery"]), (&receiver.url("127.0.0.1").into(), &json!({"set": true}), &Value::Null), "{a}");
+    assert_eq!((&a["webhook_url"], &a["webhook_secret"], &a["webhook_last_delivery"]), (&receiver.url("http", "127.0.0.1").into(), &json!({"set": true}), &Value::Null), "{a}");
     let (status, p) = server.admin_json("PUT", &format!("/v1/pixels/{PIXEL}"), Some(json!({"account_id": "acc_hooked", "destinations": {"meta": {"access_token": TOKEN}}}))).await;
     assert_eq!(status, 201, "{p}");
 
@@ -116,7 +49,7 @@ async fn one_signed_post_per_state_change_retried_after_a_500() {
     assert_eq!(got[0].delivery, got[1].delivery, "a retry keeps the delivery id");
     assert_eq!(got[0].body, got[1].body);
     for r in &got {
-        verify(r, SECRET);
+        r.verify(SECRET);
         assert_eq!(r.event, "pixelgate.destination.invalidated");
     }
     let body: Value = serde_json::from_slice(&got[0].body).unwrap();
@@ -150,7 +83,7 @@ async fn one_signed_post_per_state_change_retried_after_a_500() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let got = receiver.got();
     assert_eq!(got.len(), 3, "{got:#?}");
-    verify(&got[2], SECRET);
+    got[2].verify(SECRET);
     assert_ne!(got[2].delivery, got[0].delivery);
     server.finish(&[TOKEN, TOKEN_2, SECRET]).await;
 }
@@ -167,7 +100,7 @@ async fn targets_that_are_not_public_are_refused_when_set_and_at_delivery() {
     assert_eq!(status, 201);
     let patch = |url: &str| json!({"webhook_url": url, "webhook_secret": SECRET});
     for (url, says) in [
-        (receiver.url("127.0.0.1"), "must be https"),
+        (receiver.url("http", "127.0.0.1"), "must be https"),
         ("https://127.0.0.1/hook".to_owned(), "127.0.0.1 is not a public address"),
         ("https://169.254.169.254/latest/meta-data/".to_owned(), "169.254.169.254 is not a public address"),
         ("https://10.1.2.3/hook".to_owned(), "10.1.2.3 is not a public address"),
@@ -188,7 +121,7 @@ async fn targets_that_are_not_public_are_refused_when_set_and_at_delivery() {
     server.finish(&[SECRET]).await;
 
     // Stored while private targets were allowed, under a name that resolves to loopback.
-    let url = format!("https://localhost:{}/hook", receiver.server.addr().port());
+    let url = receiver.url("https", "localhost");
     let server = site.serve_admin(&fake, &["--allow-private-webhooks"]);
     let (status, a) = server.admin_json("PATCH", "/v1/accounts/acc_fenced", Some(patch(&url))).await;
     assert_eq!(status, 200, "{a}");

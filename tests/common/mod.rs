@@ -14,7 +14,8 @@
 //!   standing in for AWS; [`stream`]: a Firehose delivery stream in moto, read back from S3;
 //!   [`proxy`]: proxies in front of moto that cut or slow it;
 //! - the fakes: [`http_server`] (the loopback server they run on), [`fake_graph`] (Meta's Graph
-//!   API, split by concern) and [`lambda_emulator`] (Lambda's Runtime and Extensions APIs).
+//!   API, split by concern), [`lambda_emulator`] (Lambda's Runtime and Extensions APIs) and
+//!   [`webhook_receiver`] (an account's webhook, checking signatures).
 //!
 //! Every test binary compiles all of it and none uses all of it, so each declares it `pub mod
 //! common`: the harness is the public surface of the test crate, and rustc does not report a
@@ -38,3 +39,4 @@ pub mod records;
 pub mod stream;
 pub mod timing;
 pub mod user_agents;
+pub mod webhook_receiver;

@@ -1,6 +1,7 @@
 //! The drain extension: each invocation's record reaches Firehose (moto) and its Conversions API
 //! call (the fake Graph API) completes after the answer is posted and before the extension asks
 //! for its next event; never later than the deadline; and what remains at `SIGTERM` is flushed.
+//! A notice an invocation raises reaches the account's webhook within it too.
 
 use std::time::Duration;
 
@@ -9,10 +10,11 @@ use serde_json::{Value, json};
 use crate::common::fake_graph::{Answer, FakeGraph};
 use crate::common::lambda_emulator::Emulator;
 use crate::common::moto::{aws_env, moto};
-use crate::common::process::tokens;
+use crate::common::process::{pixelgate, tokens};
 use crate::common::proxy::SlowProxy;
 use crate::common::stream::create_stream;
 use crate::common::timing::{ms, quantile};
+use crate::common::webhook_receiver::Receiver;
 use crate::helpers::{pixel_event, spawn};
 
 const DRAIN: &str = "pixelgate-drain";
@@ -299,4 +301,61 @@ fn figures_start_to_first_next_and_drain_with_a_50ms_firehose() {
         ms(quantile(&mut whole, 0.9)),
         ms(quantile(&mut whole, 1.0)),
     );
+}
+
+/// A notice raised by an invocation's delivery (Meta calls the token invalid) is delivered to the
+/// account's webhook before the extension lets the sandbox freeze, its retry after a `500`
+/// included; a later invocation raises none (one per state change).
+#[test]
+fn a_notice_raised_in_an_invocation_reaches_the_webhook_before_the_sandbox_freezes() {
+    let graph = FakeGraph::start();
+    let (pixel, token, secret) = ("4242424299", "EAAlambdaNoticeTestToken0002", "whsec-lambda-notice-7c1e2a");
+    graph.set_token(pixel, token);
+    graph.fail_next(100, Answer::InvalidToken);
+    let receiver = Receiver::start();
+    receiver.answer_next(&[500]);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cli = |args: &[&str], body: Value| {
+        let mut all = vec!["--data-dir", data.to_str().unwrap(), "--allow-private-webhooks"];
+        all.extend_from_slice(args);
+        let run = pixelgate(&all, &body.to_string(), &[]);
+        run.assert_hides(secret);
+        run.json()
+    };
+    cli(&["accounts", "create"], json!({"name": "Lambda shop", "account_id": "acc_lambda"}));
+    let a = cli(&["accounts", "update", "acc_lambda"], json!({"webhook_url": receiver.url("http", "127.0.0.1"), "webhook_secret": secret}));
+    assert_eq!(a["webhook_secret"], json!({"set": true}), "{a}");
+    let p = cli(&["pixels", "put", pixel], json!({"account_id": "acc_lambda", "destinations": {"meta": {"access_token": token}}}));
+    assert_eq!(p["destinations"]["meta"]["set"], true, "{p}");
+
+    let emulator = Emulator::start(Duration::from_secs(10));
+    let env = [("PIXELGATE_GRAPH_URL", graph.url()), ("PIXELGATE_ALLOW_PRIVATE_WEBHOOKS", "true".into()), ("PIXELGATE_LOG_LEVEL", "debug".into())];
+    let mut function = spawn(&emulator, &data, &env);
+    emulator.wait_init(Duration::from_secs(20), || function.logs());
+
+    let inv = emulator.invoke(pixel_event(pixel, "notice-0"));
+    assert!(!inv.timed_out && inv.ended_at.is_some(), "{inv:?}\n{}", function.logs());
+    let extension_next = inv.extension_next(DRAIN).unwrap();
+    let got = receiver.got();
+    assert_eq!(got.len(), 2, "the notice, answered 500 then 200, within the invocation: {got:?}\n{}", function.logs());
+    assert!(got[1].at <= extension_next, "the extension asked for more {} before the webhook had the notice", ms(got[1].at - extension_next));
+    for r in &got {
+        r.verify(secret);
+    }
+    let body: Value = serde_json::from_slice(&got[1].body).unwrap();
+    assert_eq!((&body["account_id"], &body["pixel_id"], &body["code"]), (&json!("acc_lambda"), &json!(pixel), &json!(190)), "{body}");
+    eprintln!(
+        "notice: webhook answered +{} after the function's answer; extension next +{}",
+        ms(got[1].at - inv.response_at.unwrap()),
+        ms(extension_next - inv.response_at.unwrap())
+    );
+
+    // The token is invalid now: the next invocation forwards nothing and raises no notice.
+    let inv = emulator.invoke(pixel_event(pixel, "notice-1"));
+    assert!(!inv.timed_out && inv.ended_at.is_some(), "{inv:?}");
+    assert_eq!(receiver.got().len(), 2, "one notice per state change");
+    let (status, _) = function.terminate();
+    assert!(status.success(), "exit {status}: {}", function.logs());
+    assert!(!function.logs().contains(token) && !function.logs().contains(secret), "a secret reached the log");
 }

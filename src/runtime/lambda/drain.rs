@@ -10,11 +10,14 @@ use tokio::sync::mpsc;
 
 use super::{DRAIN_MARGIN, METRICS_LOG_INTERVAL};
 use crate::metrics as m;
+use crate::notify::Notifier;
 use crate::pipeline::Dispatcher;
 
 /// The extension's side of each invocation.
 pub(super) struct Drain {
     dispatcher: Dispatcher,
+    /// Notices raised by the invocation's deliveries (a token found invalid), waited for too.
+    notices: Option<Notifier>,
     /// Request ids of invocations whose handler has finished (or failed), in order.
     ends: tokio::sync::Mutex<mpsc::UnboundedReceiver<String>>,
     metrics: PrometheusHandle,
@@ -22,12 +25,13 @@ pub(super) struct Drain {
 }
 
 impl Drain {
-    /// The drain over `dispatcher`; `ends` says which invocations' handlers are done.
-    pub(super) fn new(dispatcher: Dispatcher, ends: mpsc::UnboundedReceiver<String>, metrics: PrometheusHandle) -> Drain {
-        Drain { dispatcher, ends: tokio::sync::Mutex::new(ends), metrics, last_metrics_log: Mutex::new(None) }
+    /// The drain over `dispatcher` and `notices`; `ends` says which invocations' handlers are done.
+    pub(super) fn new(dispatcher: Dispatcher, notices: Option<Notifier>, ends: mpsc::UnboundedReceiver<String>, metrics: PrometheusHandle) -> Drain {
+        Drain { dispatcher, notices, ends: tokio::sync::Mutex::new(ends), metrics, last_metrics_log: Mutex::new(None) }
     }
 
-    /// Waits for the handler of `request_id` to finish, then for its work to be delivered, at
+    /// Waits for the handler of `request_id` to finish, then for its work to be delivered (records,
+    /// destinations, then any notice those raised), at
     /// most until [`DRAIN_MARGIN`] before `deadline_ms`. Never fails: an error here would make
     /// the extension report itself failed and end the runtime.
     pub(super) async fn invocation(&self, request_id: &str, deadline_ms: u64) {
@@ -45,7 +49,13 @@ impl Drain {
         })
         .await
         .unwrap_or(false);
-        let flushed = handled && tokio::time::timeout_at(deadline.into(), self.dispatcher.flush()).await.is_ok();
+        let work = async {
+            self.dispatcher.flush().await;
+            if let Some(notices) = &self.notices {
+                notices.settled().await;
+            }
+        };
+        let flushed = handled && tokio::time::timeout_at(deadline.into(), work).await.is_ok();
         let elapsed = started.elapsed();
         metrics::histogram!(m::LAMBDA_DRAIN_SECONDS).record(elapsed.as_secs_f64());
         if !flushed {
@@ -54,7 +64,7 @@ impl Drain {
                 request_id,
                 handled,
                 waited_ms = elapsed.as_millis() as u64,
-                "the invocation's deadline came before its records and Conversions API calls were done; they continue at the next invocation"
+                "the invocation's deadline came before its records, Conversions API calls and notices were done; they continue at the next invocation"
             );
         } else {
             tracing::debug!(request_id, drain_ms = elapsed.as_secs_f64() * 1e3, "drained");

@@ -49,6 +49,7 @@ pub use self::drain::metrics_summary;
 use self::inputs::{EventNames, Inputs};
 use crate::edge::EdgeService;
 use crate::error::ConfigError;
+use crate::notify::Notifier;
 use crate::pipeline::Dispatcher;
 
 /// How long before the invocation's deadline the drain stops waiting, so the extension's
@@ -76,13 +77,21 @@ pub fn is_lambda() -> bool {
     std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some_and(|v| !v.is_empty())
 }
 
-/// Runs the Lambda runtime over `service` and the drain extension over `dispatcher` until the
+/// Runs the Lambda runtime over `service` and the drain extension over `dispatcher` (and the
+/// notices of `notices`) until the
 /// runtime stops or `shutdown` resolves (`SIGTERM`). The caller then drains the outlets within
 /// [`SHUTDOWN_BUDGET`].
-pub async fn serve(service: EdgeService, dispatcher: Dispatcher, event_names: EventNames, metrics: PrometheusHandle, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn serve(
+    service: EdgeService,
+    dispatcher: Dispatcher,
+    notices: Option<Notifier>,
+    event_names: EventNames,
+    metrics: PrometheusHandle,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let inputs = Inputs::new(dispatcher.clone(), event_names);
     let (ends_tx, ends_rx) = mpsc::unbounded_channel();
-    let drain = Arc::new(Drain::new(dispatcher, ends_rx, metrics));
+    let drain = Arc::new(Drain::new(dispatcher, notices, ends_rx, metrics));
     let processor = lambda_extension::service_fn(move |event: lambda_extension::LambdaEvent| {
         let drain = drain.clone();
         async move {
