@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 /// `src/`'s top-level modules, bottom layer first. A module may use the modules of the layers
 /// before its own, and those of its own layer only if they are listed before it.
 const LAYERS: &[&[&str]] = &[
-    &["error", "metrics", "telemetry", "batch", "retry", "secret", "seal", "clock", "pace", "simd", "pii"],
+    &["error", "metrics", "telemetry", "batch", "retry", "secret", "seal", "clock", "pace", "simd", "pii", "address"],
     &["record"],
     &["params", "tokens", "registry", "notify"],
     &["pipeline"],
