@@ -25,6 +25,7 @@ use crate::address::is_public;
 use crate::metrics as m;
 use crate::registry::ids::hex;
 use crate::registry::{AccountId, Registry, WebhookDelivery, WebhookPolicy, WebhookTarget};
+use crate::telemetry::error_chain;
 use crate::tokens::now_ms;
 
 /// Attempts per notice.
@@ -225,18 +226,6 @@ impl Sender {
             tracing::warn!(account_id = %account, error = %err, "cannot keep the webhook delivery's outcome on the account");
         }
     }
-}
-
-/// An error and its causes, one line.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(e) = cause {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        cause = e.source();
-    }
-    text
 }
 
 impl Channel for Sender {
