@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::mpsc;
 
-use super::{DRAIN_MARGIN, METRICS_LOG_INTERVAL};
+use super::{DRAIN_MARGIN, METRICS_LOG_INTERVAL, NOTICE_WAIT};
 use crate::metrics as m;
 use crate::notify::Notifier;
 use crate::pipeline::Dispatcher;
@@ -51,8 +51,15 @@ impl Drain {
         .unwrap_or(false);
         let work = async {
             self.dispatcher.flush().await;
-            if let Some(notices) = &self.notices {
-                notices.settled().await;
+            if let Some(notices) = &self.notices
+                && tokio::time::timeout(NOTICE_WAIT, notices.settled()).await.is_err()
+            {
+                tracing::warn!(
+                    request_id,
+                    notices = notices.pending(),
+                    waited = ?NOTICE_WAIT,
+                    "notices still being delivered after the drain's wait; they continue when the sandbox next runs"
+                );
             }
         };
         let flushed = handled && tokio::time::timeout_at(deadline.into(), work).await.is_ok();

@@ -56,6 +56,11 @@ use crate::pipeline::Dispatcher;
 /// `next` call reaches Lambda before the function timeout ends the environment.
 pub const DRAIN_MARGIN: Duration = Duration::from_millis(300);
 
+/// Longest an invocation's drain waits for notices still being delivered (a webhook retrying),
+/// after its records and destinations: a receiver that is down costs each invocation at most
+/// this, and what is left continues when the sandbox next runs.
+pub const NOTICE_WAIT: Duration = Duration::from_secs(2);
+
 /// What the outlets get at `SIGTERM`: Lambda kills the process 500 ms after it.
 pub const SHUTDOWN_BUDGET: Duration = Duration::from_millis(400);
 
