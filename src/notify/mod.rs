@@ -26,9 +26,9 @@ pub const INVALIDATED: &str = "Destination Credentials Invalidated";
 /// The notice's type where it names itself (the webhook's body and `pixelgate-event` header).
 pub const INVALIDATED_TYPE: &str = "pixelgate.destination.invalidated";
 
-/// Notices that may wait for the sender; past it, a notice is counted and logged as dropped.
+/// Notices queued or being delivered at once; past it, a notice is counted and logged as dropped.
 const QUEUE: usize = 1_000;
-/// Deliveries in progress at once, over every channel (a slow webhook holds one while it retries).
+/// Deliveries in progress at once per channel (a slow webhook holds one while it retries).
 const CONCURRENT: usize = 64;
 
 /// A destination's credentials for a pixel are no longer usable.
@@ -79,6 +79,23 @@ impl Pending {
     }
 }
 
+/// One notice's channels still delivering it.
+struct Settling {
+    left: AtomicUsize,
+    pending: Arc<Pending>,
+}
+
+/// Marks one channel done with a notice when dropped: after its delivery, or if it panicked.
+struct Done(Arc<Settling>);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        if self.0.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.pending.done();
+        }
+    }
+}
+
 impl Notifier {
     /// Notices to every one of `channels`, sent by tasks on the current runtime; `None` if there
     /// are none.
@@ -88,23 +105,23 @@ impl Notifier {
         }
         let names = channels.iter().map(|c| c.name()).collect();
         let (tx, mut rx) = mpsc::channel::<Invalidated>(QUEUE);
-        let room = Arc::new(Semaphore::new(CONCURRENT));
+        // Each channel has its own room: a webhook that never answers (one tenant's) holds only
+        // webhook deliveries back, never EventBridge's.
+        let channels: Vec<(Arc<dyn Channel>, Arc<Semaphore>)> = channels.into_iter().map(|c| (c, Arc::new(Semaphore::new(CONCURRENT)))).collect();
         let pending = Arc::new(Pending::default());
         let settle = pending.clone();
         tokio::spawn(async move {
             while let Some(notice) = rx.recv().await {
                 let notice = Arc::new(notice);
-                // The notice is settled when its last channel is done with it.
-                let left = Arc::new(AtomicUsize::new(channels.len()));
-                for channel in &channels {
-                    let Ok(permit) = room.clone().acquire_owned().await else { return };
-                    let (channel, notice, left, settle) = (channel.clone(), notice.clone(), left.clone(), settle.clone());
+                // The notice is settled when its last channel is done with it, however that
+                // delivery ends (a panic included).
+                let left = Arc::new(Settling { left: AtomicUsize::new(channels.len()), pending: settle.clone() });
+                for (channel, room) in &channels {
+                    let (channel, room, notice, left) = (channel.clone(), room.clone(), notice.clone(), left.clone());
                     tokio::spawn(async move {
+                        let _done = Done(left);
+                        let _permit = room.acquire_owned().await.expect("a channel's semaphore is never closed");
                         channel.deliver(&notice).await;
-                        drop(permit);
-                        if left.fetch_sub(1, Ordering::AcqRel) == 1 {
-                            settle.done();
-                        }
                     });
                 }
             }
@@ -131,10 +148,12 @@ impl Notifier {
         }
     }
 
-    /// Queues `notice`; never waits.
+    /// Queues `notice`; never waits. Past [`QUEUE`] notices queued or being delivered, it is
+    /// dropped (counted and logged).
     pub fn invalidated(&self, notice: Invalidated) {
-        self.pending.count.fetch_add(1, Ordering::AcqRel);
-        if let Err(err) = self.tx.try_send(notice) {
+        let full = self.pending.count.fetch_add(1, Ordering::AcqRel) >= QUEUE;
+        let sent = if full { Err("the notice queue is full".to_owned()) } else { self.tx.try_send(notice).map_err(|e| e.to_string()) };
+        if let Err(err) = sent {
             self.pending.done();
             for channel in self.channels.iter() {
                 metrics::counter!(m::NOTIFICATIONS, "channel" => *channel, "outcome" => "dropped").increment(1);

@@ -2,8 +2,10 @@
 //! JSON, signed with HMAC-SHA256 of the body under the account's webhook secret
 //! (`pixelgate-signature: t=<unix seconds>,v1=<hex>`), the same `pixelgate-delivery` id on every
 //! attempt so a receiver can drop repeats. A connection failure, a timeout, `408`, `429` or a
-//! `5xx` is tried again with backoff; another answer is final. The outcome is kept on the account
-//! (`webhook_last_delivery`), counted and logged.
+//! `5xx` is tried again with backoff (jittered; an answer's `Retry-After` up to 30 s); another
+//! answer is final. The outcome is kept on the account (`webhook_last_delivery`): the status and
+//! a fixed reason, never what the target answered or why a connection failed, so that the
+//! server is not a way to read other hosts or scan ports. It is counted and logged.
 //!
 //! The request is made on the tenant's behalf, so it goes to public addresses only: the name is
 //! resolved by [`PublicOnly`], which refuses a name with any loopback, private, link-local or
@@ -34,8 +36,18 @@ pub const ATTEMPTS: u32 = 6;
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// One attempt's limit, connection included.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Most of a failed answer's body kept in the outcome.
-const ERROR_BODY: usize = 200;
+/// Longest `Retry-After` honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// `wait` plus up to a quarter more, at random, so that retries to one receiver spread out.
+fn jittered(wait: Duration) -> Duration {
+    wait + wait.mul_f64(rand::random::<f64>() / 4.0)
+}
+
+/// An answer's `Retry-After` in seconds, if it gave one.
+fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
 
 /// The header with the signature.
 pub const SIGNATURE_HEADER: &str = "pixelgate-signature";
@@ -76,7 +88,10 @@ impl Resolve for PublicOnly {
         Box::pin(async move {
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             if let Some(bad) = addrs.iter().find(|a| !is_public(a.ip())) {
-                let why = NotPublic(format!("{host} resolves to {}, which is not a public address (set --allow-private-webhooks to allow it)", bad.ip()));
+                // The address itself stays out of the message, which the tenant reads: the server
+                // is not a way to look up names inside the deployment.
+                tracing::warn!(host, address = %bad.ip(), "a webhook's name resolves to an address that is not public; not connecting");
+                let why = NotPublic(format!("{host} resolves to an address that is not public (set --allow-private-webhooks to allow it)"));
                 return Err(Box::new(why) as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(addrs.into_iter()) as Addrs)
@@ -94,8 +109,8 @@ pub struct Sender {
 /// How one attempt went.
 enum Attempt {
     Delivered(u16),
-    /// Worth another attempt.
-    Retry(Option<u16>, String),
+    /// Worth another attempt (after the answer's `Retry-After`, if it gave one).
+    Retry(Option<u16>, String, Option<Duration>),
     /// Final.
     Failed(Option<u16>, String),
     Refused(String),
@@ -127,20 +142,21 @@ impl Sender {
             .header(EVENT_HEADER, INVALIDATED_TYPE)
             .body(body.to_vec());
         match request.send().await {
+            // The answer's body is never read: the outcome, which the tenant reads, holds the
+            // status only, so the server is not a way to read what other hosts answer.
             Ok(answer) => {
                 let status = answer.status();
+                let code = status.as_u16();
                 if status.is_success() {
-                    return Attempt::Delivered(status.as_u16());
+                    return Attempt::Delivered(code);
                 }
-                let text = answer.text().await.unwrap_or_default();
-                let said: String = text.chars().take(ERROR_BODY).collect();
-                let error = format!("answered {status}: {said}");
-                if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
-                    Attempt::Retry(Some(status.as_u16()), error)
+                let wait = retry_after(answer.headers());
+                if status.is_server_error() || code == 408 || code == 429 {
+                    Attempt::Retry(Some(code), format!("answered {status}"), wait)
                 } else if status.is_redirection() {
-                    Attempt::Failed(Some(status.as_u16()), format!("answered {status}; redirects are not followed (set webhook_url to the final address)"))
+                    Attempt::Failed(Some(code), format!("answered {status}; redirects are not followed (set webhook_url to the final address)"))
                 } else {
-                    Attempt::Failed(Some(status.as_u16()), error)
+                    Attempt::Failed(Some(code), format!("answered {status}"))
                 }
             }
             Err(err) => {
@@ -151,7 +167,16 @@ impl Sender {
                     }
                     cause = e.source();
                 }
-                Attempt::Retry(None, error_chain(&err.without_url()))
+                // The detail (refused, reset, timed out, a certificate) goes to the operator's
+                // log only; the tenant's outcome says no answer came.
+                let builder = err.is_builder();
+                let detail = error_chain(&err.without_url());
+                tracing::debug!(error = detail, "a webhook attempt got no answer");
+                if builder || detail.contains("certificate") {
+                    Attempt::Failed(None, "no answer: the request could not be made (a malformed URL or a certificate the server does not trust)".into())
+                } else {
+                    Attempt::Retry(None, "no answer: the connection failed or timed out".into(), None)
+                }
             }
         }
     }
@@ -176,19 +201,29 @@ impl Sender {
 
     async fn send(&self, notice: &Invalidated) {
         let Some(account) = notice.account_id.as_deref().and_then(|a| AccountId::parse(a).ok()) else { return };
-        let target = match self.registry.webhook(&account).await {
-            Ok(Some(target)) => target,
-            Ok(None) => return,
-            Err(err) => {
-                metrics::counter!(m::NOTIFICATIONS, "channel" => "webhook", "outcome" => "failed").increment(1);
-                tracing::error!(account_id = %account, pixel_id = notice.pixel_id, error = %err, "cannot read the account's webhook; the credentials-invalidated notice is not sent");
-                return;
+        let mut wait = FIRST_BACKOFF;
+        let mut read = 0;
+        let target = loop {
+            read += 1;
+            match self.registry.webhook(&account).await {
+                Ok(Some(target)) => break target,
+                Ok(None) => return,
+                Err(err) if read >= ATTEMPTS => {
+                    metrics::counter!(m::NOTIFICATIONS, "channel" => "webhook", "outcome" => "failed").increment(1);
+                    tracing::error!(account_id = %account, pixel_id = notice.pixel_id, error = %err, "cannot read the account's webhook; the credentials-invalidated notice is not sent");
+                    return;
+                }
+                Err(_) => {
+                    tokio::time::sleep(jittered(wait)).await;
+                    wait *= 2;
+                }
             }
         };
         let delivery_id = format!("whd_{}", uuid::Uuid::new_v4().simple());
         let body = serde_json::to_vec(&Body { kind: INVALIDATED_TYPE, delivery_id: &delivery_id, notice }).expect("a notice serializes");
         let mut wait = FIRST_BACKOFF;
         let mut attempts = 0;
+        let url = target.url.clone();
         let (outcome, status, error) = loop {
             attempts += 1;
             let attempt = match self.refused_literal(&target.url) {
@@ -199,9 +234,9 @@ impl Sender {
                 Attempt::Delivered(status) => break ("delivered", Some(status), None),
                 Attempt::Refused(why) => break ("refused", None, Some(why)),
                 Attempt::Failed(status, why) => break ("failed", status, Some(why)),
-                Attempt::Retry(status, why) if attempts >= ATTEMPTS => break ("failed", status, Some(why)),
-                Attempt::Retry(..) => {
-                    tokio::time::sleep(wait).await;
+                Attempt::Retry(status, why, _) if attempts >= ATTEMPTS => break ("failed", status, Some(why)),
+                Attempt::Retry(_, _, asked) => {
+                    tokio::time::sleep(asked.map_or_else(|| jittered(wait), |a| a.min(MAX_RETRY_AFTER))).await;
                     wait *= 2;
                 }
             }
@@ -222,7 +257,7 @@ impl Sender {
             ),
         }
         let kept = WebhookDelivery { delivery_id, at: now_ms(), outcome: outcome.to_owned(), attempts, status, error, pixel_id: notice.pixel_id.clone() };
-        if let Err(err) = self.registry.record_webhook_delivery(&account, kept).await {
+        if let Err(err) = self.registry.record_webhook_delivery(&account, &url, kept).await {
             tracing::warn!(account_id = %account, error = %err, "cannot keep the webhook delivery's outcome on the account");
         }
     }
@@ -261,6 +296,7 @@ mod tests {
             cause = e.source();
         }
         let refused = refused.expect("refused by the resolver, not by the connection");
-        assert!(refused.contains("localhost resolves to 127.0.0.1") || refused.contains("localhost resolves to ::1"), "{refused}");
+        assert!(refused.starts_with("localhost resolves to an address that is not public"), "{refused}");
+        assert!(!refused.contains("127.0.0.1") && !refused.contains("::1"), "the address is not told: {refused}");
     }
 }

@@ -185,6 +185,10 @@ impl Registry {
     /// anything is written, and needs a secret, given now or before.
     pub async fn update_account(&self, who: &Principal, id: &str, patch: AccountPatch) -> Result<Account, RegistryError> {
         let name = patch.name.as_deref().map(|n| check_name("name", n)).transpose()?;
+        // A URL is checked (its name resolved) only for a key that may change the account.
+        if matches!(patch.webhook_url, Some(Some(_))) {
+            self.account(who, id, Access::Write, false, "change this account").await?;
+        }
         let url = match patch.webhook_url {
             Some(Some(u)) => Some(Some(check_url(&u, self.webhooks).await.map_err(|e| RegistryError::field("webhook_url", e))?.to_string())),
             other => other.map(|_| None),
@@ -234,11 +238,15 @@ impl Registry {
         Ok(Some(WebhookTarget { url, secret }))
     }
 
-    /// Keeps how a notice to the account's webhook went, for its settings to show. Not a change
-    /// through the API: no audit entry, and `updated_at` stays.
-    pub async fn record_webhook_delivery(&self, account: &AccountId, delivery: WebhookDelivery) -> Result<(), RegistryError> {
+    /// Keeps how a notice to the account's webhook at `url` went, for its settings to show,
+    /// unless the URL changed meanwhile or a later delivery already ended. Not a change through
+    /// the API: no audit entry, and `updated_at` stays.
+    pub async fn record_webhook_delivery(&self, account: &AccountId, url: &str, delivery: WebhookDelivery) -> Result<(), RegistryError> {
         for _ in 0..ATTEMPTS {
             let Some((mut a, rev)) = self.get::<Account>(&at::account(account)).await? else { return Ok(()) };
+            if a.webhook_url.as_deref() != Some(url) || a.webhook_last_delivery.as_ref().is_some_and(|last| last.at > delivery.at) {
+                return Ok(());
+            }
             a.webhook_last_delivery = Some(delivery.clone());
             let put = Write::Put(at::item(at::account(account), Some((at::ACCOUNTS, account.to_string())), &a, rev + 1), Cond::Rev(rev));
             match self.kv.transact(vec![put]).await {

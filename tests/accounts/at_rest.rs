@@ -49,7 +49,8 @@ async fn populate(site: &Site, api: &Api) -> Vec<String> {
     assert_eq!(run.json()["set"], true);
 
     // Webhook secrets: through the API, and through the CLI (from standard input).
-    let hook = "https://hooks.example.com/pixelgate";
+    // A public address, so that no name is resolved.
+    let hook = "https://93.184.215.14/pixelgate";
     let a = api.ok("PATCH", "/v1/accounts/acc_a", Some(json!({"webhook_url": hook, "webhook_secret": WEBHOOK_SECRETS[0]}))).await;
     assert_eq!((&a["webhook_url"], &a["webhook_secret"]), (&json!(hook), &json!({"set": true})), "{a}");
     api.create_account("acc_w").await;

@@ -15,6 +15,7 @@ use crate::common::webhook_receiver::Receiver;
 use crate::helpers::{Site, eventually, q};
 
 const PIXEL: &str = "9000310";
+const PIXEL_LITERAL: &str = "9000311";
 const TOKEN: &str = "EAAtesttokenWebhookFirst4Hq8Zk2Wn5Rt7Yc3Vb";
 const TOKEN_2: &str = "EAAtesttokenWebhookSecond9Pd3Lm6Xs2Qa8Ge5";
 const SECRET: &str = "whsec-test-2f9c1d7e4b8a6035";
@@ -94,6 +95,7 @@ async fn targets_that_are_not_public_are_refused_when_set_and_at_delivery() {
     let site = Site::new();
     let fake = FakeGraph::start();
     fake.set_token(PIXEL, TOKEN);
+    fake.set_token(PIXEL_LITERAL, TOKEN);
     fake.fail_next(1000, Answer::InvalidToken);
     let server = site.serve_admin(&fake, &[]);
     let (status, _) = server.admin_json("POST", "/v1/accounts", Some(json!({"name": "Fenced", "account_id": "acc_fenced"}))).await;
@@ -127,21 +129,35 @@ async fn targets_that_are_not_public_are_refused_when_set_and_at_delivery() {
     assert_eq!(status, 200, "{a}");
     let (status, p) = server.admin_json("PUT", &format!("/v1/pixels/{PIXEL}"), Some(json!({"account_id": "acc_fenced", "destinations": {"meta": {"access_token": TOKEN}}}))).await;
     assert_eq!(status, 201, "{p}");
+    let (status, _) = server.admin_json("POST", "/v1/accounts", Some(json!({"name": "Literal", "account_id": "acc_literal"}))).await;
+    assert_eq!(status, 201);
+    let (status, a) = server.admin_json("PATCH", "/v1/accounts/acc_literal", Some(patch(&receiver.url("https", "127.0.0.1")))).await;
+    assert_eq!(status, 200, "{a}");
+    let (status, p) =
+        server.admin_json("PUT", &format!("/v1/pixels/{PIXEL_LITERAL}"), Some(json!({"account_id": "acc_literal", "destinations": {"meta": {"access_token": TOKEN}}}))).await;
+    assert_eq!(status, 201, "{p}");
     server.finish(&[TOKEN, SECRET]).await;
 
-    // A server without the flag resolves the name at delivery and does not connect.
+    // A server without the flag resolves the name at delivery and does not connect; an address
+    // stored as it is, is refused before any connection.
     let server = site.serve_admin(&fake, &[]);
     server.hit(&q(PIXEL, "Purchase", "eid=fenced-hook")).await;
-    let m = eventually!(Duration::from_secs(15), "the notice to be refused", {
+    server.hit(&q(PIXEL_LITERAL, "Purchase", "eid=fenced-literal")).await;
+    let m = eventually!(Duration::from_secs(15), "the notices to be refused", {
         let m = server.metrics().await;
-        (metric(&m, "pixelgate_notifications_total", &[("channel", "webhook"), ("outcome", "refused")]) == 1.0).then_some(m)
+        (metric(&m, "pixelgate_notifications_total", &[("channel", "webhook"), ("outcome", "refused")]) == 2.0).then_some(m)
     });
     assert_eq!(metric(&m, "pixelgate_notifications_total", &[("channel", "webhook"), ("outcome", "sent")]), 0.0);
     assert!(receiver.got().is_empty(), "no request reached the receiver");
     let (_, a) = server.admin_json("GET", "/v1/accounts/acc_fenced", None).await;
     let last = &a["webhook_last_delivery"];
     assert_eq!((&last["outcome"], &last["attempts"], &last["status"]), (&"refused".into(), &1.into(), &Value::Null), "{a}");
-    assert!(last["error"].as_str().unwrap().contains("localhost resolves to"), "{a}");
+    let error = last["error"].as_str().unwrap();
+    assert!(error.contains("localhost resolves to an address that is not public") && !error.contains("127.0.0.1"), "{a}");
+    let (_, a) = server.admin_json("GET", "/v1/accounts/acc_literal", None).await;
+    let last = &a["webhook_last_delivery"];
+    assert_eq!((&last["outcome"], &last["attempts"]), (&"refused".into(), &1.into()), "{a}");
+    assert!(last["error"].as_str().unwrap().contains("127.0.0.1 is not a public address"), "{a}");
     let logs = server.finish(&[TOKEN, SECRET]).await;
     assert!(logs.contains("could not be delivered to the account's webhook"), "{logs}");
 }

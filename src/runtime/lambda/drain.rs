@@ -16,7 +16,8 @@ use crate::pipeline::Dispatcher;
 /// The extension's side of each invocation.
 pub(super) struct Drain {
     dispatcher: Dispatcher,
-    /// Notices raised by the invocation's deliveries (a token found invalid), waited for too.
+    /// Notices being delivered (this invocation's deliveries may have raised one: a token found
+    /// invalid), waited for up to [`NOTICE_WAIT`].
     notices: Option<Notifier>,
     /// Request ids of invocations whose handler has finished (or failed), in order.
     ends: tokio::sync::Mutex<mpsc::UnboundedReceiver<String>>,
