@@ -11,8 +11,9 @@
 pub mod eventbridge;
 pub mod webhook;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
 use serde::Serialize;
@@ -58,29 +59,48 @@ pub trait Channel: Send + Sync + 'static {
 /// Where notices go; cloned into whoever may raise one.
 #[derive(Clone)]
 pub struct Notifier {
-    tx: mpsc::Sender<Invalidated>,
+    tx: mpsc::Sender<(u64, Invalidated)>,
     channels: Arc<[&'static str]>,
     pending: Arc<Pending>,
 }
 
-/// Notices queued or being delivered, for whoever must wait until none is (the Lambda drain,
-/// shutdown).
+/// Notices queued or being delivered, by sequence number, for whoever must wait for them (the
+/// Lambda drain, for those raised since its invocation began; shutdown, for all).
 #[derive(Default)]
 struct Pending {
-    count: AtomicUsize,
-    none: Notify,
+    /// The last sequence number given.
+    raised: AtomicU64,
+    open: Mutex<BTreeSet<u64>>,
+    changed: Notify,
 }
 
 impl Pending {
-    fn done(&self) {
-        if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.none.notify_waiters();
+    fn open(&self) -> std::sync::MutexGuard<'_, BTreeSet<u64>> {
+        self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn done(&self, seq: u64) {
+        self.open().remove(&seq);
+        self.changed.notify_waiters();
+    }
+
+    /// Returns once no notice numbered above `after` is open.
+    async fn settled_after(&self, after: u64) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.open().range(after + 1..).next().is_none() {
+                return;
+            }
+            changed.await;
         }
     }
 }
 
 /// One notice's channels still delivering it.
 struct Settling {
+    seq: u64,
     left: AtomicUsize,
     pending: Arc<Pending>,
 }
@@ -91,7 +111,7 @@ struct Done(Arc<Settling>);
 impl Drop for Done {
     fn drop(&mut self) {
         if self.0.left.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.pending.done();
+            self.0.pending.done(self.0.seq);
         }
     }
 }
@@ -104,18 +124,18 @@ impl Notifier {
             return None;
         }
         let names = channels.iter().map(|c| c.name()).collect();
-        let (tx, mut rx) = mpsc::channel::<Invalidated>(QUEUE);
+        let (tx, mut rx) = mpsc::channel::<(u64, Invalidated)>(QUEUE);
         // Each channel has its own room: a webhook that never answers (one tenant's) holds only
         // webhook deliveries back, never EventBridge's.
         let channels: Vec<(Arc<dyn Channel>, Arc<Semaphore>)> = channels.into_iter().map(|c| (c, Arc::new(Semaphore::new(CONCURRENT)))).collect();
         let pending = Arc::new(Pending::default());
         let settle = pending.clone();
         tokio::spawn(async move {
-            while let Some(notice) = rx.recv().await {
+            while let Some((seq, notice)) = rx.recv().await {
                 let notice = Arc::new(notice);
                 // The notice is settled when its last channel is done with it, however that
                 // delivery ends (a panic included).
-                let left = Arc::new(Settling { left: AtomicUsize::new(channels.len()), pending: settle.clone() });
+                let left = Arc::new(Settling { seq, left: AtomicUsize::new(channels.len()), pending: settle.clone() });
                 for (channel, room) in &channels {
                     let (channel, room, notice, left) = (channel.clone(), room.clone(), notice.clone(), left.clone());
                     tokio::spawn(async move {
@@ -131,34 +151,97 @@ impl Notifier {
 
     /// Notices queued or still being delivered.
     pub fn pending(&self) -> usize {
-        self.pending.count.load(Ordering::Acquire)
+        self.pending.open().len()
+    }
+
+    /// The number of the last notice raised: what [`Notifier::settled_after`] takes.
+    pub fn raised(&self) -> u64 {
+        self.pending.raised.load(Ordering::Acquire)
     }
 
     /// Returns once every notice raised so far is delivered or given up (each channel's retries
     /// included). The caller bounds the wait.
     pub async fn settled(&self) {
-        loop {
-            let none = self.pending.none.notified();
-            tokio::pin!(none);
-            none.as_mut().enable();
-            if self.pending() == 0 {
-                return;
-            }
-            none.await;
-        }
+        self.pending.settled_after(0).await
+    }
+
+    /// Returns once every notice raised after [`Notifier::raised`] answered `after` is delivered
+    /// or given up; earlier ones still retrying are not waited for. The caller bounds the wait.
+    pub async fn settled_after(&self, after: u64) {
+        self.pending.settled_after(after).await
     }
 
     /// Queues `notice`; never waits. Past [`QUEUE`] notices queued or being delivered, it is
     /// dropped (counted and logged).
     pub fn invalidated(&self, notice: Invalidated) {
-        let full = self.pending.count.fetch_add(1, Ordering::AcqRel) >= QUEUE;
-        let sent = if full { Err("the notice queue is full".to_owned()) } else { self.tx.try_send(notice).map_err(|e| e.to_string()) };
+        let seq = self.pending.raised.fetch_add(1, Ordering::AcqRel) + 1;
+        let full = {
+            let mut open = self.pending.open();
+            let full = open.len() >= QUEUE;
+            if !full {
+                open.insert(seq);
+            }
+            full
+        };
+        let sent = if full { Err("the notice queue is full".to_owned()) } else { self.tx.try_send((seq, notice)).map_err(|e| e.to_string()) };
         if let Err(err) = sent {
-            self.pending.done();
+            if !full {
+                self.pending.done(seq);
+            }
             for channel in self.channels.iter() {
                 metrics::counter!(m::NOTIFICATIONS, "channel" => *channel, "outcome" => "dropped").increment(1);
             }
             tracing::error!(error = %err, "a credentials-invalidated notice was dropped: the notice queue is full or closed (see pixelgate_notifications_total)");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A channel whose deliveries wait until released; a pixel id of "panic" panics instead.
+    struct Held(Arc<Notify>);
+
+    impl Channel for Held {
+        fn name(&self) -> &'static str {
+            "held"
+        }
+
+        fn deliver<'a>(&'a self, notice: &'a Invalidated) -> BoxFuture<'a, ()> {
+            Box::pin(async move {
+                assert_ne!(notice.pixel_id, "panic", "a channel that panics");
+                self.0.notified().await;
+            })
+        }
+    }
+
+    fn notice(pixel: &str) -> Invalidated {
+        Invalidated { account_id: None, pixel_id: pixel.into(), destination: "meta", code: Some(190), at: Timestamp::now() }
+    }
+
+    async fn settles(f: impl Future<Output = ()>) -> bool {
+        tokio::time::timeout(Duration::from_millis(200), f).await.is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_drain_waits_for_the_notices_raised_since_it_began_and_a_panic_still_settles() {
+        let release = Arc::new(Notify::new());
+        let notifier = Notifier::start(vec![Arc::new(Held(release.clone()))]).unwrap();
+        notifier.invalidated(notice("1"));
+        let before = notifier.raised();
+        assert!(settles(notifier.settled_after(before)).await, "nothing raised since");
+        notifier.invalidated(notice("2"));
+        assert!(!settles(notifier.settled_after(before)).await, "the new notice is still held");
+        assert_eq!(notifier.pending(), 2);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        release.notify_waiters();
+        assert!(settles(notifier.settled()).await, "both delivered");
+        assert_eq!(notifier.pending(), 0);
+
+        notifier.invalidated(notice("panic"));
+        assert!(settles(notifier.settled()).await, "a delivery that panicked is settled");
     }
 }

@@ -16,8 +16,8 @@ use crate::pipeline::Dispatcher;
 /// The extension's side of each invocation.
 pub(super) struct Drain {
     dispatcher: Dispatcher,
-    /// Notices being delivered (this invocation's deliveries may have raised one: a token found
-    /// invalid), waited for up to [`NOTICE_WAIT`].
+    /// Notices raised by this invocation's deliveries (a token found invalid), waited for up to
+    /// [`NOTICE_WAIT`]; earlier ones still retrying are not.
     notices: Option<Notifier>,
     /// Request ids of invocations whose handler has finished (or failed), in order.
     ends: tokio::sync::Mutex<mpsc::UnboundedReceiver<String>>,
@@ -38,6 +38,8 @@ impl Drain {
     pub(super) async fn invocation(&self, request_id: &str, deadline_ms: u64) {
         let started = Instant::now();
         let deadline = deadline_instant(deadline_ms);
+        // Notices this invocation may raise are numbered after this one.
+        let notices_before = self.notices.as_ref().map_or(0, Notifier::raised);
         let handled = tokio::time::timeout_at(deadline.into(), async {
             let mut ends = self.ends.lock().await;
             // Ends of earlier invocations whose drain ran out of time are skipped.
@@ -53,7 +55,7 @@ impl Drain {
         let work = async {
             self.dispatcher.flush().await;
             if let Some(notices) = &self.notices
-                && tokio::time::timeout(NOTICE_WAIT, notices.settled()).await.is_err()
+                && tokio::time::timeout(NOTICE_WAIT, notices.settled_after(notices_before)).await.is_err()
             {
                 tracing::warn!(
                     request_id,
