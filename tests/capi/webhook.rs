@@ -161,3 +161,39 @@ async fn targets_that_are_not_public_are_refused_when_set_and_at_delivery() {
     let logs = server.finish(&[TOKEN, SECRET]).await;
     assert!(logs.contains("could not be delivered to the account's webhook"), "{logs}");
 }
+
+/// An answer that will not change by asking again is final: a redirect is not followed, a `400`
+/// is not retried; each is one POST, kept as `failed` with its status.
+#[tokio::test]
+async fn a_redirect_or_a_client_error_is_final() {
+    let receiver = Receiver::start();
+    receiver.answer_next(&[302, 400]);
+    let site = Site::new();
+    let fake = FakeGraph::start();
+    fake.set_token(PIXEL, TOKEN);
+    fake.set_token(PIXEL, TOKEN_2);
+    fake.fail_next(1000, Answer::InvalidToken);
+    let server = site.serve_admin(&fake, &["--allow-private-webhooks"]);
+    let (status, _) = server.admin_json("POST", "/v1/accounts", Some(json!({"name": "Final", "account_id": "acc_final"}))).await;
+    assert_eq!(status, 201);
+    let (status, a) = server.admin_json("PATCH", "/v1/accounts/acc_final", Some(json!({"webhook_url": receiver.url("http", "127.0.0.1"), "webhook_secret": SECRET}))).await;
+    assert_eq!(status, 200, "{a}");
+    for (token, answered, says) in [(TOKEN, 302, "redirects are not followed"), (TOKEN_2, 400, "answered 400 Bad Request")] {
+        let (status, p) =
+            server.admin_json("PUT", &format!("/v1/pixels/{PIXEL}"), Some(json!({"account_id": "acc_final", "destinations": {"meta": {"access_token": token}}}))).await;
+        assert!(status == 200 || status == 201, "{p}");
+        let before = receiver.got().len();
+        server.hit(&q(PIXEL, "Purchase", &format!("eid=final-{answered}"))).await;
+        let last = eventually!(Duration::from_secs(15), "the outcome", {
+            let (_, a) = server.admin_json("GET", "/v1/accounts/acc_final", None).await;
+            (a["webhook_last_delivery"]["status"] == answered).then(|| a["webhook_last_delivery"].clone())
+        });
+        assert_eq!((&last["outcome"], &last["attempts"]), (&"failed".into(), &1.into()), "{last}");
+        assert!(last["error"].as_str().unwrap().contains(says), "{last}");
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert_eq!(receiver.got().len(), before + 1, "not retried");
+    }
+    let m = server.metrics().await;
+    assert_eq!(metric(&m, "pixelgate_notifications_total", &[("channel", "webhook"), ("outcome", "failed")]), 2.0, "{m}");
+    server.finish(&[TOKEN, TOKEN_2, SECRET]).await;
+}
