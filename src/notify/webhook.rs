@@ -13,7 +13,7 @@
 //! race). Redirects are not followed; no proxy is used. `--allow-private-webhooks` lifts this.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::BoxFuture;
@@ -73,6 +73,21 @@ struct Body<'a> {
     notice: &'a Invalidated,
 }
 
+/// The webhook client: no redirects, no proxy, attempts bounded; names resolved by [`PublicOnly`]
+/// unless `policy` allows private targets.
+fn build_client(policy: WebhookPolicy) -> reqwest::Client {
+    let mut client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(ATTEMPT_TIMEOUT)
+        .connect_timeout(ATTEMPT_TIMEOUT / 2)
+        .user_agent(concat!("pixelgate/", env!("CARGO_PKG_VERSION")));
+    if !policy.allow_private {
+        client = client.dns_resolver(Arc::new(PublicOnly));
+    }
+    client.build().expect("the webhook client builds")
+}
+
 /// A name resolution that refuses names with an address that is not public.
 #[derive(Debug, Clone, Copy)]
 pub struct PublicOnly;
@@ -102,7 +117,9 @@ impl Resolve for PublicOnly {
 /// The webhook channel: each notice of a pixel whose account has a webhook.
 pub struct Sender {
     registry: Arc<Registry>,
-    client: reqwest::Client,
+    /// Built at the first delivery, so that start-up (a Lambda cold start) does not pay for a
+    /// second TLS client it may never use.
+    client: OnceLock<reqwest::Client>,
     policy: WebhookPolicy,
 }
 
@@ -119,22 +136,17 @@ enum Attempt {
 impl Sender {
     /// Deliveries to the webhooks `registry` holds, to public targets unless `policy` says otherwise.
     pub fn new(registry: Arc<Registry>, policy: WebhookPolicy) -> Sender {
-        let mut client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .timeout(ATTEMPT_TIMEOUT)
-            .connect_timeout(ATTEMPT_TIMEOUT / 2)
-            .user_agent(concat!("pixelgate/", env!("CARGO_PKG_VERSION")));
-        if !policy.allow_private {
-            client = client.dns_resolver(Arc::new(PublicOnly));
-        }
-        Sender { registry, client: client.build().expect("the webhook client builds"), policy }
+        Sender { registry, client: OnceLock::new(), policy }
+    }
+
+    fn client(&self) -> &reqwest::Client {
+        self.client.get_or_init(|| build_client(self.policy))
     }
 
     async fn attempt(&self, target: &WebhookTarget, delivery_id: &str, body: &[u8]) -> Attempt {
         let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         let request = self
-            .client
+            .client()
             .post(&target.url)
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(SIGNATURE_HEADER, signature(target.secret.expose().as_bytes(), t, body))
