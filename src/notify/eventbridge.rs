@@ -12,12 +12,15 @@ use futures_util::future::BoxFuture;
 
 use super::{Channel, INVALIDATED, Invalidated};
 use crate::metrics as m;
+use crate::retry::RetryPolicy;
 
 /// Attempts per notice.
 pub const ATTEMPTS: u32 = 5;
 
-/// Wait before the second attempt; doubled for each next one.
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// The waits between attempts: half to all of 400 ms, doubling ("equal jitter"). Attempts are
+/// counted ([`ATTEMPTS`]); the SDK times each request.
+const BACKOFF: RetryPolicy =
+    RetryPolicy { attempt_timeout: Duration::MAX, backoff_initial: Duration::from_millis(400), backoff_max: Duration::from_secs(8), budget: Duration::MAX };
 
 /// Entry error codes worth another attempt.
 const RETRYABLE: &[&str] = &["ThrottlingException", "InternalException", "InternalFailure", "ServiceUnavailable"];
@@ -39,7 +42,6 @@ impl Sender {
     async fn send(&self, notice: &Invalidated) {
         let detail = serde_json::to_string(notice).expect("a notice serializes");
         let entry = PutEventsRequestEntry::builder().event_bus_name(&self.bus).source("pixelgate").detail_type(INVALIDATED).detail(detail).build();
-        let mut wait = FIRST_BACKOFF;
         let mut last = String::new();
         for attempt in 1..=ATTEMPTS {
             match self.client.put_events().entries(entry.clone()).send().await {
@@ -60,8 +62,7 @@ impl Sender {
                 Err(err) => last = format!("request failed: {}", aws_sdk_eventbridge::error::DisplayErrorContext(&err)),
             }
             if attempt < ATTEMPTS {
-                tokio::time::sleep(wait).await;
-                wait *= 2;
+                tokio::time::sleep(BACKOFF.backoff_at_least_half(attempt - 1)).await;
             }
         }
         metrics::counter!(m::NOTIFICATIONS, "channel" => "eventbridge", "outcome" => "failed").increment(1);

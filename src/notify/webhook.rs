@@ -2,7 +2,8 @@
 //! JSON, signed with HMAC-SHA256 of the body under the account's webhook secret
 //! (`pixelgate-signature: t=<unix seconds>,v1=<hex>`), the same `pixelgate-delivery` id on every
 //! attempt so a receiver can drop repeats. A connection failure, a timeout, `408`, `429` or a
-//! `5xx` is tried again with backoff (jittered; an answer's `Retry-After` up to 30 s); another
+//! `5xx` is tried again with the shared backoff ([`crate::retry`]; an answer's `Retry-After` up
+//! to 30 s); another
 //! answer is final. The outcome is kept on the account (`webhook_last_delivery`): the status and
 //! a fixed reason, never what the target answered or why a connection failed, so that the
 //! server is not a way to read other hosts or scan ports. It is counted and logged.
@@ -26,23 +27,21 @@ use super::{Channel, INVALIDATED_TYPE, Invalidated};
 use crate::address::is_public;
 use crate::metrics as m;
 use crate::registry::ids::hex;
+use crate::registry::webhook::url_refusal;
 use crate::registry::{AccountId, Registry, WebhookDelivery, WebhookPolicy, WebhookTarget};
+use crate::retry::RetryPolicy;
 use crate::telemetry::error_chain;
 use crate::tokens::now_ms;
 
 /// Attempts per notice.
 pub const ATTEMPTS: u32 = 6;
-/// Wait before the second attempt; doubled for each next one (0.5 s … 8 s: 15.5 s in all).
-const FIRST_BACKOFF: Duration = Duration::from_millis(500);
-/// One attempt's limit, connection included.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// One attempt's limit (connection included), and the waits between attempts: half to all of
+/// 1 s, 2 s, 4 s, 8 s and 16 s ("equal jitter"). Attempts are counted ([`ATTEMPTS`]); the
+/// budget is not used.
+const BACKOFF: RetryPolicy =
+    RetryPolicy { attempt_timeout: Duration::from_secs(10), backoff_initial: Duration::from_secs(1), backoff_max: Duration::from_secs(16), budget: Duration::MAX };
 /// Longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
-
-/// `wait` plus up to a quarter more, at random, so that retries to one receiver spread out.
-fn jittered(wait: Duration) -> Duration {
-    wait + wait.mul_f64(rand::random::<f64>() / 4.0)
-}
 
 /// An answer's `Retry-After` in seconds, if it gave one.
 fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
@@ -79,8 +78,8 @@ fn build_client(policy: WebhookPolicy) -> reqwest::Client {
     let mut client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
-        .timeout(ATTEMPT_TIMEOUT)
-        .connect_timeout(ATTEMPT_TIMEOUT / 2)
+        .timeout(BACKOFF.attempt_timeout)
+        .connect_timeout(BACKOFF.attempt_timeout / 2)
         .user_agent(concat!("pixelgate/", env!("CARGO_PKG_VERSION")));
     if !policy.allow_private {
         client = client.dns_resolver(Arc::new(PublicOnly));
@@ -193,53 +192,37 @@ impl Sender {
         }
     }
 
-    /// A URL not `https`, or written as an address that is not public: refused before any
-    /// connection (it may have been stored while `--allow-private-webhooks` was set).
-    fn refused_literal(&self, url: &str) -> Option<String> {
-        if self.policy.allow_private {
-            return None;
-        }
-        let url = url::Url::parse(url).ok()?;
-        if url.scheme() != "https" {
-            return Some(format!("{} is allowed only with --allow-private-webhooks", url.scheme()));
-        }
-        let ip = match url.host()? {
-            url::Host::Ipv4(ip) => std::net::IpAddr::from(ip),
-            url::Host::Ipv6(ip) => ip.into(),
-            url::Host::Domain(_) => return None,
-        };
-        (!is_public(ip)).then(|| format!("{ip} is not a public address (set --allow-private-webhooks to allow it)"))
-    }
-
     async fn send(&self, notice: &Invalidated) {
         let Some(account) = notice.account_id.as_deref().and_then(|a| AccountId::parse(a).ok()) else { return };
-        let mut wait = FIRST_BACKOFF;
         let mut read = 0;
         let target = loop {
-            read += 1;
             match self.registry.webhook(&account).await {
                 Ok(Some(target)) => break target,
                 Ok(None) => return,
-                Err(err) if read >= ATTEMPTS => {
+                Err(err) if read + 1 >= ATTEMPTS => {
                     metrics::counter!(m::NOTIFICATIONS, "channel" => "webhook", "outcome" => "failed").increment(1);
                     tracing::error!(account_id = %account, pixel_id = notice.pixel_id, error = %err, "cannot read the account's webhook; the credentials-invalidated notice is not sent");
                     return;
                 }
                 Err(_) => {
-                    tokio::time::sleep(jittered(wait)).await;
-                    wait *= 2;
+                    tokio::time::sleep(BACKOFF.backoff_at_least_half(read)).await;
+                    read += 1;
                 }
             }
         };
         let delivery_id = format!("whd_{}", uuid::Uuid::new_v4().simple());
         let body = serde_json::to_vec(&Body { kind: INVALIDATED_TYPE, delivery_id: &delivery_id, notice }).expect("a notice serializes");
-        let mut wait = FIRST_BACKOFF;
+        let parsed = url::Url::parse(&target.url).ok();
+        // A URL stored while private targets were allowed is refused before any connection.
+        let refused = match &parsed {
+            Some(url) => url_refusal(url, self.policy),
+            None => Some("the stored webhook_url does not parse; set it again".into()),
+        };
         let mut attempts = 0;
-        let url = target.url.clone();
         let (outcome, status, error) = loop {
             attempts += 1;
-            let attempt = match self.refused_literal(&target.url) {
-                Some(why) => Attempt::Refused(why),
+            let attempt = match &refused {
+                Some(why) => Attempt::Refused(why.clone()),
                 None => self.attempt(&target, &delivery_id, &body).await,
             };
             match attempt {
@@ -248,12 +231,11 @@ impl Sender {
                 Attempt::Failed(status, why) => break ("failed", status, Some(why)),
                 Attempt::Retry(status, why, _) if attempts >= ATTEMPTS => break ("failed", status, Some(why)),
                 Attempt::Retry(_, _, asked) => {
-                    tokio::time::sleep(asked.map_or_else(|| jittered(wait), |a| a.min(MAX_RETRY_AFTER))).await;
-                    wait *= 2;
+                    tokio::time::sleep(asked.map_or_else(|| BACKOFF.backoff_at_least_half(attempts - 1), |a| a.min(MAX_RETRY_AFTER))).await;
                 }
             }
         };
-        let host = url::Url::parse(&target.url).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default();
+        let host = parsed.as_ref().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default();
         let counted = if outcome == "delivered" { "sent" } else { outcome };
         metrics::counter!(m::NOTIFICATIONS, "channel" => "webhook", "outcome" => counted).increment(1);
         match &error {
@@ -269,7 +251,7 @@ impl Sender {
             ),
         }
         let kept = WebhookDelivery { delivery_id, at: now_ms(), outcome: outcome.to_owned(), attempts, status, error, pixel_id: notice.pixel_id.clone() };
-        if let Err(err) = self.registry.record_webhook_delivery(&account, &url, kept).await {
+        if let Err(err) = self.registry.record_webhook_delivery(&account, &target.url, kept).await {
             tracing::warn!(account_id = %account, error = %err, "cannot keep the webhook delivery's outcome on the account");
         }
     }

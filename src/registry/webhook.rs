@@ -35,6 +35,26 @@ pub fn refusal(ip: IpAddr) -> Option<String> {
     (!is_public(ip)).then(|| format!("{ip} is not a public address (loopback, private, link-local or reserved); set --allow-private-webhooks to allow it"))
 }
 
+/// Why the server may not send to `url` under `policy`, judged from the URL alone: its scheme,
+/// and its host when that is an address; `None` if it may. Asked when a URL is set and again
+/// before every delivery (for a URL stored while `--allow-private-webhooks` was set).
+pub fn url_refusal(url: &Url, policy: WebhookPolicy) -> Option<String> {
+    match url.scheme() {
+        "https" => {}
+        "http" if policy.allow_private => {}
+        "http" => return Some("must be https (http only with --allow-private-webhooks)".into()),
+        other => return Some(format!("must be https, not {other}")),
+    }
+    if policy.allow_private {
+        return None;
+    }
+    match url.host()? {
+        url::Host::Ipv4(ip) => refusal(ip.into()),
+        url::Host::Ipv6(ip) => refusal(ip.into()),
+        url::Host::Domain(_) => None,
+    }
+}
+
 /// A webhook secret as given: 1–[`MAX_SECRET`] bytes, no control characters.
 pub fn check_secret(text: &str) -> Result<Secret, String> {
     if text.is_empty() || text.len() > MAX_SECRET || text.chars().any(char::is_control) {
@@ -54,11 +74,8 @@ pub async fn check_url(text: &str, policy: WebhookPolicy) -> Result<Url, String>
         return Err(format!("at most {MAX_URL} bytes"));
     }
     let url = Url::parse(text.trim()).map_err(|e| format!("not an absolute URL ({e}); e.g. \"https://hooks.example.com/pixelgate\""))?;
-    match url.scheme() {
-        "https" => {}
-        "http" if policy.allow_private => {}
-        "http" => return Err("must be https (http only with --allow-private-webhooks)".into()),
-        other => return Err(format!("must be https, not {other}")),
+    if let Some(why) = url_refusal(&url, policy) {
+        return Err(why);
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err("must not carry a user name or password; deliveries are signed with webhook_secret".into());
@@ -68,8 +85,7 @@ pub async fn check_url(text: &str, policy: WebhookPolicy) -> Result<Url, String>
     }
     match url.host() {
         None => Err("has no host".into()),
-        Some(url::Host::Ipv4(ip)) => refusal(ip.into()).map_or(Ok(url.clone()), Err),
-        Some(url::Host::Ipv6(ip)) => refusal(ip.into()).map_or(Ok(url.clone()), Err),
+        Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)) => Ok(url.clone()),
         Some(url::Host::Domain(name)) => {
             let name = name.trim_end_matches('.').to_ascii_lowercase();
             if name == "localhost" || name.ends_with(".localhost") {
