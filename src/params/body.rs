@@ -97,7 +97,7 @@ fn kind(content_type: &str, bytes: &[u8]) -> Kind {
 
 /// A JSON object's value as a parameter value: strings as they are, numbers, booleans and nested
 /// values as JSON text; `null` is no value.
-fn json_text(value: serde_json::Value) -> Option<String> {
+pub(super) fn json_text(value: serde_json::Value) -> Option<String> {
     match value {
         serde_json::Value::Null => None,
         serde_json::Value::String(s) => Some(s),

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::body::Body;
+use super::body::{Body, json_text};
 use super::names::{Concept, classify};
 use super::{Captured, RequestHead, pixel_named};
 use crate::record::{PixelId, Source, Timestamp};
@@ -30,22 +30,18 @@ pub fn captured(event: Value, source: Source) -> Result<(Captured, PixelId), Str
         Some(_) => return Err("user_agent: must be a string".into()),
     };
     let mut form = form_urlencoded::Serializer::new(String::new());
-    let mut has_event = false;
     for (key, value) in &fields {
         if key == "ip" || key == "user_agent" {
             continue;
         }
-        let text = match value {
-            Value::Null => continue,
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            Value::Bool(b) => b.to_string(),
-            Value::Array(_) | Value::Object(_) => return Err(format!("{}: must be a string, number or boolean", clip(key))),
-        };
-        has_event |= matches!(classify(key), Concept::Event(_)) && !text.is_empty();
-        form.append_pair(key, &text);
+        if value.is_array() || value.is_object() {
+            return Err(format!("{}: must be a string, number or boolean", clip(key)));
+        }
+        if let Some(text) = json_text(value.clone()) {
+            form.append_pair(key, &text);
+        }
     }
-    if !has_event {
+    if !names_event(&fields) {
         return Err("event: required: the event's name (e.g. \"Purchase\")".into());
     }
     let head = head(user_agent, ip)?;
@@ -53,6 +49,11 @@ pub fn captured(event: Value, source: Source) -> Result<(Captured, PixelId), Str
     let captured = Captured { received_at: Timestamp::now(), source, head, body: Some(Box::new(body)) };
     let pixel = pixel_named(&captured).map_err(|e| format!("pixel_id: {e}"))?;
     Ok((captured, pixel))
+}
+
+/// Whether `fields` name the event (under any of a pixel hit's names for it: `event`, `ev`, …).
+pub fn names_event(fields: &serde_json::Map<String, Value>) -> bool {
+    fields.iter().any(|(key, value)| matches!(classify(key), Concept::Event(_)) && json_text(value.clone()).is_some_and(|t| !t.is_empty()))
 }
 
 /// A request head as the end user's browser would have sent it.

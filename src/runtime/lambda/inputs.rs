@@ -137,8 +137,7 @@ impl Inputs {
         let taken = match payload.get("detail") {
             Some(Value::Object(detail)) => {
                 let mut detail = detail.clone();
-                let named = ["event", "ev"].iter().any(|k| detail.get(*k).and_then(Value::as_str).is_some_and(|v| !v.is_empty()));
-                if !named {
+                if !event::names_event(&detail) {
                     detail.insert("event".into(), Value::String(self.names.name(detail_type).to_owned()));
                 }
                 self.take(Value::Object(detail), Source::EventBridge)
