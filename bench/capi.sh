@@ -29,6 +29,8 @@
 #   GRAPH_DELAY  the slow Graph API's answer delay, s      (default 1)
 #   MODES        which modes to run, in order              (default all but the DynamoDB ones)
 #   SKIP_BUILD   1 = don't run `cargo build --release`     (default 0)
+#   SERVER_BIN   the pixelgate binary to measure, e.g. another build's (with SKIP_BUILD=1)
+#                                                          (default target/release/pixelgate)
 #   KEEP_TMP     1 = keep the scratch directory
 #   PIXELGATE_*  passed to the server as usual
 #
@@ -50,7 +52,7 @@ KEEP_TMP="${KEEP_TMP:-0}"
 SERVER_CPU=0
 CLIENT_CPU=1
 PYTHON="${PYTHON:-python3}"
-PIXELGATE_BIN="$REPO_ROOT/target/release/pixelgate"
+PIXELGATE_BIN="${SERVER_BIN:-$REPO_ROOT/target/release/pixelgate}"
 FAST_FAKE_BIN="$REPO_ROOT/target/release/examples/fake_graph_fast"
 USER_AGENT='Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/141.0.0.0 Safari/537.36'
 TOKEN_PREFIX=bench-token-     # pixel P's token is bench-token-P; the fakes check it
