@@ -238,7 +238,12 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
     fn reaped(&mut self, done: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
         match done {
             Ok((id, ())) => {
-                self.in_flight_hits.remove(&id);
+                // Usually the last hold on the batch's hits: letting 1,000 of them go (their
+                // memory long out of the caches) is work like any other, done in short runs.
+                for hit in self.in_flight_hits.remove(&id).unwrap_or_default() {
+                    drop(hit);
+                    pace::work(1);
+                }
             }
             Err(err) => {
                 let hits = self.in_flight_hits.remove(&err.id()).unwrap_or_default();
