@@ -34,6 +34,12 @@ pub const DEFAULT_MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
 /// Default cap on the bytes the hit outlets hold (`--forward-max-bytes`).
 pub const DEFAULT_MAX_HIT_BYTES: usize = 32 * 1024 * 1024;
 
+/// What holding a hit costs beyond its own bytes ([`DraftHit::approx_bytes`]): the shared
+/// allocation's two counts and the queue's fields around the hit, and a consumer's places for it
+/// (a slot in an open batch, one in a delivery's list of hits), counted in the hit outlets'
+/// budget with the hit.
+const HELD_BYTES: usize = 2 * std::mem::size_of::<usize>() + std::mem::size_of::<QueuedHit>() - std::mem::size_of::<DraftHit>() + 64;
+
 /// Most bytes of lines gathered before they are handed on.
 const MAX_LINES_BYTES: usize = 1024 * 1024;
 
@@ -288,7 +294,7 @@ impl Dispatcher {
             return;
         }
         let wanted = || self.hits.iter().enumerate().filter(move |(i, _)| wanted >> i & 1 == 1);
-        let bytes = hit.approx_bytes();
+        let bytes = hit.approx_bytes() + HELD_BYTES;
         if !self.hit_budget.try_take(bytes) {
             for (_, outlet) in wanted() {
                 self.shed(outlet, "budget", 1);
