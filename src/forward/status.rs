@@ -24,22 +24,31 @@ pub struct ForwardStatus {
     last_shed: Mutex<Option<(u64, &'static str)>>,
     /// The last failed request: when (coarse clock, ms) and what.
     last_failure: Mutex<Option<(u64, String)>>,
+    /// `pixelgate_capi_events_total{outcome="shed",reason=…}` for the reasons the dispatcher
+    /// sheds with, resolved once: a destination that is down has every hit shed, on the
+    /// answering thread.
+    counted: [(&'static str, metrics::Counter); 3],
 }
 
 impl ForwardStatus {
     /// The state of forwarding to `destination`.
     pub fn new(destination: &'static str) -> ForwardStatus {
-        ForwardStatus { destination, shed: AtomicU64::new(0), last_shed: Mutex::new(None), last_failure: Mutex::new(None) }
+        let counted = ["budget", "queue_full", "outlet_closed"].map(|reason| (reason, metrics::counter!(m::CAPI_EVENTS, "outcome" => "shed", "reason" => reason)));
+        ForwardStatus { destination, shed: AtomicU64::new(0), last_shed: Mutex::new(None), last_failure: Mutex::new(None), counted }
     }
 
     /// `n` hits shed for `reason` (`budget`, `queue_full`, `outlet_closed`): counted in
     /// `pixelgate_capi_events_total{outcome="shed"}`.
     pub fn shed(&self, reason: &'static str, n: u64) {
-        metrics::counter!(m::CAPI_EVENTS, "outcome" => "shed", "reason" => reason).increment(n);
+        match self.counted.iter().find(|(r, _)| *r == reason) {
+            Some((_, counter)) => counter.increment(n),
+            None => metrics::counter!(m::CAPI_EVENTS, "outcome" => "shed", "reason" => reason).increment(n),
+        }
         self.shed.fetch_add(n, Ordering::Relaxed);
+        let now = crate::clock::now_ms();
         let mut last = self.last_shed.lock().unwrap_or_else(|e| e.into_inner());
-        let first_in_a_while = last.is_none_or(|(at, _)| crate::clock::now_ms().saturating_sub(at) > RECENT_MS);
-        *last = Some((crate::clock::now_ms(), reason));
+        let first_in_a_while = last.is_none_or(|(at, _)| now.saturating_sub(at) > RECENT_MS);
+        *last = Some((now, reason));
         drop(last);
         if first_in_a_while {
             tracing::warn!(
