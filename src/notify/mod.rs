@@ -175,24 +175,25 @@ impl Notifier {
     /// dropped (counted and logged).
     pub fn invalidated(&self, notice: Invalidated) {
         let seq = self.pending.raised.fetch_add(1, Ordering::AcqRel) + 1;
-        let full = {
+        let room = {
             let mut open = self.pending.open();
-            let full = open.len() >= QUEUE;
-            if !full {
-                open.insert(seq);
-            }
-            full
+            // The number is new, so it goes in whenever there is room.
+            open.len() < QUEUE && open.insert(seq)
         };
-        let sent = if full { Err("the notice queue is full".to_owned()) } else { self.tx.try_send((seq, notice)).map_err(|e| e.to_string()) };
-        if let Err(err) = sent {
-            if !full {
-                self.pending.done(seq);
-            }
-            for channel in self.channels.iter() {
-                metrics::counter!(m::NOTIFICATIONS, "channel" => *channel, "outcome" => "dropped").increment(1);
-            }
-            tracing::error!(error = %err, "a credentials-invalidated notice was dropped: the notice queue is full or closed (see pixelgate_notifications_total)");
+        let err = match room {
+            false => "the notice queue is full".to_owned(),
+            true => match self.tx.try_send((seq, notice)) {
+                Ok(()) => return,
+                Err(err) => {
+                    self.pending.done(seq);
+                    err.to_string()
+                }
+            },
+        };
+        for channel in self.channels.iter() {
+            metrics::counter!(m::NOTIFICATIONS, "channel" => *channel, "outcome" => "dropped").increment(1);
         }
+        tracing::error!(error = %err, "a credentials-invalidated notice was dropped: the notice queue is full or closed (see pixelgate_notifications_total)");
     }
 }
 

@@ -66,8 +66,8 @@ pub(super) fn names(body: &Body, visit: &mut dyn FnMut(&str, &str)) {
         Kind::Form => form_urlencoded::parse(bytes).for_each(|(key, value)| visit(&key, &value)),
         Kind::Json => {
             let Ok(map) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(bytes) else { return };
-            for (k, text) in map.into_iter().filter_map(|(k, v)| Some((k, json_text(v)?))) {
-                visit(&k, &text);
+            for (k, text) in map.iter().filter_map(|(k, v)| Some((k, json_text(v)?))) {
+                visit(k, &text);
             }
         }
         Kind::Multipart | Kind::Unsupported => {}
@@ -97,11 +97,11 @@ fn kind(content_type: &str, bytes: &[u8]) -> Kind {
 
 /// A JSON object's value as a parameter value: strings as they are, numbers, booleans and nested
 /// values as JSON text; `null` is no value.
-pub(super) fn json_text(value: serde_json::Value) -> Option<String> {
+pub(super) fn json_text(value: &serde_json::Value) -> Option<std::borrow::Cow<'_, str>> {
     match value {
         serde_json::Value::Null => None,
-        serde_json::Value::String(s) => Some(s),
-        other => Some(other.to_string()),
+        serde_json::Value::String(s) => Some(s.into()),
+        other => Some(other.to_string().into()),
     }
 }
 
@@ -118,8 +118,8 @@ fn add_json(bytes: &[u8], hit: &mut HitBuilder<'_>) {
     let Ok(map) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(bytes) else {
         return hit.flags_mut().set(Flag::BadBody);
     };
-    for (k, text) in map.into_iter().filter_map(|(k, v)| Some((k, json_text(v)?))) {
-        if !hit.add(&k, &text) {
+    for (k, text) in map.iter().filter_map(|(k, v)| Some((k, json_text(v)?))) {
+        if !hit.add(k, &text) {
             break;
         }
     }

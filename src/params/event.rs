@@ -37,7 +37,7 @@ pub fn captured(event: Value, source: Source) -> Result<(Captured, PixelId), Str
         if value.is_array() || value.is_object() {
             return Err(format!("{}: must be a string, number or boolean", clip(key)));
         }
-        if let Some(text) = json_text(value.clone()) {
+        if let Some(text) = json_text(value) {
             form.append_pair(key, &text);
         }
     }
@@ -53,7 +53,7 @@ pub fn captured(event: Value, source: Source) -> Result<(Captured, PixelId), Str
 
 /// Whether `fields` name the event (under any of a pixel hit's names for it: `event`, `ev`, …).
 pub fn names_event(fields: &serde_json::Map<String, Value>) -> bool {
-    fields.iter().any(|(key, value)| matches!(classify(key), Concept::Event(_)) && json_text(value.clone()).is_some_and(|t| !t.is_empty()))
+    fields.iter().any(|(key, value)| matches!(classify(key), Concept::Event(_)) && json_text(value).is_some_and(|t| !t.is_empty()))
 }
 
 /// A request head as the end user's browser would have sent it.
