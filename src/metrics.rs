@@ -33,6 +33,9 @@ pub const RECORDS_REPLAYED: &str = "pixelgate_records_replayed_total";
 pub const SPOOL_BYTES: &str = "pixelgate_spool_bytes";
 /// Jobs waiting in an outlet queue (a raw-record outlet's job carries one intake batch: up to 64 records).
 pub const QUEUE_DEPTH: &str = "pixelgate_queue_depth";
+/// Bytes forwarding holds (hits queued and batched, requests in flight), counted in
+/// `--forward-max-bytes`: now, and the most at once since the start.
+pub const FORWARD_HELD_BYTES: &str = "pixelgate_forward_held_bytes";
 /// Open client connections.
 pub const CONNECTIONS_OPEN: &str = "pixelgate_connections_open";
 /// Connections accepted.
@@ -95,6 +98,11 @@ fn describe() {
     describe_counter!(RECORDS_SPOOLED, Unit::Count, "Records written to the disk spool while Firehose could not take them.");
     describe_counter!(RECORDS_REPLAYED, Unit::Count, "Spooled records delivered to Firehose by the replay.");
     describe_gauge!(SPOOL_BYTES, Unit::Bytes, "Bytes in the disk spool.");
+    describe_gauge!(
+        FORWARD_HELD_BYTES,
+        Unit::Bytes,
+        "Bytes forwarding holds, within --forward-max-bytes (at=\"now\", and at=\"peak\": the most since the start), as of the scrape."
+    );
     describe_gauge!(QUEUE_DEPTH, Unit::Count, "Jobs waiting in an outlet queue (a job is a batch of up to 64 records, or of up to 64 hits for the forwarder).");
     describe_gauge!(CONNECTIONS_OPEN, Unit::Count, "Open client connections, by listener.");
     describe_counter!(CONNECTIONS_ACCEPTED, Unit::Count, "Client connections accepted, by listener.");

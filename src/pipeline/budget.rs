@@ -9,28 +9,39 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 #[derive(Debug)]
 pub struct Budget {
     used: AtomicUsize,
+    /// The most taken at once so far.
+    peak: AtomicUsize,
     max: usize,
 }
 
 impl Budget {
     /// A budget of `max` bytes.
     pub fn new(max: usize) -> Arc<Budget> {
-        Arc::new(Budget { used: AtomicUsize::new(0), max })
+        Arc::new(Budget { used: AtomicUsize::new(0), peak: AtomicUsize::new(0), max })
     }
 
     /// Takes `bytes` if they fit; false (and nothing taken) if they do not.
     pub fn try_take(&self, bytes: usize) -> bool {
-        if self.used.fetch_add(bytes, Ordering::Relaxed) + bytes > self.max {
+        let used = self.used.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if used > self.max {
             self.used.fetch_sub(bytes, Ordering::Relaxed);
             return false;
         }
+        self.note(used);
         true
+    }
+
+    /// Keeps `used` as the peak if it is one (a read, and rarely a write).
+    fn note(&self, used: usize) {
+        if used > self.peak.load(Ordering::Relaxed) {
+            self.peak.fetch_max(used, Ordering::Relaxed);
+        }
     }
 
     /// Takes `bytes` whether they fit or not: for memory already in use (a request body being
     /// built), so that what comes next finds less room.
     pub fn take(self: &Arc<Self>, bytes: usize) -> Share {
-        self.used.fetch_add(bytes, Ordering::Relaxed);
+        self.note(self.used.fetch_add(bytes, Ordering::Relaxed) + bytes);
         Share { bytes, budget: self.clone() }
     }
 
@@ -42,6 +53,11 @@ impl Budget {
     /// Bytes taken.
     pub fn used(&self) -> usize {
         self.used.load(Ordering::Relaxed)
+    }
+
+    /// The most taken at once so far.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
     }
 
     /// The most that may be taken.
@@ -79,5 +95,6 @@ mod tests {
         drop(share);
         budget.give(60);
         assert_eq!(budget.used(), 0);
+        assert_eq!(budget.peak(), 130, "the most held at once");
     }
 }

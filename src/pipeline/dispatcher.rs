@@ -358,6 +358,15 @@ impl Dispatcher {
         }
     }
 
+    /// Sets the gauges of what the hit outlets hold (`pixelgate_forward_held_bytes`), when there
+    /// are hit outlets; asked at each scrape.
+    pub fn report_held(&self) {
+        if !self.hits.is_empty() {
+            metrics::gauge!(m::FORWARD_HELD_BYTES, "at" => "now").set(self.hit_budget.used() as f64);
+            metrics::gauge!(m::FORWARD_HELD_BYTES, "at" => "peak").set(self.hit_budget.peak() as f64);
+        }
+    }
+
     /// Resolves when every request captured before this call has been shaped and offered to the
     /// outlets (not yet delivered): from then on its flags are counted. `/metrics` waits for it.
     pub async fn flush_intake(&self) {

@@ -52,6 +52,7 @@ impl<B: Send + 'static> tower_service::Service<http::Request<B>> for MetricsServ
         Box::pin(async move {
             if let Some(dispatcher) = intake {
                 let _ = tokio::time::timeout(SCRAPE_INTAKE_WAIT, dispatcher.flush_intake()).await;
+                dispatcher.report_held();
             }
             handle.run_upkeep();
             Ok(http::Response::builder()
