@@ -221,7 +221,7 @@ bench_mode() {
     fi
     local w="$dir/wrk.txt"
     hits=$(hit_records "$dir/data")
-    local requests errors non2xx rps p50 p99 max cpu_us sent failed skipped shed reads reg_reads dropped
+    local requests errors non2xx rps p50 p99 max cpu_us sent failed skipped shed reads reg_reads dropped held
     requests=$(kv "$w" requests); errors=$(kv "$w" errors); non2xx=$(kv "$w" non2xx)
     rps=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$w")
     p50=$(us_to_ms "$(kv "$w" p50_us)"); p99=$(us_to_ms "$(kv "$w" p99_us)"); max=$(us_to_ms "$(kv "$w" max_us)")
@@ -238,7 +238,8 @@ bench_mode() {
     reads=$(prom_sum pixelgate_token_store_reads_total <"$dir/metrics.txt")
     reg_reads=$(prom_sum pixelgate_registry_store_reads_total <"$dir/metrics.txt")
     dropped=$(prom_sum pixelgate_records_dropped_total <"$dir/metrics.txt")
-    note "$mode: $hits hit records; forwarding at the end of the load: sent $sent, failed $failed, skipped $skipped, shed $shed; token-store reads $reads; registry reads $reg_reads; raw records dropped $dropped; /readyz: $(tr -d '\n' <"$dir/readyz.json")"
+    held=$(prom_sum 'pixelgate_forward_held_bytes{at="peak"' <"$dir/metrics.txt" | awk '{ printf "%.1f", $1 / 1048576 }')
+    note "$mode: $hits hit records; forwarding at the end of the load: sent $sent, failed $failed, skipped $skipped, shed $shed; held at most $held MiB of the forwarding budget; token-store reads $reads; registry reads $reg_reads; raw records dropped $dropped; /readyz: $(tr -d '\n' <"$dir/readyz.json")"
     ((dropped == 0)) || fail "$mode: $dropped raw records dropped"
     local g_req="—" g_ev="—" epr="—"
     if [[ $fake == fast && $tokens == all ]]; then
