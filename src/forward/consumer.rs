@@ -21,11 +21,13 @@ use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
+use bytes::Bytes;
+
 use super::deliver::deliver;
 use super::destination::Destination;
 use super::gate::Credentials;
-use super::{ForwardConfig, Key, MAX_BATCH_BYTES, Pending, Shared};
-use crate::batch::{BatchLimits, Batcher};
+use super::open::{Open, Record};
+use super::{ForwardConfig, Key, MAX_BATCH_BYTES, Shared};
 use crate::metrics as m;
 use crate::pace;
 use crate::pipeline::{HitJobs, Hits, Job, QueuedHit};
@@ -41,14 +43,16 @@ const COALESCE: Duration = Duration::from_millis(2);
 pub(super) struct Consumer<D: Destination, S> {
     shared: Arc<Shared<D, S>>,
     config: ForwardConfig,
-    /// Open batches; a key is removed when its batch leaves, so idle pixels cost nothing.
-    batches: foldhash::HashMap<Key, Batcher<Pending>>,
+    /// Open batches; a key is removed when its batch leaves by age, so idle pixels cost
+    /// nothing (one that leaves full is followed by an empty one with as much room).
+    batches: foldhash::HashMap<Key, Open>,
     /// No later than the earliest deadline of the open batches (may be earlier: then the timer
     /// fires, finds nothing due and recomputes).
     next_deadline: Option<Instant>,
     in_flight: JoinSet<()>,
-    /// The hits of each delivery task, so that a task that dies is still accounted for.
-    in_flight_hits: foldhash::HashMap<tokio::task::Id, Vec<Arc<QueuedHit>>>,
+    /// The records of each delivery task's hits, so that a task that dies is still accounted
+    /// for.
+    in_flight_records: foldhash::HashMap<tokio::task::Id, Arc<[Record]>>,
     /// Turned true at the shutdown timeout: deliveries give up what they hold at once.
     stop: Arc<watch::Sender<bool>>,
     shutdown_timer: Option<JoinHandle<()>>,
@@ -62,7 +66,7 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
             batches: foldhash::HashMap::default(),
             next_deadline: None,
             in_flight: JoinSet::new(),
-            in_flight_hits: foldhash::HashMap::default(),
+            in_flight_records: foldhash::HashMap::default(),
             stop: Arc::new(watch::channel(false).0),
             shutdown_timer: None,
         }
@@ -137,8 +141,8 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
     async fn handle(&mut self, job: Job<Hits>, now: SystemTime, rx: &mut HitJobs, shutdown_acks: &mut Vec<tokio::sync::oneshot::Sender<()>>) {
         match job {
             Job::Deliver(hits) => {
-                for hit in hits.take() {
-                    self.accept(hit, now).await;
+                for (hit, line) in hits.take() {
+                    self.accept(hit, line, now).await;
                 }
             }
             Job::Tick => {
@@ -161,61 +165,64 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
         }
     }
 
-    /// Puts a hit in its batch, sending the batch if that fills it.
-    async fn accept(&mut self, hit: Arc<QueuedHit>, now: SystemTime) {
+    /// Writes a hit's event into its batch (or keeps why the platform would reject it), lets
+    /// the hit go, and sends the batch if that fills it.
+    async fn accept(&mut self, hit: Arc<QueuedHit>, line: Bytes, now: SystemTime) {
         // The dispatcher's gate let only hits with a valid pixel id through.
         let Ok(pixel) = hit.pixel() else { return };
         pace::work(1);
-        let reject = self.shared.destination.check(&hit, now).err();
+        let destination = &self.shared.destination;
         // Test mode: the pixel's code for an event that carries none of its own.
         let key = Key { pixel, test_event_code: hit.forward_test_event_code().map(str::to_owned) };
-        let size = hit.bytes();
-        let limits = BatchLimits { max_items: self.config.max_batch, max_bytes: MAX_BATCH_BYTES, max_age: self.config.flush_interval };
-        let batcher = self.batches.entry(key.clone()).or_insert_with(|| Batcher::new(limits));
-        let was_empty = batcher.is_empty();
-        let full = batcher.push(Pending { hit, reject }, size);
-        // Only a batch opened by this hit has a new deadline (one that overflowed reopened).
-        if (was_empty || full.is_some())
-            && let Some(deadline) = batcher.deadline()
-        {
+        let open = match self.batches.get_mut(&key) {
+            Some(open) => open,
+            None => self.batches.entry(key.clone()).or_insert_with(|| Open::first(&self.shared.budget)),
+        };
+        let was_empty = open.is_empty();
+        match destination.check(&hit, now) {
+            Ok(()) => open.push(destination, hit, line, now),
+            Err(reject) => open.reject(destination, reject, hit, line),
+        }
+        // Only a batch opened by this hit has a new deadline.
+        if was_empty && let Some(deadline) = open.deadline(self.config.flush_interval) {
             self.next_deadline = Some(self.next_deadline.map_or(deadline, |d| d.min(deadline)));
         }
-        if batcher.is_empty() {
-            self.batches.remove(&key);
-        }
-        if let Some(batch) = full {
-            self.send(key, batch.items).await;
+        if open.len() >= self.config.max_batch || open.body_len() >= MAX_BATCH_BYTES {
+            let next = open.next(&self.shared.budget);
+            let full = std::mem::replace(open, next);
+            self.send(key, full).await;
         }
     }
 
     /// Sends the batches due by `now` (or within an eighth of the interval of it, so that many
     /// pixels with staggered deadlines wake the consumer a few times per interval, not once
-    /// per pixel).
+    /// per pixel), and forgets the empty ones.
     async fn send_due(&mut self, now: Instant) {
-        let horizon = now + self.config.flush_interval / 8;
-        let due: Vec<Key> = self.batches.iter().filter(|(_, b)| b.deadline().is_some_and(|d| d <= horizon)).map(|(k, _)| k.clone()).collect();
+        let (horizon, max_age) = (now + self.config.flush_interval / 8, self.config.flush_interval);
+        self.batches.retain(|_, open| !open.is_empty() || open.fresh(now, max_age));
+        let due: Vec<Key> = self.batches.iter().filter(|(_, b)| b.deadline(max_age).is_some_and(|d| d <= horizon)).map(|(k, _)| k.clone()).collect();
         for key in due {
-            if let Some(batch) = self.batches.remove(&key).and_then(|mut b| b.take()) {
-                self.send(key, batch.items).await;
+            if let Some(open) = self.batches.remove(&key) {
+                self.send(key, open).await;
             }
         }
-        self.next_deadline = self.batches.values().filter_map(Batcher::deadline).min();
+        self.next_deadline = self.batches.values().filter_map(|b| b.deadline(max_age)).min();
     }
 
     /// Sends every open batch.
     async fn send_all(&mut self) {
         let keys: Vec<Key> = self.batches.keys().cloned().collect();
         for key in keys {
-            if let Some(batch) = self.batches.remove(&key).and_then(|mut b| b.take()) {
-                self.send(key, batch.items).await;
+            if let Some(open) = self.batches.remove(&key).filter(|b| !b.is_empty()) {
+                self.send(key, open).await;
             }
         }
         self.next_deadline = None;
     }
 
-    /// Starts a delivery for `items` once the window has room (reaping finished deliveries
-    /// meanwhile).
-    async fn send(&mut self, key: Key, items: Vec<Pending>) {
+    /// Starts a delivery for the batch `open` once the window has room (reaping finished
+    /// deliveries meanwhile).
+    async fn send(&mut self, key: Key, mut open: Open) {
         let window = self.shared.window.clone();
         let permit = loop {
             tokio::select! {
@@ -223,35 +230,31 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
                 Some(done) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => self.reaped(done),
             }
         };
-        let hits = items.iter().map(|p| p.hit.clone()).collect();
-        let (shared, stop) = (self.shared.clone(), self.stop.subscribe());
+        let records: Arc<[Record]> = std::mem::take(&mut open.records).into();
+        let (shared, stop, held) = (self.shared.clone(), self.stop.subscribe(), records.clone());
         // Boxed: a delivery's future holds a whole request in flight (kilobytes), and the task
         // machinery moves an unboxed future several times on the way to its first poll.
         let task = self.in_flight.spawn(Box::pin(async move {
             let _permit = permit;
-            deliver(&shared, key, items, stop).await;
+            deliver(&shared, key, open, held, stop).await;
         }));
-        self.in_flight_hits.insert(task.id(), hits);
+        self.in_flight_records.insert(task.id(), records);
     }
 
     /// Accounts for a finished delivery; a task that died leaves its events given up as `internal`.
     fn reaped(&mut self, done: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
         match done {
             Ok((id, ())) => {
-                // Usually the last hold on the batch's hits: letting 1,000 of them go (their
-                // memory long out of the caches) is work like any other, done in short runs.
-                for hit in self.in_flight_hits.remove(&id).unwrap_or_default() {
-                    drop(hit);
-                    pace::work(1);
-                }
+                self.in_flight_records.remove(&id);
             }
             Err(err) => {
-                let hits = self.in_flight_hits.remove(&err.id()).unwrap_or_default();
-                tracing::error!(destination = self.shared.destination.name(), events = hits.len(), error = %err, "a delivery task failed; its events are given up");
-                metrics::counter!(m::CAPI_EVENTS, "outcome" => "failed", "reason" => "internal").increment(hits.len() as u64);
-                for hit in hits {
-                    let failure = CapiFailure { reason: "internal", detail: format!("the delivery task failed: {err}"), code: None, attempts: 0 };
-                    self.shared.sink.submit_record(&hit.to_hit().capi_failed(failure));
+                let records = self.in_flight_records.remove(&err.id()).unwrap_or_else(|| Arc::new([]));
+                tracing::error!(destination = self.shared.destination.name(), events = records.len(), error = %err, "a delivery task failed; its events are given up");
+                metrics::counter!(m::CAPI_EVENTS, "outcome" => "failed", "reason" => "internal").increment(records.len() as u64);
+                let failure = CapiFailure { reason: "internal", detail: format!("the delivery task failed: {err}"), code: None, attempts: 0 };
+                let mut out = self.shared.sink.records();
+                for record in records.iter() {
+                    record.write_failed(&failure, &mut out);
                 }
             }
         }

@@ -4,22 +4,22 @@
 //! isolate a bad event, or give up. Every event ends accounted for ([`super::outcomes`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::destination::{Destination, Events, Head, Request, Verdict};
 use super::gate::Credentials;
-use super::outcomes::Outcomes;
+use super::open::{Event, Open, Record};
+use super::outcomes::{Given, Outcomes};
 use super::window::Signal;
-use super::{Key, Pending, Shared};
+use super::{Key, Shared};
 use crate::metrics as m;
 use crate::notify::Invalidated;
-use crate::pace;
-use crate::pipeline::{Budget, QueuedHit, Share};
-use crate::record::{Fields, PixelId, Timestamp};
+use crate::pipeline::{Budget, Share};
+use crate::record::{PixelId, Timestamp};
 use crate::tokens::UsableToken;
 
 /// Longest wait for the credentials store; beyond it the lookup counts as failed and is retried.
@@ -76,111 +76,144 @@ enum Lookup {
     Stopped,
 }
 
-/// Events on their way in one request: their hits, and the request's body with their encoded
-/// JSON in the same order.
+/// Events on their way in one request: the request's body with their JSON, and where each one
+/// ends and what else it has ([`Event`]).
 pub(super) struct Chunk {
-    pub(super) hits: Vec<Arc<QueuedHit>>,
     /// The request body; shared (not copied) by every attempt.
     body: Bytes,
     /// Where the first event starts in `body`.
     start: usize,
-    /// Where each event ends in `body`.
-    ends: Vec<usize>,
+    /// The events, in the body's order.
+    pub(super) events: Vec<Event>,
     /// Requests that carried these events so far.
     pub(super) attempts: u32,
     /// The body's bytes, counted in the hit outlets' budget while the chunk lives.
-    _bytes: Option<Share>,
+    _bytes: Share,
+}
+
+/// A batch's events before their request's body is finished: the credentials that end it are
+/// looked up when the batch is sent.
+pub(super) struct Unsent {
+    /// The body so far ([`Destination::body_start`] and the events; empty if there are none).
+    body: Vec<u8>,
+    /// Where the first event starts in `body`.
+    start: usize,
+    events: Vec<Event>,
+    /// The body's bytes and the events', counted in the hit outlets' budget.
+    bytes: Share,
+}
+
+impl Unsent {
+    /// The request: the body finished for `head`.
+    fn seal<D: Destination>(self, destination: &D, head: &Head<'_>) -> Chunk {
+        let Unsent { mut body, start, events, mut bytes } = self;
+        let capacity = body.capacity();
+        let start = if body.is_empty() {
+            destination.body_start(&mut body);
+            body.len()
+        } else {
+            start
+        };
+        destination.body_end(head, &mut body);
+        bytes.add(body.capacity() - capacity);
+        Chunk { body: Bytes::from(body), start, events, attempts: 0, _bytes: bytes }
+    }
+
+    /// The events as they are, to be given up unsent.
+    fn into_unsealed(self) -> Chunk {
+        let Unsent { body, start, events, bytes } = self;
+        Chunk { body: Bytes::from(body), start, events, attempts: 0, _bytes: bytes }
+    }
 }
 
 impl Chunk {
-    /// The request for `hits`, their events encoded by `destination` as of `now`.
-    fn encode<D: Destination>(destination: &D, head: &Head<'_>, hits: Vec<Arc<QueuedHit>>, now: SystemTime, shared_budget: &Arc<Budget>, hint: &AtomicUsize) -> Chunk {
-        // Room for what the last body's events took each, so that the body is not copied as it
-        // grows.
-        let per_event = hint.load(Ordering::Relaxed);
-        let mut body = Vec::with_capacity(hits.len() * per_event + 256);
-        destination.body_start(head, &mut body);
-        let start = body.len();
-        let mut ends = Vec::with_capacity(hits.len());
-        for hit in &hits {
-            if !ends.is_empty() {
-                body.push(b',');
-            }
-            destination.encode(hit, now, &mut body);
-            ends.push(body.len());
-            pace::work(1);
-        }
-        if let Some(&end) = ends.last() {
-            hint.store((end - start).div_ceil(ends.len()) + 64, Ordering::Relaxed);
-        }
-        destination.body_end(head, &mut body);
-        let bytes = Some(shared_budget.take(body.capacity()));
-        Chunk { hits, body: Bytes::from(body), start, ends, attempts: 0, _bytes: bytes }
-    }
-
     fn len(&self) -> usize {
-        self.hits.len()
+        self.events.len()
     }
 
     /// The bytes of event `i`.
     fn event(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { self.start } else { self.ends[i - 1] + 1 };
-        &self.body[start..self.ends[i]]
+        let start = if i == 0 { self.start } else { self.events[i - 1].end as usize + 1 };
+        &self.body[start..self.events[i].end as usize]
+    }
+
+    /// The name and id of event `i`, as text.
+    pub(super) fn labels(&self, i: usize) -> (String, String) {
+        let (event, Event { name, id, .. }) = (self.event(i), self.events[i]);
+        let text = |(start, end): (u32, u32)| json_text(&event[start as usize..end as usize]);
+        (text(name), text(id))
     }
 
     /// A chunk of the events at `indices` of this one (their JSON copied, not encoded again).
-    fn part<D: Destination>(&self, destination: &D, head: &Head<'_>, indices: impl IntoIterator<Item = usize>) -> Chunk {
+    fn part<D: Destination>(&self, destination: &D, head: &Head<'_>, indices: impl IntoIterator<Item = usize>, budget: &Arc<Budget>) -> Chunk {
         let mut body = Vec::new();
-        destination.body_start(head, &mut body);
+        destination.body_start(&mut body);
         let start = body.len();
-        let (mut hits, mut ends) = (Vec::new(), Vec::new());
+        let mut events = Vec::new();
         for i in indices {
-            if !hits.is_empty() {
+            if !events.is_empty() {
                 body.push(b',');
             }
             body.extend_from_slice(self.event(i));
-            ends.push(body.len());
-            hits.push(self.hits[i].clone());
+            events.push(Event { end: body.len() as u32, ..self.events[i] });
         }
         destination.body_end(head, &mut body);
-        Chunk { hits, body: Bytes::from(body), start, ends, attempts: self.attempts, _bytes: None }
+        let bytes = budget.take(body.capacity() + events.capacity() * std::mem::size_of::<Event>());
+        Chunk { body: Bytes::from(body), start, events, attempts: self.attempts, _bytes: bytes }
     }
 
     /// The chunk's events, for a request.
     fn events(&self) -> Events<'_> {
-        let end = self.ends.last().copied().unwrap_or(self.start);
-        Events { json: &self.body[self.start..end], count: self.hits.len(), body: &self.body }
+        let end = self.events.last().map_or(self.start, |e| e.end as usize);
+        Events { json: &self.body[self.start..end], count: self.events.len(), body: &self.body }
+    }
+}
+
+/// The text of a JSON string (quotes included) that an encoder wrote.
+fn json_text(token: &[u8]) -> String {
+    match token {
+        [b'"', inner @ .., b'"'] if !inner.contains(&b'\\') => String::from_utf8_lossy(inner).into_owned(),
+        _ => serde_json::from_slice(token).unwrap_or_else(|_| String::from_utf8_lossy(token).into_owned()),
     }
 }
 
 /// Delivers one batch: looks the credentials up, gives up what the platform would reject, sends
 /// the rest, retrying, splitting and giving up as the destination's [`Destination::classify`]
-/// says.
-pub(super) async fn deliver<D: Destination, S: Credentials>(shared: &Shared<D, S>, key: Key, items: Vec<Pending>, mut stop: watch::Receiver<bool>) {
-    let out = Outcomes { shared, key: &key };
+/// says. `records` are the batch's hits' records, for failure records.
+pub(super) async fn deliver<D: Destination, S: Credentials>(shared: &Shared<D, S>, key: Key, batch: Open, records: Arc<[Record]>, mut stop: watch::Receiver<bool>) {
+    let out = Outcomes { shared, key: &key, records: &records };
     let started = Instant::now();
-    let credentials = match lookup(shared, &key.pixel, &mut stop).await {
-        Lookup::Found(found) => found,
-        Lookup::Skip(reason) => return out.skipped(items.len(), reason),
-        Lookup::Failed(detail) => {
-            let hits = items.into_iter().map(|p| (p.hit, 0)).collect();
-            return out.failed(hits, "token_store_unavailable", &detail, None);
+    let Open { body, start, events, rejected, share, .. } = batch;
+    let (reason, detail) = match lookup(shared, &key.pixel, &mut stop).await {
+        Lookup::Found(credentials) => {
+            for reject in &rejected {
+                out.failed(vec![Given::rejected(reject)], reject.reject.reason, &reject.reject.detail, None);
+            }
+            return send(shared, &out, &key, credentials, Unsent { body, start, events, bytes: share }, &mut stop, started).await;
         }
-        Lookup::Stopped => return out.failed(items.into_iter().map(|p| (p.hit, 0)).collect(), "shutdown", "shut down before the token lookup finished", None),
+        Lookup::Skip(reason) => return out.skipped(events.len() + rejected.len(), reason),
+        Lookup::Failed(detail) => ("token_store_unavailable", detail),
+        Lookup::Stopped => ("shutdown", "shut down before the token lookup finished".to_owned()),
     };
+    out.failed(rejected.iter().map(Given::rejected).collect(), reason, &detail, None);
+    out.failed_chunks([Unsent { body, start, events, bytes: share }.into_unsealed()], reason, &detail, None);
+}
 
-    let mut ready = Vec::with_capacity(items.len());
-    for Pending { hit, reject } in items {
-        match reject {
-            None => ready.push(hit),
-            Some(reject) => out.failed(vec![(hit, 0)], reject.reason, &reject.detail, None),
-        }
-    }
+/// Sends a batch's events (`unsent`, its body not yet finished) with `credentials`.
+async fn send<D: Destination, S: Credentials>(
+    shared: &Shared<D, S>,
+    out: &Outcomes<'_, D, S>,
+    key: &Key,
+    credentials: UsableToken,
+    unsent: Unsent,
+    stop: &mut watch::Receiver<bool>,
+    started: Instant,
+) {
     let destination = &shared.destination;
     // Chunks still to send, the next one last; whether the platform's event-index hint may be
     // used on it.
     let head = Head { pixel: &key.pixel, credentials: &credentials.token, test_event_code: key.test_event_code.as_deref() };
-    let mut work: Vec<(Chunk, bool)> = vec![(Chunk::encode(destination, &head, ready, SystemTime::now(), &shared.budget, &shared.event_bytes), true)];
+    let mut work: Vec<(Chunk, bool)> = vec![(unsent.seal(destination, &head), true)];
     let policy = shared.policy;
     let (mut retry, mut split_requests) = (0u32, 0u32);
     // The events of a request that timed out may have arrived: sending them again may count
@@ -249,7 +282,7 @@ pub(super) async fn deliver<D: Destination, S: Credentials>(shared: &Shared<D, S
                         break;
                     }
                     tracing::debug!(destination = destination.name(), pixel_id = %key.pixel, events = chunk.len(), retry, ?wait, %detail, "retrying a request");
-                    match backoff_sleep(wait, &shared.closing, &mut stop).await {
+                    match backoff_sleep(wait, &shared.closing, stop).await {
                         Woke::Slept => continue,
                         Woke::Closing => {
                             out.failed_chunks([chunk], "shutdown", &detail, code);
@@ -262,7 +295,7 @@ pub(super) async fn deliver<D: Destination, S: Credentials>(shared: &Shared<D, S
                     }
                 }
                 Verdict::InvalidCredentials => {
-                    let account = chunk.hits.first().and_then(|h| h.account_id().map(str::to_owned));
+                    let account = chunk.events.first().and_then(|e| out.records[e.record as usize].account_id());
                     mark_invalid(shared, &key.pixel, credentials.version, account, code).await;
                     let rest = std::iter::once(chunk).chain(work.into_iter().map(|(c, _)| c));
                     return out.failed_chunks(rest, "invalid_token", &detail, code);
@@ -283,12 +316,12 @@ pub(super) async fn deliver<D: Destination, S: Credentials>(shared: &Shared<D, S
                         // The platform named the event: send it alone first (which confirms
                         // it), then the rest.
                         Some(i) => {
-                            work.push((chunk.part(destination, &head, (0..i).chain(i + 1..n)), false));
-                            work.push((chunk.part(destination, &head, i..i + 1), false));
+                            work.push((chunk.part(destination, &head, (0..i).chain(i + 1..n), &shared.budget), false));
+                            work.push((chunk.part(destination, &head, i..i + 1, &shared.budget), false));
                         }
                         None => {
-                            work.push((chunk.part(destination, &head, n / 2..n), false));
-                            work.push((chunk.part(destination, &head, 0..n / 2), false));
+                            work.push((chunk.part(destination, &head, n / 2..n, &shared.budget), false));
+                            work.push((chunk.part(destination, &head, 0..n / 2, &shared.budget), false));
                         }
                     }
                     break;

@@ -31,19 +31,22 @@ pub trait Destination: Send + Sync + 'static {
     /// batched, since a platform may reject a whole request for one bad event.
     fn check(&self, hit: &DraftHit, now: SystemTime) -> Result<(), Reject>;
 
-    /// Appends `hit`'s event, as of `now`, to `out`: one JSON value of the request's list. Only
-    /// for a hit that passed [`Destination::check`]; runs on the forwarder's thread, when the
-    /// batch is sent.
-    fn encode(&self, hit: &DraftHit, now: SystemTime, out: &mut Vec<u8>);
+    /// Appends `hit`'s event, as of `now`, to `out`: one JSON value of the request's list, and
+    /// says where in `out` its name and id are (the deliveries log shows them). Only for a hit
+    /// that passed [`Destination::check`]; runs on the forwarder's thread, when the hit is
+    /// batched, so that the hit can be let go at once.
+    fn encode(&self, hit: &DraftHit, now: SystemTime, out: &mut Vec<u8>) -> Labels;
 
-    /// The name the hit's event goes under (the deliveries log shows it).
+    /// The name the hit's event goes under, for an event not encoded (one the platform would
+    /// reject).
     fn event_name<'h>(&self, hit: &'h DraftHit) -> &'h str;
 
     /// Writes what a request's body has before its events (by default `[`: the body is the list
-    /// of events). The forwarder encodes the events in place between this and
-    /// [`Destination::body_end`], so the body is sent (and resent) without copying.
-    fn body_start(&self, head: &Head<'_>, out: &mut Vec<u8>) {
-        let _ = head;
+    /// of events). The same for every request: events are written after it as their hits
+    /// arrive, before the credentials are looked up. The forwarder encodes the events in place
+    /// between this and [`Destination::body_end`], so the body is sent (and resent) without
+    /// copying.
+    fn body_start(&self, out: &mut Vec<u8>) {
         out.push(b'[');
     }
 
@@ -71,6 +74,16 @@ pub trait Destination: Send + Sync + 'static {
 
     /// What the deliveries log shows of a success, per event of the request.
     fn receipt(&self, answer: &Self::Answer) -> Receipt;
+}
+
+/// Where an encoded event's name and id are in the buffer it was written to: each a JSON string,
+/// quotes included, as `start..end` byte positions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Labels {
+    /// The event's name.
+    pub name: (usize, usize),
+    /// The event's id (the platform's deduplication key).
+    pub id: (usize, usize),
 }
 
 /// Who a request is for: one pixel, its credentials, one test-events code.

@@ -8,6 +8,8 @@
 //! * `consumer` — the hit outlet's queue consumer: batches per [`Key`] (pixel and test-events
 //!   code) by count, bytes and age, a bounded number of deliveries in flight, the
 //!   barrier/tick/shutdown protocol.
+//! * `open` — a batch being written: each hit's event encoded into the request body as the hit
+//!   arrives, the hit let go at once, its record line kept for a failure record.
 //! * `deliver` — one batch's way: credentials lookup, the retry/split loop driven by the
 //!   destination's [`Verdict`]s.
 //! * `outcomes` — sent, skipped, given up: metrics, the deliveries log, and a `capi_failed`
@@ -25,6 +27,7 @@ pub mod deliveries;
 pub mod destination;
 pub mod gate;
 pub mod meta;
+mod open;
 mod outcomes;
 mod priority;
 pub mod status;
@@ -33,16 +36,16 @@ mod tests;
 pub mod window;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use self::deliveries::{Deliveries, Delivery};
-pub use self::destination::{Destination, Events, Head, Receipt, Reject, Request, Verdict};
+pub use self::destination::{Destination, Events, Head, Labels, Receipt, Reject, Request, Verdict};
 pub use self::gate::{Credentials, Gate};
 pub use self::status::ForwardStatus;
 use crate::notify::Notifier;
-use crate::pipeline::{Budget, Dispatcher, HitJobs, QueuedHit, Shed};
+use crate::pipeline::{Budget, Dispatcher, HitJobs, Shed};
 use crate::record::PixelId;
 use crate::retry::RetryPolicy;
 
@@ -118,17 +121,6 @@ pub struct Key {
     pub test_event_code: Option<String>,
 }
 
-/// A hit waiting in a batch, and why the platform would reject it, if it would. Rejections are
-/// given up (with a record) once the pixel's credentials are found; otherwise they are skipped.
-struct Pending {
-    hit: Arc<QueuedHit>,
-    reject: Option<Reject>,
-}
-
-/// The room a request body gets per event before one was encoded (a Meta event of a purchase
-/// with a browser's user agent, hashed e-mail and phone takes about 700 bytes).
-const INITIAL_EVENT_BYTES: usize = 768;
-
 /// What the consumer and every delivery task share.
 struct Shared<D, S> {
     destination: D,
@@ -147,8 +139,6 @@ struct Shared<D, S> {
     window: Arc<window::Window>,
     /// Extra wait per event of a request.
     timeout_per_event: Duration,
-    /// About how many bytes the last request's events took each: a new body gets that much room.
-    event_bytes: AtomicUsize,
     /// The credentials version the platform last called invalid, per pixel: a batch whose
     /// lookup raced the store's update (or a cache elsewhere that has not caught up) must not
     /// use it again.
@@ -213,7 +203,6 @@ impl Forwarder {
             status,
             window,
             timeout_per_event,
-            event_bytes: AtomicUsize::new(INITIAL_EVENT_BYTES),
             invalid: Mutex::new(HashMap::new()),
             notifier,
         });

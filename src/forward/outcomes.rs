@@ -9,15 +9,47 @@ use std::sync::Arc;
 use super::deliver::Chunk;
 use super::deliveries::{self, At, Delivery, PER_PIXEL};
 use super::destination::Destination;
+use super::open::{Record, Rejected};
 use super::{Key, Shared};
 use crate::metrics as m;
-use crate::pipeline::QueuedHit;
-use crate::record::{CapiFailure, Fields};
+use crate::record::CapiFailure;
 
 /// One delivery's view of where outcomes go.
 pub(super) struct Outcomes<'a, D, S> {
     pub(super) shared: &'a Shared<D, S>,
     pub(super) key: &'a Key,
+    /// The batch's records, which its events and rejected hits point into.
+    pub(super) records: &'a [Record],
+}
+
+/// An event given up: its record, the requests that carried it, and its name and id.
+pub(super) struct Given<'c> {
+    record: u32,
+    attempts: u32,
+    labels: Labels<'c>,
+}
+
+/// Where a given-up event's name and id are read from (only for the entries the deliveries log
+/// keeps).
+enum Labels<'c> {
+    /// Event `i` of an encoded chunk.
+    Encoded(&'c Chunk, usize),
+    /// A rejected hit's, kept as text.
+    Known(&'c str, &'c str),
+}
+
+impl<'c> Given<'c> {
+    /// A hit the platform would reject, never sent.
+    pub(super) fn rejected(hit: &'c Rejected) -> Self {
+        Given { record: hit.record, attempts: 0, labels: Labels::Known(&hit.name, &hit.id) }
+    }
+
+    fn labels(&self) -> (String, String) {
+        match self.labels {
+            Labels::Encoded(chunk, i) => chunk.labels(i),
+            Labels::Known(name, id) => (name.to_owned(), id.to_owned()),
+        }
+    }
 }
 
 impl<D: Destination, S> Outcomes<'_, D, S> {
@@ -25,7 +57,7 @@ impl<D: Destination, S> Outcomes<'_, D, S> {
     pub(super) fn sent(&self, chunk: &Chunk, answer: &D::Answer) {
         let destination = &self.shared.destination;
         let receipt = destination.receipt(answer);
-        let n = chunk.hits.len();
+        let n = chunk.events.len();
         metrics::counter!(m::CAPI_EVENTS, "outcome" => "sent", "reason" => "delivered").increment(n as u64);
         if receipt.counted.is_some_and(|c| c != n as u64) {
             tracing::warn!(destination = destination.name(), pixel_id = %self.key.pixel, sent = n, counted = ?receipt.counted, "the platform counted a different number of events than were sent");
@@ -34,17 +66,20 @@ impl<D: Destination, S> Outcomes<'_, D, S> {
         // The log keeps the last entries per pixel: only those are made.
         self.shared.deliveries.record(
             &self.key.pixel,
-            chunk.hits[n.saturating_sub(PER_PIXEL)..].iter().map(|hit| Delivery {
-                event_name: destination.event_name(hit).to_owned(),
-                event_id: hit.event_id().to_owned(),
-                at,
-                outcome: "sent",
-                reason: None,
-                answer: answer.clone(),
-                code: None,
-                message: None,
-                attempts: chunk.attempts,
-                test: self.key.test_event_code.is_some(),
+            (n.saturating_sub(PER_PIXEL)..n).map(|i| {
+                let (event_name, event_id) = chunk.labels(i);
+                Delivery {
+                    event_name,
+                    event_id,
+                    at,
+                    outcome: "sent",
+                    reason: None,
+                    answer: answer.clone(),
+                    code: None,
+                    message: None,
+                    attempts: chunk.attempts,
+                    test: self.key.test_event_code.is_some(),
+                }
             }),
         );
     }
@@ -54,42 +89,52 @@ impl<D: Destination, S> Outcomes<'_, D, S> {
         metrics::counter!(m::CAPI_EVENTS, "outcome" => "skipped", "reason" => reason).increment(n as u64);
     }
 
-    /// Gives `hits` (with the requests that carried each) up: a `capi_failed` record each,
-    /// counted, logged once, and listed in the pixel's deliveries.
-    pub(super) fn failed(&self, hits: Vec<(Arc<QueuedHit>, u32)>, reason: &'static str, detail: &str, code: Option<i64>) {
-        if hits.is_empty() {
+    /// Gives events up: a `capi_failed` record each, counted, logged once, and listed in the
+    /// pixel's deliveries.
+    pub(super) fn failed(&self, given: Vec<Given<'_>>, reason: &'static str, detail: &str, code: Option<i64>) {
+        if given.is_empty() {
             return;
         }
         let destination = &self.shared.destination;
-        metrics::counter!(m::CAPI_EVENTS, "outcome" => "failed", "reason" => reason).increment(hits.len() as u64);
+        let n = given.len();
+        metrics::counter!(m::CAPI_EVENTS, "outcome" => "failed", "reason" => reason).increment(n as u64);
         if reason.starts_with("rejected_") {
-            tracing::debug!(destination = destination.name(), pixel_id = %self.key.pixel, events = hits.len(), reason, detail, "events the platform would reject were not sent");
+            tracing::debug!(destination = destination.name(), pixel_id = %self.key.pixel, events = n, reason, detail, "events the platform would reject were not sent");
         } else {
-            tracing::warn!(destination = destination.name(), pixel_id = %self.key.pixel, events = hits.len(), reason, code = ?code, detail, "events given up; written as capi_failed records");
+            tracing::warn!(destination = destination.name(), pixel_id = %self.key.pixel, events = n, reason, code = ?code, detail, "events given up; written as capi_failed records");
         }
+        let mut records = self.shared.sink.records();
+        let mut failure = CapiFailure { reason, detail: detail.to_owned(), code, attempts: 0 };
+        for event in &given {
+            failure.attempts = event.attempts;
+            self.records[event.record as usize].write_failed(&failure, &mut records);
+        }
+        drop(records);
         let (at, answer, message) = (At::now(), Arc::default(), deliveries::message(detail));
-        let mut log = Vec::with_capacity(hits.len());
-        for (hit, attempts) in hits {
-            log.push(Delivery {
-                event_name: destination.event_name(&hit).to_owned(),
-                event_id: hit.event_id().to_owned(),
+        // The log keeps the last entries per pixel: only those are made.
+        let log = given[n.saturating_sub(PER_PIXEL)..].iter().map(|event| {
+            let (event_name, event_id) = event.labels();
+            Delivery {
+                event_name,
+                event_id,
                 at,
                 outcome: "failed",
                 reason: Some(reason),
                 answer: Arc::clone(&answer),
                 code,
                 message: Some(message.clone()),
-                attempts,
+                attempts: event.attempts,
                 test: self.key.test_event_code.is_some(),
-            });
-            self.shared.sink.submit_record(&hit.to_hit().capi_failed(CapiFailure { reason, detail: detail.to_owned(), code, attempts }));
-        }
+            }
+        });
         self.shared.deliveries.record(&self.key.pixel, log);
     }
 
     /// [`Outcomes::failed`] for chunks that were encoded (and perhaps sent).
     pub(super) fn failed_chunks(&self, chunks: impl IntoIterator<Item = Chunk>, reason: &'static str, detail: &str, code: Option<i64>) {
-        let hits = chunks.into_iter().flat_map(|c| c.hits.into_iter().map(move |hit| (hit, c.attempts))).collect();
-        self.failed(hits, reason, detail, code);
+        let chunks: Vec<Chunk> = chunks.into_iter().collect();
+        let given =
+            chunks.iter().flat_map(|c| c.events.iter().enumerate().map(move |(i, e)| Given { record: e.record, attempts: c.attempts, labels: Labels::Encoded(c, i) })).collect();
+        self.failed(given, reason, detail, code);
     }
 }

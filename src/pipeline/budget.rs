@@ -73,6 +73,14 @@ pub struct Share {
     budget: Arc<Budget>,
 }
 
+impl Share {
+    /// Takes `bytes` more, whether they fit or not, as [`Budget::take`].
+    pub fn add(&mut self, bytes: usize) {
+        self.budget.used.fetch_add(bytes, Ordering::Relaxed);
+        self.bytes += bytes;
+    }
+}
+
 impl Drop for Share {
     fn drop(&mut self) {
         self.budget.give(self.bytes);

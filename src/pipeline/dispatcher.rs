@@ -12,6 +12,7 @@
 //! [`Dispatcher::flush`] resolves when everything submitted before it has been delivered or
 //! accounted for: graceful shutdown uses it, and so does the Lambda drain, per invocation.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -34,25 +35,27 @@ pub const DEFAULT_MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
 /// Default cap on the bytes the hit outlets hold (`--forward-max-bytes`).
 pub const DEFAULT_MAX_HIT_BYTES: usize = 32 * 1024 * 1024;
 
-/// What holding a hit costs beyond its own bytes ([`DraftHit::approx_bytes`]): the shared
-/// allocation's two counts and the queue's fields around the hit, and a consumer's places for it
-/// (a slot in an open batch, one in a delivery's list of hits), counted in the hit outlets'
-/// budget with the hit.
-const HELD_BYTES: usize = 2 * std::mem::size_of::<usize>() + std::mem::size_of::<QueuedHit>() - std::mem::size_of::<DraftHit>() + 64;
+/// What queueing a hit costs beyond its own bytes ([`DraftHit::approx_bytes`]) and its record
+/// line's: the shared allocation's two counts, the queue's fields around the hit, and its place
+/// in a job's list, counted in the hit outlets' budget with the hit.
+const HELD_BYTES: usize =
+    2 * std::mem::size_of::<usize>() + std::mem::size_of::<QueuedHit>() - std::mem::size_of::<DraftHit>() + std::mem::size_of::<(Arc<QueuedHit>, Range<usize>)>();
 
 /// Most bytes of lines gathered before they are handed on.
 const MAX_LINES_BYTES: usize = 1024 * 1024;
 
-/// Hits offered to the hit outlets and not yet handed on: one list per outlet.
+/// Hits offered to the hit outlets and not yet handed on: one list per outlet, each hit with
+/// where its record line is in the [`Lines`] being gathered (they are handed on together).
 #[derive(Debug, Default)]
 pub(super) struct Offered {
-    lists: Vec<Vec<Arc<QueuedHit>>>,
+    lists: Vec<Vec<(Arc<QueuedHit>, Range<usize>)>>,
 }
 
-/// Record lines being gathered for the raw-record outlets. The buffer handed on is counted
-/// against the budget by its capacity, not its length, and the next one starts at the size the
-/// last one filled, so what is held stays within twice what is counted for (a Firehose batch
-/// keeps lines alive past their job).
+/// Record lines being gathered for the raw-record outlets (and the hit outlets, which keep a
+/// forwarded hit's line for its failure record). The buffer handed on is counted against the
+/// budget by its capacity, not its length, and the next one starts at the size the last one
+/// filled, so what is held stays within twice what is counted for (a Firehose batch keeps lines
+/// alive past their job).
 #[derive(Default)]
 pub(super) struct Lines {
     pub(super) buf: Vec<u8>,
@@ -189,20 +192,22 @@ impl Dispatcher {
     /// own: its line to the raw-record outlets, the draft to the hit outlets that want it.
     /// Never waits. No pixel settings are applied: the draft goes as it is.
     pub fn submit_draft(&self, hit: DraftHit) {
-        let mut lines = Lines::default();
-        self.gather(&mut lines, &hit, |out| hit.write_line(out));
-        self.send_lines(&mut lines);
-        let mut offered = Offered::default();
-        self.offer_hit(hit, &mut offered);
-        self.send_hits(&mut offered);
+        let (mut lines, mut offered) = (Lines::default(), Offered::default());
+        let line = self.gather(&mut lines, &mut offered, hit.received_at(), |out| hit.write_line(out));
+        self.offer_hit(hit, line, &mut offered);
+        self.hand_on(&mut lines, &mut offered);
     }
 
     /// Writes a record that is not a hit of its own (an outlet's, e.g. the forwarder's
     /// `capi_failed` records) to the raw-record outlets. Never waits.
     pub fn submit_record(&self, record: &Hit) {
-        let mut lines = Lines::default();
-        self.gather(&mut lines, record, |out| record.write_line(out));
-        self.send_lines(&mut lines);
+        self.records().write(record.received_at(), |out| record.write_line(out));
+    }
+
+    /// Records of that kind written together, handed on as one job per raw-record outlet when
+    /// the batch drops. Never waits.
+    pub fn records(&self) -> RecordBatch<'_> {
+        RecordBatch { dispatcher: self, lines: Lines::default(), offered: Offered::default() }
     }
 
     /// Takes `bytes` from the budget of waiting hits; false (and nothing taken) if they do not fit.
@@ -237,23 +242,27 @@ impl Dispatcher {
         }
     }
 
-    /// Adds a record's line (written by `write`) to `lines`, first handing on what `lines`
-    /// holds if the record is from another hour or `lines` is full.
-    pub(super) fn gather<F: Fields>(&self, lines: &mut Lines, record: &F, write: impl FnOnce(&mut Vec<u8>)) {
-        if self.records.is_empty() {
-            return;
+    /// Writes a record's line (received at `at`) into `lines` with `write`, and answers where it
+    /// is. Lines are gathered while there is an outlet to take them: a raw-record outlet, or a
+    /// hit outlet (the line of a hit it takes goes with it). What was gathered is handed on first
+    /// (with the hits offered meanwhile) if the line starts another UTC hour or the buffer is full.
+    pub(super) fn gather(&self, lines: &mut Lines, offered: &mut Offered, at: Timestamp, write: impl FnOnce(&mut Vec<u8>)) -> Range<usize> {
+        if self.records.is_empty() && self.hits.is_empty() {
+            return 0..0;
         }
-        let at = record.received_at();
         if lines.received_at.is_some_and(|t| t.unix_hour() != at.unix_hour()) || lines.buf.len() >= MAX_LINES_BYTES {
-            self.send_lines(lines);
+            self.hand_on(lines, offered);
         }
         lines.received_at.get_or_insert(at);
+        let start = lines.buf.len();
         write(&mut lines.buf);
         lines.count += 1;
+        start..lines.buf.len()
     }
 
-    /// Hands the gathered lines to every raw-record outlet, leaving `lines` empty.
-    pub(super) fn send_lines(&self, lines: &mut Lines) {
+    /// Hands the gathered lines to every raw-record outlet, and the hits offered with them to
+    /// their hit outlets, leaving both empty.
+    pub(super) fn hand_on(&self, lines: &mut Lines, offered: &mut Offered) {
         let Some(received_at) = lines.received_at.take() else {
             return;
         };
@@ -262,7 +271,18 @@ impl Dispatcher {
         // so it is never reserved larger than batches have needed.
         let next = Vec::with_capacity(lines.buf.len());
         let buf = std::mem::replace(&mut lines.buf, next);
-        let bytes = buf.capacity() + std::mem::size_of::<Records>();
+        let capacity = buf.capacity();
+        let buf = Bytes::from(buf);
+        self.send_lines(&buf, capacity, count, received_at);
+        self.send_hits(offered, &buf);
+    }
+
+    /// Sends `count` record lines (in a buffer of `capacity` bytes) to every raw-record outlet.
+    fn send_lines(&self, lines: &Bytes, capacity: usize, count: usize, received_at: Timestamp) {
+        if self.records.is_empty() {
+            return;
+        }
+        let bytes = capacity + std::mem::size_of::<Records>();
         if !self.reserve(bytes) {
             for outlet in self.records.iter() {
                 self.dropped(outlet.queue.name, "queue_bytes_full", count);
@@ -270,7 +290,6 @@ impl Dispatcher {
             return;
         }
         let reservation = Arc::new(Reservation { bytes, budget: self.queued_bytes.clone() });
-        let lines = Bytes::from(buf);
         for outlet in self.records.iter() {
             let Some(places) = outlet.places.take(count) else {
                 self.dropped(outlet.queue.name, "queue_full", count);
@@ -283,10 +302,10 @@ impl Dispatcher {
         }
     }
 
-    /// Adds the draft to `offered` for every hit outlet whose gate wants it
-    /// (moved, not copied: its line is written already); drops it if none does. The hits reach
-    /// the outlets with [`Dispatcher::send_hits`].
-    pub(super) fn offer_hit(&self, hit: DraftHit, offered: &mut Offered) {
+    /// Adds the draft to `offered` for every hit outlet whose gate wants it (moved, not copied:
+    /// its `line` is written already, in the lines being gathered); drops it if none does. The
+    /// hits reach the outlets with their lines ([`Dispatcher::hand_on`]).
+    pub(super) fn offer_hit(&self, hit: DraftHit, line: Range<usize>, offered: &mut Offered) {
         // Each gate asked once (a gate counts what it turns away); the answers are kept as one
         // bit per outlet.
         let wanted = self.hits.iter().enumerate().fold(0u64, |wanted, (i, o)| wanted | u64::from(o.wants(&hit)) << i);
@@ -294,7 +313,7 @@ impl Dispatcher {
             return;
         }
         let wanted = || self.hits.iter().enumerate().filter(move |(i, _)| wanted >> i & 1 == 1);
-        let bytes = hit.approx_bytes() + HELD_BYTES;
+        let bytes = hit.approx_bytes() + line.len() + HELD_BYTES;
         if !self.hit_budget.try_take(bytes) {
             for (_, outlet) in wanted() {
                 self.shed(outlet, "budget", 1);
@@ -306,25 +325,30 @@ impl Dispatcher {
             offered.lists.resize_with(self.hits.len(), Vec::new);
         }
         for (i, _) in wanted() {
-            offered.lists[i].push(hit.clone());
+            offered.lists[i].push((hit.clone(), line.clone()));
         }
     }
 
-    /// Hands the hits in `offered` to their outlets, one job per outlet, leaving it empty. An
-    /// outlet without room for them all (its capacity in hits, or its queue) sheds them.
-    pub(super) fn send_hits(&self, offered: &mut Offered) {
+    /// Hands the hits in `offered` to their outlets with their lines (in `lines`), one job per
+    /// outlet, leaving it empty. An outlet without room for them all (its capacity in hits, or
+    /// its queue) sheds them.
+    fn send_hits(&self, offered: &mut Offered, lines: &Bytes) {
         for (outlet, list) in self.hits.iter().zip(offered.lists.iter_mut()) {
             let count = list.len();
             if count == 0 {
                 continue;
             }
-            let hits = std::mem::take(list);
+            let mut hits = std::mem::take(list);
             let Some(places) = outlet.places.take(count) else {
                 self.shed(outlet, "queue_full", count);
                 continue;
             };
+            // The budget counts each hit's own line: an outlet that takes few of the lines gets
+            // a copy of those, rather than holding the whole buffer with them.
+            let wanted: usize = hits.iter().map(|(_, line)| line.len()).sum();
+            let lines = if wanted * 2 >= lines.len() { lines.clone() } else { compact(lines, &mut hits, wanted) };
             // A job that is not queued gives its places back as it drops.
-            let job = Hits { hits, _places: places };
+            let job = Hits { hits, lines, _places: places };
             if let Err(err) = outlet.queue.tx.try_send(Job::Deliver(job)) {
                 self.shed(outlet, send_error(&err), count);
             }
@@ -402,6 +426,40 @@ impl Dispatcher {
     }
 }
 
+/// Records that are not hits of their own, written to the raw-record outlets together
+/// ([`Dispatcher::records`]): handed on when the batch drops.
+pub struct RecordBatch<'a> {
+    dispatcher: &'a Dispatcher,
+    lines: Lines,
+    offered: Offered,
+}
+
+impl RecordBatch<'_> {
+    /// Adds a record of a hit received at `at`, which `write` appends as its line (newline
+    /// included).
+    pub fn write(&mut self, at: Timestamp, write: impl FnOnce(&mut Vec<u8>)) {
+        self.dispatcher.gather(&mut self.lines, &mut self.offered, at, write);
+    }
+}
+
+impl Drop for RecordBatch<'_> {
+    fn drop(&mut self) {
+        self.dispatcher.hand_on(&mut self.lines, &mut self.offered);
+    }
+}
+
+/// The lines of `hits` (`wanted` bytes in all) copied out of `lines`, and each hit's range
+/// moved to its place in the copy.
+fn compact(lines: &Bytes, hits: &mut [(Arc<QueuedHit>, Range<usize>)], wanted: usize) -> Bytes {
+    let mut copy = Vec::with_capacity(wanted);
+    for (_, line) in hits.iter_mut() {
+        let start = copy.len();
+        copy.extend_from_slice(&lines[line.clone()]);
+        *line = start..copy.len();
+    }
+    copy.into()
+}
+
 /// Why a `try_send` failed, as a metric label.
 pub(super) fn send_error<T>(err: &mpsc::error::TrySendError<T>) -> &'static str {
     match err {
@@ -454,13 +512,15 @@ mod tests {
         let dispatcher = Dispatcher::new(vec![], vec![outlet.clone()]);
         let parse = ParseSettings::default();
         let batch = |range: std::ops::Range<usize>| {
-            let mut offered = Offered::default();
+            let (mut lines, mut offered) = (Lines::default(), Offered::default());
             for n in range {
                 let mut b = HitBuilder::new(&parse, Timestamp::now());
                 b.add_encoded(&format!("pixel_id=1&event=E&event_id=e{n}"));
-                dispatcher.offer_hit(b.finish_draft(RequestMeta::default()), &mut offered);
+                let hit = b.finish_draft(RequestMeta::default());
+                let line = dispatcher.gather(&mut lines, &mut offered, hit.received_at(), |out| hit.write_line(out));
+                dispatcher.offer_hit(hit, line, &mut offered);
             }
-            dispatcher.send_hits(&mut offered);
+            dispatcher.hand_on(&mut lines, &mut offered);
         };
         batch(0..3);
         batch(3..6);
@@ -468,8 +528,38 @@ mod tests {
         assert_eq!(*shed.lock().unwrap(), [("queue_full", 3)], "a batch that does not fit is shed whole, and counted");
         let Ok(Job::Deliver(hits)) = rx.try_recv() else { panic!("one job for the first batch") };
         assert!(rx.try_recv().is_err(), "one job per batch");
-        let ids: Vec<String> = hits.take().iter().map(|h| h.event_id().to_owned()).collect();
-        assert_eq!(ids, ["e0", "e1", "e2"]);
+        let taken: Vec<_> = hits.take().collect();
         assert_eq!(outlet.places.waiting(), 0, "taking the hits gives their places back");
+        let ids: Vec<&str> = taken.iter().map(|(h, _)| h.event_id()).collect();
+        assert_eq!(ids, ["e0", "e1", "e2"]);
+        for (hit, line) in &taken {
+            let record: serde_json::Value = serde_json::from_slice(line).unwrap();
+            assert_eq!(record["event_id"], hit.event_id(), "each hit comes with its own record line");
+            assert_eq!(line.last(), Some(&b'\n'));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hit_outlet_that_takes_few_of_the_lines_gets_a_copy_of_its_own() {
+        let (records, mut records_rx) = RecordOutlet::new("file", 100);
+        let (outlet, mut rx) = HitOutlet::new("test", 100);
+        let outlet = outlet.with_gate(Arc::new(|hit: &DraftHit| hit.event_id() == "e7"));
+        let dispatcher = Dispatcher::new(vec![records], vec![outlet]);
+        let parse = ParseSettings::default();
+        let (mut lines, mut offered) = (Lines::default(), Offered::default());
+        for n in 0..10 {
+            let mut b = HitBuilder::new(&parse, Timestamp::now());
+            b.add_encoded(&format!("pixel_id=1&event=E&event_id=e{n}"));
+            let hit = b.finish_draft(RequestMeta::default());
+            let line = dispatcher.gather(&mut lines, &mut offered, hit.received_at(), |out| hit.write_line(out));
+            dispatcher.offer_hit(hit, line, &mut offered);
+        }
+        dispatcher.hand_on(&mut lines, &mut offered);
+        let Ok(Job::Deliver(records)) = records_rx.try_recv() else { panic!("the lines for the raw-record outlet") };
+        assert_eq!(records.count(), 10);
+        let Ok(Job::Deliver(hits)) = rx.try_recv() else { panic!("the one hit the gate wanted") };
+        assert_eq!(hits.lines.len(), hits.hits[0].1.len(), "only its own line is held");
+        let (hit, line) = hits.take().next().unwrap();
+        assert_eq!(serde_json::from_slice::<serde_json::Value>(&line).unwrap()["event_id"], hit.event_id());
     }
 }

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::dispatcher::{Dispatcher, Lines, Offered};
 use super::tenancy::Tenancy;
 use crate::params::{Captured, ParseSettings};
-use crate::record::{DraftHit, PixelId};
+use crate::record::{DraftHit, Fields, PixelId};
 
 /// Most captured requests an intake task shapes before it lets other tasks run.
 const BATCH: usize = 64;
@@ -80,8 +80,7 @@ pub(super) async fn run(mut rx: mpsc::Receiver<Intake>, settings: Arc<ParseSetti
                     outlets.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
                 }
                 Intake::Barrier(ack) => {
-                    outlets.send_lines(&mut lines);
-                    outlets.send_hits(&mut offered);
+                    outlets.hand_on(&mut lines, &mut offered);
                     let _ = ack.send(());
                 }
                 Intake::Shutdown(ack) => {
@@ -90,8 +89,7 @@ pub(super) async fn run(mut rx: mpsc::Receiver<Intake>, settings: Arc<ParseSetti
                 }
             }
         }
-        outlets.send_lines(&mut lines);
-        outlets.send_hits(&mut offered);
+        outlets.hand_on(&mut lines, &mut offered);
     }
     for ack in acks {
         let _ = ack.send(());
@@ -126,9 +124,9 @@ fn take(
             return;
         }
         stage.set(Stage::Writing);
-        outlets.gather(lines, &hit, |out| hit.write_line(out));
+        let line = outlets.gather(lines, offered, hit.received_at(), |out| hit.write_line(out));
         stage.set(Stage::Offering);
-        outlets.offer_hit(hit, offered);
+        outlets.offer_hit(hit, line, offered);
     });
 }
 
@@ -137,9 +135,9 @@ fn take(
 #[inline(never)]
 fn offer(outlets: &Dispatcher, lines: &mut Lines, offered: &mut Offered, hit: DraftHit) {
     caught(outlets, lines, Stage::Writing, |stage, lines| {
-        outlets.gather(lines, &hit, |out| hit.write_line(out));
+        let line = outlets.gather(lines, offered, hit.received_at(), |out| hit.write_line(out));
         stage.set(Stage::Offering);
-        outlets.offer_hit(hit, offered);
+        outlets.offer_hit(hit, line, offered);
     });
 }
 
@@ -180,7 +178,7 @@ mod tests {
     use super::*;
     use crate::params::RequestHead;
     use crate::pipeline::{HitOutlet, Job, RecordOutlet};
-    use crate::record::{Fields, Timestamp};
+    use crate::record::Timestamp;
 
     fn captured(n: usize) -> Captured {
         let req = http::Request::get(format!("/p.gif?pixel_id=1&event=E&event_id=e{n}")).body(()).unwrap();
@@ -221,7 +219,7 @@ mod tests {
     async fn flush_and_shutdown_cover_every_captured_request() {
         let (hits, hits_rx) = HitOutlet::new("test", 10_000);
         let (records, records_rx) = RecordOutlet::new("test", 10_000);
-        let (seen_hits, hit_consumer) = consume(hits_rx, |hits| hits.take().iter().map(|hit| hit.event_id().to_owned()).collect());
+        let (seen_hits, hit_consumer) = consume(hits_rx, |hits| hits.take().map(|(hit, _)| hit.event_id().to_owned()).collect());
         let (seen_records, record_consumer) = consume(records_rx, record_ids);
         let dispatcher = Dispatcher::new(vec![records], vec![hits]).with_intake(3, 1000, ParseSettings::default());
         // Submitted from several threads, so every intake task gets some.
@@ -253,7 +251,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_byte_budget_drops_captured_requests_before_the_intake() {
         let (hits, hits_rx) = HitOutlet::new("test", 10);
-        let (seen, consumer) = consume(hits_rx, |hits| hits.take().iter().map(|hit| hit.event_id().to_owned()).collect());
+        let (seen, consumer) = consume(hits_rx, |hits| hits.take().map(|(hit, _)| hit.event_id().to_owned()).collect());
         let dispatcher = Dispatcher::new(vec![], vec![hits]).with_max_bytes(1).with_intake(1, 10, ParseSettings::default());
         dispatcher.submit_captured(captured(1));
         dispatcher.shutdown().await;
@@ -266,7 +264,7 @@ mod tests {
     async fn a_gate_keeps_the_hits_of_unwanted_pixels_out_of_its_queue() {
         let (hits, hits_rx) = HitOutlet::new("test", 10);
         let hits = hits.with_gate(Arc::new(|hit: &crate::record::DraftHit| hit.pixel().is_ok_and(|p| p.as_str() == "1")));
-        let (seen, consumer) = consume(hits_rx, |hits| hits.take().iter().map(|hit| hit.event_id().to_owned()).collect());
+        let (seen, consumer) = consume(hits_rx, |hits| hits.take().map(|(hit, _)| hit.event_id().to_owned()).collect());
         let dispatcher = Dispatcher::new(vec![], vec![hits]).with_intake(1, 10, ParseSettings::default());
         for query in ["pixel_id=1&event_id=a", "pixel_id=2&event_id=b", "event_id=c", "pixel_id=x&event_id=d"] {
             let req = http::Request::get(format!("/tr?{query}")).body(()).unwrap();
@@ -307,7 +305,7 @@ mod tests {
         let (hits, hits_rx) = HitOutlet::new("test", 100);
         let hits = hits.with_gate(Arc::new(|hit: &crate::record::DraftHit| !hit.flags().contains(crate::record::Flag::DomainNotAllowed) && !hit.routing().forwarding_off));
         let (records, records_rx) = RecordOutlet::new("test", 100);
-        let (seen_hits, hit_consumer) = consume(hits_rx, |hits| hits.take().iter().map(|hit| hit.event_id().to_owned()).collect());
+        let (seen_hits, hit_consumer) = consume(hits_rx, |hits| hits.take().map(|(hit, _)| hit.event_id().to_owned()).collect());
         let lines = Arc::new(Mutex::new(Vec::new()));
         let kept = lines.clone();
         let (_, record_consumer) = consume(records_rx, move |records: super::super::Records| {

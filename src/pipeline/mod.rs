@@ -22,5 +22,5 @@ pub mod outlet;
 mod tenancy;
 
 pub use budget::{Budget, Share};
-pub use dispatcher::{DEFAULT_MAX_HIT_BYTES, DEFAULT_MAX_QUEUED_BYTES, Dispatcher};
+pub use dispatcher::{DEFAULT_MAX_HIT_BYTES, DEFAULT_MAX_QUEUED_BYTES, Dispatcher, RecordBatch};
 pub use outlet::{Gate, HitJobs, HitOutlet, Hits, Job, QueuedHit, RecordJobs, RecordOutlet, Records, Shed};

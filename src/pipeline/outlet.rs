@@ -4,12 +4,12 @@
 //! written as its NDJSON line, many lines to a job, so the line is written once, on the thread
 //! that shaped the hit, and the sink only moves bytes. A hit outlet (the forwarder) takes
 //! [`Hits`]: each hit as a shared [`QueuedHit`], the draft record itself, moved in after its line
-//! was written (no copy), only for the hits its [`Gate`] lets through, and those of one intake
-//! batch in one job. Both get
-//! the same control jobs ([`Job`]): a barrier to answer once everything before it is delivered,
-//! a tick for time-based work, and shutdown.
+//! was written (no copy), with that line (a slice of the same buffer the sink gets), only for the
+//! hits its [`Gate`] lets through, and those of one intake batch in one job. Both get the same
+//! control jobs ([`Job`]): a barrier to answer once everything before it is delivered, a tick
+//! for time-based work, and shutdown.
 
-use std::ops::Deref;
+use std::ops::{Deref, Range};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -112,18 +112,26 @@ impl Records {
 }
 
 /// Hits for a hit outlet, those of one intake batch together (one queue operation for many
-/// hits). Their number counts against the outlet's capacity until its consumer takes them.
+/// hits), each with its record line: a hit outlet that lets a hit go early (the forwarder, once
+/// its event is written) keeps the line for a failure record, in a buffer the job's hits share.
+/// Their number counts against the outlet's capacity until its consumer takes them.
 #[derive(Debug)]
 pub struct Hits {
-    pub(super) hits: Vec<Arc<QueuedHit>>,
+    /// Each hit and where its line is in `lines`.
+    pub(super) hits: Vec<(Arc<QueuedHit>, Range<usize>)>,
+    /// The record lines of the hits (perhaps of other hits too), newline included.
+    pub(super) lines: Bytes,
     /// One place in this outlet's queue per hit, given back when the consumer takes them.
     pub(super) _places: Held,
 }
 
 impl Hits {
-    /// The hits, in the order they were shaped; their places in the queue are given back.
-    pub fn take(self) -> Vec<Arc<QueuedHit>> {
-        self.hits
+    /// The hits, in the order they were shaped, each with its record line (newline included;
+    /// the lines share one buffer); their places in the queue are given back.
+    pub fn take(self) -> impl Iterator<Item = (Arc<QueuedHit>, Bytes)> {
+        let Hits { hits, lines, _places } = self;
+        drop(_places);
+        hits.into_iter().map(move |(hit, line)| (hit, lines.slice(line)))
     }
 }
 

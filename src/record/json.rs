@@ -228,7 +228,7 @@ fn escape(out: &mut Vec<u8>, b: u8) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
     use std::sync::Arc;
     use std::time::{Duration, UNIX_EPOCH};
@@ -244,7 +244,7 @@ mod tests {
         prop_oneof!["[\\x00-\\x7f]{0,40}", "[a-z0-9\"\\\\\\n\\t\\x01\\x1f\\x7fé€😀 ]{0,40}", any::<String>(),]
     }
 
-    fn hit() -> impl Strategy<Value = Hit> {
+    pub(in crate::record) fn hit() -> impl Strategy<Value = Hit> {
         let opt = || proptest::option::of(text());
         let map = || proptest::collection::btree_map(text(), text(), 0..4);
         let ip = prop_oneof![Just(None), any::<u32>().prop_map(|v| Some(IpAddr::V4(Ipv4Addr::from(v)))), any::<u128>().prop_map(|v| Some(IpAddr::V6(Ipv6Addr::from(v)))),];

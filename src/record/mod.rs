@@ -7,6 +7,7 @@
 //! once, where the request is shaped (in `params`), and then only read by every outlet.
 
 mod draft;
+mod failure;
 mod flags;
 mod hit;
 mod json;
@@ -18,6 +19,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 pub use draft::{DraftHit, DraftParts, Entry, MapName, Span};
+pub use failure::{NotARecord, RecordLine};
 pub use flags::{Flag, Flags};
 pub use hit::{Hit, Routing, Truncation};
 /// The record encoder's JSON writers, for other encoders of the hot path (a destination's events).

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Number, Value};
 
-use crate::forward::Reject;
+use crate::forward::{Labels, Reject};
 use crate::record::{Fields, write_json_ip, write_json_string};
 
 /// Meta refuses events older than this (`docs/forwarding.md#limits`: at most 7 days in the past,
@@ -80,16 +80,20 @@ pub fn check<F: Fields>(hit: &F, now: SystemTime) -> Result<(), Reject> {
     Ok(())
 }
 
-/// Appends `hit`'s server event, as of `now`, to `out` as one JSON object; returns the
-/// `custom_data` keys dropped because their value did not parse (from a closed set, see
-/// [`typed_key`]). `hit` must have passed [`check`].
-pub fn write<F: Fields>(hit: &F, now: SystemTime, out: &mut Vec<u8>) -> Vec<&'static str> {
+/// Appends `hit`'s server event, as of `now`, to `out` as one JSON object; returns where its
+/// name and id are in `out`, and the `custom_data` keys dropped because their value did not
+/// parse (from a closed set, see [`typed_key`]). `hit` must have passed [`check`].
+pub fn write<F: Fields>(hit: &F, now: SystemTime, out: &mut Vec<u8>) -> (Labels, Vec<&'static str>) {
     out.extend_from_slice(b"{\"event_name\":");
+    let name_start = out.len();
     write_json_string(out, meta_event_name(hit.event().unwrap_or_default().trim()));
+    let name = (name_start, out.len());
     out.extend_from_slice(b",\"event_time\":");
     out.extend_from_slice(itoa::Buffer::new().format(event_time(hit.client_ts(), hit.received_at().0, now)).as_bytes());
     out.extend_from_slice(b",\"event_id\":");
+    let id_start = out.len();
     write_json_string(out, hit.event_id());
+    let id = (id_start, out.len());
     out.extend_from_slice(b",\"action_source\":\"website\",\"event_source_url\":");
     write_json_string(out, hit.url().unwrap_or_default());
     if let Some(referrer) = hit.referrer().filter(|r| !r.is_empty()) {
@@ -109,7 +113,7 @@ pub fn write<F: Fields>(hit: &F, now: SystemTime, out: &mut Vec<u8>) -> Vec<&'st
     let mut dropped = Vec::new();
     custom_data(hit, out, &mut dropped);
     out.push(b'}');
-    dropped
+    (Labels { name, id }, dropped)
 }
 
 /// The client's time when it is plausible (within Meta's window, not in the future beyond
@@ -302,7 +306,7 @@ mod tests {
     fn event(hit: &Hit, now: SystemTime) -> (Value, Vec<&'static str>) {
         check(hit, now).expect("Meta would take it");
         let mut out = Vec::new();
-        let dropped = write(hit, now, &mut out);
+        let (_, dropped) = write(hit, now, &mut out);
         (serde_json::from_slice(&out).expect("one JSON object"), dropped)
     }
 
@@ -485,12 +489,14 @@ mod tests {
         let mut b = HitBuilder::new(&settings, Timestamp(now));
         b.add_encoded(q);
         let draft = b.finish_draft(RequestMeta { ip: Some("192.0.2.5".parse().unwrap()), user_agent: Some(UA), referer: None, cookies: None });
-        let (mut from_draft, mut from_hit) = (Vec::new(), Vec::new());
-        write(&draft, now, &mut from_draft);
+        let (mut from_draft, mut from_hit) = (b"[".to_vec(), Vec::new());
+        let (labels, _) = write(&draft, now, &mut from_draft);
         write(&draft.to_hit(), now, &mut from_hit);
-        assert_eq!(from_draft, from_hit);
-        let v: Value = serde_json::from_slice(&from_draft).unwrap();
+        assert_eq!(from_draft[1..], from_hit);
+        let v: Value = serde_json::from_slice(&from_draft[1..]).unwrap();
         assert_eq!((v["event_name"].as_str(), v["event_id"].as_str()), (Some("Say \"hi\""), Some("a\\b")));
+        let label = |(start, end): (usize, usize)| serde_json::from_slice::<String>(&from_draft[start..end]).unwrap();
+        assert_eq!((label(labels.name), label(labels.id)), ("Say \"hi\"".to_owned(), "a\\b".to_owned()), "the labels are where the name and id were written");
         assert_eq!(v["event_source_url"], "https://a.example/?q=\n");
         assert_eq!(v["custom_data"]["note"], "tab\tend");
         assert_eq!(v["user_data"]["client_ip_address"], "192.0.2.5");

@@ -18,7 +18,7 @@ pub mod event;
 use std::time::{Duration, SystemTime};
 
 pub use self::client::{EventsRequest, GraphClient, Received, SendError, SendEvents};
-use super::destination::{Destination, Head, Receipt, Reject, Request, Verdict};
+use super::destination::{Destination, Head, Labels, Receipt, Reject, Request, Verdict};
 use crate::metrics as m;
 use crate::record::{DraftHit, Fields};
 
@@ -76,17 +76,19 @@ impl<C: SendEvents> Destination for Meta<C> {
         event::check(hit, now)
     }
 
-    fn encode(&self, hit: &DraftHit, now: SystemTime, out: &mut Vec<u8>) {
-        for key in event::write(hit, now, out) {
+    fn encode(&self, hit: &DraftHit, now: SystemTime, out: &mut Vec<u8>) -> Labels {
+        let (labels, dropped) = event::write(hit, now, out);
+        for key in dropped {
             metrics::counter!(m::CAPI_CUSTOM_DATA_DROPPED, "key" => key).increment(1);
         }
+        labels
     }
 
     fn event_name<'h>(&self, hit: &'h DraftHit) -> &'h str {
         event::meta_event_name(hit.event().unwrap_or_default().trim())
     }
 
-    fn body_start(&self, _head: &Head<'_>, out: &mut Vec<u8>) {
+    fn body_start(&self, out: &mut Vec<u8>) {
         client::body_start(out);
     }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use super::{MemTokens, UA, Wired, config, drain_records, hit, ids, p, reasons, sorted, wire};
 use crate::forward::ForwardConfig;
-use crate::forward::{Destination, Receipt, Reject, Request, Verdict};
+use crate::forward::{Destination, Labels, Receipt, Reject, Request, Verdict};
 use crate::record::{DraftHit, Fields};
 
 /// The platform's error: a code of its own.
@@ -50,9 +50,19 @@ impl Destination for Arc<Echo> {
         }
     }
 
-    /// `["echo:<name>","<id>"]`.
-    fn encode(&self, hit: &DraftHit, _now: SystemTime, out: &mut Vec<u8>) {
-        serde_json::to_writer(out, &[format!("echo:{}", hit.event().unwrap_or_default()), hit.event_id().to_owned()]).unwrap();
+    /// `["<name>","<id>"]`.
+    fn encode(&self, hit: &DraftHit, _now: SystemTime, out: &mut Vec<u8>) -> Labels {
+        let string = |out: &mut Vec<u8>, s: &str| {
+            let start = out.len();
+            serde_json::to_writer(&mut *out, s).unwrap();
+            (start, out.len())
+        };
+        out.push(b'[');
+        let name = string(out, hit.event().unwrap_or_default());
+        out.push(b',');
+        let id = string(out, hit.event_id());
+        out.push(b']');
+        Labels { name, id }
     }
 
     fn event_name<'h>(&self, hit: &'h DraftHit) -> &'h str {
