@@ -23,15 +23,20 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use bytes::Bytes;
 
+use super::blocks::Pool;
 use super::deliver::deliver;
 use super::destination::Destination;
 use super::gate::Credentials;
-use super::open::{Open, Record};
+use super::open::{Open, Records};
 use super::{ForwardConfig, Key, MAX_BATCH_BYTES, Shared};
 use crate::metrics as m;
 use crate::pace;
 use crate::pipeline::{HitJobs, Hits, Job, QueuedHit};
 use crate::record::CapiFailure;
+
+/// Most bytes of free blocks kept for the next batches (an eighth of the budget if less): under
+/// load, a delivered batch gives its blocks back about as fast as new batches take them.
+const MAX_POOL_BYTES: usize = 4 * 1024 * 1024;
 
 /// Most jobs taken from the queue in one go (a job holds up to one intake batch of hits).
 const DRAIN: usize = 64;
@@ -52,7 +57,11 @@ pub(super) struct Consumer<D: Destination, S> {
     in_flight: JoinSet<()>,
     /// The records of each delivery task's hits, so that a task that dies is still accounted
     /// for.
-    in_flight_records: foldhash::HashMap<tokio::task::Id, Arc<[Record]>>,
+    in_flight_records: foldhash::HashMap<tokio::task::Id, Arc<Records>>,
+    /// The blocks batches write into, kept for reuse.
+    pool: Arc<Pool>,
+    /// Where one event is encoded before it is copied into its batch's block.
+    scratch: Vec<u8>,
     /// Turned true at the shutdown timeout: deliveries give up what they hold at once.
     stop: Arc<watch::Sender<bool>>,
     shutdown_timer: Option<JoinHandle<()>>,
@@ -60,6 +69,7 @@ pub(super) struct Consumer<D: Destination, S> {
 
 impl<D: Destination, S: Credentials> Consumer<D, S> {
     pub(super) fn new(shared: Arc<Shared<D, S>>, config: ForwardConfig) -> Self {
+        let pool = Pool::new((shared.budget.max() / 8).min(MAX_POOL_BYTES));
         Consumer {
             shared,
             config,
@@ -67,6 +77,8 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
             next_deadline: None,
             in_flight: JoinSet::new(),
             in_flight_records: foldhash::HashMap::default(),
+            pool,
+            scratch: Vec::new(),
             stop: Arc::new(watch::channel(false).0),
             shutdown_timer: None,
         }
@@ -176,20 +188,27 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
         let key = Key { pixel, test_event_code: hit.forward_test_event_code().map(str::to_owned) };
         let open = match self.batches.get_mut(&key) {
             Some(open) => open,
-            None => self.batches.entry(key.clone()).or_insert_with(|| Open::first(&self.shared.budget)),
+            None => self.batches.entry(key.clone()).or_insert_with(|| Open::new(&self.shared.budget, &self.pool)),
         };
+        // What batching it would add must fit in the budget too (its bytes in the queue are
+        // given back as it is batched): the budget is kept here as well as at the queue, or a
+        // backlog taken in one go would grow the batches past it.
+        let budget = &self.shared.budget;
+        if budget.used().saturating_sub(hit.bytes()) + open.growth(line.len()) > budget.max() {
+            self.shared.status.shed("budget", 1);
+            return;
+        }
         let was_empty = open.is_empty();
         match destination.check(&hit, now) {
-            Ok(()) => open.push(destination, hit, line, now),
-            Err(reject) => open.reject(destination, reject, hit, line),
+            Ok(()) => open.push(destination, hit, &line, now, &mut self.scratch),
+            Err(reject) => open.reject(destination, reject, hit, &line),
         }
         // Only a batch opened by this hit has a new deadline.
         if was_empty && let Some(deadline) = open.deadline(self.config.flush_interval) {
             self.next_deadline = Some(self.next_deadline.map_or(deadline, |d| d.min(deadline)));
         }
         if open.len() >= self.config.max_batch || open.body_len() >= MAX_BATCH_BYTES {
-            let next = open.next(&self.shared.budget);
-            let full = std::mem::replace(open, next);
+            let full = std::mem::replace(open, Open::new(&self.shared.budget, &self.pool));
             self.send(key, full).await;
         }
     }
@@ -230,7 +249,7 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
                 Some(done) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => self.reaped(done),
             }
         };
-        let records: Arc<[Record]> = std::mem::take(&mut open.records).into();
+        let records = Arc::new(std::mem::replace(&mut open.records, Records::new(&self.pool)));
         let (shared, stop, held) = (self.shared.clone(), self.stop.subscribe(), records.clone());
         // Boxed: a delivery's future holds a whole request in flight (kilobytes), and the task
         // machinery moves an unboxed future several times on the way to its first poll.
@@ -248,14 +267,11 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
                 self.in_flight_records.remove(&id);
             }
             Err(err) => {
-                let records = self.in_flight_records.remove(&err.id()).unwrap_or_else(|| Arc::new([]));
+                let Some(records) = self.in_flight_records.remove(&err.id()) else { return };
                 tracing::error!(destination = self.shared.destination.name(), events = records.len(), error = %err, "a delivery task failed; its events are given up");
                 metrics::counter!(m::CAPI_EVENTS, "outcome" => "failed", "reason" => "internal").increment(records.len() as u64);
                 let failure = CapiFailure { reason: "internal", detail: format!("the delivery task failed: {err}"), code: None, attempts: 0 };
-                let mut out = self.shared.sink.records();
-                for record in records.iter() {
-                    record.write_failed(&failure, &mut out);
-                }
+                records.write_all_failed(&failure, &mut self.shared.sink.records());
             }
         }
     }

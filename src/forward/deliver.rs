@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::watch;
 
+use super::blocks::{BLOCK_BYTES, Blocks, Body};
 use super::destination::{Destination, Events, Head, Request, Verdict};
 use super::gate::Credentials;
-use super::open::{Event, Open, Record};
+use super::open::{Event, Open, Records};
 use super::outcomes::{Given, Outcomes};
 use super::window::Signal;
 use super::{Key, Shared};
@@ -77,12 +78,10 @@ enum Lookup {
 }
 
 /// Events on their way in one request: the request's body with their JSON, and where each one
-/// ends and what else it has ([`Event`]).
+/// is and what else it has ([`Event`]).
 pub(super) struct Chunk {
-    /// The request body; shared (not copied) by every attempt.
-    body: Bytes,
-    /// Where the first event starts in `body`.
-    start: usize,
+    /// The request body; shared (not copied) by every attempt. An event's block is its piece.
+    body: Body,
     /// The events, in the body's order.
     pub(super) events: Vec<Event>,
     /// Requests that carried these events so far.
@@ -94,35 +93,36 @@ pub(super) struct Chunk {
 /// A batch's events before their request's body is finished: the credentials that end it are
 /// looked up when the batch is sent.
 pub(super) struct Unsent {
-    /// The body so far ([`Destination::body_start`] and the events; empty if there are none).
-    body: Vec<u8>,
-    /// Where the first event starts in `body`.
-    start: usize,
+    /// The events, in blocks.
+    body: Blocks,
     events: Vec<Event>,
-    /// The body's bytes and the events', counted in the hit outlets' budget.
+    /// The blocks' bytes and the events', counted in the hit outlets' budget.
     bytes: Share,
 }
 
 impl Unsent {
-    /// The request: the body finished for `head`.
+    /// The request: the body started and finished for `head` around the blocks.
     fn seal<D: Destination>(self, destination: &D, head: &Head<'_>) -> Chunk {
-        let Unsent { mut body, start, events, mut bytes } = self;
-        let capacity = body.capacity();
-        let start = if body.is_empty() {
-            destination.body_start(&mut body);
-            body.len()
-        } else {
-            start
-        };
-        destination.body_end(head, &mut body);
-        bytes.add(body.capacity() - capacity);
-        Chunk { body: Bytes::from(body), start, events, attempts: 0, _bytes: bytes }
+        let Unsent { body, mut events, mut bytes } = self;
+        let (mut start, mut end) = (Vec::new(), Vec::new());
+        destination.body_start(&mut start);
+        destination.body_end(head, &mut end);
+        bytes.add(start.capacity() + end.capacity());
+        let mut pieces = Vec::with_capacity(body.len() / BLOCK_BYTES + 4);
+        pieces.push(Bytes::from(start));
+        pieces.extend(body.into_bytes());
+        pieces.push(Bytes::from(end));
+        // The blocks come after the start.
+        for event in &mut events {
+            event.block += 1;
+        }
+        Chunk { body: Body::new(pieces), events, attempts: 0, _bytes: bytes }
     }
 
     /// The events as they are, to be given up unsent.
     fn into_unsealed(self) -> Chunk {
-        let Unsent { body, start, events, bytes } = self;
-        Chunk { body: Bytes::from(body), start, events, attempts: 0, _bytes: bytes }
+        let Unsent { body, events, bytes } = self;
+        Chunk { body: Body::new(body.into_bytes()), events, attempts: 0, _bytes: bytes }
     }
 }
 
@@ -133,8 +133,8 @@ impl Chunk {
 
     /// The bytes of event `i`.
     fn event(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { self.start } else { self.events[i - 1].end as usize + 1 };
-        &self.body[start..self.events[i].end as usize]
+        let Event { block, start, end, .. } = self.events[i];
+        &self.body.pieces()[block as usize][start as usize..end as usize]
     }
 
     /// The name and id of event `i`, as text.
@@ -148,24 +148,23 @@ impl Chunk {
     fn part<D: Destination>(&self, destination: &D, head: &Head<'_>, indices: impl IntoIterator<Item = usize>, budget: &Arc<Budget>) -> Chunk {
         let mut body = Vec::new();
         destination.body_start(&mut body);
-        let start = body.len();
         let mut events = Vec::new();
         for i in indices {
             if !events.is_empty() {
                 body.push(b',');
             }
+            let start = body.len() as u32;
             body.extend_from_slice(self.event(i));
-            events.push(Event { end: body.len() as u32, ..self.events[i] });
+            events.push(Event { block: 0, start, end: body.len() as u32, ..self.events[i] });
         }
         destination.body_end(head, &mut body);
         let bytes = budget.take(body.capacity() + events.capacity() * std::mem::size_of::<Event>());
-        Chunk { body: Bytes::from(body), start, events, attempts: self.attempts, _bytes: bytes }
+        Chunk { body: Body::new(vec![Bytes::from(body)]), events, attempts: self.attempts, _bytes: bytes }
     }
 
     /// The chunk's events, for a request.
     fn events(&self) -> Events<'_> {
-        let end = self.events.last().map_or(self.start, |e| e.end as usize);
-        Events { json: &self.body[self.start..end], count: self.events.len(), body: &self.body }
+        Events { count: self.events.len(), body: &self.body }
     }
 }
 
@@ -180,23 +179,23 @@ fn json_text(token: &[u8]) -> String {
 /// Delivers one batch: looks the credentials up, gives up what the platform would reject, sends
 /// the rest, retrying, splitting and giving up as the destination's [`Destination::classify`]
 /// says. `records` are the batch's hits' records, for failure records.
-pub(super) async fn deliver<D: Destination, S: Credentials>(shared: &Shared<D, S>, key: Key, batch: Open, records: Arc<[Record]>, mut stop: watch::Receiver<bool>) {
+pub(super) async fn deliver<D: Destination, S: Credentials>(shared: &Shared<D, S>, key: Key, batch: Open, records: Arc<Records>, mut stop: watch::Receiver<bool>) {
     let out = Outcomes { shared, key: &key, records: &records };
     let started = Instant::now();
-    let Open { body, start, events, rejected, share, .. } = batch;
+    let Open { body, events, rejected, share, .. } = batch;
     let (reason, detail) = match lookup(shared, &key.pixel, &mut stop).await {
         Lookup::Found(credentials) => {
             for reject in &rejected {
                 out.failed(vec![Given::rejected(reject)], reject.reject.reason, &reject.reject.detail, None);
             }
-            return send(shared, &out, &key, credentials, Unsent { body, start, events, bytes: share }, &mut stop, started).await;
+            return send(shared, &out, &key, credentials, Unsent { body, events, bytes: share }, &mut stop, started).await;
         }
         Lookup::Skip(reason) => return out.skipped(events.len() + rejected.len(), reason),
         Lookup::Failed(detail) => ("token_store_unavailable", detail),
         Lookup::Stopped => ("shutdown", "shut down before the token lookup finished".to_owned()),
     };
     out.failed(rejected.iter().map(Given::rejected).collect(), reason, &detail, None);
-    out.failed_chunks([Unsent { body, start, events, bytes: share }.into_unsealed()], reason, &detail, None);
+    out.failed_chunks([Unsent { body, events, bytes: share }.into_unsealed()], reason, &detail, None);
 }
 
 /// Sends a batch's events (`unsent`, its body not yet finished) with `credentials`.
@@ -295,7 +294,7 @@ async fn send<D: Destination, S: Credentials>(
                     }
                 }
                 Verdict::InvalidCredentials => {
-                    let account = chunk.events.first().and_then(|e| out.records[e.record as usize].account_id());
+                    let account = chunk.events.first().and_then(|e| out.records.account_id(e.record));
                     mark_invalid(shared, &key.pixel, credentials.version, account, code).await;
                     let rest = std::iter::once(chunk).chain(work.into_iter().map(|(c, _)| c));
                     return out.failed_chunks(rest, "invalid_token", &detail, code);

@@ -7,9 +7,9 @@
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use serde_json::{Map, Value};
 
+pub use super::blocks::{Body, BodyStream};
 use crate::record::{DraftHit, PixelId};
 use crate::secret::Secret;
 
@@ -31,8 +31,8 @@ pub trait Destination: Send + Sync + 'static {
     /// batched, since a platform may reject a whole request for one bad event.
     fn check(&self, hit: &DraftHit, now: SystemTime) -> Result<(), Reject>;
 
-    /// Appends `hit`'s event, as of `now`, to `out`: one JSON value of the request's list, and
-    /// says where in `out` its name and id are (the deliveries log shows them). Only for a hit
+    /// Appends `hit`'s event, as of `now`, to `out` (empty): one JSON value of the request's
+    /// list, and says where in `out` its name and id are (the deliveries log shows them). Only for a hit
     /// that passed [`Destination::check`]; runs on the forwarder's thread, when the hit is
     /// batched, so that the hit can be let go at once.
     fn encode(&self, hit: &DraftHit, now: SystemTime, out: &mut Vec<u8>) -> Labels;
@@ -43,9 +43,9 @@ pub trait Destination: Send + Sync + 'static {
 
     /// Writes what a request's body has before its events (by default `[`: the body is the list
     /// of events). The same for every request: events are written after it as their hits
-    /// arrive, before the credentials are looked up. The forwarder encodes the events in place
-    /// between this and [`Destination::body_end`], so the body is sent (and resent) without
-    /// copying.
+    /// arrive, before the credentials are looked up. The forwarder sends this, the blocks its
+    /// events were written into and [`Destination::body_end`] one after another, so the body is
+    /// sent (and resent) without being joined or copied.
     fn body_start(&self, out: &mut Vec<u8>) {
         out.push(b'[');
     }
@@ -106,16 +106,14 @@ pub struct Request<'a> {
     pub events: Events<'a>,
 }
 
-/// Encoded events, and the request body around them.
+/// Encoded events, in the request body around them.
 #[derive(Debug, Clone, Copy)]
 pub struct Events<'a> {
-    /// The events: each one JSON value, separated by commas (a list's inside).
-    pub json: &'a [u8],
     /// How many.
     pub count: usize,
-    /// The whole body: [`Destination::body_start`], `json`, [`Destination::body_end`]. Cloning
-    /// it shares it.
-    pub body: &'a Bytes,
+    /// The whole body: [`Destination::body_start`], the events (each one JSON value, separated by
+    /// commas), [`Destination::body_end`], in pieces. Cloning it shares them.
+    pub body: &'a Body,
 }
 
 /// What to do after one attempt.

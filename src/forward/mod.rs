@@ -10,6 +10,8 @@
 //!   barrier/tick/shutdown protocol.
 //! * `open` — a batch being written: each hit's event encoded into the request body as the hit
 //!   arrives, the hit let go at once, its record line kept for a failure record.
+//! * `blocks` — the fixed-size blocks events and lines are written into, reused from a pool,
+//!   and the request [`Body`] made of them.
 //! * `deliver` — one batch's way: credentials lookup, the retry/split loop driven by the
 //!   destination's [`Verdict`]s.
 //! * `outcomes` — sent, skipped, given up: metrics, the deliveries log, and a `capi_failed`
@@ -21,6 +23,7 @@
 //! * [`destination`] — the [`Destination`] trait: what a platform is (event mapping, one request,
 //!   answer classification). [`meta`] is Meta's Conversions API.
 
+mod blocks;
 mod consumer;
 mod deliver;
 pub mod deliveries;
@@ -41,7 +44,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use self::deliveries::{Deliveries, Delivery};
-pub use self::destination::{Destination, Events, Head, Labels, Receipt, Reject, Request, Verdict};
+pub use self::destination::{Body, Destination, Events, Head, Labels, Receipt, Reject, Request, Verdict};
 pub use self::gate::{Credentials, Gate};
 pub use self::status::ForwardStatus;
 use crate::notify::Notifier;

@@ -1,22 +1,19 @@
 //! A batch being written: the events of one [`super::Key`]'s hits, encoded into the request
 //! body as the hits arrive, so that each hit is let go at once, while its memory is still in the
 //! caches, instead of being read again (cold) when the request is built and freed when it ends.
+//! Events and record lines are written into blocks the forwarder reuses ([`super::blocks`]).
 //!
 //! What an event still needs of its hit after that is kept beside it: where its name and id are
-//! in the body (the deliveries log), and its [`Record`], from which a failure record is written
-//! if the event is given up.
+//! in the body (the deliveries log), and its record line ([`Records`]), from which a failure
+//! record is written if the event is given up.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
-
+use super::blocks::{Blocks, Place, Pool};
 use super::destination::{Destination, Labels, Reject};
 use crate::pipeline::{Budget, QueuedHit, RecordBatch, Share};
 use crate::record::{CapiFailure, Fields, MAX_RECORD_BYTES, RecordLine};
-
-/// The room a body gets at first, when nothing says how many events it will hold.
-const FIRST_ROOM: usize = 4096;
 
 /// Room a line must leave below [`MAX_RECORD_BYTES`] for a failure's fields: a longer line's hit
 /// is kept whole instead, so that its failure record is cut to fit as any over-long record is.
@@ -24,32 +21,56 @@ const FAILURE_ROOM: usize = 64 * 1024;
 
 /// What a given-up event's failure record is made from.
 #[derive(Debug)]
-pub(super) enum Record {
-    /// The hit's record line, as the raw-record sink got it: a slice of the intake's buffer,
-    /// shared with the other hits of its batch.
-    Line(Bytes),
+enum Record {
+    /// The hit's record line, copied into the batch's lines.
+    Line(Place),
     /// The hit itself, for a line too long to take a failure's fields.
     Hit(Arc<QueuedHit>),
 }
 
-impl Record {
-    /// What a failure of `hit`, whose record line is `line`, will be written from.
-    pub(super) fn new(hit: Arc<QueuedHit>, line: Bytes) -> Record {
-        if line.is_empty() || line.len() + FAILURE_ROOM > MAX_RECORD_BYTES { Record::Hit(hit) } else { Record::Line(line) }
+/// The records of a batch's hits, for their failure records: each hit's record line copied
+/// into blocks as the hit is batched (so the intake's buffer, shared with the sink, is let go at
+/// once, and nothing is freed per hit), or, for a line near the record limit, the hit kept whole.
+#[derive(Debug)]
+pub(super) struct Records {
+    lines: Blocks,
+    list: Vec<Record>,
+}
+
+impl Records {
+    pub(super) fn new(pool: &Arc<Pool>) -> Records {
+        Records { lines: Blocks::new(pool), list: Vec::new() }
     }
 
-    /// The bytes it holds that nothing else counts (a kept hit counts its own).
-    fn held(&self) -> usize {
-        match self {
-            Record::Line(line) => line.len(),
-            Record::Hit(_) => 0,
-        }
+    /// Whether a line of `len` bytes is kept as a line (else its hit is kept).
+    fn keeps_line(len: usize) -> bool {
+        len > 0 && len + FAILURE_ROOM <= MAX_RECORD_BYTES
     }
 
-    /// Adds the failure record (the record, flagged `capi_failed`, with `failure`) to `out`.
-    pub(super) fn write_failed(&self, failure: &CapiFailure, out: &mut RecordBatch<'_>) {
-        match self {
-            Record::Line(line) => match RecordLine::parse(line) {
+    /// Keeps the record of `hit`, whose line is `line`; answers its index and the bytes that
+    /// took (the kept hit counts its own).
+    fn push(&mut self, hit: Arc<QueuedHit>, line: &[u8]) -> (u32, usize) {
+        let (record, taken) = match Records::keeps_line(line.len()) {
+            true => {
+                let (place, taken) = self.lines.append(&[line]);
+                (Record::Line(place), taken)
+            }
+            false => (Record::Hit(hit), 0),
+        };
+        self.list.push(record);
+        ((self.list.len() - 1) as u32, taken + std::mem::size_of::<Record>())
+    }
+
+    /// How many.
+    pub(super) fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Adds the failure record of record `i` (the record, flagged `capi_failed`, with
+    /// `failure`) to `out`.
+    pub(super) fn write_failed(&self, i: u32, failure: &CapiFailure, out: &mut RecordBatch<'_>) {
+        match &self.list[i as usize] {
+            &Record::Line(place) => match RecordLine::parse(self.lines.get(place)) {
                 Ok(read) => out.write(read.received_at(), |buf| read.write_failed(failure, buf)),
                 Err(err) => tracing::error!(error = %err, reason = failure.reason, "a forwarded hit's record line could not be read: its failure record is not written"),
             },
@@ -60,10 +81,17 @@ impl Record {
         }
     }
 
-    /// The hit's account, if its pixel is registered.
-    pub(super) fn account_id(&self) -> Option<String> {
-        match self {
-            Record::Line(line) => RecordLine::parse(line).ok().and_then(|read| read.account_id().map(str::to_owned)),
+    /// Adds the failure record of each of them to `out`.
+    pub(super) fn write_all_failed(&self, failure: &CapiFailure, out: &mut RecordBatch<'_>) {
+        for i in 0..self.list.len() {
+            self.write_failed(i as u32, failure, out);
+        }
+    }
+
+    /// The account of record `i`'s hit, if its pixel is registered.
+    pub(super) fn account_id(&self, i: u32) -> Option<String> {
+        match &self.list[i as usize] {
+            &Record::Line(place) => RecordLine::parse(self.lines.get(place)).ok().and_then(|read| read.account_id().map(str::to_owned)),
             Record::Hit(hit) => hit.account_id().map(str::to_owned),
         }
     }
@@ -72,7 +100,9 @@ impl Record {
 /// One encoded event of a body.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Event {
-    /// Where it ends in its body.
+    /// Where it is: its block (a piece of the request body, once sealed), start and end.
+    pub(super) block: u32,
+    pub(super) start: u32,
     pub(super) end: u32,
     /// Where its name and id are (JSON strings), from its start.
     pub(super) name: (u32, u32),
@@ -92,41 +122,27 @@ pub(super) struct Rejected {
     pub(super) record: u32,
 }
 
-/// An open batch: a body with events written into it, the hits it turned away, and what a
-/// failure of each needs. Its memory is counted in the hit outlets' budget while it lives
-/// (and then while its delivery does).
+/// An open batch: its events written into blocks (the request body's inside, comma-separated),
+/// the hits it turned away, and what a failure of each needs. Its memory is counted in the hit
+/// outlets' budget while it lives (and then while its delivery does).
 #[derive(Debug)]
 pub(super) struct Open {
-    /// The request body so far: [`Destination::body_start`], then the events, comma-separated.
-    pub(super) body: Vec<u8>,
-    /// Where the first event starts.
-    pub(super) start: usize,
+    /// The events, each after a comma but the first.
+    pub(super) body: Blocks,
     pub(super) events: Vec<Event>,
     pub(super) rejected: Vec<Rejected>,
-    pub(super) records: Vec<Record>,
+    pub(super) records: Records,
     /// When its first hit came; `None` while empty.
     opened: Option<Instant>,
-    /// The room its body gets when its first hit comes.
-    room: usize,
     /// When it was made.
     made: Instant,
     pub(super) share: Share,
 }
 
 impl Open {
-    /// An empty batch whose body will start with `room` bytes.
-    pub(super) fn new(budget: &Arc<Budget>, room: usize) -> Open {
-        Open { body: Vec::new(), start: 0, events: Vec::new(), rejected: Vec::new(), records: Vec::new(), opened: None, room, made: Instant::now(), share: budget.take(0) }
-    }
-
-    /// An empty batch with the default room.
-    pub(super) fn first(budget: &Arc<Budget>) -> Open {
-        Open::new(budget, FIRST_ROOM)
-    }
-
-    /// The next batch after this full one: room for as much again.
-    pub(super) fn next(&self, budget: &Arc<Budget>) -> Open {
-        Open::new(budget, self.body.len() + self.body.len() / 16 + 256)
+    /// An empty batch whose blocks come from `pool`.
+    pub(super) fn new(budget: &Arc<Budget>, pool: &Arc<Pool>) -> Open {
+        Open { body: Blocks::new(pool), events: Vec::new(), rejected: Vec::new(), records: Records::new(pool), opened: None, made: Instant::now(), share: budget.take(0) }
     }
 
     /// Hits in it.
@@ -149,45 +165,48 @@ impl Open {
         self.made + max_age > now
     }
 
-    /// Bytes of its body.
+    /// About how many bytes one more event, whose record line is `line` bytes long, would add
+    /// to what it holds: the line, the event (as long as the ones before it), their places, and
+    /// a block for either if the last one has no room left.
+    pub(super) fn growth(&self, line: usize) -> usize {
+        let event = if self.events.is_empty() { 1024 } else { self.body.len() / self.events.len() + 1 };
+        let line_growth = if Records::keeps_line(line) { line + self.records.lines.growth(line) } else { 0 };
+        event + self.body.growth(event) + line_growth + std::mem::size_of::<Event>() + std::mem::size_of::<Record>()
+    }
+
+    /// Bytes of its events.
     pub(super) fn body_len(&self) -> usize {
         self.body.len()
     }
 
-    fn begin<D: Destination>(&mut self, destination: &D) {
+    fn begin(&mut self) {
         if self.opened.is_none() {
             self.opened = Some(Instant::now());
-            self.body.reserve_exact(self.room);
-            destination.body_start(&mut self.body);
-            self.start = self.body.len();
         }
     }
 
-    /// Writes `hit`'s event as of `now`, keeping its record (`line`) for its failure.
-    pub(super) fn push<D: Destination>(&mut self, destination: &D, hit: Arc<QueuedHit>, line: Bytes, now: SystemTime) {
-        let capacity = self.body.capacity();
-        self.begin(destination);
-        if !self.events.is_empty() {
-            self.body.push(b',');
-        }
-        let start = self.body.len();
-        let Labels { name, id } = destination.encode(&hit, now, &mut self.body);
-        let record = Record::new(hit, line);
-        let from_start = |(a, b): (usize, usize)| ((a - start) as u32, (b - start) as u32);
-        self.events.push(Event { end: self.body.len() as u32, name: from_start(name), id: from_start(id), record: self.records.len() as u32 });
-        self.share.add(self.body.capacity() - capacity + record.held() + std::mem::size_of::<Event>() + std::mem::size_of::<Record>());
-        self.records.push(record);
+    /// Writes `hit`'s event as of `now` (encoded in `scratch`, then copied into a block),
+    /// keeping its record (`line`) for its failure.
+    pub(super) fn push<D: Destination>(&mut self, destination: &D, hit: Arc<QueuedHit>, line: &[u8], now: SystemTime, scratch: &mut Vec<u8>) {
+        self.begin();
+        scratch.clear();
+        let Labels { name, id } = destination.encode(&hit, now, scratch);
+        let comma: &[u8] = if self.events.is_empty() { b"" } else { b"," };
+        let (place, block) = self.body.append(&[comma, scratch]);
+        let (record, held) = self.records.push(hit, line);
+        let at = |(a, b): (usize, usize)| (a as u32, b as u32);
+        let start = place.start + comma.len() as u32;
+        self.events.push(Event { block: place.block, start, end: place.end, name: at(name), id: at(id), record });
+        self.share.add(block + held + std::mem::size_of::<Event>());
     }
 
     /// Keeps a hit the platform would reject (its record, `line`), for its failure once the
     /// credentials are found.
-    pub(super) fn reject<D: Destination>(&mut self, destination: &D, reject: Reject, hit: Arc<QueuedHit>, line: Bytes) {
+    pub(super) fn reject<D: Destination>(&mut self, destination: &D, reject: Reject, hit: Arc<QueuedHit>, line: &[u8]) {
         let (name, id) = (destination.event_name(&hit).to_owned(), hit.event_id().to_owned());
-        let record = Record::new(hit, line);
-        let capacity = self.body.capacity();
-        self.begin(destination);
-        self.share.add(self.body.capacity() - capacity + record.held() + name.len() + id.len() + std::mem::size_of::<Rejected>() + std::mem::size_of::<Record>());
-        self.rejected.push(Rejected { reject, name, id, record: self.records.len() as u32 });
-        self.records.push(record);
+        self.begin();
+        let (record, held) = self.records.push(hit, line);
+        self.share.add(held + name.len() + id.len() + std::mem::size_of::<Rejected>());
+        self.rejected.push(Rejected { reject, name, id, record });
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::deliver::Chunk;
 use super::deliveries::{self, At, Delivery, PER_PIXEL};
 use super::destination::Destination;
-use super::open::{Record, Rejected};
+use super::open::{Records, Rejected};
 use super::{Key, Shared};
 use crate::metrics as m;
 use crate::record::CapiFailure;
@@ -19,7 +19,7 @@ pub(super) struct Outcomes<'a, D, S> {
     pub(super) shared: &'a Shared<D, S>,
     pub(super) key: &'a Key,
     /// The batch's records, which its events and rejected hits point into.
-    pub(super) records: &'a [Record],
+    pub(super) records: &'a Records,
 }
 
 /// An event given up: its record, the requests that carried it, and its name and id.
@@ -107,7 +107,7 @@ impl<D: Destination, S> Outcomes<'_, D, S> {
         let mut failure = CapiFailure { reason, detail: detail.to_owned(), code, attempts: 0 };
         for event in &given {
             failure.attempts = event.attempts;
-            self.records[event.record as usize].write_failed(&failure, &mut records);
+            self.records.write_failed(event.record, &failure, &mut records);
         }
         drop(records);
         let (at, answer, message) = (At::now(), Arc::default(), deliveries::message(detail));

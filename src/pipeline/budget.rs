@@ -76,7 +76,7 @@ pub struct Share {
 impl Share {
     /// Takes `bytes` more, whether they fit or not, as [`Budget::take`].
     pub fn add(&mut self, bytes: usize) {
-        self.budget.used.fetch_add(bytes, Ordering::Relaxed);
+        self.budget.note(self.budget.used.fetch_add(bytes, Ordering::Relaxed) + bytes);
         self.bytes += bytes;
     }
 }

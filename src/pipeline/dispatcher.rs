@@ -274,7 +274,7 @@ impl Dispatcher {
         let capacity = buf.capacity();
         let buf = Bytes::from(buf);
         self.send_lines(&buf, capacity, count, received_at);
-        self.send_hits(offered, &buf);
+        self.send_hits(offered, &buf, capacity);
     }
 
     /// Sends `count` record lines (in a buffer of `capacity` bytes) to every raw-record outlet.
@@ -329,10 +329,10 @@ impl Dispatcher {
         }
     }
 
-    /// Hands the hits in `offered` to their outlets with their lines (in `lines`), one job per
-    /// outlet, leaving it empty. An outlet without room for them all (its capacity in hits, or
-    /// its queue) sheds them.
-    fn send_hits(&self, offered: &mut Offered, lines: &Bytes) {
+    /// Hands the hits in `offered` to their outlets with their lines (in `lines`, a buffer of
+    /// `capacity` bytes), one job per outlet, leaving it empty. An outlet without room for them
+    /// all (its capacity in hits, or its queue) sheds them.
+    fn send_hits(&self, offered: &mut Offered, lines: &Bytes, capacity: usize) {
         for (outlet, list) in self.hits.iter().zip(offered.lists.iter_mut()) {
             let count = list.len();
             if count == 0 {
@@ -343,10 +343,10 @@ impl Dispatcher {
                 self.shed(outlet, "queue_full", count);
                 continue;
             };
-            // The budget counts each hit's own line: an outlet that takes few of the lines gets
-            // a copy of those, rather than holding the whole buffer with them.
+            // The budget counts each hit's own line: an outlet whose lines are under half of the
+            // buffer's memory gets a copy of them, rather than holding the whole buffer.
             let wanted: usize = hits.iter().map(|(_, line)| line.len()).sum();
-            let lines = if wanted * 2 >= lines.len() { lines.clone() } else { compact(lines, &mut hits, wanted) };
+            let lines = if wanted * 2 >= capacity { lines.clone() } else { compact(lines, &mut hits, wanted) };
             // A job that is not queued gives its places back as it drops.
             let job = Hits { hits, lines, _places: places };
             if let Err(err) = outlet.queue.tx.try_send(Job::Deliver(job)) {

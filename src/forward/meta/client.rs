@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::Deserialize;
 
-use crate::forward::Events;
+use crate::forward::{Body, Events};
 use crate::record::write_json_string;
 use crate::secret::Secret;
 
@@ -47,13 +47,12 @@ pub fn body_end(token: &Secret, test_event_code: Option<&str>, out: &mut Vec<u8>
 }
 
 /// A whole request body, `{"data":[…],"access_token":"…","test_event_code":…}`, around `events`
-/// (the forwarder writes the events in place between [`body_start`] and [`body_end`] instead).
-pub fn body(events: &[u8], token: &Secret, test_event_code: Option<&str>) -> Bytes {
-    let mut body = Vec::with_capacity(events.len() + 64 + token.expose().len());
-    body_start(&mut body);
-    body.extend_from_slice(events);
-    body_end(token, test_event_code, &mut body);
-    body.into()
+/// (comma-separated JSON objects), in three pieces as the forwarder sends it.
+pub fn body(events: &[u8], token: &Secret, test_event_code: Option<&str>) -> Body {
+    let (mut start, mut end) = (Vec::new(), Vec::new());
+    body_start(&mut start);
+    body_end(token, test_event_code, &mut end);
+    Body::new(vec![start.into(), Bytes::copy_from_slice(events), end.into()])
 }
 
 /// One `/events` call. Implementations do not retry: the forwarder decides, from [`super::classify`].
@@ -186,7 +185,8 @@ impl SendEvents for GraphClient {
         let response = http
             .post(self.url(request.pixel_id))
             .header(http::header::CONTENT_TYPE, "application/json")
-            .body(request.events.body.clone())
+            // The body's pieces are sent as they are, with their total as `Content-Length`.
+            .body(reqwest::Body::wrap(request.events.body.stream()))
             .send()
             .await
             .map_err(|e| self.transport(&e))?;
@@ -334,7 +334,7 @@ mod tests {
         let client = GraphClient::new(base, "v26.0", Duration::from_millis(1500));
         let token = Secret::new(TOKEN);
         let json = events(&["e1"]);
-        client.send(&EventsRequest { pixel_id: "1", token: &token, test_event_code: None, events: Events { json: &json, count: 1, body: &body(&json, &token, None) } }).await
+        client.send(&EventsRequest { pixel_id: "1", token: &token, test_event_code: None, events: Events { count: 1, body: &body(&json, &token, None) } }).await
     }
 
     /// A one-route HTTP server on 127.0.0.1:0 answering every request with `status` and `answer`
@@ -385,7 +385,7 @@ mod tests {
                 pixel_id: "1234567890",
                 token: &token,
                 test_event_code: Some("TEST42"),
-                events: Events { json: &json, count: 2, body: &body(&json, &token, Some("TEST42")) },
+                events: Events { count: 2, body: &body(&json, &token, Some("TEST42")) },
             })
             .await
             .unwrap();
@@ -430,7 +430,7 @@ mod tests {
         let json = events(&["e1"]);
         let started = Instant::now();
         let framed = body(&json, &token, None);
-        let request = EventsRequest { pixel_id: "1", token: &token, test_event_code: None, events: Events { json: &json, count: 1, body: &framed } };
+        let request = EventsRequest { pixel_id: "1", token: &token, test_event_code: None, events: Events { count: 1, body: &framed } };
         let waited = tokio::time::timeout(Duration::from_millis(1000), client.send(&request)).await;
         assert!(waited.is_err(), "still waiting after three times the connect timeout: {waited:?}");
         assert!(started.elapsed() >= Duration::from_millis(950));

@@ -70,7 +70,7 @@ impl Destination for Arc<Echo> {
     }
 
     async fn send(&self, request: Request<'_>) -> Result<u32, EchoError> {
-        let events: Vec<[String; 2]> = serde_json::from_slice(&[b"[", request.events.json, b"]"].concat()).unwrap();
+        let events: Vec<[String; 2]> = serde_json::from_slice(&request.events.body.to_vec()).unwrap();
         assert_eq!(events.len(), request.events.count);
         let mut requests = self.requests.lock().unwrap();
         requests.push((events.into_iter().map(|[_, id]| id).collect(), request.head.credentials.expose().to_owned()));
