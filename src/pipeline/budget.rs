@@ -5,19 +5,49 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Bytes taken and the most that may be.
+/// Bytes taken and the most that may be; of them, the bytes of what waits in a queue, and the
+/// most of those.
+///
+/// What waits (hits on their way to the forwarder's thread) lives in the memory of the thread
+/// that made it; what the forwarder then holds (its batches) in its own. Were either allowed the
+/// whole budget, a stalled forwarder would let the queue fill it, and the batches fill it again
+/// once it moves on, and the process would hold both at their peaks (the allocator keeps each
+/// thread's freed memory for that thread for a while). So what waits gets a part of it.
 #[derive(Debug)]
 pub struct Budget {
     used: AtomicUsize,
     /// The most taken at once so far.
     peak: AtomicUsize,
     max: usize,
+    waiting: AtomicUsize,
+    max_waiting: usize,
 }
 
 impl Budget {
-    /// A budget of `max` bytes.
+    /// A budget of `max` bytes, an eighth of them (at least 1 MiB, at most all) for what waits.
     pub fn new(max: usize) -> Arc<Budget> {
-        Arc::new(Budget { used: AtomicUsize::new(0), peak: AtomicUsize::new(0), max })
+        let max_waiting = (max / 8).max(1024 * 1024).min(max);
+        Arc::new(Budget { used: AtomicUsize::new(0), peak: AtomicUsize::new(0), max, waiting: AtomicUsize::new(0), max_waiting })
+    }
+
+    /// Takes `bytes` for something that waits, if they fit both in what may wait and in the
+    /// whole; false (and nothing taken) if not. [`Budget::give_waiting`] gives them back.
+    pub fn try_take_waiting(&self, bytes: usize) -> bool {
+        if self.waiting.fetch_add(bytes, Ordering::Relaxed) + bytes > self.max_waiting {
+            self.waiting.fetch_sub(bytes, Ordering::Relaxed);
+            return false;
+        }
+        if !self.try_take(bytes) {
+            self.waiting.fetch_sub(bytes, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Gives back `bytes` taken by [`Budget::try_take_waiting`].
+    pub fn give_waiting(&self, bytes: usize) {
+        self.waiting.fetch_sub(bytes, Ordering::Relaxed);
+        self.give(bytes);
     }
 
     /// Takes `bytes` if they fit; false (and nothing taken) if they do not.
@@ -104,5 +134,20 @@ mod tests {
         budget.give(60);
         assert_eq!(budget.used(), 0);
         assert_eq!(budget.peak(), 130, "the most held at once");
+    }
+
+    #[test]
+    fn what_waits_gets_an_eighth() {
+        let mib = 1024 * 1024;
+        let budget = Budget::new(16 * mib);
+        assert!(budget.try_take_waiting(2 * mib - 1));
+        assert!(!budget.try_take_waiting(2), "over what may wait");
+        assert_eq!(budget.used(), 2 * mib - 1, "a refusal takes nothing");
+        let held = budget.take(14 * mib + 1);
+        assert!(!budget.try_take_waiting(1), "over the whole");
+        drop(held);
+        budget.give_waiting(2 * mib - 1);
+        assert!(budget.try_take_waiting(2 * mib));
+        assert_eq!(Budget::new(mib).max_waiting, mib, "a small budget may all wait");
     }
 }

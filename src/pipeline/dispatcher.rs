@@ -314,7 +314,7 @@ impl Dispatcher {
         }
         let wanted = || self.hits.iter().enumerate().filter(move |(i, _)| wanted >> i & 1 == 1);
         let bytes = hit.approx_bytes() + line.len() + HELD_BYTES;
-        if !self.hit_budget.try_take(bytes) {
+        if !self.hit_budget.try_take_waiting(bytes) {
             for (_, outlet) in wanted() {
                 self.shed(outlet, "budget", 1);
             }

@@ -65,7 +65,7 @@ impl QueuedHit {
 
 impl Drop for QueuedHit {
     fn drop(&mut self) {
-        self.budget.give(self.bytes);
+        self.budget.give_waiting(self.bytes);
     }
 }
 
