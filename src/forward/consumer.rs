@@ -3,9 +3,11 @@
 //!
 //! It runs on the forwarder's own thread. Concurrency is bounded by the congestion window
 //! ([`super::window`]), a place of which a delivery holds from its credentials lookup to its
-//! last retry; while the window is full, the consumer waits and the hits wait in its queue and
-//! batches, within the byte budget past which the dispatcher sheds them: memory stays bounded
-//! whatever the platform does.
+//! last retry; while the window is full, batches that are ready wait in line for a place, and
+//! the consumer goes on taking hits from its queue into batches, within the byte budget past
+//! which hits are shed: memory stays bounded whatever the platform does, and it is the
+//! forwarder's batches that hold it, not the queue (whose hits live in the answering thread's
+//! memory and may take only a part of the budget).
 //!
 //! `Barrier` sends every open batch and waits for every delivery under way, retries included
 //! (the Lambda drain relies on this per invocation); `Tick` sends batches that are old enough;
@@ -55,6 +57,8 @@ pub(super) struct Consumer<D: Destination, S> {
     /// fires, finds nothing due and recomputes).
     next_deadline: Option<Instant>,
     in_flight: JoinSet<()>,
+    /// Batches ready to be delivered, waiting for a place in the window, oldest first.
+    ready: std::collections::VecDeque<(Key, Open)>,
     /// The records of each delivery task's hits, so that a task that dies is still accounted
     /// for.
     in_flight_records: foldhash::HashMap<tokio::task::Id, Arc<Records>>,
@@ -76,6 +80,7 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
             batches: foldhash::HashMap::default(),
             next_deadline: None,
             in_flight: JoinSet::new(),
+            ready: std::collections::VecDeque::new(),
             in_flight_records: foldhash::HashMap::default(),
             pool,
             scratch: Vec::new(),
@@ -97,6 +102,7 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
         let mut jobs = Vec::with_capacity(DRAIN);
         let mut open = true;
         loop {
+            self.start_ready();
             while jobs.len() < DRAIN {
                 match rx.try_recv() {
                     Ok(job) => jobs.push(job),
@@ -140,6 +146,12 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
                 Some(done) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => {
                     pace::waited(waiting);
                     self.reaped(done)
+                }
+                permit = self.shared.window.acquire(), if !self.ready.is_empty() => {
+                    pace::waited(waiting);
+                    if let Some((key, open)) = self.ready.pop_front() {
+                        self.spawn(key, open, permit);
+                    }
                 }
             }
         }
@@ -209,7 +221,7 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
         }
         if open.len() >= self.config.max_batch || open.body_len() >= MAX_BATCH_BYTES {
             let full = std::mem::replace(open, Open::new(&self.shared.budget, &self.pool));
-            self.send(key, full).await;
+            self.send(key, full);
         }
     }
 
@@ -222,7 +234,7 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
         let due: Vec<Key> = self.batches.iter().filter(|(_, b)| b.deadline(max_age).is_some_and(|d| d <= horizon)).map(|(k, _)| k.clone()).collect();
         for key in due {
             if let Some(open) = self.batches.remove(&key) {
-                self.send(key, open).await;
+                self.send(key, open);
             }
         }
         self.next_deadline = self.batches.values().filter_map(|b| b.deadline(max_age)).min();
@@ -233,22 +245,34 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
         let keys: Vec<Key> = self.batches.keys().cloned().collect();
         for key in keys {
             if let Some(open) = self.batches.remove(&key).filter(|b| !b.is_empty()) {
-                self.send(key, open).await;
+                self.send(key, open);
             }
         }
         self.next_deadline = None;
     }
 
-    /// Starts a delivery for the batch `open` once the window has room (reaping finished
-    /// deliveries meanwhile).
-    async fn send(&mut self, key: Key, mut open: Open) {
-        let window = self.shared.window.clone();
-        let permit = loop {
-            tokio::select! {
-                permit = window.acquire() => break permit,
-                Some(done) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => self.reaped(done),
-            }
-        };
+    /// Starts a delivery for the batch `open` if the window has room and no batch is waiting
+    /// for it; else puts it in line.
+    fn send(&mut self, key: Key, open: Open) {
+        if self.ready.is_empty()
+            && let Some(permit) = self.shared.window.try_acquire()
+        {
+            return self.spawn(key, open, permit);
+        }
+        self.ready.push_back((key, open));
+    }
+
+    /// Starts deliveries for the batches in line while the window has room.
+    fn start_ready(&mut self) {
+        while !self.ready.is_empty() {
+            let Some(permit) = self.shared.window.try_acquire() else { return };
+            let (key, open) = self.ready.pop_front().expect("a batch in line");
+            self.spawn(key, open, permit);
+        }
+    }
+
+    /// Spawns the delivery of `open`, holding `permit`.
+    fn spawn(&mut self, key: Key, mut open: Open, permit: super::window::Permit) {
         let records = Arc::new(std::mem::replace(&mut open.records, Records::new(&self.pool)));
         let (shared, stop, held) = (self.shared.clone(), self.stop.subscribe(), records.clone());
         // Boxed: a delivery's future holds a whole request in flight (kilobytes), and the task
@@ -276,9 +300,16 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
         }
     }
 
+    /// Waits until every batch in line is delivered (or given up) and every delivery ended.
     async fn wait_in_flight(&mut self) {
-        while let Some(done) = self.in_flight.join_next_with_id().await {
-            self.reaped(done);
+        loop {
+            self.start_ready();
+            if self.ready.is_empty() && self.in_flight.is_empty() {
+                return;
+            }
+            if let Some(done) = self.in_flight.join_next_with_id().await {
+                self.reaped(done);
+            }
         }
     }
 

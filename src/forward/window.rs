@@ -94,6 +94,15 @@ impl Window {
         }
     }
 
+    /// A place in the window if there is one now.
+    pub fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        (state.in_flight < state.limit).then(|| {
+            state.in_flight += 1;
+            Permit { window: self.clone() }
+        })
+    }
+
     /// The current limit.
     pub fn limit(&self) -> usize {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).limit
