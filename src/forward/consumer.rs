@@ -51,7 +51,7 @@ pub(super) struct Consumer<D: Destination, S> {
     shared: Arc<Shared<D, S>>,
     config: ForwardConfig,
     /// Open batches; a key is removed when its batch leaves by age, so idle pixels cost
-    /// nothing (one that leaves full is followed by an empty one with as much room).
+    /// nothing (one that leaves full is followed by an empty one).
     batches: foldhash::HashMap<Key, Open>,
     /// No later than the earliest deadline of the open batches (may be earlier: then the timer
     /// fires, finds nothing due and recomputes).
