@@ -510,20 +510,8 @@ mod tests {
         let (outlet, mut rx) = HitOutlet::new("test", 5);
         let outlet = outlet.with_shed(Arc::new(move |reason, n| counted.lock().unwrap().push((reason, n))));
         let dispatcher = Dispatcher::new(vec![], vec![outlet.clone()]);
-        let parse = ParseSettings::default();
-        let batch = |range: std::ops::Range<usize>| {
-            let (mut lines, mut offered) = (Lines::default(), Offered::default());
-            for n in range {
-                let mut b = HitBuilder::new(&parse, Timestamp::now());
-                b.add_encoded(&format!("pixel_id=1&event=E&event_id=e{n}"));
-                let hit = b.finish_draft(RequestMeta::default());
-                let line = dispatcher.gather(&mut lines, &mut offered, hit.received_at(), |out| hit.write_line(out));
-                dispatcher.offer_hit(hit, line, &mut offered);
-            }
-            dispatcher.hand_on(&mut lines, &mut offered);
-        };
-        batch(0..3);
-        batch(3..6);
+        hand_on_batch(&dispatcher, 0..3);
+        hand_on_batch(&dispatcher, 3..6);
         assert_eq!(outlet.places.waiting(), 3);
         assert_eq!(*shed.lock().unwrap(), [("queue_full", 3)], "a batch that does not fit is shed whole, and counted");
         let Ok(Job::Deliver(hits)) = rx.try_recv() else { panic!("one job for the first batch") };
@@ -539,15 +527,12 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_hit_outlet_that_takes_few_of_the_lines_gets_a_copy_of_its_own() {
-        let (records, mut records_rx) = RecordOutlet::new("file", 100);
-        let (outlet, mut rx) = HitOutlet::new("test", 100);
-        let outlet = outlet.with_gate(Arc::new(|hit: &DraftHit| hit.event_id() == "e7"));
-        let dispatcher = Dispatcher::new(vec![records], vec![outlet]);
+    /// Shapes the hits `pixel_id=1&event=E&event_id=e{n}` for each `n` of `ids` and hands them on
+    /// as one intake batch.
+    fn hand_on_batch(dispatcher: &Dispatcher, ids: std::ops::Range<usize>) {
         let parse = ParseSettings::default();
         let (mut lines, mut offered) = (Lines::default(), Offered::default());
-        for n in 0..10 {
+        for n in ids {
             let mut b = HitBuilder::new(&parse, Timestamp::now());
             b.add_encoded(&format!("pixel_id=1&event=E&event_id=e{n}"));
             let hit = b.finish_draft(RequestMeta::default());
@@ -555,6 +540,15 @@ mod tests {
             dispatcher.offer_hit(hit, line, &mut offered);
         }
         dispatcher.hand_on(&mut lines, &mut offered);
+    }
+
+    #[tokio::test]
+    async fn a_hit_outlet_that_takes_few_of_the_lines_gets_a_copy_of_its_own() {
+        let (records, mut records_rx) = RecordOutlet::new("file", 100);
+        let (outlet, mut rx) = HitOutlet::new("test", 100);
+        let outlet = outlet.with_gate(Arc::new(|hit: &DraftHit| hit.event_id() == "e7"));
+        let dispatcher = Dispatcher::new(vec![records], vec![outlet]);
+        hand_on_batch(&dispatcher, 0..10);
         let Ok(Job::Deliver(records)) = records_rx.try_recv() else { panic!("the lines for the raw-record outlet") };
         assert_eq!(records.count(), 10);
         let Ok(Job::Deliver(hits)) = rx.try_recv() else { panic!("the one hit the gate wanted") };
