@@ -102,6 +102,11 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
         let mut jobs = Vec::with_capacity(DRAIN);
         let mut open = true;
         loop {
+            // Deliveries that ended are accounted for (their records let go) even when every
+            // turn takes a full drain and never reaches the wait below.
+            while let Some(done) = self.in_flight.try_join_next_with_id() {
+                self.reaped(done);
+            }
             self.start_ready();
             while jobs.len() < DRAIN {
                 match rx.try_recv() {
@@ -205,8 +210,11 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
         // What batching it would add must fit in the budget too (its bytes in the queue are
         // given back as it is batched): the budget is kept here as well as at the queue, or a
         // backlog taken in one go would grow the batches past it.
+        // The hit's own bytes come back as it is batched, unless it is kept (its line too long
+        // to copy) or another outlet still holds it.
         let budget = &self.shared.budget;
-        if budget.used().saturating_sub(hit.bytes()) + open.growth(line.len()) > budget.max() {
+        let freed = if Records::lets_hit_go(line.len()) && Arc::strong_count(&hit) == 1 { hit.bytes() } else { 0 };
+        if budget.used().saturating_sub(freed) + open.growth(line.len()) > budget.max() {
             self.shared.status.shed("budget", 1);
             return;
         }
@@ -273,7 +281,7 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
 
     /// Spawns the delivery of `open`, holding `permit`.
     fn spawn(&mut self, key: Key, mut open: Open, permit: super::window::Permit) {
-        let records = Arc::new(std::mem::replace(&mut open.records, Records::new(&self.pool)));
+        let records = Arc::new(std::mem::replace(&mut open.records, Records::new(&self.pool, &self.shared.budget)));
         let (shared, stop, held) = (self.shared.clone(), self.stop.subscribe(), records.clone());
         // Boxed: a delivery's future holds a whole request in flight (kilobytes), and the task
         // machinery moves an unboxed future several times on the way to its first poll.
@@ -303,6 +311,11 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
     /// Waits until every batch in line is delivered (or given up) and every delivery ended.
     async fn wait_in_flight(&mut self) {
         loop {
+            // Deliveries that ended are accounted for (their records let go) even when every
+            // turn takes a full drain and never reaches the wait below.
+            while let Some(done) = self.in_flight.try_join_next_with_id() {
+                self.reaped(done);
+            }
             self.start_ready();
             if self.ready.is_empty() && self.in_flight.is_empty() {
                 return;

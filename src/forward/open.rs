@@ -31,15 +31,18 @@ enum Record {
 /// The records of a batch's hits, for their failure records: each hit's record line copied
 /// into blocks as the hit is batched (so the intake's buffer, shared with the sink, is let go at
 /// once, and nothing is freed per hit), or, for a line near the record limit, the hit kept whole.
+/// Its bytes are counted in the budget for as long as it lives (a delivery keeps it to its end,
+/// beyond its requests).
 #[derive(Debug)]
 pub(super) struct Records {
     lines: Blocks,
     list: Vec<Record>,
+    share: Share,
 }
 
 impl Records {
-    pub(super) fn new(pool: &Arc<Pool>) -> Records {
-        Records { lines: Blocks::new(pool), list: Vec::new() }
+    pub(super) fn new(pool: &Arc<Pool>, budget: &Arc<Budget>) -> Records {
+        Records { lines: Blocks::new(pool), list: Vec::new(), share: budget.take(0) }
     }
 
     /// Whether a line of `len` bytes is kept as a line (else its hit is kept).
@@ -47,9 +50,15 @@ impl Records {
         len > 0 && len + FAILURE_ROOM <= MAX_RECORD_BYTES
     }
 
-    /// Keeps the record of `hit`, whose line is `line`; answers its index and the bytes that
-    /// took (the kept hit counts its own).
-    fn push(&mut self, hit: Arc<QueuedHit>, line: &[u8]) -> (u32, usize) {
+    /// Whether keeping the record of a hit whose line is `line` bytes long lets the hit go (its
+    /// line is copied); else the hit itself is kept, with its bytes.
+    pub(super) fn lets_hit_go(line: usize) -> bool {
+        Records::keeps_line(line)
+    }
+
+    /// Keeps the record of `hit`, whose line is `line`, and counts what that took (a kept hit
+    /// counts its own); answers its index.
+    fn push(&mut self, hit: Arc<QueuedHit>, line: &[u8]) -> u32 {
         let (record, taken) = match Records::keeps_line(line.len()) {
             true => {
                 let (place, taken) = self.lines.append(&[line]);
@@ -58,7 +67,8 @@ impl Records {
             false => (Record::Hit(hit), 0),
         };
         self.list.push(record);
-        ((self.list.len() - 1) as u32, taken + std::mem::size_of::<Record>())
+        self.share.add(taken + std::mem::size_of::<Record>());
+        (self.list.len() - 1) as u32
     }
 
     /// How many.
@@ -142,7 +152,7 @@ pub(super) struct Open {
 impl Open {
     /// An empty batch whose blocks come from `pool`.
     pub(super) fn new(budget: &Arc<Budget>, pool: &Arc<Pool>) -> Open {
-        Open { body: Blocks::new(pool), events: Vec::new(), rejected: Vec::new(), records: Records::new(pool), opened: None, made: Instant::now(), share: budget.take(0) }
+        Open { body: Blocks::new(pool), events: Vec::new(), rejected: Vec::new(), records: Records::new(pool, budget), opened: None, made: Instant::now(), share: budget.take(0) }
     }
 
     /// Hits in it.
@@ -193,11 +203,11 @@ impl Open {
         let Labels { name, id } = destination.encode(&hit, now, scratch);
         let comma: &[u8] = if self.events.is_empty() { b"" } else { b"," };
         let (place, block) = self.body.append(&[comma, scratch]);
-        let (record, held) = self.records.push(hit, line);
+        let record = self.records.push(hit, line);
         let at = |(a, b): (usize, usize)| (a as u32, b as u32);
         let start = place.start + comma.len() as u32;
         self.events.push(Event { block: place.block, start, end: place.end, name: at(name), id: at(id), record });
-        self.share.add(block + held + std::mem::size_of::<Event>());
+        self.share.add(block + std::mem::size_of::<Event>());
     }
 
     /// Keeps a hit the platform would reject (its record, `line`), for its failure once the
@@ -205,8 +215,8 @@ impl Open {
     pub(super) fn reject<D: Destination>(&mut self, destination: &D, reject: Reject, hit: Arc<QueuedHit>, line: &[u8]) {
         let (name, id) = (destination.event_name(&hit).to_owned(), hit.event_id().to_owned());
         self.begin();
-        let (record, held) = self.records.push(hit, line);
-        self.share.add(held + name.len() + id.len() + std::mem::size_of::<Rejected>());
+        let record = self.records.push(hit, line);
+        self.share.add(name.len() + id.len() + std::mem::size_of::<Rejected>());
         self.rejected.push(Rejected { reject, name, id, record });
     }
 }
