@@ -146,7 +146,7 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
                 _ = tokio::time::sleep(COALESCE), if took > 0 => pace::waited(waiting),
                 _ = sleep_until(self.next_deadline) => {
                     pace::waited(waiting);
-                    self.send_due(Instant::now()).await
+                    self.send_due(Instant::now())
                 }
                 Some(done) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => {
                     pace::waited(waiting);
@@ -171,15 +171,15 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
         match job {
             Job::Deliver(hits) => {
                 for (hit, line) in hits.take() {
-                    self.accept(hit, line, now).await;
+                    self.accept(hit, line, now);
                 }
             }
             Job::Tick => {
-                self.send_due(Instant::now()).await;
+                self.send_due(Instant::now());
                 metrics::gauge!(m::QUEUE_DEPTH, "outlet" => "capi").set(rx.len() as f64);
             }
             Job::Barrier(ack) => {
-                self.send_all().await;
+                self.send_all();
                 self.wait_in_flight().await;
                 let _ = ack.send(());
             }
@@ -196,7 +196,7 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
 
     /// Writes a hit's event into its batch (or keeps why the platform would reject it), lets
     /// the hit go, and sends the batch if that fills it.
-    async fn accept(&mut self, hit: Arc<QueuedHit>, line: Bytes, now: SystemTime) {
+    fn accept(&mut self, hit: Arc<QueuedHit>, line: Bytes, now: SystemTime) {
         // The dispatcher's gate let only hits with a valid pixel id through.
         let Ok(pixel) = hit.pixel() else { return };
         pace::work(1);
@@ -207,13 +207,11 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
             Some(open) => open,
             None => self.batches.entry(key.clone()).or_insert_with(|| Open::new(&self.shared.budget, &self.pool)),
         };
-        // What batching it would add must fit in the budget too (its bytes in the queue are
-        // given back as it is batched): the budget is kept here as well as at the queue, or a
-        // backlog taken in one go would grow the batches past it.
-        // The hit's own bytes come back as it is batched, unless it is kept (its line too long
-        // to copy) or another outlet still holds it.
+        // What batching it would add must fit in the budget too, or a backlog taken in one go
+        // would grow the batches past it. The hit's own bytes come back as it is batched, unless
+        // it is kept (its line too long to copy) or another outlet still holds it.
         let budget = &self.shared.budget;
-        let freed = if Records::lets_hit_go(line.len()) && Arc::strong_count(&hit) == 1 { hit.bytes() } else { 0 };
+        let freed = if Records::keeps_line(line.len()) && Arc::strong_count(&hit) == 1 { hit.bytes() } else { 0 };
         if budget.used().saturating_sub(freed) + open.growth(line.len()) > budget.max() {
             self.shared.status.shed("budget", 1);
             return;
@@ -236,7 +234,7 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
     /// Sends the batches due by `now` (or within an eighth of the interval of it, so that many
     /// pixels with staggered deadlines wake the consumer a few times per interval, not once
     /// per pixel), and forgets the empty ones.
-    async fn send_due(&mut self, now: Instant) {
+    fn send_due(&mut self, now: Instant) {
         let (horizon, max_age) = (now + self.config.flush_interval / 8, self.config.flush_interval);
         self.batches.retain(|_, open| !open.is_empty() || open.fresh(now, max_age));
         let due: Vec<Key> = self.batches.iter().filter(|(_, b)| b.deadline(max_age).is_some_and(|d| d <= horizon)).map(|(k, _)| k.clone()).collect();
@@ -249,7 +247,7 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
     }
 
     /// Sends every open batch.
-    async fn send_all(&mut self) {
+    fn send_all(&mut self) {
         let keys: Vec<Key> = self.batches.keys().cloned().collect();
         for key in keys {
             if let Some(open) = self.batches.remove(&key).filter(|b| !b.is_empty()) {
@@ -343,7 +341,7 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
     async fn shut_down(&mut self) {
         self.shared.closing.store(true, Ordering::Relaxed);
         self.arm_shutdown_timer();
-        self.send_all().await;
+        self.send_all();
         self.wait_in_flight().await;
         if let Some(timer) = self.shutdown_timer.take() {
             timer.abort();

@@ -45,15 +45,10 @@ impl Records {
         Records { lines: Blocks::new(pool), list: Vec::new(), share: budget.take(0) }
     }
 
-    /// Whether a line of `len` bytes is kept as a line (else its hit is kept).
-    fn keeps_line(len: usize) -> bool {
+    /// Whether a line of `len` bytes is kept as a line, so that its hit can go (else the hit is
+    /// kept, with its bytes).
+    pub(super) fn keeps_line(len: usize) -> bool {
         len > 0 && len + FAILURE_ROOM <= MAX_RECORD_BYTES
-    }
-
-    /// Whether keeping the record of a hit whose line is `line` bytes long lets the hit go (its
-    /// line is copied); else the hit itself is kept, with its bytes.
-    pub(super) fn lets_hit_go(line: usize) -> bool {
-        Records::keeps_line(line)
     }
 
     /// Keeps the record of `hit`, whose line is `line`, and counts what that took (a kept hit
