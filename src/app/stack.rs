@@ -136,7 +136,7 @@ impl Stack {
     }
 
     /// Delivers everything queued (or accounts for it) and stops the outlets: the forwarder
-    /// first, so its `capi_failed` records still reach the sink; the notices it raised get the
+    /// first, so its delivery records still reach the sink; the notices it raised get the
     /// forwarder's shutdown timeout meanwhile.
     pub async fn drain(self) {
         self.sink.begin_shutdown();

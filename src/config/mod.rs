@@ -234,10 +234,10 @@ pub struct ServeArgs {
     /// is retried.
     #[arg(long, global = true, env = "PIXELGATE_CAPI_TIMEOUT", default_value = "1500ms", value_parser = parse_duration, value_name = "DURATION")]
     pub capi_timeout: Duration,
-    /// Conversions API: how long an event is retried before it is given up (as a capi_failed record).
+    /// Conversions API: how long an event is retried before it is given up (as a delivery record).
     #[arg(long, global = true, env = "PIXELGATE_CAPI_RETRY_BUDGET", default_value = "20s", value_parser = parse_duration, value_name = "DURATION")]
     pub capi_retry_budget: Duration,
-    /// Conversions API: how long shutdown lets requests finish before it gives the rest up (as capi_failed records).
+    /// Conversions API: how long shutdown lets requests finish before it gives the rest up (as delivery records).
     #[arg(long, global = true, env = "PIXELGATE_CAPI_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     pub capi_shutdown_timeout: Duration,
     /// Under Lambda, an EventBridge event whose `detail` names no event gets its `detail-type` as

@@ -1,13 +1,12 @@
-//! Fixed-size blocks that a batch writes its events and record lines into, and the request body
-//! made of them.
+//! Fixed-size blocks that a batch writes its events into, and the request body made of them.
 //!
-//! A batch of 1,000 events is about 600 KiB of JSON and as much again of record lines. Written
-//! into one growing buffer each, that is a few large allocations made and freed per batch, about
+//! A batch of 1,000 events is about 600 KiB of JSON. Written into one growing buffer, that is a
+//! few large allocations made and freed per batch, about
 //! a hundred a second under load, and the allocator keeps freed large pages for a while before it
 //! returns them (mimalloc: a second): the process held 10–20 MiB more than forwarding counted.
 //! Blocks of [`BLOCK_BYTES`] are taken from a [`Pool`] the forwarder keeps, filled one after
-//! another (a piece never spans two), and given back to it when the request that sent them (or
-//! the delivery that kept the lines) is done, so that under load almost nothing is allocated.
+//! another (a piece never spans two), and given back to it when the request that sent them is
+//! done, so that under load almost nothing is allocated.
 //! The pool keeps at most [`Pool::new`]'s `keep` bytes of free blocks; the blocks in use are
 //! counted in the forwarding budget by whoever holds them.
 
@@ -129,6 +128,7 @@ impl Blocks {
     }
 
     /// The piece at `place`.
+    #[cfg(test)]
     pub(super) fn get(&self, place: Place) -> &[u8] {
         &self.blocks[place.block as usize][place.start as usize..place.end as usize]
     }

@@ -23,8 +23,6 @@ use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
-use bytes::Bytes;
-
 use super::blocks::Pool;
 use super::deliver::deliver;
 use super::destination::Destination;
@@ -34,7 +32,7 @@ use super::{ForwardConfig, Key, MAX_BATCH_BYTES, Shared};
 use crate::metrics as m;
 use crate::pace;
 use crate::pipeline::{HitJobs, Hits, Job, QueuedHit};
-use crate::record::CapiFailure;
+use crate::record::GivenUp;
 
 /// Most bytes of free blocks kept for the next batches (an eighth of the budget if less): under
 /// load, a delivered batch gives its blocks back about as fast as new batches take them.
@@ -170,8 +168,8 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
     async fn handle(&mut self, job: Job<Hits>, now: SystemTime, rx: &mut HitJobs, shutdown_acks: &mut Vec<tokio::sync::oneshot::Sender<()>>) {
         match job {
             Job::Deliver(hits) => {
-                for (hit, line) in hits.take() {
-                    self.accept(hit, line, now);
+                for hit in hits.take() {
+                    self.accept(hit, now);
                 }
             }
             Job::Tick => {
@@ -196,7 +194,7 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
 
     /// Writes a hit's event into its batch (or keeps why the platform would reject it), lets
     /// the hit go, and sends the batch if that fills it.
-    fn accept(&mut self, hit: Arc<QueuedHit>, line: Bytes, now: SystemTime) {
+    fn accept(&mut self, hit: Arc<QueuedHit>, now: SystemTime) {
         // The dispatcher's gate let only hits with a valid pixel id through.
         let Ok(pixel) = hit.pixel() else { return };
         pace::work(1);
@@ -205,28 +203,28 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
         let key = Key { pixel, test_event_code: hit.forward_test_event_code().map(str::to_owned) };
         let open = match self.batches.get_mut(&key) {
             Some(open) => open,
-            None => self.batches.entry(key.clone()).or_insert_with(|| Open::new(&self.shared.budget, &self.pool)),
+            None => self.batches.entry(key.clone()).or_insert_with(|| Open::new(pixel, &self.shared.budget, &self.pool)),
         };
         // What batching it would add must fit in the budget too, or a backlog taken in one go
         // would grow the batches past it. The hit's own bytes come back as it is batched, unless
-        // it is kept (its line too long to copy) or another outlet still holds it.
+        // another outlet still holds it.
         let budget = &self.shared.budget;
-        let freed = if Records::keeps_line(line.len()) && Arc::strong_count(&hit) == 1 { hit.bytes() } else { 0 };
-        if budget.used().saturating_sub(freed) + open.growth(line.len()) > budget.max() {
+        let freed = if Arc::strong_count(&hit) == 1 { hit.bytes() } else { 0 };
+        if budget.used().saturating_sub(freed) + open.growth() > budget.max() {
             self.shared.status.shed("budget", 1);
             return;
         }
         let was_empty = open.is_empty();
         match destination.check(&hit, now) {
-            Ok(()) => open.push(destination, hit, &line, now, &mut self.scratch),
-            Err(reject) => open.reject(destination, reject, hit, &line),
+            Ok(()) => open.push(destination, &hit, now, &mut self.scratch),
+            Err(reject) => open.reject(destination, reject, &hit),
         }
         // Only a batch opened by this hit has a new deadline.
         if was_empty && let Some(deadline) = open.deadline(self.config.flush_interval) {
             self.next_deadline = Some(self.next_deadline.map_or(deadline, |d| d.min(deadline)));
         }
         if open.len() >= self.config.max_batch || open.body_len() >= MAX_BATCH_BYTES {
-            let full = std::mem::replace(open, Open::new(&self.shared.budget, &self.pool));
+            let full = std::mem::replace(open, Open::new(pixel, &self.shared.budget, &self.pool));
             self.send(key, full);
         }
     }
@@ -279,7 +277,7 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
 
     /// Spawns the delivery of `open`, holding `permit`.
     fn spawn(&mut self, key: Key, mut open: Open, permit: super::window::Permit) {
-        let records = Arc::new(std::mem::replace(&mut open.records, Records::new(&self.pool, &self.shared.budget)));
+        let records = Arc::new(std::mem::replace(&mut open.records, Records::new(key.pixel, &self.shared.budget)));
         let (shared, stop, held) = (self.shared.clone(), self.stop.subscribe(), records.clone());
         // Boxed: a delivery's future holds a whole request in flight (kilobytes), and the task
         // machinery moves an unboxed future several times on the way to its first poll.
@@ -300,8 +298,8 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
                 let Some(records) = self.in_flight_records.remove(&err.id()) else { return };
                 tracing::error!(destination = self.shared.destination.name(), events = records.len(), error = %err, "a delivery task failed; its events are given up");
                 metrics::counter!(m::CAPI_EVENTS, "outcome" => "failed", "reason" => "internal").increment(records.len() as u64);
-                let failure = CapiFailure { reason: "internal", detail: format!("the delivery task failed: {err}"), code: None, attempts: 0 };
-                records.write_all_failed(&failure, &mut self.shared.sink.records());
+                let given_up = GivenUp { reason: "internal", detail: format!("the delivery task failed: {err}"), code: None, attempts: 0 };
+                records.write_all_failed(self.shared.destination.name(), &given_up, &mut self.shared.sink.records());
             }
         }
     }

@@ -178,7 +178,7 @@ fn json_text(token: &[u8]) -> String {
 
 /// Delivers one batch: looks the credentials up, gives up what the platform would reject, sends
 /// the rest, retrying, splitting and giving up as the destination's [`Destination::classify`]
-/// says. `records` are the batch's hits' records, for failure records.
+/// says. `records` are what the batch's hits' delivery records need.
 pub(super) async fn deliver<D: Destination, S: Credentials>(shared: &Shared<D, S>, key: Key, batch: Open, records: Arc<Records>, mut stop: watch::Receiver<bool>) {
     let out = Outcomes { shared, key: &key, records: &records };
     let started = Instant::now();
@@ -294,7 +294,7 @@ async fn send<D: Destination, S: Credentials>(
                     }
                 }
                 Verdict::InvalidCredentials => {
-                    let account = chunk.events.first().and_then(|e| out.records.account_id(e.record));
+                    let account = chunk.events.first().and_then(|e| out.records.account_id(e.record)).map(str::to_owned);
                     mark_invalid(shared, &key.pixel, credentials.version, account, code).await;
                     let rest = std::iter::once(chunk).chain(work.into_iter().map(|(c, _)| c));
                     return out.failed_chunks(rest, "invalid_token", &detail, code);

@@ -134,7 +134,7 @@ pub enum Verdict {
     },
     /// The platform will not take this request as it is, and retrying will not change that.
     GiveUp {
-        /// A closed label for metrics and the failure record.
+        /// A closed label for metrics and the delivery record.
         reason: &'static str,
     },
 }
@@ -142,7 +142,7 @@ pub enum Verdict {
 /// Why an event is not sent: the platform would reject it (and perhaps its whole request).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reject {
-    /// A closed label (metrics, `capi_failure.reason`), `rejected_…`.
+    /// A closed label (metrics, a delivery record's `reason`), `rejected_…`.
     pub reason: &'static str,
     /// For a person.
     pub detail: String,

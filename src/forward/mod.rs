@@ -9,12 +9,12 @@
 //!   code) by count, bytes and age, a bounded number of deliveries in flight, the
 //!   barrier/tick/shutdown protocol.
 //! * `open` — a batch being written: each hit's event encoded into the request body as the hit
-//!   arrives, the hit let go at once, its record line kept for a failure record.
-//! * `blocks` — the fixed-size blocks events and lines are written into, reused from a pool,
+//!   arrives, the hit let go at once, its event id and account kept for a delivery record.
+//! * `blocks` — the fixed-size blocks events are written into, reused from a pool,
 //!   and the request [`Body`] made of them.
 //! * `deliver` — one batch's way: credentials lookup, the retry/split loop driven by the
 //!   destination's [`Verdict`]s.
-//! * `outcomes` — sent, skipped, given up: metrics, the deliveries log, and a `capi_failed`
+//! * `outcomes` — sent, skipped, given up: metrics, the deliveries log, and a delivery
 //!   record in the raw-record sink for every event given up.
 //! * [`deliveries`] — the last deliveries per pixel, for the admin API.
 //! * [`status`] — what forwarding goes through (shedding, the last failure), for `/readyz`.
@@ -128,7 +128,7 @@ pub struct Key {
 struct Shared<D, S> {
     destination: D,
     gate: Arc<Gate<S>>,
-    /// Holds only the raw-record outlets: where `capi_failed` records go.
+    /// Holds only the raw-record outlets: where delivery records go.
     sink: Dispatcher,
     deliveries: Arc<Deliveries>,
     policy: RetryPolicy,
@@ -166,7 +166,7 @@ pub struct Wiring<S> {
     pub closing: Arc<AtomicBool>,
     /// The gate the outlet was built with.
     pub gate: Arc<Gate<S>>,
-    /// A dispatcher holding only the raw-record outlets, for `capi_failed` records.
+    /// A dispatcher holding only the raw-record outlets, for delivery records.
     pub sink: Dispatcher,
     /// The deliveries log the admin API reads.
     pub deliveries: Arc<Deliveries>,

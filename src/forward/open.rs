@@ -1,68 +1,60 @@
 //! A batch being written: the events of one [`super::Key`]'s hits, encoded into the request
 //! body as the hits arrive, so that each hit is let go at once, while its memory is still in the
 //! caches, instead of being read again (cold) when the request is built and freed when it ends.
-//! Events and record lines are written into blocks the forwarder reuses ([`super::blocks`]).
+//! Events are written into blocks the forwarder reuses ([`super::blocks`]).
 //!
 //! What an event still needs of its hit after that is kept beside it: where its name and id are
-//! in the body (the deliveries log), and its record line ([`Records`]), from which a failure
-//! record is written if the event is given up.
+//! in the body (the deliveries log), and its event id and account ([`Records`]), from which a
+//! delivery record is written if the event is given up.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::blocks::{Blocks, Place, Pool};
+use super::blocks::{Blocks, Pool};
 use super::destination::{Destination, Labels, Reject};
 use crate::pipeline::{Budget, QueuedHit, RecordBatch, Share};
-use crate::record::{CapiFailure, Fields, MAX_RECORD_BYTES, RecordLine};
+use crate::record::{DeliveryRecord, Fields, GivenUp, PixelId, Timestamp};
 
-/// Room a line must leave below [`MAX_RECORD_BYTES`] for a failure's fields: a longer line's hit
-/// is kept whole instead, so that its failure record is cut to fit as any over-long record is.
-const FAILURE_ROOM: usize = 64 * 1024;
-
-/// What a given-up event's failure record is made from.
-#[derive(Debug)]
-enum Record {
-    /// The hit's record line, copied into the batch's lines.
-    Line(Place),
-    /// The hit itself, for a line too long to take a failure's fields.
-    Hit(Arc<QueuedHit>),
-}
-
-/// The records of a batch's hits, for their failure records: each hit's record line copied
-/// into blocks as the hit is batched (so the intake's buffer, shared with the sink, is let go at
-/// once, and nothing is freed per hit), or, for a line near the record limit, the hit kept whole.
-/// Its bytes are counted in the budget for as long as it lives (a delivery keeps it to its end,
-/// beyond its requests).
+/// What the delivery records of a batch's hits are written from: each hit's event id (copied,
+/// tens of bytes) and account, kept as the hit is batched so that the hit itself goes at once.
+/// The pixel is the batch's. Its bytes are counted in the budget for as long as it lives (a
+/// delivery keeps it to its end, beyond its requests).
 #[derive(Debug)]
 pub(super) struct Records {
-    lines: Blocks,
-    list: Vec<Record>,
+    pixel: PixelId,
+    /// The event ids, one after another.
+    ids: String,
+    /// Per record: where its id ends in `ids`, and its account in `accounts`.
+    list: Vec<(u32, u32)>,
+    /// The accounts of the hits, each a new entry only where it differs from the one before
+    /// (a pixel's hits share one).
+    accounts: Vec<Option<Arc<str>>>,
     share: Share,
 }
 
 impl Records {
-    pub(super) fn new(pool: &Arc<Pool>, budget: &Arc<Budget>) -> Records {
-        Records { lines: Blocks::new(pool), list: Vec::new(), share: budget.take(0) }
+    pub(super) fn new(pixel: PixelId, budget: &Arc<Budget>) -> Records {
+        Records { pixel, ids: String::new(), list: Vec::new(), accounts: Vec::new(), share: budget.take(0) }
     }
 
-    /// Whether a line of `len` bytes is kept as a line, so that its hit can go (else the hit is
-    /// kept, with its bytes).
-    pub(super) fn keeps_line(len: usize) -> bool {
-        len > 0 && len + FAILURE_ROOM <= MAX_RECORD_BYTES
+    /// About how many bytes keeping one more hit's record adds.
+    pub(super) fn growth(&self) -> usize {
+        let id = if self.list.is_empty() { 64 } else { self.ids.len() / self.list.len() + 1 };
+        id + std::mem::size_of::<(u32, u32)>()
     }
 
-    /// Keeps the record of `hit`, whose line is `line`, and counts what that took (a kept hit
-    /// counts its own); answers its index.
-    fn push(&mut self, hit: Arc<QueuedHit>, line: &[u8]) -> u32 {
-        let (record, taken) = match Records::keeps_line(line.len()) {
-            true => {
-                let (place, taken) = self.lines.append(&[line]);
-                (Record::Line(place), taken)
-            }
-            false => (Record::Hit(hit), 0),
-        };
-        self.list.push(record);
-        self.share.add(taken + std::mem::size_of::<Record>());
+    /// Keeps what `hit`'s delivery record needs, and counts it; answers its index.
+    fn push(&mut self, hit: &QueuedHit) -> u32 {
+        let capacity = self.ids.capacity() + self.list.capacity() * std::mem::size_of::<(u32, u32)>();
+        self.ids.push_str(hit.event_id());
+        let account = hit.account_id();
+        if self.accounts.last().is_none_or(|last| last.as_deref() != account) {
+            self.accounts.push(account.map(Arc::from));
+            self.share.add(std::mem::size_of::<Option<Arc<str>>>() + account.map_or(0, str::len));
+        }
+        self.list.push((self.ids.len() as u32, (self.accounts.len() - 1) as u32));
+        // What growing took, as the allocator sees it.
+        self.share.add((self.ids.capacity() + self.list.capacity() * std::mem::size_of::<(u32, u32)>()).saturating_sub(capacity));
         (self.list.len() - 1) as u32
     }
 
@@ -71,33 +63,29 @@ impl Records {
         self.list.len()
     }
 
-    /// Adds the failure record of record `i` (the record, flagged `capi_failed`, with
-    /// `failure`) to `out`.
-    pub(super) fn write_failed(&self, i: u32, failure: &CapiFailure, out: &mut RecordBatch<'_>) {
-        match &self.list[i as usize] {
-            &Record::Line(place) => match RecordLine::parse(self.lines.get(place)) {
-                Ok(read) => out.write(read.received_at(), |buf| read.write_failed(failure, buf)),
-                Err(err) => tracing::error!(error = %err, reason = failure.reason, "a forwarded hit's record line could not be read: its failure record is not written"),
-            },
-            Record::Hit(hit) => {
-                let record = hit.to_hit().capi_failed(failure.clone());
-                out.write(record.received_at(), |buf| record.write_line(buf));
-            }
-        }
-    }
-
-    /// Adds the failure record of each of them to `out`.
-    pub(super) fn write_all_failed(&self, failure: &CapiFailure, out: &mut RecordBatch<'_>) {
-        for i in 0..self.list.len() {
-            self.write_failed(i as u32, failure, out);
-        }
+    /// Record `i`'s event id.
+    fn event_id(&self, i: u32) -> &str {
+        let start = if i == 0 { 0 } else { self.list[i as usize - 1].0 as usize };
+        &self.ids[start..self.list[i as usize].0 as usize]
     }
 
     /// The account of record `i`'s hit, if its pixel is registered.
-    pub(super) fn account_id(&self, i: u32) -> Option<String> {
-        match &self.list[i as usize] {
-            &Record::Line(place) => RecordLine::parse(self.lines.get(place)).ok().and_then(|read| read.account_id().map(str::to_owned)),
-            Record::Hit(hit) => hit.account_id().map(str::to_owned),
+    pub(super) fn account_id(&self, i: u32) -> Option<&str> {
+        self.accounts[self.list[i as usize].1 as usize].as_deref()
+    }
+
+    /// Adds the delivery record of record `i`, given up by `destination` (`given_up` says why),
+    /// to `out`.
+    pub(super) fn write_failed(&self, i: u32, destination: &str, given_up: &GivenUp, out: &mut RecordBatch<'_>) {
+        let at = Timestamp::now();
+        let record = DeliveryRecord::failed(self.event_id(i), self.pixel.as_str(), self.account_id(i), destination, given_up, at);
+        out.write(at, |buf| record.write_line(buf));
+    }
+
+    /// Adds the delivery record of each of them to `out`.
+    pub(super) fn write_all_failed(&self, destination: &str, given_up: &GivenUp, out: &mut RecordBatch<'_>) {
+        for i in 0..self.list.len() {
+            self.write_failed(i as u32, destination, given_up, out);
         }
     }
 }
@@ -112,18 +100,18 @@ pub(super) struct Event {
     /// Where its name and id are (JSON strings), from its start.
     pub(super) name: (u32, u32),
     pub(super) id: (u32, u32),
-    /// Its [`Record`], in its batch's records.
+    /// Its index in its batch's [`Records`].
     pub(super) record: u32,
 }
 
-/// A hit the platform would reject: not encoded, given up (with a failure record) once the
+/// A hit the platform would reject: not encoded, given up (with a delivery record) once the
 /// pixel's credentials are found.
 #[derive(Debug)]
 pub(super) struct Rejected {
     pub(super) reject: Reject,
     pub(super) name: String,
     pub(super) id: String,
-    /// Its [`Record`], in its batch's records.
+    /// Its index in its batch's [`Records`].
     pub(super) record: u32,
 }
 
@@ -145,9 +133,9 @@ pub(super) struct Open {
 }
 
 impl Open {
-    /// An empty batch whose blocks come from `pool`.
-    pub(super) fn new(budget: &Arc<Budget>, pool: &Arc<Pool>) -> Open {
-        Open { body: Blocks::new(pool), events: Vec::new(), rejected: Vec::new(), records: Records::new(pool, budget), opened: None, made: Instant::now(), share: budget.take(0) }
+    /// An empty batch of `pixel`'s hits whose blocks come from `pool`.
+    pub(super) fn new(pixel: PixelId, budget: &Arc<Budget>, pool: &Arc<Pool>) -> Open {
+        Open { body: Blocks::new(pool), events: Vec::new(), rejected: Vec::new(), records: Records::new(pixel, budget), opened: None, made: Instant::now(), share: budget.take(0) }
     }
 
     /// Hits in it.
@@ -170,13 +158,12 @@ impl Open {
         self.made + max_age > now
     }
 
-    /// About how many bytes one more event, whose record line is `line` bytes long, would add
-    /// to what it holds: the line, the event (as long as the ones before it), their places, and
-    /// a block for either if the last one has no room left.
-    pub(super) fn growth(&self, line: usize) -> usize {
+    /// About how many bytes one more event would add to what it holds: the event (as long as
+    /// the ones before it), its place, a block if the last one has no room left, and what its
+    /// delivery record needs.
+    pub(super) fn growth(&self) -> usize {
         let event = if self.events.is_empty() { 1024 } else { self.body.len() / self.events.len() + 1 };
-        let line_growth = if Records::keeps_line(line) { line + self.records.lines.growth(line) } else { 0 };
-        event + self.body.growth(event) + line_growth + std::mem::size_of::<Event>() + std::mem::size_of::<Record>()
+        event + self.body.growth(event) + std::mem::size_of::<Event>() + self.records.growth()
     }
 
     /// Bytes of its events.
@@ -191,26 +178,26 @@ impl Open {
     }
 
     /// Writes `hit`'s event as of `now` (encoded in `scratch`, then copied into a block),
-    /// keeping its record (`line`) for its failure.
-    pub(super) fn push<D: Destination>(&mut self, destination: &D, hit: Arc<QueuedHit>, line: &[u8], now: SystemTime, scratch: &mut Vec<u8>) {
+    /// keeping what its delivery record would need.
+    pub(super) fn push<D: Destination>(&mut self, destination: &D, hit: &QueuedHit, now: SystemTime, scratch: &mut Vec<u8>) {
         self.begin();
         scratch.clear();
-        let Labels { name, id } = destination.encode(&hit, now, scratch);
+        let Labels { name, id } = destination.encode(hit, now, scratch);
         let comma: &[u8] = if self.events.is_empty() { b"" } else { b"," };
         let (place, block) = self.body.append(&[comma, scratch]);
-        let record = self.records.push(hit, line);
+        let record = self.records.push(hit);
         let at = |(a, b): (usize, usize)| (a as u32, b as u32);
         let start = place.start + comma.len() as u32;
         self.events.push(Event { block: place.block, start, end: place.end, name: at(name), id: at(id), record });
         self.share.add(block + std::mem::size_of::<Event>());
     }
 
-    /// Keeps a hit the platform would reject (its record, `line`), for its failure once the
-    /// credentials are found.
-    pub(super) fn reject<D: Destination>(&mut self, destination: &D, reject: Reject, hit: Arc<QueuedHit>, line: &[u8]) {
-        let (name, id) = (destination.event_name(&hit).to_owned(), hit.event_id().to_owned());
+    /// Keeps a hit the platform would reject, for its delivery record once the credentials are
+    /// found.
+    pub(super) fn reject<D: Destination>(&mut self, destination: &D, reject: Reject, hit: &QueuedHit) {
+        let (name, id) = (destination.event_name(hit).to_owned(), hit.event_id().to_owned());
         self.begin();
-        let record = self.records.push(hit, line);
+        let record = self.records.push(hit);
         self.share.add(name.len() + id.len() + std::mem::size_of::<Rejected>());
         self.rejected.push(Rejected { reject, name, id, record });
     }

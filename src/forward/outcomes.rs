@@ -1,7 +1,7 @@
 //! Where a delivery's outcomes go, for every destination alike: sent events are counted and
 //! listed in the pixel's deliveries; skipped events (no usable credentials) are counted only;
 //! given-up events are counted, logged once per batch, listed in the deliveries, and written to
-//! the raw-record sink as a `capi_failed` record each (`docs/records.md#failure-records`), so
+//! the raw-record sink as a delivery record each (`docs/records.md#delivery-records`), so
 //! nothing is lost silently.
 
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use super::destination::Destination;
 use super::open::{Records, Rejected};
 use super::{Key, Shared};
 use crate::metrics as m;
-use crate::record::CapiFailure;
+use crate::record::GivenUp;
 
 /// One delivery's view of where outcomes go.
 pub(super) struct Outcomes<'a, D, S> {
@@ -89,7 +89,7 @@ impl<D: Destination, S> Outcomes<'_, D, S> {
         metrics::counter!(m::CAPI_EVENTS, "outcome" => "skipped", "reason" => reason).increment(n as u64);
     }
 
-    /// Gives events up: a `capi_failed` record each, counted, logged once, and listed in the
+    /// Gives events up: a delivery record each, counted, logged once, and listed in the
     /// pixel's deliveries.
     pub(super) fn failed(&self, given: Vec<Given<'_>>, reason: &'static str, detail: &str, code: Option<i64>) {
         if given.is_empty() {
@@ -101,13 +101,13 @@ impl<D: Destination, S> Outcomes<'_, D, S> {
         if reason.starts_with("rejected_") {
             tracing::debug!(destination = destination.name(), pixel_id = %self.key.pixel, events = n, reason, detail, "events the platform would reject were not sent");
         } else {
-            tracing::warn!(destination = destination.name(), pixel_id = %self.key.pixel, events = n, reason, code = ?code, detail, "events given up; written as capi_failed records");
+            tracing::warn!(destination = destination.name(), pixel_id = %self.key.pixel, events = n, reason, code = ?code, detail, "events given up; written as delivery records");
         }
         let mut records = self.shared.sink.records();
-        let mut failure = CapiFailure { reason, detail: detail.to_owned(), code, attempts: 0 };
+        let mut given_up = GivenUp { reason, detail: detail.to_owned(), code, attempts: 0 };
         for event in &given {
-            failure.attempts = event.attempts;
-            self.records.write_failed(event.record, &failure, &mut records);
+            given_up.attempts = event.attempts;
+            self.records.write_failed(event.record, destination.name(), &given_up, &mut records);
         }
         drop(records);
         let (at, answer, message) = (At::now(), Arc::default(), deliveries::message(detail));

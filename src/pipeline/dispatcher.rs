@@ -12,7 +12,6 @@
 //! [`Dispatcher::flush`] resolves when everything submitted before it has been delivered or
 //! accounted for: graceful shutdown uses it, and so does the Lambda drain, per invocation.
 
-use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -35,24 +34,22 @@ pub const DEFAULT_MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
 /// Default cap on the bytes the hit outlets hold (`--forward-max-bytes`).
 pub const DEFAULT_MAX_HIT_BYTES: usize = 32 * 1024 * 1024;
 
-/// What queueing a hit costs beyond its own bytes ([`DraftHit::approx_bytes`]) and its record
-/// line's: the shared allocation's two counts, the queue's fields around the hit, and its place
+/// What queueing a hit costs beyond its own bytes ([`DraftHit::approx_bytes`]): the shared
+/// allocation's two counts, the queue's fields around the hit, and its place
 /// in a job's list, counted in the hit outlets' budget with the hit.
-const HELD_BYTES: usize =
-    2 * std::mem::size_of::<usize>() + std::mem::size_of::<QueuedHit>() - std::mem::size_of::<DraftHit>() + std::mem::size_of::<(Arc<QueuedHit>, Range<usize>)>();
+const HELD_BYTES: usize = 2 * std::mem::size_of::<usize>() + std::mem::size_of::<QueuedHit>() - std::mem::size_of::<DraftHit>() + std::mem::size_of::<Arc<QueuedHit>>();
 
 /// Most bytes of lines gathered before they are handed on.
 const MAX_LINES_BYTES: usize = 1024 * 1024;
 
-/// Hits offered to the hit outlets and not yet handed on: one list per outlet, each hit with
-/// where its record line is in the [`Lines`] being gathered (they are handed on together).
+/// Hits offered to the hit outlets and not yet handed on (with the [`Lines`] gathered meanwhile):
+/// one list per outlet.
 #[derive(Debug, Default)]
 pub(super) struct Offered {
-    lists: Vec<Vec<(Arc<QueuedHit>, Range<usize>)>>,
+    lists: Vec<Vec<Arc<QueuedHit>>>,
 }
 
-/// Record lines being gathered for the raw-record outlets (and the hit outlets, which keep a
-/// forwarded hit's line for its failure record). The buffer handed on is counted against the
+/// Record lines being gathered for the raw-record outlets. The buffer handed on is counted against the
 /// budget by its capacity, not its length, and the next one starts at the size the last one
 /// filled, so what is held stays within twice what is counted for (a Firehose batch keeps lines
 /// alive past their job).
@@ -81,7 +78,7 @@ pub struct Dispatcher {
     /// Raw-record outlets: every hit's line goes to each.
     records: Arc<[RecordOutlet]>,
     /// Hit outlets: a hit goes to those whose gate wants it. Drained before the raw-record
-    /// outlets, which they may feed (the forwarder's `capi_failed` records).
+    /// outlets, which they may feed (the forwarder's delivery records).
     hits: Arc<[HitOutlet]>,
     /// Bytes of what waits for the raw-record outlets (captured requests, record lines).
     pub(super) queued_bytes: Arc<AtomicUsize>,
@@ -193,13 +190,13 @@ impl Dispatcher {
     /// Never waits. No pixel settings are applied: the draft goes as it is.
     pub fn submit_draft(&self, hit: DraftHit) {
         let (mut lines, mut offered) = (Lines::default(), Offered::default());
-        let line = self.gather(&mut lines, &mut offered, hit.received_at(), |out| hit.write_line(out));
-        self.offer_hit(hit, line, &mut offered);
+        self.gather(&mut lines, &mut offered, hit.received_at(), |out| hit.write_line(out));
+        self.offer_hit(hit, &mut offered);
         self.hand_on(&mut lines, &mut offered);
     }
 
-    /// Writes a record that is not a hit of its own (an outlet's, e.g. the forwarder's
-    /// `capi_failed` records) to the raw-record outlets. Never waits.
+    /// Writes a hit's record to the raw-record outlets only (the hit goes to no hit outlet).
+    /// Never waits.
     pub fn submit_record(&self, record: &Hit) {
         self.records().write(record.received_at(), |out| record.write_line(out));
     }
@@ -242,39 +239,34 @@ impl Dispatcher {
         }
     }
 
-    /// Writes a record's line (received at `at`) into `lines` with `write`, and answers where it
-    /// is. Lines are gathered while there is an outlet to take them: a raw-record outlet, or a
-    /// hit outlet (the line of a hit it takes goes with it). What was gathered is handed on first
-    /// (with the hits offered meanwhile) if the line starts another UTC hour or the buffer is full.
-    pub(super) fn gather(&self, lines: &mut Lines, offered: &mut Offered, at: Timestamp, write: impl FnOnce(&mut Vec<u8>)) -> Range<usize> {
-        if self.records.is_empty() && self.hits.is_empty() {
-            return 0..0;
+    /// Writes a record's line (received at `at`) into `lines` with `write`, if there is a
+    /// raw-record outlet to take it. What was gathered is handed on first (with the hits offered
+    /// meanwhile) if the line starts another UTC hour or the buffer is full.
+    pub(super) fn gather(&self, lines: &mut Lines, offered: &mut Offered, at: Timestamp, write: impl FnOnce(&mut Vec<u8>)) {
+        if self.records.is_empty() {
+            return;
         }
         if lines.received_at.is_some_and(|t| t.unix_hour() != at.unix_hour()) || lines.buf.len() >= MAX_LINES_BYTES {
             self.hand_on(lines, offered);
         }
         lines.received_at.get_or_insert(at);
-        let start = lines.buf.len();
         write(&mut lines.buf);
         lines.count += 1;
-        start..lines.buf.len()
     }
 
-    /// Hands the gathered lines to every raw-record outlet, and the hits offered with them to
+    /// Hands the gathered lines to every raw-record outlet, and the hits offered meanwhile to
     /// their hit outlets, leaving both empty.
     pub(super) fn hand_on(&self, lines: &mut Lines, offered: &mut Offered) {
-        let Some(received_at) = lines.received_at.take() else {
-            return;
-        };
-        let count = std::mem::take(&mut lines.count);
-        // The next batch starts at this one's size: the buffer is counted by its capacity,
-        // so it is never reserved larger than batches have needed.
-        let next = Vec::with_capacity(lines.buf.len());
-        let buf = std::mem::replace(&mut lines.buf, next);
-        let capacity = buf.capacity();
-        let buf = Bytes::from(buf);
-        self.send_lines(&buf, capacity, count, received_at);
-        self.send_hits(offered, &buf, capacity);
+        if let Some(received_at) = lines.received_at.take() {
+            let count = std::mem::take(&mut lines.count);
+            // The next batch starts at this one's size: the buffer is counted by its capacity,
+            // so it is never reserved larger than batches have needed.
+            let next = Vec::with_capacity(lines.buf.len());
+            let buf = std::mem::replace(&mut lines.buf, next);
+            let capacity = buf.capacity();
+            self.send_lines(&Bytes::from(buf), capacity, count, received_at);
+        }
+        self.send_hits(offered);
     }
 
     /// Sends `count` record lines (in a buffer of `capacity` bytes) to every raw-record outlet.
@@ -303,9 +295,9 @@ impl Dispatcher {
     }
 
     /// Adds the draft to `offered` for every hit outlet whose gate wants it (moved, not copied:
-    /// its `line` is written already, in the lines being gathered); drops it if none does. The
-    /// hits reach the outlets with their lines ([`Dispatcher::hand_on`]).
-    pub(super) fn offer_hit(&self, hit: DraftHit, line: Range<usize>, offered: &mut Offered) {
+    /// its line is written already, in the lines being gathered); drops it if none does. The
+    /// hits reach the outlets when the lines are handed on ([`Dispatcher::hand_on`]).
+    pub(super) fn offer_hit(&self, hit: DraftHit, offered: &mut Offered) {
         // Each gate asked once (a gate counts what it turns away); the answers are kept as one
         // bit per outlet.
         let wanted = self.hits.iter().enumerate().fold(0u64, |wanted, (i, o)| wanted | u64::from(o.wants(&hit)) << i);
@@ -313,7 +305,7 @@ impl Dispatcher {
             return;
         }
         let wanted = || self.hits.iter().enumerate().filter(move |(i, _)| wanted >> i & 1 == 1);
-        let bytes = hit.approx_bytes() + line.len() + HELD_BYTES;
+        let bytes = hit.approx_bytes() + HELD_BYTES;
         if !self.hit_budget.try_take_waiting(bytes) {
             for (_, outlet) in wanted() {
                 self.shed(outlet, "budget", 1);
@@ -325,30 +317,25 @@ impl Dispatcher {
             offered.lists.resize_with(self.hits.len(), Vec::new);
         }
         for (i, _) in wanted() {
-            offered.lists[i].push((hit.clone(), line.clone()));
+            offered.lists[i].push(hit.clone());
         }
     }
 
-    /// Hands the hits in `offered` to their outlets with their lines (in `lines`, a buffer of
-    /// `capacity` bytes), one job per outlet, leaving it empty. An outlet without room for them
-    /// all (its capacity in hits, or its queue) sheds them.
-    fn send_hits(&self, offered: &mut Offered, lines: &Bytes, capacity: usize) {
+    /// Hands the hits in `offered` to their outlets, one job per outlet, leaving it empty. An
+    /// outlet without room for them all (its capacity in hits, or its queue) sheds them.
+    fn send_hits(&self, offered: &mut Offered) {
         for (outlet, list) in self.hits.iter().zip(offered.lists.iter_mut()) {
             let count = list.len();
             if count == 0 {
                 continue;
             }
-            let mut hits = std::mem::take(list);
+            let hits = std::mem::take(list);
             let Some(places) = outlet.places.take(count) else {
                 self.shed(outlet, "queue_full", count);
                 continue;
             };
-            // The budget counts each hit's own line: an outlet whose lines are under half of the
-            // buffer's memory gets a copy of them, rather than holding the whole buffer.
-            let wanted: usize = hits.iter().map(|(_, line)| line.len()).sum();
-            let lines = if wanted * 2 >= capacity { lines.clone() } else { compact(lines, &mut hits, wanted) };
             // A job that is not queued gives its places back as it drops.
-            let job = Hits { hits, lines, _places: places };
+            let job = Hits { hits, _places: places };
             if let Err(err) = outlet.queue.tx.try_send(Job::Deliver(job)) {
                 self.shed(outlet, send_error(&err), count);
             }
@@ -367,7 +354,7 @@ impl Dispatcher {
 
     /// Resolves when every hit submitted before this call has been delivered by every outlet, or
     /// given up and counted, and so has what the hit outlets fed to the raw-record outlets
-    /// meanwhile (the forwarder's `capi_failed` records). Returns at once for an outlet whose
+    /// meanwhile (the forwarder's delivery records). Returns at once for an outlet whose
     /// consumer has stopped.
     ///
     /// Every outlet flushes at once, so a slow destination does not hold back the raw records
@@ -448,18 +435,6 @@ impl Drop for RecordBatch<'_> {
     }
 }
 
-/// The lines of `hits` (`wanted` bytes in all) copied out of `lines`, and each hit's range
-/// moved to its place in the copy.
-fn compact(lines: &Bytes, hits: &mut [(Arc<QueuedHit>, Range<usize>)], wanted: usize) -> Bytes {
-    let mut copy = Vec::with_capacity(wanted);
-    for (_, line) in hits.iter_mut() {
-        let start = copy.len();
-        copy.extend_from_slice(&lines[line.clone()]);
-        *line = start..copy.len();
-    }
-    copy.into()
-}
-
 /// Why a `try_send` failed, as a metric label.
 pub(super) fn send_error<T>(err: &mpsc::error::TrySendError<T>) -> &'static str {
     match err {
@@ -518,13 +493,8 @@ mod tests {
         assert!(rx.try_recv().is_err(), "one job per batch");
         let taken: Vec<_> = hits.take().collect();
         assert_eq!(outlet.places.waiting(), 0, "taking the hits gives their places back");
-        let ids: Vec<&str> = taken.iter().map(|(h, _)| h.event_id()).collect();
+        let ids: Vec<&str> = taken.iter().map(|h| h.event_id()).collect();
         assert_eq!(ids, ["e0", "e1", "e2"]);
-        for (hit, line) in &taken {
-            let record: serde_json::Value = serde_json::from_slice(line).unwrap();
-            assert_eq!(record["event_id"], hit.event_id(), "each hit comes with its own record line");
-            assert_eq!(line.last(), Some(&b'\n'));
-        }
     }
 
     /// Shapes the hits `pixel_id=1&event=E&event_id=e{n}` for each `n` of `ids` and hands them on
@@ -536,14 +506,14 @@ mod tests {
             let mut b = HitBuilder::new(&parse, Timestamp::now());
             b.add_encoded(&format!("pixel_id=1&event=E&event_id=e{n}"));
             let hit = b.finish_draft(RequestMeta::default());
-            let line = dispatcher.gather(&mut lines, &mut offered, hit.received_at(), |out| hit.write_line(out));
-            dispatcher.offer_hit(hit, line, &mut offered);
+            dispatcher.gather(&mut lines, &mut offered, hit.received_at(), |out| hit.write_line(out));
+            dispatcher.offer_hit(hit, &mut offered);
         }
         dispatcher.hand_on(&mut lines, &mut offered);
     }
 
     #[tokio::test]
-    async fn a_hit_outlet_that_takes_few_of_the_lines_gets_a_copy_of_its_own() {
+    async fn the_raw_record_outlets_get_every_line_and_a_hit_outlet_the_hits_its_gate_wants() {
         let (records, mut records_rx) = RecordOutlet::new("file", 100);
         let (outlet, mut rx) = HitOutlet::new("test", 100);
         let outlet = outlet.with_gate(Arc::new(|hit: &DraftHit| hit.event_id() == "e7"));
@@ -552,8 +522,8 @@ mod tests {
         let Ok(Job::Deliver(records)) = records_rx.try_recv() else { panic!("the lines for the raw-record outlet") };
         assert_eq!(records.count(), 10);
         let Ok(Job::Deliver(hits)) = rx.try_recv() else { panic!("the one hit the gate wanted") };
-        assert_eq!(hits.lines.len(), hits.hits[0].1.len(), "only its own line is held");
-        let (hit, line) = hits.take().next().unwrap();
-        assert_eq!(serde_json::from_slice::<serde_json::Value>(&line).unwrap()["event_id"], hit.event_id());
+        let ids: Vec<String> = hits.take().map(|h| h.event_id().to_owned()).collect();
+        assert_eq!(ids, ["e7"]);
+        assert_eq!(dispatcher.hit_budget.used(), 0, "the hit's bytes came back when it dropped");
     }
 }

@@ -124,9 +124,9 @@ fn take(
             return;
         }
         stage.set(Stage::Writing);
-        let line = outlets.gather(lines, offered, hit.received_at(), |out| hit.write_line(out));
+        outlets.gather(lines, offered, hit.received_at(), |out| hit.write_line(out));
         stage.set(Stage::Offering);
-        outlets.offer_hit(hit, line, offered);
+        outlets.offer_hit(hit, offered);
     });
 }
 
@@ -135,9 +135,9 @@ fn take(
 #[inline(never)]
 fn offer(outlets: &Dispatcher, lines: &mut Lines, offered: &mut Offered, hit: DraftHit) {
     caught(outlets, lines, Stage::Writing, |stage, lines| {
-        let line = outlets.gather(lines, offered, hit.received_at(), |out| hit.write_line(out));
+        outlets.gather(lines, offered, hit.received_at(), |out| hit.write_line(out));
         stage.set(Stage::Offering);
-        outlets.offer_hit(hit, line, offered);
+        outlets.offer_hit(hit, offered);
     });
 }
 
@@ -219,7 +219,7 @@ mod tests {
     async fn flush_and_shutdown_cover_every_captured_request() {
         let (hits, hits_rx) = HitOutlet::new("test", 10_000);
         let (records, records_rx) = RecordOutlet::new("test", 10_000);
-        let (seen_hits, hit_consumer) = consume(hits_rx, |hits| hits.take().map(|(hit, _)| hit.event_id().to_owned()).collect());
+        let (seen_hits, hit_consumer) = consume(hits_rx, |hits| hits.take().map(|hit| hit.event_id().to_owned()).collect());
         let (seen_records, record_consumer) = consume(records_rx, record_ids);
         let dispatcher = Dispatcher::new(vec![records], vec![hits]).with_intake(3, 1000, ParseSettings::default());
         // Submitted from several threads, so every intake task gets some.
@@ -251,7 +251,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_byte_budget_drops_captured_requests_before_the_intake() {
         let (hits, hits_rx) = HitOutlet::new("test", 10);
-        let (seen, consumer) = consume(hits_rx, |hits| hits.take().map(|(hit, _)| hit.event_id().to_owned()).collect());
+        let (seen, consumer) = consume(hits_rx, |hits| hits.take().map(|hit| hit.event_id().to_owned()).collect());
         let dispatcher = Dispatcher::new(vec![], vec![hits]).with_max_bytes(1).with_intake(1, 10, ParseSettings::default());
         dispatcher.submit_captured(captured(1));
         dispatcher.shutdown().await;
@@ -264,7 +264,7 @@ mod tests {
     async fn a_gate_keeps_the_hits_of_unwanted_pixels_out_of_its_queue() {
         let (hits, hits_rx) = HitOutlet::new("test", 10);
         let hits = hits.with_gate(Arc::new(|hit: &crate::record::DraftHit| hit.pixel().is_ok_and(|p| p.as_str() == "1")));
-        let (seen, consumer) = consume(hits_rx, |hits| hits.take().map(|(hit, _)| hit.event_id().to_owned()).collect());
+        let (seen, consumer) = consume(hits_rx, |hits| hits.take().map(|hit| hit.event_id().to_owned()).collect());
         let dispatcher = Dispatcher::new(vec![], vec![hits]).with_intake(1, 10, ParseSettings::default());
         for query in ["pixel_id=1&event_id=a", "pixel_id=2&event_id=b", "event_id=c", "pixel_id=x&event_id=d"] {
             let req = http::Request::get(format!("/tr?{query}")).body(()).unwrap();
@@ -305,7 +305,7 @@ mod tests {
         let (hits, hits_rx) = HitOutlet::new("test", 100);
         let hits = hits.with_gate(Arc::new(|hit: &crate::record::DraftHit| !hit.flags().contains(crate::record::Flag::DomainNotAllowed) && !hit.routing().forwarding_off));
         let (records, records_rx) = RecordOutlet::new("test", 100);
-        let (seen_hits, hit_consumer) = consume(hits_rx, |hits| hits.take().map(|(hit, _)| hit.event_id().to_owned()).collect());
+        let (seen_hits, hit_consumer) = consume(hits_rx, |hits| hits.take().map(|hit| hit.event_id().to_owned()).collect());
         let lines = Arc::new(Mutex::new(Vec::new()));
         let kept = lines.clone();
         let (_, record_consumer) = consume(records_rx, move |records: super::super::Records| {

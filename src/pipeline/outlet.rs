@@ -9,7 +9,7 @@
 //! control jobs ([`Job`]): a barrier to answer once everything before it is delivered, a tick
 //! for time-based work, and shutdown.
 
-use std::ops::{Deref, Range};
+use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -112,26 +112,20 @@ impl Records {
 }
 
 /// Hits for a hit outlet, those of one intake batch together (one queue operation for many
-/// hits), each with its record line: a hit outlet that lets a hit go early (the forwarder, once
-/// its event is written) keeps the line for a failure record, in a buffer the job's hits share.
-/// Their number counts against the outlet's capacity until its consumer takes them.
+/// hits). Their number counts against the outlet's capacity until its consumer takes them.
 #[derive(Debug)]
 pub struct Hits {
-    /// Each hit and where its line is in `lines`.
-    pub(super) hits: Vec<(Arc<QueuedHit>, Range<usize>)>,
-    /// The record lines of the hits (perhaps of other hits too), newline included.
-    pub(super) lines: Bytes,
+    pub(super) hits: Vec<Arc<QueuedHit>>,
     /// One place in this outlet's queue per hit, given back when the consumer takes them.
     pub(super) _places: Held,
 }
 
 impl Hits {
-    /// The hits, in the order they were shaped, each with its record line (newline included;
-    /// the lines share one buffer); their places in the queue are given back.
-    pub fn take(self) -> impl Iterator<Item = (Arc<QueuedHit>, Bytes)> {
-        let Hits { hits, lines, _places } = self;
+    /// The hits, in the order they were shaped; their places in the queue are given back.
+    pub fn take(self) -> impl Iterator<Item = Arc<QueuedHit>> {
+        let Hits { hits, _places } = self;
         drop(_places);
-        hits.into_iter().map(move |(hit, line)| (hit, lines.slice(line)))
+        hits.into_iter()
     }
 }
 

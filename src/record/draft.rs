@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::ops::Range;
 use std::sync::Arc;
 
-use super::{CapiFailure, Fields, Flags, Hit, PixelId, PixelIdError, Routing, SCHEMA, Source, Timestamp, write_line_within_limit};
+use super::{Fields, Flags, Hit, PixelId, PixelIdError, Routing, SCHEMA, Source, Timestamp, write_line_within_limit};
 
 /// A byte range of a draft's text buffer (32-bit: the builder keeps the text below 4 GiB).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,7 +255,6 @@ impl DraftHit {
             test_event_code: owned(self.parts.test_event_code),
             flags: self.parts.flags.clone(),
             extra: self.owned_map(MapName::Extra),
-            capi_failure: None,
             routing: self.parts.routing.clone(),
         }
     }
@@ -309,9 +308,6 @@ impl Fields for DraftHit {
     }
     fn extra(&self) -> impl Iterator<Item = (&str, &str)> {
         self.map(MapName::Extra)
-    }
-    fn capi_failure(&self) -> Option<&CapiFailure> {
-        None
     }
 }
 

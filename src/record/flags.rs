@@ -32,9 +32,6 @@ pub enum Flag {
     UnsupportedBody,
     /// A personal-data value failed validation and was dropped; the field is in the label.
     InvalidPii(crate::pii::PiiField),
-    /// The Conversions API delivery of this hit was given up; set only on the extra record that
-    /// says so (see [`Hit::capi_failure`]).
-    CapiFailed,
     /// The pixel has allowed domains and the hit's page (`url`, else the `Origin` header) is not
     /// on one of them: the hit is recorded and forwarded nowhere.
     DomainNotAllowed,
@@ -60,7 +57,6 @@ impl Flag {
             Flag::BadBody => "bad_body",
             Flag::UnsupportedBody => "unsupported_body",
             Flag::InvalidPii(field) => field.invalid_flag(),
-            Flag::CapiFailed => "capi_failed",
             Flag::DomainNotAllowed => "domain_not_allowed",
             Flag::SettingsUnavailable => "settings_unavailable",
         }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde::{Serialize, Serializer};
 
-use super::{CapiFailure, Fields, Flag, Flags, MAX_RECORD_BYTES, PixelId, Source, Timestamp, write_line_within_limit};
+use super::{Fields, Flag, Flags, MAX_RECORD_BYTES, PixelId, Source, Timestamp, write_line_within_limit};
 
 /// One pixel hit, exactly as it is written to the sink.
 #[derive(Debug, Clone, Serialize)]
@@ -54,10 +54,6 @@ pub struct Hit {
     pub flags: Flags,
     /// Every other parameter, cache-busters excepted.
     pub extra: BTreeMap<String, String>,
-    /// Only on the second record of a hit whose Conversions API delivery was given up (flag
-    /// `capi_failed`): why. Absent from ordinary records.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub capi_failure: Option<CapiFailure>,
     /// What the pixel's settings say about forwarding the hit. Not part of the record.
     #[serde(skip)]
     pub routing: Routing,
@@ -134,9 +130,6 @@ impl Fields for Hit {
     fn extra(&self) -> impl Iterator<Item = (&str, &str)> {
         self.extra.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
-    fn capi_failure(&self) -> Option<&CapiFailure> {
-        self.capi_failure.as_ref()
-    }
 }
 
 /// What an over-long record lost to fit [`MAX_RECORD_BYTES`].
@@ -162,15 +155,6 @@ impl Hit {
     /// mode's.
     pub fn forward_test_event_code(&self) -> Option<&str> {
         self.routing.test_event_code(self.test_event_code.as_deref())
-    }
-
-    /// The record that says this hit's Conversions API delivery was given up: the same fields,
-    /// flagged `capi_failed`, with the reason.
-    pub fn capi_failed(&self, failure: CapiFailure) -> Hit {
-        let mut hit = self.clone();
-        hit.flags.set(Flag::CapiFailed);
-        hit.capi_failure = Some(failure);
-        hit
     }
 
     /// Roughly the heap bytes this hit holds, for memory budgets.

@@ -60,11 +60,6 @@ pub(super) fn write_hit<F: Fields>(out: &mut Vec<u8>, hit: &F) {
     }
     out.extend_from_slice(b"],\"extra\":");
     map(out, hit.extra());
-    if let Some(failure) = hit.capi_failure() {
-        // Rare (one record per given-up delivery): serde is fine here.
-        out.extend_from_slice(b",\"capi_failure\":");
-        serde_json::to_writer(&mut *out, failure).expect("strings and numbers always serialise");
-    }
     out.push(b'}');
 }
 
@@ -90,7 +85,7 @@ fn map<'a>(out: &mut Vec<u8>, entries: impl Iterator<Item = (&'a str, &'a str)>)
 
 /// `"YYYY-MM-DDTHH:MM:SS.mmmZ"`, as `humantime::format_rfc3339_millis` writes it. Hits arrive in
 /// time order, so the date and time up to the second is formatted once per second and thread.
-fn timestamp(out: &mut Vec<u8>, t: Timestamp) {
+pub(super) fn timestamp(out: &mut Vec<u8>, t: Timestamp) {
     thread_local! {
         /// Unix second and its `YYYY-MM-DDTHH:MM:SS` text.
         static SECOND: std::cell::Cell<(u64, [u8; 19])> = const { std::cell::Cell::new((u64::MAX, [0; 19])) };
@@ -235,7 +230,7 @@ pub(super) mod tests {
 
     use proptest::prelude::*;
 
-    use super::super::{CapiFailure, Flag, Flags, Hit, SCHEMA, Source};
+    use super::super::{Flag, Flags, Hit, SCHEMA, Source};
     use super::*;
 
     fn text() -> impl Strategy<Value = String> {
@@ -248,10 +243,9 @@ pub(super) mod tests {
         let opt = || proptest::option::of(text());
         let map = || proptest::collection::btree_map(text(), text(), 0..4);
         let ip = prop_oneof![Just(None), any::<u32>().prop_map(|v| Some(IpAddr::V4(Ipv4Addr::from(v)))), any::<u128>().prop_map(|v| Some(IpAddr::V6(Ipv6Addr::from(v)))),];
-        let flags = proptest::sample::subsequence(vec![Flag::Bot, Flag::Oversize, Flag::BadEncoding, Flag::CapiFailed, Flag::DomainNotAllowed, Flag::SettingsUnavailable], 0..6);
-        let failure = proptest::option::of((text(), proptest::option::of(any::<i64>()), any::<u32>()));
-        ((0u64..4_000_000_000_000, opt(), opt(), text(), ip, opt(), opt(), opt()), (proptest::option::of(any::<i64>()), map(), map(), opt(), flags, map(), failure, opt()))
-            .prop_map(|((ms, pixel_id, event, event_id, ip, user_agent, url, referrer), (client_ts, attrs, user, test_event_code, flag_list, extra, failure, account_id))| {
+        let flags = proptest::sample::subsequence(vec![Flag::Bot, Flag::Oversize, Flag::BadEncoding, Flag::DomainNotAllowed, Flag::SettingsUnavailable], 0..6);
+        ((0u64..4_000_000_000_000, opt(), opt(), text(), ip, opt(), opt(), opt()), (proptest::option::of(any::<i64>()), map(), map(), opt(), flags, map(), opt())).prop_map(
+            |((ms, pixel_id, event, event_id, ip, user_agent, url, referrer), (client_ts, attrs, user, test_event_code, flag_list, extra, account_id))| {
                 let mut flags = Flags::default();
                 flag_list.into_iter().for_each(|f| flags.set(f));
                 Hit {
@@ -273,10 +267,10 @@ pub(super) mod tests {
                     test_event_code,
                     flags,
                     extra,
-                    capi_failure: failure.map(|(detail, code, attempts)| CapiFailure { reason: "retries_exhausted", detail, code, attempts }),
                     routing: Default::default(),
                 }
-            })
+            },
+        )
     }
 
     proptest! {

@@ -6,8 +6,8 @@
 //! The schema (field order and names) is public: see `docs/records.md#schema`. A record is built
 //! once, where the request is shaped (in `params`), and then only read by every outlet.
 
+mod delivery;
 mod draft;
-mod failure;
 mod flags;
 mod hit;
 mod json;
@@ -18,8 +18,8 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
+pub use delivery::{DELIVERY_SCHEMA, DeliveryRecord, GivenUp};
 pub use draft::{DraftHit, DraftParts, Entry, MapName, Span};
-pub use failure::{NotARecord, RecordLine};
 pub use flags::{Flag, Flags};
 pub use hit::{Hit, Routing, Truncation};
 /// The record encoder's JSON writers, for other encoders of the hot path (a destination's events).
@@ -81,7 +81,6 @@ pub trait Fields {
     fn test_event_code(&self) -> Option<&str>;
     fn flags(&self) -> &Flags;
     fn extra(&self) -> impl Iterator<Item = (&str, &str)>;
-    fn capi_failure(&self) -> Option<&CapiFailure>;
 }
 
 /// Appends `record`'s NDJSON line, newline included, to `out`, unless the line would be over
@@ -97,19 +96,4 @@ pub fn write_line_within_limit<F: Fields>(record: &F, out: &mut Vec<u8>) -> Resu
         return Err(len);
     }
     Ok(())
-}
-
-/// Why a hit's Conversions API delivery was given up.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CapiFailure {
-    /// A closed label (also used in metrics), e.g. `invalid_token`, `rejected_no_user_agent`,
-    /// `retries_exhausted`, `invalid_parameter`.
-    pub reason: &'static str,
-    /// What Meta or the transport said, for a person; never carries the token.
-    pub detail: String,
-    /// Graph API error code, when Meta answered with one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub code: Option<i64>,
-    /// How many requests carried the event (0 when it was never sent).
-    pub attempts: u32,
 }

@@ -82,7 +82,7 @@ async fn a_token_put_through_the_admin_api_applies_at_once_and_is_never_shown() 
     let records = server.wait_for_failed(1, Duration::from_secs(5)).await;
     let f = failed_records(&records);
     assert_eq!(f.len(), 1, "{f:#?}");
-    assert_eq!((&f[0]["event_id"], &f[0]["capi_failure"]["reason"]), (&json!("refused"), &json!("invalid_parameter")));
+    assert_eq!((&f[0]["event_id"], &f[0]["reason"]), (&json!("refused"), &json!("invalid_parameter")));
 
     // DELETE stops forwarding at once.
     let (status, body) = server.admin("DELETE", &token_path, Some(ADMIN_KEY), None).await;

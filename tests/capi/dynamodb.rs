@@ -31,7 +31,7 @@ async fn tokens_in_dynamodb_forward_get_invalidated_and_are_replaced_through_the
     eventually!(Duration::from_secs(10), "the token to be marked invalid in DynamoDB", (site.token_status(PIXEL)["status"] == "invalid").then_some(()));
     let records = server.wait_for_failed(1, Duration::from_secs(10)).await;
     let failed = failed_records(&records);
-    assert_eq!((&failed[0]["event_id"], &failed[0]["capi_failure"]["reason"]), (&json!("dynamo-2"), &json!("invalid_token")));
+    assert_eq!((&failed[0]["event_id"], &failed[0]["reason"]), (&json!("dynamo-2"), &json!("invalid_token")));
 
     // A new token through the admin API applies at once (the default negative TTL is 30 s).
     fake.set_token(PIXEL, REPLACED);

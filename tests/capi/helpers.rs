@@ -141,10 +141,10 @@ impl Server {
         (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")) })
     }
 
-    /// Waits (at most `within`) until the raw records hold at least `n` flagged `capi_failed`;
+    /// Waits (at most `within`) until the raw records hold at least `n` delivery records;
     /// returns every record.
     pub async fn wait_for_failed(&self, n: usize, within: Duration) -> Vec<Value> {
-        eventually!(within, format!("{n} capi_failed record(s)"), {
+        eventually!(within, format!("{n} delivery record(s)"), {
             let r = self.records();
             (failed_records(&r).len() >= n).then_some(r)
         })
@@ -182,18 +182,20 @@ pub fn assert_hidden(secrets: &[&str], logs: &str, metrics: &str, data: &Path) {
     }
 }
 
-/// Raw records flagged `capi_failed`.
+/// The delivery records among the raw records: what a destination gave up, one per event.
+/// Each is checked to be a failed delivery to Meta and to carry none of a hit's fields.
 pub fn failed_records(records: &[Value]) -> Vec<&Value> {
-    records.iter().filter(|r| is_failed(r)).collect()
+    let failed: Vec<&Value> = records.iter().filter(|r| r["schema"] == "pixelgate.delivery/1").collect();
+    for f in &failed {
+        assert_eq!((&f["destination"], &f["outcome"]), (&Value::from("meta"), &Value::from("failed")), "{f}");
+        assert!(f["user"].is_null() && f["user_agent"].is_null() && f["ip"].is_null(), "never a copy of the hit: {f}");
+    }
+    failed
 }
 
-/// Raw records of hits (not the extra `capi_failed` ones).
+/// The raw records of hits (`pixelgate.hit/1`).
 pub fn hit_records(records: &[Value]) -> Vec<&Value> {
-    records.iter().filter(|r| !is_failed(r)).collect()
-}
-
-fn is_failed(r: &Value) -> bool {
-    r["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == "capi_failed"))
+    records.iter().filter(|r| r["schema"] == "pixelgate.hit/1").collect()
 }
 
 /// `sha256(s)` as lowercase hex.

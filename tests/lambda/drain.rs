@@ -138,16 +138,16 @@ fn the_deadline_bounds_the_drain_and_sigterm_flushes_what_remains() {
     assert!(graph.requests().len() == 1, "{:?}", graph.requests());
     assert!(function.logs().contains("deadline came before"), "{}", function.logs());
 
-    // SIGTERM: the Conversions API call still hanging is given up as a capi_failed record,
+    // SIGTERM: the Conversions API call still hanging is given up as a delivery record,
     // which reaches Firehose before the process exits, within the 500 ms Lambda allows.
     let (status, took) = function.terminate_within_500ms();
     eprintln!("SIGTERM to exit with a hung Graph API: {}", ms(took));
     let status = status.unwrap_or_else(|| panic!("still running 500 ms after SIGTERM (Lambda would SIGKILL it): {}", function.logs()));
     assert!(status.success(), "exit {status}: {}", function.logs());
     let records = rt.block_on(stream.records());
-    let failed: Vec<&Value> = records.iter().filter(|r| r["event_id"] == "deadline-1" && r["flags"].as_array().unwrap().iter().any(|f| f == "capi_failed")).collect();
+    let failed: Vec<&Value> = records.iter().filter(|r| r["event_id"] == "deadline-1" && r["schema"] == "pixelgate.delivery/1").collect();
     assert_eq!(failed.len(), 1, "{records:#?}\n{}", function.logs());
-    assert_eq!(failed[0]["capi_failure"]["reason"], "shutdown", "{}", failed[0]);
+    assert_eq!(failed[0]["reason"], "shutdown", "{}", failed[0]);
     assert!(emulator.violations().is_empty(), "{:?}", emulator.violations());
 }
 

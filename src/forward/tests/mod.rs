@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::meta::client::{EventsRequest, GraphError, Received, SendError, SendEvents};
 use super::meta::{MAX_EVENTS_PER_REQUEST, Meta};
@@ -198,7 +198,7 @@ fn config() -> ForwardConfig {
     }
 }
 
-/// A running forwarder over `meta`, fed through a real dispatcher, its failure records landing
+/// A running forwarder over `meta`, fed through a real dispatcher, its delivery records landing
 /// in a sink queue the test reads.
 struct Harness {
     capi: Dispatcher,
@@ -212,7 +212,7 @@ fn start(meta: &FakeMeta, tokens: &Arc<MemTokens>, config: ForwardConfig) -> Har
     Harness { capi, forwarder, sink_rx, deliveries }
 }
 
-/// A forwarder to `destination` behind a gated hit outlet of `capacity`, its failure records
+/// A forwarder to `destination` behind a gated hit outlet of `capacity`, its delivery records
 /// going to a raw-record outlet whose queue is returned.
 fn wire<D: super::Destination>(destination: D, tokens: &Arc<MemTokens>, config: ForwardConfig, capacity: usize) -> Wired {
     wire_with_budget(destination, tokens, config, capacity, 64 * 1024 * 1024)
@@ -271,7 +271,7 @@ impl Harness {
         }
     }
 
-    /// The `capi_failed` records written so far.
+    /// The delivery records written so far.
     fn records(&mut self) -> Vec<Value> {
         drain_records(&mut self.sink_rx)
     }
@@ -303,7 +303,7 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 }
 
 fn reasons(records: &[Value]) -> Vec<&str> {
-    records.iter().map(|r| r["capi_failure"]["reason"].as_str().expect("a capi_failed record")).collect()
+    records.iter().map(|r| r["reason"].as_str().expect("a delivery record")).collect()
 }
 
 async fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
@@ -437,10 +437,13 @@ async fn retries_exhausted_are_given_up_with_records() {
     assert!(meta.calls().len() >= 2);
     let records = h.records();
     assert_eq!(reasons(&records), vec!["retries_exhausted"; 5]);
-    let failure = &records[0]["capi_failure"];
+    let failure = &records[0];
     assert_eq!(failure["code"], 2);
     assert!(failure["attempts"].as_u64().unwrap() >= 2 && failure["detail"].as_str().unwrap().contains("503"), "{failure}");
-    assert!(records[0]["flags"].as_array().unwrap().iter().any(|f| f == "capi_failed"));
+    assert_eq!(
+        (&failure["schema"], &failure["destination"], &failure["outcome"], &failure["pixel_id"]),
+        (&json!("pixelgate.delivery/1"), &json!("meta"), &json!("failed"), &json!("111"))
+    );
     h.stop().await;
 }
 
@@ -456,9 +459,9 @@ async fn an_invalid_token_stops_forwarding_for_that_pixel() {
     let records = h.records();
     assert_eq!(reasons(&records), vec!["invalid_token"; 10]);
     assert_eq!(sorted(records.iter().map(|r| r["event_id"].as_str().unwrap().to_owned()).collect()), sorted(ids(0..10)));
-    assert_eq!(records[0]["capi_failure"]["code"], 190);
+    assert_eq!(records[0]["code"], 190);
     let token = tokens.tokens.lock().unwrap()["111"].0.clone();
-    assert!(records.iter().all(|r| { !r["capi_failure"]["detail"].as_str().unwrap().contains(&token) }));
+    assert!(records.iter().all(|r| { !r["detail"].as_str().unwrap().contains(&token) }));
     // Later hits for that pixel are not sent (the store answers None); other pixels still are.
     h.submit("111", 10..20);
     h.submit("222", 0..2);
@@ -487,7 +490,7 @@ async fn one_invalid_event_among_ten_is_isolated() {
     let records = h.records();
     assert_eq!(reasons(&records), vec!["invalid_parameter"]);
     assert_eq!(records[0]["event_id"], "e6");
-    assert_eq!(records[0]["capi_failure"]["code"], 100);
+    assert_eq!(records[0]["code"], 100);
     assert!(meta.calls().len() <= 1 + 2 * 4, "bisection, not one request per event: {}", meta.calls().len());
     h.stop().await;
 }
@@ -542,7 +545,7 @@ async fn events_meta_would_reject_are_recorded_and_not_sent() {
     assert!(meta.calls().iter().all(|c| c.pixel_id == "111"));
     let records = h.records();
     assert_eq!((reasons(&records), records[0]["event_id"].as_str().unwrap()), (vec!["rejected_no_user_agent"], "no-ua"));
-    assert_eq!(records[0]["capi_failure"]["attempts"], 0);
+    assert_eq!(records[0]["attempts"], 0);
     h.stop().await;
 }
 
@@ -623,7 +626,7 @@ async fn shutdown_gives_up_hanging_requests_within_its_timeout() {
     assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(2), "{took:?}");
     let records = drain_records(&mut sink_rx);
     assert_eq!(reasons(&records), vec!["shutdown"; 5]);
-    assert!(records.iter().all(|r| r["capi_failure"]["attempts"] == 1), "the abandoned request carried them");
+    assert!(records.iter().all(|r| r["attempts"] == 1), "the abandoned request carried them");
 }
 
 #[tokio::test]
@@ -662,7 +665,7 @@ async fn the_closing_flag_alone_cuts_a_backoff_short() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     closing.store(true, Ordering::Relaxed);
     tokio::time::timeout(Duration::from_secs(2), flushed).await.expect("the barrier answers once the backoff is cut").unwrap();
-    assert_eq!(reasons(&drain_records(&mut sink_rx)), ["shutdown"], "a capi_failed record");
+    assert_eq!(reasons(&drain_records(&mut sink_rx)), ["shutdown"], "a delivery record");
     capi.shutdown().await;
     forwarder.join().await;
 }
@@ -695,10 +698,10 @@ async fn past_its_byte_budget_forwarding_sheds_and_counts_exactly_what_it_shed()
     let meta = FakeMeta::default();
     meta.set_latency(Duration::from_millis(200));
     let tokens = MemTokens::with(&[("111", 1)]);
-    // Room for about two batches of ten (each takes a first block and a full one for its events,
-    // and as many for its lines); the destination takes 200 ms a request, one at a time.
+    // Room for about two batches of ten (each takes a first block and a full one for its
+    // events); the destination takes 200 ms a request, one at a time.
     let cfg = ForwardConfig { max_batch: 10, max_concurrent_requests: 1, ..config() };
-    let Wired { capi, forwarder, budget, status, .. } = wire_with_budget(Meta::with_client(meta.clone()), &tokens, cfg, 100_000, 300 * 1024);
+    let Wired { capi, forwarder, budget, status, .. } = wire_with_budget(Meta::with_client(meta.clone()), &tokens, cfg, 100_000, 128 * 1024);
     for i in 0..300 {
         capi.submit_draft(hit("111", &format!("e{i}"), Some(UA), None));
     }

@@ -126,7 +126,7 @@ async fn a_second_destination_gets_batching_retries_and_outcomes_from_the_same_m
     assert!(requests.iter().all(|(_, token)| token == "token-5-v3"), "the pixel's credentials");
     assert_eq!(requests[0].0, requests[1].0, "a retry resends the same events");
     let records = drain_records(&mut sink_rx);
-    let mut failed: Vec<_> = records.iter().map(|r| (r["event_id"].as_str().unwrap(), r["capi_failure"]["reason"].as_str().unwrap())).collect();
+    let mut failed: Vec<_> = records.iter().map(|r| (r["event_id"].as_str().unwrap(), r["reason"].as_str().unwrap())).collect();
     failed.sort();
     let last = &requests[3].0[0];
     assert_eq!(failed, [(last.as_str(), "rejected_by_echo"), ("no-ua", "rejected_incomplete")]);
