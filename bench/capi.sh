@@ -32,6 +32,11 @@
 #   SERVER_BIN   the pixelgate binary to measure, e.g. another build's (with SKIP_BUILD=1)
 #                                                          (default target/release/pixelgate)
 #   KEEP_TMP     1 = keep the scratch directory
+#   ROUNDS       run the MODES list this many times        (default 1)
+#                The host's own threads take either core for milliseconds at a time, which
+#                moves an unpaced mode's p99 and throughput from run to run (the no-token
+#                baseline's too); with ROUNDS > 1 each round's figures are printed, then the
+#                median over the rounds of each mode's p99 and peak RSS and of each comparison.
 #   PIXELGATE_*  passed to the server as usual
 #
 # Output: progress on stderr, the Markdown result table on stdout.
@@ -46,6 +51,7 @@ DURATION="${DURATION:-10}"
 CONNECTIONS="${CONNECTIONS:-64}"
 GRAPH_DELAY="${GRAPH_DELAY:-1}"
 MODES="${MODES:-C20k A20k Cmax Amax Bmax Dmax F1 Frand}"
+ROUNDS="${ROUNDS:-1}"
 SKIP_BUILD="${SKIP_BUILD:-0}"
 KEEP_TMP="${KEEP_TMP:-0}"
 
@@ -59,7 +65,7 @@ TOKEN_PREFIX=bench-token-     # pixel P's token is bench-token-P; the fakes chec
 DRAIN_TIMEOUT=60              # seconds to wait for every forwarded event to be accounted for
 PIXELS=10
 
-for knob in DURATION CONNECTIONS; do
+for knob in DURATION CONNECTIONS ROUNDS; do
     [[ "${!knob}" =~ ^[1-9][0-9]*$ ]] || { echo "error: $knob must be a positive integer" >&2; exit 2; }
 done
 [[ "$GRAPH_DELAY" =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "error: GRAPH_DELAY must be a number of seconds" >&2; exit 2; }
@@ -95,19 +101,24 @@ pixel_ids() { seq 1000000001 $((1000000000 + PIXELS)); }
 
 ROWS=()
 NOTES=()
-declare -A P99=() CPU=() RPS=()
+declare -A P99=() CPU=() RPS=() RSS=()
+ROUND=1
+# Per mode (P99S, RSSS) and per comparison (CMP): one value per round, space-separated.
+declare -A P99S=() RSSS=() CMP=()
 
-note() { NOTES+=("$*"); }
-fail() { NOTES+=("**FAILED** $*"); FAILED=1; }
+# "round N, " before a note when there are several rounds.
+round_tag() { ((ROUNDS == 1)) || printf 'round %s, ' "$ROUND"; }
+note() { NOTES+=("$(round_tag)$*"); }
+fail() { NOTES+=("**FAILED** $(round_tag)$*"); FAILED=1; }
 
-# Hit records (not the failure records forwarding writes) under a data dir's raw/.
+# Hit records (not the delivery records forwarding writes) under a data dir's raw/.
 hit_records() {
-    find "$1/raw" -type f -name '*.ndjson' -exec cat {} + 2>/dev/null | grep -vc '"capi_failed"' || true
+    find "$1/raw" -type f -name '*.ndjson' -exec cat {} + 2>/dev/null | grep -c '^{"schema":"pixelgate.hit/1"' || true
 }
 
 # bench_mode MODE
 bench_mode() {
-    local mode=$1 dir="$WORK_DIR/$1" rate=0 pixels=$PIXELS tokens=all fake=fast store=local label
+    local mode=$1 dir="$WORK_DIR/$1.round$ROUND" rate=0 pixels=$PIXELS tokens=all fake=fast store=local label
     case $mode in
         C20k) label="no tokens, 20,000 hits/s"; rate=20000; tokens=none ;;
         A20k) label="every hit forwarded, 20,000 hits/s"; rate=20000 ;;
@@ -255,7 +266,9 @@ bench_mode() {
         ((g_viol == 0)) || fail "$mode: the fake Graph API counted $g_viol protocol violations: $(json_get "$s" 's["violation_kinds"]')"
         ((g_uniq == hits && g_dup == 0)) || fail "$mode: the fake Graph API got $g_uniq distinct events ($g_dup duplicates) for $hits hits"
     fi
-    P99[$mode]=$p99; CPU[$mode]=$cpu_us; RPS[$mode]=$rps
+    P99[$mode]=$p99; CPU[$mode]=$cpu_us; RPS[$mode]=$rps; RSS[$mode]=$rss
+    P99S[$mode]+="$p99 "; RSSS[$mode]+="$rss "
+    ((ROUNDS == 1)) || label+=" (round $ROUND)"
     ROWS+=("| $mode: $label | $rps | $p50 | $p99 | $max | $cpu_us | $rss | $g_req | $epr | $sent / $shed / $failed / $skipped | $reads / $reg_reads |")
 }
 
@@ -270,25 +283,72 @@ fi
 [[ -x "$PIXELGATE_BIN" ]] || die "$PIXELGATE_BIN not found (build it or unset SKIP_BUILD)"
 [[ -x "$FAST_FAKE_BIN" ]] || die "$FAST_FAKE_BIN not found (cargo build --release --example fake_graph_fast)"
 
-for mode in $MODES; do
-    bench_mode "$mode"
+# compare NAME A B -> "A vs B: throughput xR" (from RPS) for this round, kept in CMP[NAME].
+compare() {
+    [[ -n "${RPS[$2]:-}" && -n "${RPS[$3]:-}" ]] || return 0
+    local r
+    r=$(awk -v a="${RPS[$2]}" -v c="${RPS[$3]}" 'BEGIN { printf "%.3f", (c > 0 ? a / c : 0) }')
+    CMP[$1]+="$r "
+    echo "$2 vs $3: throughput x$r"
+}
+
+# round_summary -> this round's comparisons, one line each.
+round_summary() {
+    if [[ -n "${P99[C20k]:-}" && -n "${P99[A20k]:-}" ]]; then
+        local x d c
+        x=$(awk -v a="${P99[A20k]}" -v c="${P99[C20k]}" 'BEGIN { printf "%.2f", (c > 0 ? a / c : 0) }')
+        d=$(awk -v a="${P99[A20k]}" -v c="${P99[C20k]}" 'BEGIN { printf "%+.2f", a - c }')
+        c=$(awk -v x="${CPU[A20k]}" -v y="${CPU[C20k]}" 'BEGIN { printf "%+.2f", x - y }')
+        CMP[a20k_p99]+="$x "; CMP[a20k_cpu]+="$c "
+        echo "A20k vs C20k: p99 x$x ($d ms), CPU per hit $c µs"
+    fi
+    compare amax Amax Cmax
+    compare frand Frand F1
+    compare franddb Franddb F1ddb
+}
+
+# median "V1 V2 …" -> "median (min–max)" of the values (n/a ones left out).
+median() {
+    tr ' ' '\n' <<<"$1" | awk 'NF && $1 != "n/a"' | sort -g |
+        awk '{ v[NR] = $1 } END { if (!NR) { print "n/a"; exit } m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%g (%g–%g)", m, v[1], v[NR] }'
+}
+
+SUMMARIES=()
+for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+    ((ROUNDS == 1)) || log "round $ROUND of $ROUNDS"
+    P99=(); CPU=(); RPS=(); RSS=()
+    for mode in $MODES; do
+        bench_mode "$mode"
+    done
+    while IFS= read -r line; do
+        [[ -z "$line" ]] || SUMMARIES+=("$( ((ROUNDS == 1)) || printf 'round %s: ' "$ROUND")$line")
+    done < <(round_summary)
 done
 
 echo
 echo "## pixelgate forwarding benchmark"
 echo
 echo "$(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)); pixelgate on CPU $SERVER_CPU," \
-    "wrk and the fake Graph API on CPU $CLIENT_CPU; wrk -t1 -c$CONNECTIONS, ${DURATION}s per mode."
+    "wrk and the fake Graph API on CPU $CLIENT_CPU; wrk -t1 -c$CONNECTIONS, ${DURATION}s per mode$( ((ROUNDS == 1)) || printf ', %s rounds' "$ROUNDS")."
 echo "Latency is wrk's; CPU is the server's (user + kernel, all threads) per answered hit during the load."
 echo
 echo "| mode | req/s | p50 ms | p99 ms | max ms | CPU µs/hit | peak RSS MiB | Graph requests | events/request | sent / shed / failed / skipped | token / registry store reads |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"
 printf '%s\n' "${ROWS[@]}"
 echo
-[[ -n "${P99[C20k]:-}" && -n "${P99[A20k]:-}" ]] && awk -v a="${P99[A20k]}" -v c="${P99[C20k]}" -v x="${CPU[A20k]}" -v y="${CPU[C20k]}" \
-    'BEGIN { printf "A20k vs C20k: p99 x%.2f (%+.2f ms), CPU per hit %+.2f µs\n", (c > 0 ? a / c : 0), a - c, x - y }'
-[[ -n "${RPS[Cmax]:-}" && -n "${RPS[Amax]:-}" ]] && awk -v a="${RPS[Amax]}" -v c="${RPS[Cmax]}" 'BEGIN { printf "Amax vs Cmax: throughput x%.3f\n", (c > 0 ? a / c : 0) }'
-[[ -n "${RPS[F1]:-}" && -n "${RPS[Frand]:-}" ]] && awk -v a="${RPS[Frand]}" -v c="${RPS[F1]}" 'BEGIN { printf "Frand vs F1: throughput x%.3f\n", (c > 0 ? a / c : 0) }'
+((${#SUMMARIES[@]} == 0)) || printf '%s\n' "${SUMMARIES[@]}"
+if ((ROUNDS > 1)); then
+    echo
+    echo "Medians over $ROUNDS rounds (min–max):"
+    echo
+    for mode in $MODES; do
+        echo "- $mode: p99 $(median "${P99S[$mode]}") ms, peak RSS $(median "${RSSS[$mode]}") MiB"
+    done
+    [[ -z "${CMP[a20k_p99]:-}" ]] || echo "- A20k vs C20k: p99 x$(median "${CMP[a20k_p99]}"), CPU per hit $(median "${CMP[a20k_cpu]}") µs"
+    [[ -z "${CMP[amax]:-}" ]] || echo "- Amax vs Cmax: throughput x$(median "${CMP[amax]}")"
+    [[ -z "${CMP[frand]:-}" ]] || echo "- Frand vs F1: throughput x$(median "${CMP[frand]}")"
+    [[ -z "${CMP[franddb]:-}" ]] || echo "- Franddb vs F1ddb: throughput x$(median "${CMP[franddb]}")"
+fi
 echo
 printf -- '- %s\n' "${NOTES[@]}"
 ((FAILED == 0)) || { echo; echo "**Some checks FAILED** (see notes above)."; exit 1; }
