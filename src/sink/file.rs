@@ -513,6 +513,64 @@ mod tests {
         w.close_file();
     }
 
+    /// The whole lines of every record file under `dir`, open or closed (an open file may end in
+    /// part of a line while it grows; a closed one may not).
+    fn lines_below(dir: &Path) -> Vec<serde_json::Value> {
+        let mut files = vec![];
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for entry in fs::read_dir(&d).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.to_string_lossy().contains(".ndjson") {
+                    let text = fs::read_to_string(&path).unwrap();
+                    let whole = text.rfind('\n').map_or(0, |i| i + 1);
+                    assert!(whole == text.len() || path.to_string_lossy().ends_with(".open"), "{} ends in part of a line", path.display());
+                    files.push(text[..whole].to_owned());
+                }
+            }
+        }
+        files.concat().lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: a torn line {l:?}"))).collect()
+    }
+
+    #[tokio::test]
+    async fn a_busy_stream_reaches_the_file_whole_when_the_queue_empties_before_a_barrier_and_at_shutdown() {
+        use crate::params::{HitBuilder, ParseSettings, RequestMeta};
+        use crate::pipeline::{Dispatcher, RecordOutlet};
+
+        let dir = tempfile::tempdir().unwrap();
+        let config = FileSinkConfig { dir: dir.path().join("raw"), rotate_after: Duration::from_secs(3600), max_file_bytes: u64::MAX };
+        let (outlet, rx) = RecordOutlet::new("file", 100_000);
+        let sink = FileSink::start(config, rx, Arc::default(), outlet.closing()).unwrap();
+        let dispatcher = Dispatcher::new(vec![outlet], vec![]);
+        let settings = ParseSettings::default();
+        // Records of about 700 bytes: 300 of them are three 64 KiB slices and a tail.
+        let submit = |ids: std::ops::Range<usize>| {
+            for i in ids {
+                let mut b = HitBuilder::new(&settings, Timestamp::now());
+                b.add_encoded(&format!("pixel_id=1&event=E&event_id=e{i}&pad={}", "x".repeat(600)));
+                dispatcher.submit_record(&b.finish(RequestMeta::default()));
+            }
+        };
+        let raw = dir.path().join("raw");
+        submit(0..300);
+        // No barrier: what a busy batch held back is written once the queue is found empty.
+        let started = Instant::now();
+        while lines_below(&raw).len() < 300 {
+            assert!(started.elapsed() < Duration::from_secs(5), "{} of 300 records written", lines_below(&raw).len());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        submit(300..450);
+        dispatcher.flush().await;
+        assert_eq!(lines_below(&raw).len(), 450, "every record is in the file when a barrier is answered");
+        submit(450..600);
+        dispatcher.shutdown().await;
+        tokio::task::spawn_blocking(move || sink.join()).await.unwrap();
+        let ids: Vec<String> = lines_below(&raw).iter().map(|r| r["event_id"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(ids, (0..600).map(|i| format!("e{i}")).collect::<Vec<_>>(), "each once, in order");
+    }
+
     #[test]
     fn the_lock_is_beside_the_records_and_an_old_one_inside_is_taken_then_removed() {
         let dir = tempfile::tempdir().unwrap();
