@@ -283,34 +283,42 @@ fi
 [[ -x "$PIXELGATE_BIN" ]] || die "$PIXELGATE_BIN not found (build it or unset SKIP_BUILD)"
 [[ -x "$FAST_FAKE_BIN" ]] || die "$FAST_FAKE_BIN not found (cargo build --release --example fake_graph_fast)"
 
-# compare NAME A B -> "A vs B: throughput xR" (from RPS) for this round, kept in CMP[NAME].
+# summarize LINE -> keeps one of this round's comparisons for the output.
+summarize() { SUMMARIES+=("$( ((ROUNDS == 1)) || printf 'round %s: ' "$ROUND")$1"); }
+
+# number V -> true if V is a number (wrk prints no percentile for a run without answers).
+number() { [[ "$1" =~ ^-?[0-9]+(\.[0-9]+)?$ ]]; }
+
+# compare NAME A B -> this round's "A vs B: throughput xR" (from RPS), kept in CMP[NAME].
 compare() {
-    [[ -n "${RPS[$2]:-}" && -n "${RPS[$3]:-}" ]] || return 0
+    number "${RPS[$2]:-}" && number "${RPS[$3]:-}" || return 0
     local r
     r=$(awk -v a="${RPS[$2]}" -v c="${RPS[$3]}" 'BEGIN { printf "%.3f", (c > 0 ? a / c : 0) }')
     CMP[$1]+="$r "
-    echo "$2 vs $3: throughput x$r"
+    summarize "$2 vs $3: throughput x$r"
 }
 
-# round_summary -> this round's comparisons, one line each.
+# round_summary -> this round's comparisons, into SUMMARIES and CMP (in this shell: a
+# subshell's CMP would be lost).
 round_summary() {
-    if [[ -n "${P99[C20k]:-}" && -n "${P99[A20k]:-}" ]]; then
+    if number "${P99[C20k]:-}" && number "${P99[A20k]:-}" && number "${CPU[C20k]:-}" && number "${CPU[A20k]:-}"; then
         local x d c
         x=$(awk -v a="${P99[A20k]}" -v c="${P99[C20k]}" 'BEGIN { printf "%.2f", (c > 0 ? a / c : 0) }')
         d=$(awk -v a="${P99[A20k]}" -v c="${P99[C20k]}" 'BEGIN { printf "%+.2f", a - c }')
         c=$(awk -v x="${CPU[A20k]}" -v y="${CPU[C20k]}" 'BEGIN { printf "%+.2f", x - y }')
         CMP[a20k_p99]+="$x "; CMP[a20k_cpu]+="$c "
-        echo "A20k vs C20k: p99 x$x ($d ms), CPU per hit $c µs"
+        summarize "A20k vs C20k: p99 x$x ($d ms), CPU per hit $c µs"
     fi
     compare amax Amax Cmax
     compare frand Frand F1
     compare franddb Franddb F1ddb
 }
 
-# median "V1 V2 …" -> "median (min–max)" of the values (n/a ones left out).
+# median "V1 V2 …" [FORMAT] -> "median (min–max)" of the values (n/a ones left out), each
+# printed with FORMAT (default %g; %+g keeps a difference's sign).
 median() {
     tr ' ' '\n' <<<"$1" | awk 'NF && $1 != "n/a"' | sort -g |
-        awk '{ v[NR] = $1 } END { if (!NR) { print "n/a"; exit } m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%g (%g–%g)", m, v[1], v[NR] }'
+        awk -v f="${2:-%g}" '{ v[NR] = $1 } END { if (!NR) { print "n/a"; exit } m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf f " (" f "–" f ")", m, v[1], v[NR] }'
 }
 
 SUMMARIES=()
@@ -320,9 +328,7 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
     for mode in $MODES; do
         bench_mode "$mode"
     done
-    while IFS= read -r line; do
-        [[ -z "$line" ]] || SUMMARIES+=("$( ((ROUNDS == 1)) || printf 'round %s: ' "$ROUND")$line")
-    done < <(round_summary)
+    round_summary
 done
 
 echo
@@ -344,7 +350,7 @@ if ((ROUNDS > 1)); then
     for mode in $MODES; do
         echo "- $mode: p99 $(median "${P99S[$mode]}") ms, peak RSS $(median "${RSSS[$mode]}") MiB"
     done
-    [[ -z "${CMP[a20k_p99]:-}" ]] || echo "- A20k vs C20k: p99 x$(median "${CMP[a20k_p99]}"), CPU per hit $(median "${CMP[a20k_cpu]}") µs"
+    [[ -z "${CMP[a20k_p99]:-}" ]] || echo "- A20k vs C20k: p99 x$(median "${CMP[a20k_p99]}"), CPU per hit $(median "${CMP[a20k_cpu]}" %+g) µs"
     [[ -z "${CMP[amax]:-}" ]] || echo "- Amax vs Cmax: throughput x$(median "${CMP[amax]}")"
     [[ -z "${CMP[frand]:-}" ]] || echo "- Frand vs F1: throughput x$(median "${CMP[frand]}")"
     [[ -z "${CMP[franddb]:-}" ]] || echo "- Franddb vs F1ddb: throughput x$(median "${CMP[franddb]}")"
