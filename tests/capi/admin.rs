@@ -83,6 +83,13 @@ async fn a_token_put_through_the_admin_api_applies_at_once_and_is_never_shown() 
     let f = failed_records(&records);
     assert_eq!(f.len(), 1, "{f:#?}");
     assert_eq!((&f[0]["event_id"], &f[0]["reason"]), (&json!("refused"), &json!("invalid_parameter")));
+    assert_eq!(
+        (&f[0]["pixel_id"], &f[0]["account_id"], &f[0]["code"], &f[0]["attempts"]),
+        (&json!(PIXEL), &Value::Null, &json!(100), &json!(1)),
+        "an unregistered pixel's: {}",
+        f[0]
+    );
+    assert!(f[0]["at"].as_str().is_some_and(|at| at.ends_with('Z')) && f[0]["detail"].as_str().is_some_and(|d| d.contains("Invalid parameter")), "{}", f[0]);
 
     // DELETE stops forwarding at once.
     let (status, body) = server.admin("DELETE", &token_path, Some(ADMIN_KEY), None).await;

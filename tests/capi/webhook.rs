@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::common::fake_graph::{Answer, FakeGraph};
 use crate::common::metrics::metric;
 use crate::common::webhook_receiver::Receiver;
-use crate::helpers::{Site, eventually, q};
+use crate::helpers::{Site, eventually, failed_records, q};
 
 const PIXEL: &str = "9000310";
 const PIXEL_LITERAL: &str = "9000311";
@@ -68,6 +68,11 @@ async fn one_signed_post_per_state_change_retried_after_a_500() {
     assert_eq!(metric(&m, "pixelgate_notifications_total", &[("channel", "webhook"), ("outcome", "sent")]), 1.0, "{m}");
     let failed = metric(&m, "pixelgate_capi_events_total", &[("outcome", "failed"), ("reason", "invalid_token")]);
     assert!(failed > 5.0, "several requests were refused ({failed} events), one notice went out");
+    // Each refused event is a delivery record in the pixel's account.
+    let records = server.wait_for_failed(6, Duration::from_secs(10)).await;
+    for r in failed_records(&records) {
+        assert_eq!((&r["pixel_id"], &r["account_id"], &r["reason"], &r["code"]), (&json!(PIXEL), &json!("acc_hooked"), &json!("invalid_token"), &json!(190)), "{r}");
+    }
     let (_, a) = server.admin_json("GET", "/v1/accounts/acc_hooked", None).await;
     let last = &a["webhook_last_delivery"];
     assert_eq!((&last["outcome"], &last["attempts"], &last["status"], &last["pixel_id"]), (&"delivered".into(), &2.into(), &200.into(), &PIXEL.into()), "{a}");
