@@ -85,7 +85,7 @@ fn map<'a>(out: &mut Vec<u8>, entries: impl Iterator<Item = (&'a str, &'a str)>)
 
 /// `"YYYY-MM-DDTHH:MM:SS.mmmZ"`, as `humantime::format_rfc3339_millis` writes it. Hits arrive in
 /// time order, so the date and time up to the second is formatted once per second and thread.
-pub(super) fn timestamp(out: &mut Vec<u8>, t: Timestamp) {
+fn timestamp(out: &mut Vec<u8>, t: Timestamp) {
     thread_local! {
         /// Unix second and its `YYYY-MM-DDTHH:MM:SS` text.
         static SECOND: std::cell::Cell<(u64, [u8; 19])> = const { std::cell::Cell::new((u64::MAX, [0; 19])) };
