@@ -100,11 +100,7 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
         let mut jobs = Vec::with_capacity(DRAIN);
         let mut open = true;
         loop {
-            // Deliveries that ended are accounted for (their records let go) even when every
-            // turn takes a full drain and never reaches the wait below.
-            while let Some(done) = self.in_flight.try_join_next_with_id() {
-                self.reaped(done);
-            }
+            self.reap_ended();
             self.start_ready();
             while jobs.len() < DRAIN {
                 match rx.try_recv() {
@@ -288,6 +284,15 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
         self.in_flight_records.insert(task.id(), records);
     }
 
+    /// Accounts for the deliveries that ended (their records let go), without waiting: called
+    /// every turn, so that it happens even when every turn takes a full drain and never reaches
+    /// a wait.
+    fn reap_ended(&mut self) {
+        while let Some(done) = self.in_flight.try_join_next_with_id() {
+            self.reaped(done);
+        }
+    }
+
     /// Accounts for a finished delivery; a task that died leaves its events given up as `internal`.
     fn reaped(&mut self, done: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
         match done {
@@ -307,11 +312,7 @@ impl<D: Destination, S: Credentials> Consumer<D, S> {
     /// Waits until every batch in line is delivered (or given up) and every delivery ended.
     async fn wait_in_flight(&mut self) {
         loop {
-            // Deliveries that ended are accounted for (their records let go) even when every
-            // turn takes a full drain and never reaches the wait below.
-            while let Some(done) = self.in_flight.try_join_next_with_id() {
-                self.reaped(done);
-            }
+            self.reap_ended();
             self.start_ready();
             if self.ready.is_empty() && self.in_flight.is_empty() {
                 return;

@@ -64,7 +64,7 @@ impl Records {
     }
 
     /// Record `i`'s event id.
-    fn event_id(&self, i: u32) -> &str {
+    pub(super) fn event_id(&self, i: u32) -> &str {
         let start = if i == 0 { 0 } else { self.list[i as usize - 1].0 as usize };
         &self.ids[start..self.list[i as usize].0 as usize]
     }
@@ -74,18 +74,18 @@ impl Records {
         self.accounts[self.list[i as usize].1 as usize].as_deref()
     }
 
-    /// Adds the delivery record of record `i`, given up by `destination` (`given_up` says why),
-    /// to `out`.
-    pub(super) fn write_failed(&self, i: u32, destination: &str, given_up: &GivenUp, out: &mut RecordBatch<'_>) {
-        let at = Timestamp::now();
+    /// Adds the delivery record of record `i`, given up by `destination` at `at` (`given_up`
+    /// says why), to `out`.
+    pub(super) fn write_failed(&self, i: u32, destination: &str, given_up: &GivenUp, at: Timestamp, out: &mut RecordBatch<'_>) {
         let record = DeliveryRecord::failed(self.event_id(i), self.pixel.as_str(), self.account_id(i), destination, given_up, at);
         out.write(at, |buf| record.write_line(buf));
     }
 
     /// Adds the delivery record of each of them to `out`.
     pub(super) fn write_all_failed(&self, destination: &str, given_up: &GivenUp, out: &mut RecordBatch<'_>) {
+        let at = Timestamp::now();
         for i in 0..self.list.len() {
-            self.write_failed(i as u32, destination, given_up, out);
+            self.write_failed(i as u32, destination, given_up, at, out);
         }
     }
 }
@@ -110,8 +110,7 @@ pub(super) struct Event {
 pub(super) struct Rejected {
     pub(super) reject: Reject,
     pub(super) name: String,
-    pub(super) id: String,
-    /// Its index in its batch's [`Records`].
+    /// Its index in its batch's [`Records`], which hold its event id.
     pub(super) record: u32,
 }
 
@@ -195,10 +194,10 @@ impl Open {
     /// Keeps a hit the platform would reject, for its delivery record once the credentials are
     /// found.
     pub(super) fn reject<D: Destination>(&mut self, destination: &D, reject: Reject, hit: &QueuedHit) {
-        let (name, id) = (destination.event_name(hit).to_owned(), hit.event_id().to_owned());
+        let name = destination.event_name(hit).to_owned();
         self.begin();
         let record = self.records.push(hit);
-        self.share.add(name.len() + id.len() + std::mem::size_of::<Rejected>());
-        self.rejected.push(Rejected { reject, name, id, record });
+        self.share.add(name.len() + std::mem::size_of::<Rejected>());
+        self.rejected.push(Rejected { reject, name, record });
     }
 }

@@ -12,7 +12,7 @@ use super::destination::Destination;
 use super::open::{Records, Rejected};
 use super::{Key, Shared};
 use crate::metrics as m;
-use crate::record::GivenUp;
+use crate::record::{GivenUp, Timestamp};
 
 /// One delivery's view of where outcomes go.
 pub(super) struct Outcomes<'a, D, S> {
@@ -34,20 +34,20 @@ pub(super) struct Given<'c> {
 enum Labels<'c> {
     /// Event `i` of an encoded chunk.
     Encoded(&'c Chunk, usize),
-    /// A rejected hit's, kept as text.
-    Known(&'c str, &'c str),
+    /// A rejected hit's name, kept as text (its id is in the batch's records).
+    Known(&'c str),
 }
 
 impl<'c> Given<'c> {
     /// A hit the platform would reject, never sent.
     pub(super) fn rejected(hit: &'c Rejected) -> Self {
-        Given { record: hit.record, attempts: 0, labels: Labels::Known(&hit.name, &hit.id) }
+        Given { record: hit.record, attempts: 0, labels: Labels::Known(&hit.name) }
     }
 
-    fn labels(&self) -> (String, String) {
+    fn labels(&self, records: &Records) -> (String, String) {
         match self.labels {
             Labels::Encoded(chunk, i) => chunk.labels(i),
-            Labels::Known(name, id) => (name.to_owned(), id.to_owned()),
+            Labels::Known(name) => (name.to_owned(), records.event_id(self.record).to_owned()),
         }
     }
 }
@@ -105,15 +105,16 @@ impl<D: Destination, S> Outcomes<'_, D, S> {
         }
         let mut records = self.shared.sink.records();
         let mut given_up = GivenUp { reason, detail: detail.to_owned(), code, attempts: 0 };
+        let now = Timestamp::now();
         for event in &given {
             given_up.attempts = event.attempts;
-            self.records.write_failed(event.record, destination.name(), &given_up, &mut records);
+            self.records.write_failed(event.record, destination.name(), &given_up, now, &mut records);
         }
         drop(records);
         let (at, answer, message) = (At::now(), Arc::default(), deliveries::message(detail));
         // The log keeps the last entries per pixel: only those are made.
         let log = given[n.saturating_sub(PER_PIXEL)..].iter().map(|event| {
-            let (event_name, event_id) = event.labels();
+            let (event_name, event_id) = event.labels(self.records);
             Delivery {
                 event_name,
                 event_id,

@@ -49,10 +49,10 @@ pub(super) struct Offered {
     lists: Vec<Vec<Arc<QueuedHit>>>,
 }
 
-/// Record lines being gathered for the raw-record outlets. The buffer handed on is counted against the
-/// budget by its capacity, not its length, and the next one starts at the size the last one
-/// filled, so what is held stays within twice what is counted for (a Firehose batch keeps lines
-/// alive past their job).
+/// Record lines being gathered for the raw-record outlets. The buffer handed on is counted
+/// against the budget by its capacity, not its length, and the next one starts at the size the
+/// last one filled, so what is held stays within twice what is counted for (a Firehose batch
+/// keeps lines alive past their job).
 #[derive(Default)]
 pub(super) struct Lines {
     pub(super) buf: Vec<u8>,
