@@ -9,6 +9,9 @@
 //!   image load) is answered inside `call`.
 //! * [`capture`] — what is kept of a pixel request ([`crate::params::Captured`]) for the intake
 //!   to shape after the answer; the POST body read within limits.
+//! * [`lane`] — [`Lane`]: a plain pixel `GET`/`HEAD` answered from the head as the HTTP parser
+//!   left it, the same answer in fewer steps; the hyper server tries it first
+//!   (`runtime::lane`).
 //! * [`response`] — the GIF and its headers, JSON answers.
 //! * [`ready`] — `/readyz`.
 //!
@@ -18,6 +21,7 @@
 //! [`PeerIp`](crate::params::PeerIp) extension.
 
 pub mod capture;
+pub mod lane;
 pub mod ready;
 pub mod response;
 pub mod service;
@@ -27,6 +31,7 @@ use std::sync::Arc;
 use metrics::Counter;
 
 pub use self::capture::BodyLimits;
+pub use self::lane::Lane;
 pub use self::response::{EdgeBody, GIF, json, json_error};
 pub use self::service::{EdgeFuture, EdgeService};
 use crate::api::Api;

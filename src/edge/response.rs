@@ -15,14 +15,14 @@ pub const GIF: &[u8] = include_bytes!("../../static/pixel.gif");
 pub type EdgeBody = Full<Bytes>;
 
 /// Headers of every pixel answer that forbid caching it.
-const NO_STORE: [(HeaderName, HeaderValue); 3] = [
+pub(super) const NO_STORE: [(HeaderName, HeaderValue); 3] = [
     (header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store, must-revalidate, max-age=0")),
     (header::PRAGMA, HeaderValue::from_static("no-cache")),
     (header::EXPIRES, HeaderValue::from_static("0")),
 ];
 
 /// The rest of the GIF answer's headers (`docs/parameters.md#the-pixel-answer`).
-const GIF_HEADERS: [(HeaderName, HeaderValue); 4] = [
+pub(super) const GIF_HEADERS: [(HeaderName, HeaderValue); 4] = [
     (header::CONTENT_TYPE, HeaderValue::from_static("image/gif")),
     (header::CONTENT_LENGTH, HeaderValue::from_static("43")),
     (HeaderName::from_static("cross-origin-resource-policy"), HeaderValue::from_static("cross-origin")),

@@ -28,9 +28,9 @@ const CORS_WAIT: Duration = Duration::from_millis(50);
 /// The tower `Service` both front doors call.
 #[derive(Clone)]
 pub struct EdgeService {
-    edge: Arc<Edge>,
+    pub(super) edge: Arc<Edge>,
     /// The connection's peer, for a front door that serves a connection per service.
-    peer: Option<IpAddr>,
+    pub(super) peer: Option<IpAddr>,
 }
 
 impl EdgeService {
@@ -90,7 +90,7 @@ where
     }
 }
 
-fn is_pixel_path(path: &str) -> bool {
+pub(super) fn is_pixel_path(path: &str) -> bool {
     matches!(path, "/p.gif" | "/tr" | "/tr/")
 }
 

@@ -80,59 +80,54 @@ impl RequestHead {
         let headers = &parts.headers;
         let path = parts.uri.path();
         let query = parts.uri.query();
-        let user_agent = header_str(headers, &header::USER_AGENT);
-        let referer = header_str(headers, &header::REFERER);
-        let origin = header_str(headers, &header::ORIGIN);
-        let cookies = || headers.get_all(header::COOKIE).iter().filter_map(visible_ascii);
-        let forwarded_for = || headers.get_all(&client_ip::X_FORWARDED_FOR).iter().map(|v| v.as_bytes());
-        let trusted = trusted_proxies > 0;
         // hyper keeps the URI's path and query as one string: copied as one when it is exactly
         // `path?query` (an absolute URI without a path has a made-up `/` path: copied apart).
         let path_and_query = parts.uri.path_and_query().map(|pq| pq.as_str()).filter(|pq| query.is_some_and(|q| pq.len() == path.len() + 1 + q.len()) && pq.starts_with(path));
-        let len = path_and_query.map_or(path.len() + query.map_or(0, str::len), str::len)
-            + user_agent.map_or(0, str::len)
-            + referer.map_or(0, str::len)
-            + origin.map_or(0, str::len)
-            + joined_len(cookies().map(str::len), 2)
-            + if trusted { joined_len(forwarded_for().map(<[u8]>::len), 1) } else { 0 };
-        // Ranges are u32 (`u32::MAX` meaning none); a head is capped far below that (hyper's
-        // header limit, API Gateway's payload limit).
-        assert!(len < u32::MAX as usize, "a request head of {len} bytes");
-        let mut text = Vec::with_capacity(len);
-        let query = match path_and_query {
-            Some(pq) => {
-                text.extend_from_slice(pq.as_bytes());
-                Part { start: (path.len() + 1) as u32, end: pq.len() as u32 }
-            }
-            None => {
-                text.extend_from_slice(path.as_bytes());
-                push(&mut text, query)
-            }
-        };
-        let (user_agent, referer, origin) = (push(&mut text, user_agent), push(&mut text, referer), push(&mut text, origin));
-        let cookies = join(&mut text, cookies().map(str::as_bytes), b"; ");
-        let forwarded_for = if trusted { join(&mut text, forwarded_for(), b",") } else { Part::NONE };
         let method = match parts.method {
             Method::GET => Verb::Get,
             Method::HEAD => Verb::Head,
             Method::POST => Verb::Post,
             _ => Verb::Other,
         };
-        let peer = peer.or_else(|| parts.extensions.get::<PeerIp>().map(|p| p.0));
-        debug_assert_eq!(text.len(), len, "room made for exactly the head, so boxing it does not reallocate");
-        RequestHead {
-            text: text.into_boxed_slice(),
-            path_end: path.len() as u32,
+        Copied {
+            path,
             query,
-            user_agent,
-            referer,
-            origin,
-            cookies,
-            forwarded_for,
-            trusted_proxies: u32::try_from(trusted_proxies).unwrap_or(u32::MAX),
+            path_and_query,
+            user_agent: header_str(headers, &header::USER_AGENT),
+            referer: header_str(headers, &header::REFERER),
+            origin: header_str(headers, &header::ORIGIN),
             method,
-            peer,
+            peer: peer.or_else(|| parts.extensions.get::<PeerIp>().map(|p| p.0)),
+            trusted_proxies,
         }
+        .head(|| headers.get_all(header::COOKIE).iter().filter_map(visible_ascii).map(str::as_bytes), || headers.get_all(&client_ip::X_FORWARDED_FOR).iter().map(|v| v.as_bytes()))
+    }
+
+    /// The same copy from a request head as the HTTP parser left it: `target` is an origin-form
+    /// `path?query` that hyper would take as it is (the caller checks: see
+    /// `edge::lane`), `headers` the head's lines (values as `httparse` checked them: no control
+    /// byte but a tab, no DEL, as hyper's header values). A header is read as hyper's map reads
+    /// it: by its name in any case, the first line for a single value, every line for the
+    /// cookies and `X-Forwarded-For`.
+    pub fn from_lines(head_only: bool, target: &str, headers: &[httparse::Header<'_>], peer: IpAddr, trusted_proxies: usize) -> RequestHead {
+        let (path, query) = match target.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (target, None),
+        };
+        let lines = |name: &'static str| headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);
+        let first = |name: &'static str| lines(name).next().and_then(ascii);
+        Copied {
+            path,
+            query,
+            path_and_query: query.map(|_| target),
+            user_agent: first("user-agent"),
+            referer: first("referer"),
+            origin: first("origin"),
+            method: if head_only { Verb::Head } else { Verb::Get },
+            peer: Some(peer),
+            trusted_proxies,
+        }
+        .head(|| lines("cookie").filter_map(ascii).map(str::as_bytes), || lines("x-forwarded-for"))
     }
 
     /// A part of the text that was copied from a `str`.
@@ -187,6 +182,70 @@ impl RequestHead {
     }
 }
 
+/// What a head is copied from, however the front door parsed it.
+struct Copied<'h> {
+    path: &'h str,
+    query: Option<&'h str>,
+    /// `path?query` as one string, when the request has a query and the parser kept it so.
+    path_and_query: Option<&'h str>,
+    user_agent: Option<&'h str>,
+    referer: Option<&'h str>,
+    origin: Option<&'h str>,
+    method: Verb,
+    peer: Option<IpAddr>,
+    trusted_proxies: usize,
+}
+
+impl<'h> Copied<'h> {
+    /// The head, with every visible-ASCII `Cookie` line and every `X-Forwarded-For` line (kept
+    /// only when proxies are trusted) as the two functions list them.
+    fn head<C, X>(self, cookies: impl Fn() -> C, forwarded_for: impl Fn() -> X) -> RequestHead
+    where
+        C: Iterator<Item = &'h [u8]>,
+        X: Iterator<Item = &'h [u8]>,
+    {
+        let Copied { path, query, path_and_query, user_agent, referer, origin, method, peer, trusted_proxies } = self;
+        let trusted = trusted_proxies > 0;
+        let len = path_and_query.map_or(path.len() + query.map_or(0, str::len), str::len)
+            + user_agent.map_or(0, str::len)
+            + referer.map_or(0, str::len)
+            + origin.map_or(0, str::len)
+            + joined_len(cookies().map(<[u8]>::len), 2)
+            + if trusted { joined_len(forwarded_for().map(<[u8]>::len), 1) } else { 0 };
+        // Ranges are u32 (`u32::MAX` meaning none); a head is capped far below that (hyper's
+        // header limit, API Gateway's payload limit).
+        assert!(len < u32::MAX as usize, "a request head of {len} bytes");
+        let mut text = Vec::with_capacity(len);
+        let query = match path_and_query {
+            Some(pq) => {
+                text.extend_from_slice(pq.as_bytes());
+                Part { start: (path.len() + 1) as u32, end: pq.len() as u32 }
+            }
+            None => {
+                text.extend_from_slice(path.as_bytes());
+                push(&mut text, query)
+            }
+        };
+        let (user_agent, referer, origin) = (push(&mut text, user_agent), push(&mut text, referer), push(&mut text, origin));
+        let cookies = join(&mut text, cookies(), b"; ");
+        let forwarded_for = if trusted { join(&mut text, forwarded_for(), b",") } else { Part::NONE };
+        debug_assert_eq!(text.len(), len, "room made for exactly the head, so boxing it does not reallocate");
+        RequestHead {
+            text: text.into_boxed_slice(),
+            path_end: path.len() as u32,
+            query,
+            user_agent,
+            referer,
+            origin,
+            cookies,
+            forwarded_for,
+            trusted_proxies: u32::try_from(trusted_proxies).unwrap_or(u32::MAX),
+            method,
+            peer,
+        }
+    }
+}
+
 /// Appends `s`; where it is.
 fn push(text: &mut Vec<u8>, s: Option<&str>) -> Part {
     let Some(s) = s else { return Part::NONE };
@@ -227,6 +286,13 @@ fn visible_ascii(value: &HeaderValue) -> Option<&str> {
     debug_assert_eq!(bytes.is_ascii(), value.to_str().is_ok());
     // SAFETY: ASCII is UTF-8.
     bytes.is_ascii().then(|| unsafe { std::str::from_utf8_unchecked(bytes) })
+}
+
+/// A header line's value as text when it is plain ASCII: [`visible_ascii`] for a value as
+/// `httparse` left it (which holds no control byte but a tab, and no DEL).
+fn ascii(value: &[u8]) -> Option<&str> {
+    // SAFETY: ASCII is UTF-8.
+    value.is_ascii().then(|| unsafe { std::str::from_utf8_unchecked(value) })
 }
 
 #[cfg(test)]
@@ -288,6 +354,34 @@ mod tests {
         for b in 0..=255u8 {
             if let Ok(v) = http::HeaderValue::from_bytes(&[b'a', b, b'z']) {
                 assert_eq!(visible_ascii(&v), v.to_str().ok(), "byte {b:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_head_from_parsed_lines_is_the_head_hyper_s_parts_give() {
+        let peer: IpAddr = "10.0.0.9".parse().unwrap();
+        let heads: [&[u8]; 5] = [
+            b"GET /p.gif?pixel_id=1&ev=Lead HTTP/1.1\r\nUser-Agent: a\r\nuser-agent: b\r\nREFERER: https://r.test/\r\nCookie: x=1\r\ncookie: y=\xc3\xa9\r\nCookie: z=3\r\n\
+              X-Forwarded-For: 198.51.100.1, 203.0.113.7\r\nx-forwarded-for: 192.0.2.4\r\nOrigin: https://o.test\r\n\r\n",
+            b"HEAD /tr HTTP/1.1\r\nUser-Agent: caf\xc3\xa9\r\nReferer: \r\n\r\n",
+            b"GET /tr/? HTTP/1.1\r\nUser-Agent:\tspaced\t \r\nCookie:\r\n\r\n",
+            b"GET /p.gif?a=%20b&c=[d] HTTP/1.1\r\n\r\n",
+            b"GET /tr?id=1 HTTP/1.1\r\nX-Forwarded-For: \xff\r\nUser-Agent: \x7e\r\n\r\n",
+        ];
+        for raw in heads {
+            let mut lines = [httparse::EMPTY_HEADER; 16];
+            let mut req = httparse::Request::new(&mut lines);
+            assert!(req.parse(raw).unwrap().is_complete());
+            let mut built = http::Request::builder().method(req.method.unwrap()).uri(req.path.unwrap());
+            for h in req.headers.iter() {
+                built = built.header(h.name, HeaderValue::from_bytes(h.value).unwrap());
+            }
+            let parts = built.body(()).unwrap().into_parts().0;
+            for trusted in [0, 1] {
+                let from_lines = RequestHead::from_lines(req.method == Some("HEAD"), req.path.unwrap(), req.headers, peer, trusted);
+                let from_parts = RequestHead::capture(&parts, Some(peer), trusted);
+                assert_eq!(format!("{from_lines:?}"), format!("{from_parts:?}"), "{}", String::from_utf8_lossy(raw));
             }
         }
     }

@@ -63,6 +63,13 @@ impl<B: Send + 'static> tower_service::Service<http::Request<B>> for MetricsServ
     }
 }
 
+/// Every request goes to the service: the listener has no pixel lane.
+impl crate::edge::Lane for MetricsService {
+    fn answer(&self, _: &httparse::Request<'_, '_>, _: &mut Vec<u8>) -> bool {
+        false
+    }
+}
+
 /// Serves `/metrics` on `listener` until `shutdown` resolves.
 pub async fn serve(listener: TcpListener, service: MetricsService, shutdown: impl std::future::Future<Output = ()>) {
     let opts = ServerOptions { name: "metrics", max_connections: 64, shutdown_grace: Duration::from_secs(1), ..ServerOptions::default() };

@@ -1,4 +1,6 @@
-//! The hyper/tokio front door: accept loop, connection limits and graceful shutdown.
+//! The hyper/tokio front door: accept loop, connection limits and graceful shutdown. Each
+//! connection starts in the pixel lane ([`super::lane`]), which answers plain pixel reads from
+//! their parsed heads, and is handed to hyper at the first request the lane does not take.
 //!
 //! Hostile clients are bounded at the transport: at most `max_connections` at once (further
 //! connections wait in the listen backlog), and a connection that has not delivered a complete
@@ -35,7 +37,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 
-use crate::edge::EdgeBody;
+use super::lane::{self, Replay};
+use crate::edge::{EdgeBody, Lane};
 use crate::metrics as m;
 
 /// Transport limits of the server.
@@ -66,7 +69,7 @@ impl Default for ServerOptions {
 /// function.
 pub async fn serve<S>(listener: TcpListener, service_for: impl Fn(SocketAddr) -> S, opts: ServerOptions, shutdown: impl Future<Output = ()>)
 where
-    S: tower_service::Service<Request<Incoming>, Response = Response<EdgeBody>, Error = Infallible> + Clone + Send + 'static,
+    S: tower_service::Service<Request<Incoming>, Response = Response<EdgeBody>, Error = Infallible> + Lane + Clone + Send + Sync + 'static,
     S::Future: Send + Unpin + 'static,
 {
     let limit = Arc::new(Semaphore::new(opts.max_connections));
@@ -101,7 +104,7 @@ where
             // No second descriptor (EMFILE): the connection could not be bounded, so refuse it.
             continue;
         };
-        let task = tokio::spawn(connection(stream, service_for(peer), http.clone(), opts.name, permit, Registered { conn: conn.clone(), id }));
+        let task = tokio::spawn(connection(stream, service_for(peer), http.clone(), opts.max_header_bytes, opts.name, permit, Registered { conn: conn.clone(), id }));
         let _ = conn.abort.set(task.abort_handle());
     }
     drop(listener);
@@ -268,19 +271,29 @@ impl<F: Future + Unpin> Future for Handling<F> {
     }
 }
 
-async fn connection<S>(stream: TcpStream, service: S, http: Arc<http1::Builder>, listener: &'static str, permit: OwnedSemaphorePermit, registered: Registered)
+async fn connection<S>(mut stream: TcpStream, service: S, http: Arc<http1::Builder>, max_head: usize, listener: &'static str, permit: OwnedSemaphorePermit, registered: Registered)
 where
-    S: tower_service::Service<Request<Incoming>, Response = Response<EdgeBody>, Error = Infallible> + Clone + Send + 'static,
+    S: tower_service::Service<Request<Incoming>, Response = Response<EdgeBody>, Error = Infallible> + Lane + Clone + Send + Sync + 'static,
     S::Future: Send + Unpin + 'static,
 {
     let _open = OpenConnection::new(listener, permit);
     let _ = stream.set_nodelay(true);
     let conn = registered.conn.clone();
+    // An answer from the lane ends a request as `Handling` does: the connection is stamped, and
+    // closes if shutdown has begun.
+    let answered = || {
+        conn.stamp.store(conn.table.now(), Ordering::SeqCst);
+        conn.table.stopping.load(Ordering::SeqCst)
+    };
+    let read = match lane::run(&mut stream, &service, max_head, answered).await {
+        lane::Outcome::Closed => return,
+        lane::Outcome::HandOver(read) => read,
+    };
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         conn.stamp.store(BUSY, Ordering::SeqCst);
         let mut service = service.clone();
         Handling { inner: service.call(req), conn: conn.clone() }
     });
-    let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+    let _ = http.serve_connection(TokioIo::new(Replay::new(read, stream)), svc).await;
     drop(registered);
 }

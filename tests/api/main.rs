@@ -8,6 +8,7 @@ mod client_ip;
 mod config;
 mod conventions;
 mod hostile;
+mod lane;
 mod operations;
 mod personal_data;
 mod pixel;
