@@ -34,6 +34,9 @@
 #                Shared hosts change speed by tens of percent within minutes; with
 #                ROUNDS > 1 each round's ratios are printed and their median is the
 #                figure to quote.
+#   ROTATE       1 = round r runs SERVERS starting from its r-th entry      (default 1)
+#                (the host's slow patches recur: seen falling on the same slot of
+#                consecutive rounds); 0 = the same order every round
 #
 # Output: progress on stderr, the Markdown result table on stdout.
 # Exit status: 0 if every check passed, 1 if a server answered requests with
@@ -55,6 +58,7 @@ KEEP_TMP="${KEEP_TMP:-0}"
 SERVERS="${SERVERS:-pixelgate pixelgate_registered pixelgate_firehose nginx}"
 STEADY="${STEADY:-10}"
 ROUNDS="${ROUNDS:-1}"
+ROTATE="${ROTATE:-1}"
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "error: ROUNDS must be a positive integer, got '$ROUNDS'" >&2; exit 2; }
 
 SERVER_CPU=0
@@ -570,8 +574,13 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
         RPS=()
     fi
     first_note=${#NOTES[@]}
-    for server in $SERVERS; do
-        "bench_$server"
+    # Round r starts at the r-th server of the list (ROTATE=1), so that a slow patch of the host
+    # that recurs with the rounds does not fall on the same server every time.
+    read -r -a order <<<"$SERVERS"
+    shift_by=0
+    [[ "$ROTATE" != 1 ]] || shift_by=$(((ROUND - 1) % ${#order[@]}))
+    for ((k = 0; k < ${#order[@]}; k++)); do
+        "bench_${order[(k + shift_by) % ${#order[@]}]}"
     done
     if ((ROUNDS > 1)); then
         for ((i = first_note; i < ${#NOTES[@]}; i++)); do NOTES[i]="round $ROUND, ${NOTES[i]}"; done
