@@ -11,6 +11,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Pixel requests answered, by method.
 pub const HITS: &str = "pixelgate_hits_total";
+/// Pixel reads the server's pixel lane answered (counted in [`HITS`] too).
+pub const LANE_ANSWERS: &str = "pixelgate_lane_answers_total";
 /// Flags raised on hits, by flag.
 pub const HIT_FLAGS: &str = "pixelgate_hit_flags_total";
 /// Records appended to a sink (acknowledged by Firehose, for the Firehose sink).
@@ -84,6 +86,7 @@ pub fn install() -> PrometheusHandle {
 
 fn describe() {
     describe_counter!(HITS, Unit::Count, "Pixel requests answered, by method.");
+    describe_counter!(LANE_ANSWERS, Unit::Count, "Pixel reads the server's pixel lane answered from their parsed heads (also in pixelgate_hits_total).");
     describe_counter!(HIT_FLAGS, Unit::Count, "Flags raised on hits (what was wrong or notable), by flag.");
     describe_counter!(RECORDS_WRITTEN, Unit::Count, "Raw records written to the sink (acknowledged by Firehose, for the Firehose sink), by sink.");
     describe_counter!(RECORDS_DROPPED, Unit::Count, "Records given up, by outlet and reason.");

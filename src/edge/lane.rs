@@ -9,7 +9,8 @@
 //! changes the framing or the answer (`Content-Length`, `Transfer-Encoding`, `Connection`,
 //! `Expect`, `Upgrade`, and `Origin`, whose CORS answer may wait on the pixel's settings). The
 //! front door hands everything else, and the rest of that connection, to hyper
-//! (`runtime::lane`). Measured in `docs/benchmarks.md#the-pixel-lane`.
+//! (`runtime::lane`), which also bounds what a connection may hold and keeps the server's
+//! deadlines. Measured in `docs/benchmarks.md#the-pixel-lane`.
 
 use std::cell::RefCell;
 use std::sync::LazyLock;
@@ -35,6 +36,7 @@ impl Lane for EdgeService {
         let target = req.path.expect("checked by taken");
         let head = RequestHead::from_lines(head_only, target, req.headers, peer, self.edge.trusted_proxies);
         self.edge.hits[head_only as usize].increment(1);
+        self.edge.lane_answers.increment(1);
         self.edge.dispatcher.submit_captured(Captured { received_at, source: Source::Pixel, head, body: None });
         write_answer(out, head_only, received_at.0);
         true

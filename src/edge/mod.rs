@@ -63,6 +63,8 @@ pub struct Edge {
     /// Hit counters by method (GET, HEAD, POST), resolved once so the hot path skips the
     /// registry lookup.
     hits: [Counter; 3],
+    /// Pixel reads the server's lane answered ([`lane`]).
+    lane_answers: Counter,
 }
 
 impl Edge {
@@ -77,7 +79,8 @@ impl Edge {
         directory: Arc<Directory>,
     ) -> Self {
         let hits = ["GET", "HEAD", "POST"].map(|method| metrics::counter!(m::HITS, "method" => method));
-        Edge { trusted_proxies, body_limits, dispatcher, sink_health, tokens, api, directory, forwarding: Vec::new(), hits }
+        let lane_answers = metrics::counter!(m::LANE_ANSWERS);
+        Edge { trusted_proxies, body_limits, dispatcher, sink_health, tokens, api, directory, forwarding: Vec::new(), hits, lane_answers }
     }
 
     /// Shows these destinations' forwarding state in `/readyz`.
