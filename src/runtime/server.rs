@@ -145,6 +145,15 @@ struct Conn {
     abort: OnceLock<AbortHandle>,
 }
 
+impl Conn {
+    /// A request was answered: the connection's header deadline starts again. Whether shutdown
+    /// has begun (then the connection is to close).
+    fn answered(&self) -> bool {
+        self.stamp.store(self.table.now(), Ordering::SeqCst);
+        self.table.stopping.load(Ordering::SeqCst)
+    }
+}
+
 impl Table {
     fn new(listener: &'static str, timeout: Duration) -> Table {
         Table {
@@ -261,9 +270,7 @@ impl<F: Future + Unpin> Future for Handling<F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let out = std::task::ready!(Pin::new(&mut self.inner).poll(cx));
-        let table = &self.conn.table;
-        self.conn.stamp.store(table.now(), Ordering::SeqCst);
-        if table.stopping.load(Ordering::SeqCst) {
+        if self.conn.answered() {
             // Shutdown came while this request was in hand: it is answered, then the connection closes.
             let _ = self.conn.twin.shutdown(Shutdown::Read);
         }
@@ -279,13 +286,9 @@ where
     let _open = OpenConnection::new(listener, permit);
     let _ = stream.set_nodelay(true);
     let conn = registered.conn.clone();
-    // An answer from the lane ends a request as `Handling` does: the connection is stamped, and
-    // closes if shutdown has begun.
-    let answered = || {
-        conn.stamp.store(conn.table.now(), Ordering::SeqCst);
-        conn.table.stopping.load(Ordering::SeqCst)
-    };
-    let read = match lane::run(&mut stream, &service, max_head, answered).await {
+    // An answer from the lane ends a request as `Handling` does: the connection closes after it
+    // once shutdown has begun.
+    let read = match lane::run(&mut stream, &service, max_head, || conn.answered()).await {
         lane::Outcome::Closed => return,
         lane::Outcome::HandOver(read) => read,
     };
