@@ -34,7 +34,8 @@
 #   SKIP_BUILD   1 = don't run `cargo build --release`     (default 0)
 #   SERVER_BIN   the pixelgate binary to measure, e.g. another build's (with SKIP_BUILD=1)
 #                                                          (default target/release/pixelgate)
-#   KEEP_TMP     1 = keep the scratch directory
+#   KEEP_TMP     1 = keep the scratch directory, records included (by default each mode's
+#                records are deleted once counted, before the next mode starts)
 #   ROUNDS       run the MODES list this many times        (default 1)
 #                The host's own threads take either core for milliseconds at a time, which
 #                moves an unpaced mode's p99 and throughput from run to run (the no-token
@@ -244,6 +245,11 @@ bench_mode() {
     fi
     local w="$dir/wrk.txt"
     hits=$(hit_records "$dir/data")
+    # Counted: drop the mode's records now (about 1 GB unpaced) unless asked to keep them. Kept,
+    # the modes' unwritten pages added up to 1.9 GB and the kernel wrote them back a few hundred
+    # MB at a time during later modes' measurements (/proc/meminfo's Dirty, each second), on
+    # either CPU. Deleted before writeback, their pages are dropped unwritten.
+    [[ "$KEEP_TMP" == 1 ]] || rm -rf "$dir/data/raw"
     local requests errors non2xx rps p50 p99 max cpu_us sent failed skipped shed reads reg_reads dropped held
     requests=$(kv "$w" requests); errors=$(kv "$w" errors); non2xx=$(kv "$w" non2xx)
     rps=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$w")
