@@ -149,14 +149,9 @@ def loads_breathing(raw):
             else:
                 value, at = DECODER.raw_decode(text, at)
             obj[key] = value
-            at = SPACE.match(text, at).end()
-            if text[at:at + 1] == ",":
-                at = SPACE.match(text, at + 1).end()
-                continue
-            if text[at:at + 1] != "}":
-                raise ValueError("expected ',' or '}' at %d" % at)
-            at += 1
-            break
+            more, at = after_item(text, at, "}")
+            if not more:
+                break
     if SPACE.match(text, at).end() != len(text):
         raise ValueError("extra data at %d" % at)
     return obj
@@ -174,13 +169,20 @@ def array_breathing(text, at):
         items.append(item)
         if len(items) % EVENTS_PER_BREATH == 0:
             time.sleep(BREATH_S)
-        at = SPACE.match(text, at).end()
-        if text[at:at + 1] == ",":
-            at = SPACE.match(text, at + 1).end()
-            continue
-        if text[at:at + 1] != "]":
-            raise ValueError("expected ',' or ']' at %d" % at)
-        return items, at + 1
+        more, at = after_item(text, at, "]")
+        if not more:
+            return items, at
+
+
+def after_item(text, at, close):
+    """Past what follows a member or element ending at text[at]: a ',' (True: more follow) or
+    `close` (False); returns that and where the next thing starts."""
+    at = SPACE.match(text, at).end()
+    if text[at:at + 1] == ",":
+        return True, SPACE.match(text, at + 1).end()
+    if text[at:at + 1] != close:
+        raise ValueError("expected ',' or '%s' at %d" % (close, at))
+    return False, at + 1
 
 
 def event_problem(e):
