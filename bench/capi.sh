@@ -245,10 +245,10 @@ bench_mode() {
     fi
     local w="$dir/wrk.txt"
     hits=$(hit_records "$dir/data")
-    # Counted: drop the mode's records now (about 1 GB unpaced) unless asked to keep them. Kept,
-    # the modes' unwritten pages added up to 1.9 GB and the kernel wrote them back a few hundred
-    # MB at a time during later modes' measurements (/proc/meminfo's Dirty, each second), on
-    # either CPU. Deleted before writeback, their pages are dropped unwritten.
+    # Counted: drop the mode's records now (about 0.65 GiB of unwritten pages unpaced) unless
+    # asked to keep them. Kept, the modes' unwritten pages added up to 1.9 GiB and the kernel
+    # wrote them back 230-330 MiB at a time during later modes' measurements (/proc/meminfo's
+    # Dirty, each second), on either CPU. Deleted before writeback, their pages are dropped unwritten.
     [[ "$KEEP_TMP" == 1 ]] || rm -rf "$dir/data/raw"
     local requests errors non2xx rps p50 p99 max cpu_us sent failed skipped shed reads reg_reads dropped held
     requests=$(kv "$w" requests); errors=$(kv "$w" errors); non2xx=$(kv "$w" non2xx)
