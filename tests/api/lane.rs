@@ -6,7 +6,7 @@
 //! `Content-Length: 0` is one the lane leaves to hyper, and one whose answer and record it does
 //! not change, so it stands for "the same request, through hyper".
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -51,17 +51,15 @@ async fn connect(bin: &Server) -> TcpStream {
     s
 }
 
-/// The server's records once there are `n` (the file sink writes them within milliseconds).
+/// The server's records once there are `n`, and exactly `n` (the file sink writes them within
+/// milliseconds).
 async fn records(bin: &Server, n: usize) -> Vec<Value> {
-    let started = Instant::now();
-    loop {
+    let records = crate::eventually!(Duration::from_secs(5), format!("{n} records"), {
         let records = bin.records();
-        if records.len() >= n || started.elapsed() > Duration::from_secs(5) {
-            assert_eq!(records.len(), n, "{records:#?}");
-            return records;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        (records.len() >= n).then_some(records)
+    });
+    assert_eq!(records.len(), n, "{records:#?}");
+    records
 }
 
 fn head(method: &str, event_id: &str, extra: &str) -> String {
